@@ -1,0 +1,87 @@
+// Engine: the application-facing runtime API (no LibTorch types).
+//
+// Owns a loaded model and runs generations: chat-template rendering,
+// tokenization, prefill, decode with a KV cache, sampling, stop conditions,
+// streaming. Many generations may run at once on one Engine (each has its own
+// cache); the model is shared and never copied.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attune/core/result.h"
+#include "attune/runtime/chat_template.h"
+#include "attune/runtime/model_config.h"
+#include "attune/runtime/sampler.h"
+#include "attune/runtime/tokenizer.h"
+
+namespace attune::runtime {
+
+class Model;
+
+struct EngineOptions {
+  std::string model_path;     // GGUF file or Hugging Face directory. Required.
+  std::string chat_template;  // "chatml" | "llama3" override. Default: "" (detect)
+  // LibTorch intra-op threads. Default: 1 (BLAS does the parallel work; more
+  // oversubscribes small machines, see docs/runtime.md).
+  int torch_threads = 1;
+  // OpenBLAS threads. Default: 0 (OpenBLAS's own default: all cores).
+  int blas_threads = 0;
+};
+
+struct GenerateOptions {
+  int max_tokens = 256;              // Default: 256
+  SamplingOptions sampling;          // Default: greedy
+  std::vector<std::string> stop;     // extra stop strings. Default: none
+  // Stop at the tokenizer's EOS and the chat template's end-of-turn token.
+  bool stop_at_eos = true;           // Default: true
+};
+
+struct GenerateResult {
+  std::string text;
+  std::vector<int32_t> tokens;  // generated ids
+  int prompt_tokens = 0;
+  // "stop" (EOS, end of turn or a stop string), "length" (max_tokens),
+  // "context" (the model's context is full), "cancelled" (callback said so).
+  std::string finish_reason;
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+// Receives text as it is produced, in whole UTF-8 characters, never
+// including (a prefix of) a stop string. Return false to stop.
+using TextCallback = std::function<bool(std::string_view)>;
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> Open(const EngineOptions& options);
+  ~Engine();
+
+  // Renders `messages` with the model's chat template and generates the
+  // assistant's reply. FailedPrecondition when the prompt does not fit the
+  // context; InvalidArgument for bad options.
+  Result<GenerateResult> Chat(const std::vector<ChatMessage>& messages, const GenerateOptions& options,
+                              const TextCallback& on_text = nullptr) const;
+  // Generates a continuation of raw prompt text (special tokens parsed).
+  Result<GenerateResult> Complete(const std::string& prompt, const GenerateOptions& options,
+                                  const TextCallback& on_text = nullptr) const;
+  // Generates from prompt token ids.
+  Result<GenerateResult> GenerateIds(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                     const TextCallback& on_text = nullptr) const;
+
+  const ModelConfig& config() const;
+  const Tokenizer& tokenizer() const;
+  // nullptr when the model has no recognisable chat template.
+  const ChatTemplate* chat_template() const;
+  int64_t parameter_count() const;
+  const std::string& fingerprint() const;
+  std::shared_ptr<const Model> model() const { return model_; }
+
+ private:
+  explicit Engine(std::shared_ptr<const Model> model) : model_(std::move(model)) {}
+  std::shared_ptr<const Model> model_;
+};
+
+}  // namespace attune::runtime

@@ -1,0 +1,140 @@
+// The model: frozen base weights, tokenizer, chat template, and the
+// functional forward pass `Forward(model, lora_or_null, tokens, cache)`.
+//
+// This header exposes ATen tensors and is meant for the LibTorch modules
+// (runtime, trainer). Applications use engine.h, which has no LibTorch types.
+//
+// Thread safety: a Model is immutable after Load; Forward may run from many
+// threads at once with distinct caches.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attune/core/result.h"
+#include "attune/runtime/chat_template.h"
+#include "attune/runtime/model_config.h"
+#include "attune/runtime/tokenizer.h"
+
+namespace attune::runtime {
+
+// A frozen base weight W [out, in]. The only two things model code does with
+// it: y = x Wᵀ (forward) and g Wᵀᵀ = g W (the input gradient backward needs).
+// This implementation holds fp32, dequantized at load.
+class LinearWeight {
+ public:
+  LinearWeight() = default;
+  explicit LinearWeight(at::Tensor w) : w_(std::move(w)) {}
+  // x [..., in] -> [..., out]
+  at::Tensor Mul(const at::Tensor& x) const;
+  // g [..., out] -> [..., in]
+  at::Tensor MulTransposed(const at::Tensor& g) const;
+  int64_t out_features() const { return w_.size(0); }
+  int64_t in_features() const { return w_.size(1); }
+  const at::Tensor& tensor() const { return w_; }
+
+ private:
+  at::Tensor w_;
+};
+
+// LoRA targets, in the order used everywhere (CLI --targets, adapters).
+enum LoraTarget { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumLoraTargets };
+const char* LoraTargetName(int target);
+
+// LoRA tensors for one forward pass: for each layer and target either
+// undefined tensors (not adapted) or A [r, in] and B [out, r].
+struct LoraWeights {
+  struct Pair {
+    at::Tensor a, b;
+  };
+  double scale = 1.0;  // computed by LoraScale(), nowhere else
+  std::vector<std::array<Pair, kNumLoraTargets>> layers;
+};
+
+// The one place the LoRA scale is computed: alpha / r, or alpha / sqrt(r)
+// with rsLoRA (Kalajdzievski 2023).
+double LoraScale(double alpha, int64_t rank, bool rslora);
+
+struct LayerWeights {
+  at::Tensor attn_norm, ffn_norm;
+  std::array<LinearWeight, kNumLoraTargets> proj;  // indexed by LoraTarget
+  at::Tensor q_bias, k_bias, v_bias;               // undefined unless qkv_bias
+};
+
+// Keys and values of past positions, for one sequence (batch size 1).
+struct KvCache {
+  std::vector<at::Tensor> k, v;  // per layer [1, n_kv_heads, capacity, head_dim]
+  int64_t length = 0;            // positions filled
+  int64_t capacity = 0;
+};
+
+struct LoadOptions {
+  // "chatml" or "llama3" overrides the template detected from the file.
+  // Default: "" (detect).
+  std::string chat_template;
+  // Whether a file without tokenizer data is accepted (tests of the forward
+  // pass on bare weights). Default: false.
+  bool allow_missing_tokenizer = false;
+};
+
+class Model {
+ public:
+  // Loads a GGUF file or a Hugging Face directory (config.json +
+  // safetensors + tokenizer.json). Errors name the file and the tensor or
+  // key; nothing is left half-loaded.
+  static Result<std::shared_ptr<const Model>> Load(const std::string& path, const LoadOptions& options = {});
+
+  const ModelConfig& config() const { return config_; }
+  // nullptr only when loaded with allow_missing_tokenizer and none was found.
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const ChatTemplate* chat_template() const { return chat_.get(); }
+  const std::string& path() const { return path_; }
+  // Identifies the base weights (architecture, names, shapes and bytes):
+  // adapters trained on one base refuse to load on another.
+  const std::string& fingerprint() const { return fingerprint_; }
+  int64_t parameter_count() const;
+
+  const at::Tensor& embedding() const { return embed_; }  // [vocab, hidden]
+  const LinearWeight& output() const { return output_; }
+  const at::Tensor& output_norm() const { return out_norm_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  // cos/sin tables [max_positions, head_dim / 2].
+  const at::Tensor& rope_cos() const { return rope_cos_; }
+  const at::Tensor& rope_sin() const { return rope_sin_; }
+
+  KvCache NewCache(int64_t capacity) const;
+
+ private:
+  friend class ModelLoader;
+  Model() = default;
+  ModelConfig config_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ChatTemplate> chat_;
+  std::string path_, fingerprint_;
+  at::Tensor embed_, out_norm_;
+  LinearWeight output_;
+  std::vector<LayerWeights> layers_;
+  at::Tensor rope_cos_, rope_sin_;
+};
+
+struct ForwardOptions {
+  // Only compute logits for the last position (generation). Default: false.
+  bool last_logits_only = false;
+};
+
+// tokens: int64 [batch, seq]. With a cache (batch must be 1) the tokens
+// continue the cached positions and their keys/values are appended.
+// Returns float logits [batch, seq or 1, vocab].
+// REQUIRES: token ids < vocab_size; cache has room for seq more positions.
+at::Tensor Forward(const Model& model, const LoraWeights* lora, const at::Tensor& tokens, KvCache* cache,
+                   const ForwardOptions& options = {});
+
+// Sets LibTorch's intra-op threads and OpenBLAS's threads. 0 keeps a
+// library's default. See docs/runtime.md for why the default is (1, cores).
+void ConfigureThreads(int torch_threads, int blas_threads);
+
+}  // namespace attune::runtime

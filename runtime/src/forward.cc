@@ -1,0 +1,116 @@
+// The Llama-family forward pass (transformers' modeling_llama / modeling_qwen2
+// semantics): RMSNorm -> attention with rotate-half RoPE and grouped-query
+// heads -> residual -> RMSNorm -> SwiGLU MLP -> residual.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <cmath>
+
+#include "attune/runtime/model.h"
+
+namespace attune::runtime {
+namespace {
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
+  return x * at::rsqrt(var + eps) * w;
+}
+
+// x [B, H, T, D]; cos/sin [T, D/2]. rotate_half: (x1, x2) -> (-x2, x1).
+at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+}
+
+at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer) {
+  at::Tensor y = L.proj[size_t(target)].Mul(x);
+  if (lora) {
+    const auto& p = lora->layers[layer][size_t(target)];
+    if (p.a.defined()) y = y + at::linear(at::linear(x, p.a), p.b) * lora->scale;
+  }
+  return y;
+}
+
+}  // namespace
+
+const char* LoraTargetName(int target) {
+  static const char* kNames[] = {"q", "k", "v", "o", "gate", "up", "down"};
+  return target >= 0 && target < kNumLoraTargets ? kNames[target] : "?";
+}
+
+double LoraScale(double alpha, int64_t rank, bool rslora) {
+  return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
+}
+
+at::Tensor LinearWeight::Mul(const at::Tensor& x) const { return at::linear(x, w_); }
+at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const { return at::matmul(g, w_); }
+
+at::Tensor Forward(const Model& model, const LoraWeights* lora, const at::Tensor& tokens, KvCache* cache,
+                   const ForwardOptions& options) {
+  const ModelConfig& c = model.config();
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv;
+  const int64_t past = cache ? cache->length : 0;
+  const int64_t S = past + T;  // keys visible to the last query
+
+  at::Tensor x = at::embedding(model.embedding(), tokens);  // [B, T, hidden]
+  at::Tensor cos = model.rope_cos().narrow(0, past, T), sin = model.rope_sin().narrow(0, past, T);
+  // Causal mask over the [G*T, S] score rows of one kv head: row g*T + t may
+  // see keys 0 .. past + t.
+  at::Tensor mask;
+  if (T > 1) {
+    at::Tensor qpos = at::arange(past, S, at::kLong).view({T, 1});
+    at::Tensor kpos = at::arange(0, S, at::kLong).view({1, S});
+    mask = at::zeros({T, S}, at::kFloat).masked_fill(kpos > qpos, -INFINITY).repeat({G, 1});
+  }
+  const double inv_sqrt_d = 1.0 / std::sqrt(double(D));
+
+  for (size_t li = 0; li < model.layers().size(); ++li) {
+    const LayerWeights& L = model.layers()[li];
+    at::Tensor h = RmsNorm(x, L.attn_norm, c.rms_eps);
+    at::Tensor q = Project(L, kQ, h, lora, li), k = Project(L, kK, h, lora, li), v = Project(L, kV, h, lora, li);
+    if (L.q_bias.defined()) {
+      q = q + L.q_bias;
+      k = k + L.k_bias;
+      v = v + L.v_bias;
+    }
+    q = Rope(q.view({B, T, H, D}).transpose(1, 2), cos, sin);    // [B, H, T, D]
+    k = Rope(k.view({B, T, Hkv, D}).transpose(1, 2), cos, sin);  // [B, Hkv, T, D]
+    v = v.view({B, T, Hkv, D}).transpose(1, 2);
+    if (cache) {
+      cache->k[li].narrow(2, past, T).copy_(k);
+      cache->v[li].narrow(2, past, T).copy_(v);
+      k = cache->k[li].narrow(2, 0, S);
+      v = cache->v[li].narrow(2, 0, S);
+    }
+    // Grouped-query attention without repeating K/V: the G query heads of a
+    // kv head are stacked along the row axis.
+    at::Tensor qg = q.reshape({B, Hkv, G * T, D});
+    at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)) * inv_sqrt_d;  // [B, Hkv, G*T, S]
+    if (mask.defined()) scores = scores + mask;
+    at::Tensor attn = at::matmul(at::softmax(scores, -1), v);  // [B, Hkv, G*T, D]
+    attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+    x = x + Project(L, kO, attn, lora, li);
+
+    h = RmsNorm(x, L.ffn_norm, c.rms_eps);
+    at::Tensor gate = Project(L, kGate, h, lora, li), up = Project(L, kUp, h, lora, li);
+    x = x + Project(L, kDown, at::silu(gate) * up, lora, li);
+  }
+  if (cache) cache->length = S;
+  if (options.last_logits_only) x = x.narrow(1, T - 1, 1);
+  x = RmsNorm(x, model.output_norm(), c.rms_eps);
+  return model.output().Mul(x);
+}
+
+void ConfigureThreads(int torch_threads, int blas_threads) {
+  if (torch_threads > 0) at::set_num_threads(torch_threads);
+  if (blas_threads > 0) {
+    // OpenBLAS is reached through libblas.so.3; its thread setter is optional.
+    using SetThreads = void (*)(int);
+    if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(blas_threads);
+  }
+}
+
+}  // namespace attune::runtime

@@ -1,0 +1,302 @@
+// Model::Load: reads GGUF or Hugging Face weights into the fp32 weight type.
+#include <ATen/ATen.h>
+#include <sys/stat.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "attune/core/file.h"
+#include "attune/core/sha256.h"
+#include "attune/runtime/gguf.h"
+#include "attune/runtime/model.h"
+#include "attune/runtime/safetensors.h"
+
+namespace attune::runtime {
+
+namespace {
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Dequantizes a raw tensor (PyTorch order `shape`) into a new fp32 tensor.
+at::Tensor ToFloat(GgmlType type, const uint8_t* data, const std::vector<int64_t>& shape) {
+  at::Tensor t = at::empty(shape, at::kFloat);
+  int64_t n = t.numel();
+  int64_t row = shape.back();
+  float* dst = t.data_ptr<float>();
+  size_t row_bytes = GgmlRowBytes(type, size_t(row));
+  for (int64_t r = 0; r < n / row; ++r) DequantizeRow(type, data + r * row_bytes, dst + r * row, size_t(row));
+  return t;
+}
+
+// llama.cpp's convert script permutes the rows of Q and K of llama models so
+// that its interleaved RoPE applies (convert_hf_to_gguf.py, LlamaModel.permute).
+// We undo it and use the rotate-half RoPE of the Hugging Face implementation.
+at::Tensor UnpermuteQk(const at::Tensor& w, int64_t n_head) {
+  int64_t out = w.size(0);
+  return w.reshape({n_head, out / n_head / 2, 2, w.size(1)}).transpose(1, 2).reshape({out, w.size(1)}).contiguous();
+}
+
+}  // namespace
+
+// Reads weights by name from either source and checks their shapes.
+class ModelLoader {
+ public:
+  Status LoadGguf(const std::string& path, const LoadOptions& opts, Model* m);
+  Status LoadHf(const std::string& dir, const LoadOptions& opts, Model* m);
+
+ private:
+  using Fetch = std::function<Result<at::Tensor>(const std::string& name, const std::vector<int64_t>& shape, bool optional)>;
+  Status BuildWeights(const Fetch& fetch, bool gguf_names, Model* m);
+  Sha256 fp_;
+};
+
+Status ModelLoader::BuildWeights(const Fetch& fetch, bool gguf_names, Model* m) {
+  const ModelConfig& c = m->config_;
+  const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
+  auto name = [&](const char* hf, const char* gg, int layer) {
+    std::string s = gguf_names ? gg : hf;
+    if (layer >= 0) {
+      s = (gguf_names ? "blk." : "model.layers.") + std::to_string(layer) + "." + s;
+    }
+    return s;
+  };
+  ASSIGN_OR_RETURN(m->embed_, fetch(gguf_names ? "token_embd.weight" : "model.embed_tokens.weight", {c.vocab_size, c.hidden}, false));
+  ASSIGN_OR_RETURN(m->out_norm_, fetch(gguf_names ? "output_norm.weight" : "model.norm.weight", {c.hidden}, false));
+  ASSIGN_OR_RETURN(at::Tensor out, fetch(gguf_names ? "output.weight" : "lm_head.weight", {c.vocab_size, c.hidden}, true));
+  if (!out.defined()) {
+    m->config_.tied_embeddings = true;  // no separate output matrix: tied (as llama.cpp assumes)
+    out = m->embed_;
+  }
+  m->output_ = LinearWeight(out);
+  m->layers_.resize(size_t(c.n_layers));
+  for (int i = 0; i < int(c.n_layers); ++i) {
+    LayerWeights& L = m->layers_[size_t(i)];
+    ASSIGN_OR_RETURN(L.attn_norm, fetch(name("input_layernorm.weight", "attn_norm.weight", i), {c.hidden}, false));
+    ASSIGN_OR_RETURN(L.ffn_norm, fetch(name("post_attention_layernorm.weight", "ffn_norm.weight", i), {c.hidden}, false));
+    struct P { const char* hf; const char* gg; int64_t out, in; };
+    const P projs[kNumLoraTargets] = {
+        {"self_attn.q_proj.weight", "attn_q.weight", q_out, c.hidden},
+        {"self_attn.k_proj.weight", "attn_k.weight", kv_out, c.hidden},
+        {"self_attn.v_proj.weight", "attn_v.weight", kv_out, c.hidden},
+        {"self_attn.o_proj.weight", "attn_output.weight", c.hidden, q_out},
+        {"mlp.gate_proj.weight", "ffn_gate.weight", c.intermediate, c.hidden},
+        {"mlp.up_proj.weight", "ffn_up.weight", c.intermediate, c.hidden},
+        {"mlp.down_proj.weight", "ffn_down.weight", c.hidden, c.intermediate},
+    };
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      ASSIGN_OR_RETURN(at::Tensor w, fetch(name(projs[t].hf, projs[t].gg, i), {projs[t].out, projs[t].in}, false));
+      if (gguf_names && c.arch != Architecture::kQwen2) {
+        if (t == kQ) w = UnpermuteQk(w, c.n_heads);
+        if (t == kK) w = UnpermuteQk(w, c.n_kv_heads);
+      }
+      L.proj[size_t(t)] = LinearWeight(w);
+    }
+    if (c.qkv_bias) {
+      ASSIGN_OR_RETURN(L.q_bias, fetch(name("self_attn.q_proj.bias", "attn_q.bias", i), {q_out}, false));
+      ASSIGN_OR_RETURN(L.k_bias, fetch(name("self_attn.k_proj.bias", "attn_k.bias", i), {kv_out}, false));
+      ASSIGN_OR_RETURN(L.v_bias, fetch(name("self_attn.v_proj.bias", "attn_v.bias", i), {kv_out}, false));
+      if (gguf_names && c.arch != Architecture::kQwen2) {
+        L.q_bias = UnpermuteQk(L.q_bias.view({-1, 1}), c.n_heads).view({-1});
+        L.k_bias = UnpermuteQk(L.k_bias.view({-1, 1}), c.n_kv_heads).view({-1});
+      }
+    }
+  }
+  // RoPE tables (rotate-half form, as transformers' LlamaRotaryEmbedding).
+  const int64_t half = c.head_dim / 2;
+  const int64_t max_pos = std::max<int64_t>(c.context_length, 1);
+  at::Tensor inv = at::pow(c.rope_theta, at::arange(0, half, at::kDouble) * 2.0 / double(c.head_dim)).reciprocal();
+  at::Tensor pos = at::arange(0, max_pos, at::kDouble) / c.rope_linear_scale;
+  at::Tensor freqs = at::outer(pos, inv);
+  m->rope_cos_ = freqs.cos().to(at::kFloat).contiguous();
+  m->rope_sin_ = freqs.sin().to(at::kFloat).contiguous();
+  m->fingerprint_ = fp_.FinishHex();
+  return Status::Ok();
+}
+
+Status ModelLoader::LoadGguf(const std::string& path, const LoadOptions& opts, Model* m) {
+  ASSIGN_OR_RETURN(auto g, GgufFile::Open(path));
+  ModelConfig& c = m->config_;
+  ASSIGN_OR_RETURN(c.arch_name, g->GetString("general.architecture"));
+  if (c.arch_name == "llama") c.arch = Architecture::kLlama;
+  else if (c.arch_name == "mistral") c.arch = Architecture::kMistral;
+  else if (c.arch_name == "qwen2") c.arch = Architecture::kQwen2;
+  else return UnsupportedError("GGUF file '" + path + "': architecture '" + c.arch_name + "' is not supported (llama, mistral, qwen2)");
+  const std::string a = c.arch_name + ".";
+  c.name = g->Find("general.name") && g->Find("general.name")->as_string() ? *g->Find("general.name")->as_string() : c.arch_name;
+  ASSIGN_OR_RETURN(c.hidden, g->GetInt(a + "embedding_length"));
+  ASSIGN_OR_RETURN(c.intermediate, g->GetInt(a + "feed_forward_length"));
+  ASSIGN_OR_RETURN(c.n_layers, g->GetInt(a + "block_count"));
+  ASSIGN_OR_RETURN(c.n_heads, g->GetInt(a + "attention.head_count"));
+  ASSIGN_OR_RETURN(c.n_kv_heads, g->GetIntOr(a + "attention.head_count_kv", c.n_heads));
+  ASSIGN_OR_RETURN(c.context_length, g->GetInt(a + "context_length"));
+  ASSIGN_OR_RETURN(c.rope_theta, g->GetFloatOr(a + "rope.freq_base", 10000.0));
+  ASSIGN_OR_RETURN(c.rms_eps, g->GetFloat(a + "attention.layer_norm_rms_epsilon"));
+  if (c.n_heads <= 0) return DataLossError("GGUF file '" + path + "': " + a + "attention.head_count must be positive");
+  ASSIGN_OR_RETURN(c.head_dim, g->GetIntOr(a + "attention.key_length", c.hidden / c.n_heads));
+  if (g->Find(a + "rope.scaling.type")) {
+    ASSIGN_OR_RETURN(std::string st, g->GetString(a + "rope.scaling.type"));
+    if (st == "linear") {
+      ASSIGN_OR_RETURN(c.rope_linear_scale, g->GetFloat(a + "rope.scaling.factor"));
+    } else if (st != "none") {
+      return UnsupportedError("GGUF file '" + path + "': rope scaling '" + st + "' is not supported (none, linear)");
+    }
+  }
+  const GgufTensorInfo* emb = g->FindTensor("token_embd.weight");
+  if (!emb) return DataLossError("GGUF file '" + path + "': tensor 'token_embd.weight' is missing");
+  c.vocab_size = emb->dims.size() == 2 ? int64_t(emb->dims[1]) : 0;
+  c.qkv_bias = g->FindTensor("blk.0.attn_q.bias") != nullptr;
+  if (c.n_kv_heads <= 0 || c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0 || c.n_layers <= 0 || c.n_layers > 1024) {
+    return DataLossError("GGUF file '" + path + "': inconsistent attention hyper-parameters (heads " + std::to_string(c.n_heads) +
+                         ", kv heads " + std::to_string(c.n_kv_heads) + ", head dim " + std::to_string(c.head_dim) + ")");
+  }
+  if (c.context_length <= 0 || c.context_length > (1 << 20)) return DataLossError("GGUF file '" + path + "': " + a + "context_length is out of range");
+
+  auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) -> Result<at::Tensor> {
+    const GgufTensorInfo* t = g->FindTensor(name);
+    if (!t) {
+      if (optional) return at::Tensor();
+      return DataLossError("GGUF file '" + path + "': tensor '" + name + "' is missing");
+    }
+    std::vector<int64_t> got(t->dims.rbegin(), t->dims.rend());
+    if (got != shape) {
+      std::string e, s;
+      for (auto d : shape) e += std::to_string(d) + ",";
+      for (auto d : got) s += std::to_string(d) + ",";
+      return DataLossError("GGUF file '" + path + "': tensor '" + name + "' has shape [" + s + "], the metadata implies [" + e + "]");
+    }
+    fp_.Update(name);
+    fp_.Update(t->data, size_t(t->n_bytes));
+    return ToFloat(t->type, t->data, shape);
+  };
+  RETURN_IF_ERROR(BuildWeights(fetch, /*gguf_names=*/true, m));
+
+  if (g->Find("tokenizer.ggml.model")) {
+    ASSIGN_OR_RETURN(m->tokenizer_, Tokenizer::FromGguf(*g));
+  } else if (!opts.allow_missing_tokenizer) {
+    return InvalidArgumentError("GGUF file '" + path + "' has no tokenizer (metadata key 'tokenizer.ggml.model' is missing)");
+  }
+  std::string jinja;
+  if (g->Find("tokenizer.chat_template")) {
+    ASSIGN_OR_RETURN(jinja, g->GetString("tokenizer.chat_template"));
+  }
+  auto chat = ChatTemplate::Detect(jinja, opts.chat_template);
+  if (chat.ok()) m->chat_ = std::make_unique<ChatTemplate>(*chat);
+  else if (!opts.chat_template.empty()) return chat.status();
+  return Status::Ok();
+}
+
+Status ModelLoader::LoadHf(const std::string& dir, const LoadOptions& opts, Model* m) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(dir + "/config.json"));
+  const std::string where = "'" + dir + "/config.json'";
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgumentError(where + " is not valid JSON");
+  ModelConfig& c = m->config_;
+  c.arch_name = j.value("model_type", std::string());
+  if (c.arch_name == "llama") c.arch = Architecture::kLlama;
+  else if (c.arch_name == "mistral") c.arch = Architecture::kMistral;
+  else if (c.arch_name == "qwen2") c.arch = Architecture::kQwen2;
+  else return UnsupportedError(where + ": model_type '" + c.arch_name + "' is not supported (llama, mistral, qwen2)");
+  auto get_int = [&](const char* key, int64_t* out) -> Status {
+    if (!j.contains(key) || !j[key].is_number_integer()) return InvalidArgumentError(where + ": '" + key + "' is missing or not an integer");
+    *out = j[key].get<int64_t>();
+    if (*out <= 0) return InvalidArgumentError(where + ": '" + key + "' must be positive");
+    return Status::Ok();
+  };
+  RETURN_IF_ERROR(get_int("vocab_size", &c.vocab_size));
+  RETURN_IF_ERROR(get_int("hidden_size", &c.hidden));
+  RETURN_IF_ERROR(get_int("intermediate_size", &c.intermediate));
+  RETURN_IF_ERROR(get_int("num_hidden_layers", &c.n_layers));
+  RETURN_IF_ERROR(get_int("num_attention_heads", &c.n_heads));
+  c.n_kv_heads = c.n_heads;
+  if (j.contains("num_key_value_heads") && !j["num_key_value_heads"].is_null()) RETURN_IF_ERROR(get_int("num_key_value_heads", &c.n_kv_heads));
+  c.head_dim = c.hidden / c.n_heads;
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) RETURN_IF_ERROR(get_int("head_dim", &c.head_dim));
+  RETURN_IF_ERROR(get_int("max_position_embeddings", &c.context_length));
+  c.rope_theta = j.value("rope_theta", 10000.0);
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) c.rope_theta = j["rope_parameters"].value("rope_theta", c.rope_theta);
+  c.rms_eps = j.value("rms_norm_eps", 1e-6);
+  c.tied_embeddings = j.value("tie_word_embeddings", false);
+  c.qkv_bias = c.arch == Architecture::kQwen2 || j.value("attention_bias", false);
+  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+    std::string t = j["rope_scaling"].value("rope_type", j["rope_scaling"].value("type", std::string("default")));
+    if (t == "linear") c.rope_linear_scale = j["rope_scaling"].value("factor", 1.0);
+    else if (t != "default") return UnsupportedError(where + ": rope_scaling type '" + t + "' is not supported (default, linear)");
+  }
+  if (c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0) return InvalidArgumentError(where + ": inconsistent attention hyper-parameters");
+  c.name = dir.substr(dir.find_last_of('/') + 1);
+
+  ASSIGN_OR_RETURN(auto ck, SafetensorsCheckpoint::Open(dir));
+  auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) -> Result<at::Tensor> {
+    const TensorView* t = ck->Find(name);
+    if (!t) {
+      if (optional) return at::Tensor();
+      return DataLossError("checkpoint '" + dir + "': tensor '" + name + "' is missing");
+    }
+    if (t->shape != shape) return DataLossError("checkpoint '" + dir + "': tensor '" + name + "' in '" + t->file + "' has the wrong shape for config.json");
+    fp_.Update(name);
+    fp_.Update(t->data, size_t(t->n_bytes));
+    return ToFloat(t->type, t->data, shape);
+  };
+  if (c.tied_embeddings && ck->Find("lm_head.weight")) c.tied_embeddings = false;
+  RETURN_IF_ERROR(BuildWeights(fetch, /*gguf_names=*/false, m));
+
+  std::string tok_path = dir + "/tokenizer.json";
+  if (PathExists(tok_path)) {
+    ASSIGN_OR_RETURN(m->tokenizer_, Tokenizer::FromHfJson(tok_path));
+  } else if (!opts.allow_missing_tokenizer) {
+    return InvalidArgumentError("model directory '" + dir + "' has no tokenizer.json");
+  }
+  std::string jinja;
+  if (auto tc = ReadFile(dir + "/tokenizer_config.json"); tc.ok()) {
+    nlohmann::json t = nlohmann::json::parse(*tc, nullptr, false);
+    if (t.is_object() && t.contains("chat_template") && t["chat_template"].is_string()) jinja = t["chat_template"].get<std::string>();
+  }
+  if (auto ct = ReadFile(dir + "/chat_template.jinja"); ct.ok()) jinja = *ct;
+  auto chat = ChatTemplate::Detect(jinja, opts.chat_template);
+  if (chat.ok()) m->chat_ = std::make_unique<ChatTemplate>(*chat);
+  else if (!opts.chat_template.empty()) return chat.status();
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const LoadOptions& options) {
+  std::shared_ptr<Model> m(new Model());
+  m->path_ = path;
+  ModelLoader loader;
+  try {
+    if (IsDirectory(path)) {
+      RETURN_IF_ERROR(loader.LoadHf(path, options, m.get()));
+    } else {
+      if (!PathExists(path)) return NotFoundError("model file '" + path + "' does not exist (hint: `attune model fetch` downloads the default model)");
+      RETURN_IF_ERROR(loader.LoadGguf(path, options, m.get()));
+    }
+  } catch (const std::exception& e) {
+    return InternalError("loading '" + path + "': " + e.what());
+  }
+  return std::shared_ptr<const Model>(std::move(m));
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = embed_.numel() + out_norm_.numel();
+  if (!config_.tied_embeddings) n += output_.tensor().numel();
+  for (const auto& L : layers_) {
+    n += L.attn_norm.numel() + L.ffn_norm.numel();
+    for (const auto& p : L.proj) n += p.tensor().numel();
+    if (L.q_bias.defined()) n += L.q_bias.numel() + L.k_bias.numel() + L.v_bias.numel();
+  }
+  return n;
+}
+
+KvCache Model::NewCache(int64_t capacity) const {
+  KvCache c;
+  c.capacity = capacity;
+  for (int64_t i = 0; i < config_.n_layers; ++i) {
+    c.k.push_back(at::zeros({1, config_.n_kv_heads, capacity, config_.head_dim}, at::kFloat));
+    c.v.push_back(at::zeros({1, config_.n_kv_heads, capacity, config_.head_dim}, at::kFloat));
+  }
+  return c;
+}
+
+}  // namespace attune::runtime

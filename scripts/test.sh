@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: install, build, fetch the default
+# model (the golden and real-model tests use it), run every test, then the
+# GGUF mutation test under AddressSanitizer (a small torch-free build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/build.sh
+BUILD_DIR=${ATTUNE_BUILD_DIR:-build}
+"$BUILD_DIR/cli/attune" model fetch
+(cd "$BUILD_DIR" && ctest --output-on-failure -j2 --timeout 900)
+
+ASAN_DIR=${ATTUNE_ASAN_BUILD_DIR:-build-asan}
+if [ ! -f "$ASAN_DIR/build.ninja" ]; then
+  cmake -S . -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DATTUNE_WITH_TORCH=OFF -DATTUNE_ASAN=ON -DATTUNE_BUILD_BENCH=OFF
+fi
+ninja -C "$ASAN_DIR" formats_test
+ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
+  "$ASAN_DIR/tests/runtime/formats_test" --gtest_filter='GgufTest.*:PreTokenizerTest.*'

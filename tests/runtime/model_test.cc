@@ -1,0 +1,209 @@
+#include "attune/runtime/model.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "attune/runtime/engine.h"
+#include "tests/runtime/test_util.h"
+
+namespace attune::runtime {
+namespace {
+
+using attune::testing::DefaultModel;
+using attune::testing::Fixture;
+
+nlohmann::json LoadJson(const std::string& rel) {
+  std::ifstream in(Fixture(rel));
+  return nlohmann::json::parse(in);
+}
+
+at::Tensor Ids(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong).view({1, -1}); }
+
+// Max |ours - reference| over all positions and the whole vocabulary.
+double MaxDiff(const at::Tensor& logits, const nlohmann::json& ref) {
+  double worst = 0;
+  for (size_t t = 0; t < ref.size(); ++t) {
+    auto want = ref[t].get<std::vector<float>>();
+    at::Tensor w = at::tensor(want);
+    worst = std::max(worst, (logits[0][int64_t(t)] - w).abs().max().item<double>());
+  }
+  return worst;
+}
+
+class TinyModelTest : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(TinyModelTest, LogitsMatchTransformers) {
+  auto [dir, key] = GetParam();
+  LoadOptions lo;
+  lo.allow_missing_tokenizer = true;
+  auto m = Model::Load(Fixture("models/" + dir), lo);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  nlohmann::json ref = LoadJson("models/tiny_logits.json");
+  at::NoGradGuard ng;
+  at::Tensor logits = Forward(**m, nullptr, Ids(ref["ids"].get<std::vector<int64_t>>()), nullptr);
+  EXPECT_LT(MaxDiff(logits, ref[key]), 1e-4) << dir;
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, TinyModelTest,
+                         ::testing::Values(std::make_pair("tiny_llama", "tiny_llama"),
+                                           std::make_pair("tiny_qwen2", "tiny_qwen2"),
+                                           std::make_pair("tiny_llama.gguf", "tiny_llama_gguf")));
+
+TEST(TinyModelTest, CachedDecodingEqualsOneFullPass) {
+  LoadOptions lo;
+  lo.allow_missing_tokenizer = true;
+  auto m = Model::Load(Fixture("models/tiny_qwen2"), lo);
+  ASSERT_TRUE(m.ok());
+  std::vector<int64_t> ids = {5, 17, 99, 3, 64, 12, 7, 100};
+  at::NoGradGuard ng;
+  at::Tensor full = Forward(**m, nullptr, Ids(ids), nullptr);
+  KvCache cache = (*m)->NewCache(16);
+  at::Tensor first = Forward(**m, nullptr, Ids({ids.begin(), ids.begin() + 5}), &cache);
+  EXPECT_LT((first[0] - full[0].narrow(0, 0, 5)).abs().max().item<double>(), 1e-5);
+  for (size_t t = 5; t < ids.size(); ++t) {
+    at::Tensor step = Forward(**m, nullptr, Ids({ids[t]}), &cache);
+    EXPECT_LT((step[0][0] - full[0][int64_t(t)]).abs().max().item<double>(), 1e-5) << t;
+  }
+  EXPECT_EQ(cache.length, int64_t(ids.size()));
+}
+
+TEST(TinyModelTest, ZeroLoraChangesNothingAndNonzeroLoraDoes) {
+  LoadOptions lo;
+  lo.allow_missing_tokenizer = true;
+  auto m = Model::Load(Fixture("models/tiny_llama"), lo);
+  ASSERT_TRUE(m.ok());
+  const auto& c = (*m)->config();
+  LoraWeights lora;
+  lora.scale = LoraScale(16, 4, false);
+  EXPECT_DOUBLE_EQ(lora.scale, 4.0);
+  EXPECT_DOUBLE_EQ(LoraScale(16, 4, true), 8.0);
+  lora.layers.resize(size_t(c.n_layers));
+  for (auto& layer : lora.layers) {
+    layer[kQ].a = at::randn({4, c.hidden});
+    layer[kQ].b = at::zeros({c.n_heads * c.head_dim, 4});
+  }
+  at::NoGradGuard ng;
+  at::Tensor ids = Ids({1, 2, 3, 4});
+  at::Tensor base = Forward(**m, nullptr, ids, nullptr);
+  EXPECT_TRUE(at::allclose(Forward(**m, &lora, ids, nullptr), base));
+  for (auto& layer : lora.layers) layer[kQ].b = at::randn({c.n_heads * c.head_dim, 4}) * 0.1;
+  EXPECT_FALSE(at::allclose(Forward(**m, &lora, ids, nullptr), base, 1e-3, 1e-3));
+}
+
+TEST(ModelLoadTest, TruncatedSafetensorsNamesTheFile) {
+  auto dir = std::filesystem::temp_directory_path() / ("attune_trunc_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(Fixture("models/tiny_llama/config.json"), dir / "config.json");
+  auto bytes = ReadFile(Fixture("models/tiny_llama/model.safetensors"));
+  ASSERT_TRUE(bytes.ok());
+  std::ofstream(dir / "model.safetensors", std::ios::binary).write(bytes->data(), std::streamsize(bytes->size() / 2));
+  LoadOptions lo;
+  lo.allow_missing_tokenizer = true;
+  auto m = Model::Load(dir.string(), lo);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(m.status().message().find("model.safetensors"), std::string::npos) << m.status().message();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ModelLoadTest, MissingTokenizerIsAClearError) {
+  auto m = Model::Load(Fixture("models/tiny_llama"));
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("tokenizer.json"), std::string::npos);
+}
+
+class SmolModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string path = DefaultModel();
+    ASSERT_FALSE(path.empty()) << "default model missing: run `attune model fetch` (the test script does)";
+    EngineOptions eo;
+    eo.model_path = path;
+    auto e = Engine::Open(eo);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    engine_ = e->release();
+  }
+  static void TearDownTestSuite() { delete engine_; }
+  static Engine* engine_;
+};
+Engine* SmolModelTest::engine_ = nullptr;
+
+// Reference: transformers loading the same GGUF (dequantized to fp32). Both
+// sides compute in fp32 from identical weights, so the only differences are
+// summation order in GEMMs and softmax: a few 1e-4 on logits of magnitude ~20.
+TEST_F(SmolModelTest, LogitsMatchTransformersOnTheSameGguf) {
+  nlohmann::json ref = LoadJson("logits/smollm2_logits.json");
+  auto probe = ref["probe_ids"].get<std::vector<int64_t>>();
+  at::Tensor probe_t = at::tensor(probe, at::kLong);
+  at::NoGradGuard ng;
+  for (const auto& p : ref["prompts"]) {
+    at::Tensor logits = Forward(*engine_->model(), nullptr, Ids(p["ids"].get<std::vector<int64_t>>()), nullptr)[0];
+    double worst = 0;
+    for (size_t t = 0; t < p["positions"].size(); ++t) {
+      const auto& pos = p["positions"][t];
+      at::Tensor row = logits[int64_t(t)];
+      EXPECT_EQ(row.argmax().item<int64_t>(), pos["top_ids"][0].get<int64_t>()) << "position " << t;
+      at::Tensor top = at::tensor(pos["top_ids"].get<std::vector<int64_t>>(), at::kLong);
+      worst = std::max(worst, (row.index_select(0, top) - at::tensor(pos["top_logits"].get<std::vector<float>>())).abs().max().item<double>());
+      worst = std::max(worst, (row.index_select(0, probe_t) - at::tensor(pos["probe_logits"].get<std::vector<float>>())).abs().max().item<double>());
+    }
+    EXPECT_LT(worst, 2e-3) << p["text"];
+  }
+}
+
+TEST_F(SmolModelTest, GreedyGenerationMatchesTransformers) {
+  nlohmann::json ref = LoadJson("logits/smollm2_logits.json");
+  for (const auto& p : ref["prompts"]) {
+    auto want = p["greedy_ids"].get<std::vector<int32_t>>();
+    GenerateOptions o;
+    o.max_tokens = int(want.size());
+    o.stop_at_eos = false;
+    auto r = engine_->GenerateIds(p["ids"].get<std::vector<int32_t>>(), o);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->tokens, want) << p["text"];
+  }
+}
+
+TEST_F(SmolModelTest, AnswersTheCapitalOfFrance) {
+  GenerateOptions o;
+  o.max_tokens = 48;
+  std::string streamed;
+  auto r = engine_->Chat({{"user", "What is the capital of France?"}}, o, [&](std::string_view s) {
+    streamed += s;
+    return true;
+  });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_NE(r->text.find("Paris"), std::string::npos) << r->text;
+  EXPECT_EQ(streamed, r->text);
+}
+
+TEST_F(SmolModelTest, StopStringEndsGenerationAndIsNotStreamed) {
+  GenerateOptions o;
+  o.max_tokens = 48;
+  o.stop = {"Paris"};
+  std::string streamed;
+  auto r = engine_->Chat({{"user", "What is the capital of France?"}}, o, [&](std::string_view s) {
+    streamed += s;
+    return true;
+  });
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->finish_reason, "stop");
+  EXPECT_EQ(r->text.find("Paris"), std::string::npos);
+  EXPECT_EQ(streamed, r->text);
+}
+
+TEST_F(SmolModelTest, PromptLongerThanTheContextIsAClearError) {
+  std::vector<int32_t> ids(size_t(engine_->config().context_length) + 5, 42);
+  auto r = engine_->GenerateIds(ids, GenerateOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("context"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace attune::runtime
