@@ -45,5 +45,6 @@ void AddCommonFlags(CLI::App* cmd, GlobalOptions& g);
 void AddModelCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddGenerateCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
+void AddAdaptersCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 
 }  // namespace attune::cli

@@ -17,6 +17,9 @@ int main(int argc, char** argv) {
 #ifdef ATTUNE_HAVE_FEEDBACK_CLI
   AddFeedbackCommands(app, g, r);
 #endif
+#ifdef ATTUNE_HAVE_ADAPTERS_CLI
+  AddAdaptersCommands(app, g, r);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
