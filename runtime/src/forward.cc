@@ -28,7 +28,10 @@ at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const
   at::Tensor y = L.proj[size_t(target)].Mul(x);
   if (lora) {
     const auto& p = lora->layers[layer][size_t(target)];
-    if (p.a.defined()) y = y + at::linear(at::linear(x, p.a), p.b) * lora->scale;
+    if (p.a.defined()) {
+      at::Tensor xin = lora->training && lora->dropout > 0 ? at::dropout(x, lora->dropout, /*train=*/true) : x;
+      y = y + at::linear(at::linear(xin, p.a), p.b) * lora->scale;
+    }
   }
   return y;
 }
@@ -47,61 +50,75 @@ double LoraScale(double alpha, int64_t rank, bool rslora) {
 at::Tensor LinearWeight::Mul(const at::Tensor& x) const { return at::linear(x, w_); }
 at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const { return at::matmul(g, w_); }
 
+AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t seq) {
+  const ModelConfig& c = model.config();
+  AttentionContext ctx;
+  ctx.past = past;
+  ctx.cos = model.rope_cos().narrow(0, past, seq);
+  ctx.sin = model.rope_sin().narrow(0, past, seq);
+  if (seq > 1) {
+    // Row g*seq + t of a kv head's scores may see keys 0 .. past + t.
+    const int64_t S = past + seq;
+    at::Tensor qpos = at::arange(past, S, at::kLong).view({seq, 1});
+    at::Tensor kpos = at::arange(0, S, at::kLong).view({1, S});
+    ctx.mask = at::zeros({seq, S}, at::kFloat).masked_fill(kpos > qpos, -INFINITY).repeat({c.n_heads / c.n_kv_heads, 1});
+  }
+  return ctx;
+}
+
+at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens) { return at::embedding(model.embedding(), tokens); }
+
+at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
+                        const AttentionContext& ctx, KvCache* cache) {
+  const ModelConfig& c = model.config();
+  const int64_t B = x_in.size(0), T = x_in.size(1);
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv;
+  const int64_t S = ctx.past + T;
+  const LayerWeights& L = model.layers()[li];
+  at::Tensor h = RmsNorm(x_in, L.attn_norm, c.rms_eps);
+  at::Tensor q = Project(L, kQ, h, lora, li), k = Project(L, kK, h, lora, li), v = Project(L, kV, h, lora, li);
+  if (L.q_bias.defined()) {
+    q = q + L.q_bias;
+    k = k + L.k_bias;
+    v = v + L.v_bias;
+  }
+  q = Rope(q.view({B, T, H, D}).transpose(1, 2), ctx.cos, ctx.sin);    // [B, H, T, D]
+  k = Rope(k.view({B, T, Hkv, D}).transpose(1, 2), ctx.cos, ctx.sin);  // [B, Hkv, T, D]
+  v = v.view({B, T, Hkv, D}).transpose(1, 2);
+  if (cache) {
+    cache->k[li].narrow(2, ctx.past, T).copy_(k);
+    cache->v[li].narrow(2, ctx.past, T).copy_(v);
+    k = cache->k[li].narrow(2, 0, S);
+    v = cache->v[li].narrow(2, 0, S);
+  }
+  // Grouped-query attention without repeating K/V: the G query heads of a kv
+  // head are stacked along the row axis.
+  at::Tensor qg = q.reshape({B, Hkv, G * T, D});
+  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)) * (1.0 / std::sqrt(double(D)));  // [B, Hkv, G*T, S]
+  if (ctx.mask.defined()) scores = scores + ctx.mask;
+  at::Tensor attn = at::matmul(at::softmax(scores, -1), v);  // [B, Hkv, G*T, D]
+  attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+  at::Tensor x = x_in + Project(L, kO, attn, lora, li);
+
+  h = RmsNorm(x, L.ffn_norm, c.rms_eps);
+  at::Tensor gate = Project(L, kGate, h, lora, li), up = Project(L, kUp, h, lora, li);
+  return x + Project(L, kDown, at::silu(gate) * up, lora, li);
+}
+
+at::Tensor HeadForward(const Model& model, const at::Tensor& x) {
+  return model.output().Mul(RmsNorm(x, model.output_norm(), model.config().rms_eps));
+}
+
 at::Tensor Forward(const Model& model, const LoraWeights* lora, const at::Tensor& tokens, KvCache* cache,
                    const ForwardOptions& options) {
-  const ModelConfig& c = model.config();
-  const int64_t B = tokens.size(0), T = tokens.size(1);
-  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv;
+  const int64_t T = tokens.size(1);
   const int64_t past = cache ? cache->length : 0;
-  const int64_t S = past + T;  // keys visible to the last query
-
-  at::Tensor x = at::embedding(model.embedding(), tokens);  // [B, T, hidden]
-  at::Tensor cos = model.rope_cos().narrow(0, past, T), sin = model.rope_sin().narrow(0, past, T);
-  // Causal mask over the [G*T, S] score rows of one kv head: row g*T + t may
-  // see keys 0 .. past + t.
-  at::Tensor mask;
-  if (T > 1) {
-    at::Tensor qpos = at::arange(past, S, at::kLong).view({T, 1});
-    at::Tensor kpos = at::arange(0, S, at::kLong).view({1, S});
-    mask = at::zeros({T, S}, at::kFloat).masked_fill(kpos > qpos, -INFINITY).repeat({G, 1});
-  }
-  const double inv_sqrt_d = 1.0 / std::sqrt(double(D));
-
-  for (size_t li = 0; li < model.layers().size(); ++li) {
-    const LayerWeights& L = model.layers()[li];
-    at::Tensor h = RmsNorm(x, L.attn_norm, c.rms_eps);
-    at::Tensor q = Project(L, kQ, h, lora, li), k = Project(L, kK, h, lora, li), v = Project(L, kV, h, lora, li);
-    if (L.q_bias.defined()) {
-      q = q + L.q_bias;
-      k = k + L.k_bias;
-      v = v + L.v_bias;
-    }
-    q = Rope(q.view({B, T, H, D}).transpose(1, 2), cos, sin);    // [B, H, T, D]
-    k = Rope(k.view({B, T, Hkv, D}).transpose(1, 2), cos, sin);  // [B, Hkv, T, D]
-    v = v.view({B, T, Hkv, D}).transpose(1, 2);
-    if (cache) {
-      cache->k[li].narrow(2, past, T).copy_(k);
-      cache->v[li].narrow(2, past, T).copy_(v);
-      k = cache->k[li].narrow(2, 0, S);
-      v = cache->v[li].narrow(2, 0, S);
-    }
-    // Grouped-query attention without repeating K/V: the G query heads of a
-    // kv head are stacked along the row axis.
-    at::Tensor qg = q.reshape({B, Hkv, G * T, D});
-    at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)) * inv_sqrt_d;  // [B, Hkv, G*T, S]
-    if (mask.defined()) scores = scores + mask;
-    at::Tensor attn = at::matmul(at::softmax(scores, -1), v);  // [B, Hkv, G*T, D]
-    attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
-    x = x + Project(L, kO, attn, lora, li);
-
-    h = RmsNorm(x, L.ffn_norm, c.rms_eps);
-    at::Tensor gate = Project(L, kGate, h, lora, li), up = Project(L, kUp, h, lora, li);
-    x = x + Project(L, kDown, at::silu(gate) * up, lora, li);
-  }
-  if (cache) cache->length = S;
+  AttentionContext ctx = MakeAttentionContext(model, past, T);
+  at::Tensor x = EmbedTokens(model, tokens);
+  for (size_t li = 0; li < model.layers().size(); ++li) x = LayerForward(model, lora, li, x, ctx, cache);
+  if (cache) cache->length = past + T;
   if (options.last_logits_only) x = x.narrow(1, T - 1, 1);
-  x = RmsNorm(x, model.output_norm(), c.rms_eps);
-  return model.output().Mul(x);
+  return HeadForward(model, x);
 }
 
 void ConfigureThreads(int torch_threads, int blas_threads) {

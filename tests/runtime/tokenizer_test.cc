@@ -104,6 +104,42 @@ TEST_F(SmolTokenizerTest, RejectsOutOfRangeIds) {
   EXPECT_NE(r.status().message().find("999999"), std::string::npos);
 }
 
+// The same SmolLM2 tokenizer saved by transformers as tokenizer.json must
+// give the same ids through the tokenizer.json reader.
+TEST_F(SmolTokenizerTest, HfTokenizerJsonEncodesLikeTheGgufTokenizer) {
+  auto t = Tokenizer::FromHfJson(Fixture("tokenizer/smollm2_hf/tokenizer.json"));
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ((*t)->vocab_size(), tok_->vocab_size());
+  for (const auto& c : (*golden_)["cases"]) {
+    std::string text = c["text"];
+    EXPECT_EQ(*(*t)->Encode(text), c["ids"].get<std::vector<int32_t>>()) << nlohmann::json(text).dump();
+    EXPECT_EQ(*(*t)->Decode(c["ids"].get<std::vector<int32_t>>()), c["decoded"].get<std::string>());
+  }
+}
+
+// A SentencePiece BPE model (Llama-2 style, byte fallback) in GGUF form
+// against the sentencepiece library's own encoding.
+TEST(SpmTokenizerTest, EncodesLikeSentencePiece) {
+  auto g = GgufFile::Open(Fixture("tokenizer/tiny_spm.gguf"));
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  auto t = Tokenizer::FromGguf(**g);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  std::ifstream in(Fixture("tokenizer/tiny_spm_tokens.json"));
+  nlohmann::json golden = nlohmann::json::parse(in);
+  EXPECT_TRUE((*t)->add_bos());
+  EXPECT_EQ((*t)->bos_id(), golden["bos_id"].get<int32_t>());
+  int n = 0;
+  for (const auto& c : golden["cases"]) {
+    std::string text = c["text"];
+    // sentencepiece never reads control tokens out of text.
+    auto ids = (*t)->Encode(text, /*parse_special=*/false);
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int32_t>>()) << nlohmann::json(text).dump();
+    ++n;
+  }
+  EXPECT_GE(n, 30);
+}
+
 TEST(PreTokenizerTest, UnknownNameIsAnError) {
   auto r = PreTokenizerRegexes("mystery");
   ASSERT_FALSE(r.ok());

@@ -52,6 +52,10 @@ struct LoraWeights {
     at::Tensor a, b;
   };
   double scale = 1.0;  // computed by LoraScale(), nowhere else
+  // Dropout on the LoRA input (PEFT's lora_dropout), applied only while
+  // `training`. Default: 0.
+  double dropout = 0.0;
+  bool training = false;
   std::vector<std::array<Pair, kNumLoraTargets>> layers;
 };
 
@@ -132,6 +136,23 @@ struct ForwardOptions {
 // REQUIRES: token ids < vocab_size; cache has room for seq more positions.
 at::Tensor Forward(const Model& model, const LoraWeights* lora, const at::Tensor& tokens, KvCache* cache,
                    const ForwardOptions& options = {});
+
+// The pieces of Forward, for callers that run layers one at a time (the
+// trainer's per-layer gradient checkpointing recomputes a layer from its
+// input). Forward == HeadForward(LayerForward(...LayerForward(EmbedTokens))).
+struct AttentionContext {
+  at::Tensor cos, sin;  // [seq, head_dim / 2] for the new positions
+  at::Tensor mask;      // additive causal mask [groups * seq, past + seq], undefined for seq == 1
+  int64_t past = 0;     // positions already in the cache
+};
+AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t seq);
+at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens);
+// x [batch, seq, hidden] -> [batch, seq, hidden]. With a cache, appends this
+// layer's keys/values at ctx.past (the caller advances cache->length).
+at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& x,
+                        const AttentionContext& ctx, KvCache* cache);
+// Final norm and output projection: [batch, seq, hidden] -> [batch, seq, vocab].
+at::Tensor HeadForward(const Model& model, const at::Tensor& x);
 
 // Sets LibTorch's intra-op threads and OpenBLAS's threads. 0 keeps a
 // library's default. See docs/runtime.md for why the default is (1, cores).

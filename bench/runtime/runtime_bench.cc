@@ -1,0 +1,107 @@
+// Prefill and decode throughput of the runtime on a real model.
+//
+//   build/bench/runtime/runtime_bench [--model PATH] [--threads N] [--torch-threads N]
+//
+// PATH defaults to the cached default model (SmolLM2-135M-Instruct Q4_1).
+// Counters: tokens_per_second, and peak_rss_mb (VmHWM of the process, which
+// includes loading the model). bench/runtime/compare_llamacpp.py runs this
+// next to llama.cpp on the same file and prints ratios.
+#include <ATen/ATen.h>
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "attune/core/file.h"
+#include "attune/runtime/model.h"
+#include "attune/runtime/model_store.h"
+
+namespace {
+
+using namespace attune::runtime;
+
+std::string g_model;
+int g_threads = 2, g_torch_threads = 1;
+std::shared_ptr<const Model> g_m;
+
+double PeakRssMb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
+  return 0;
+}
+
+const Model& M() {
+  if (!g_m) {
+    ConfigureThreads(g_torch_threads, g_threads);
+    auto m = Model::Load(g_model);
+    if (!m.ok()) {
+      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
+      std::exit(1);
+    }
+    g_m = *m;
+  }
+  return *g_m;
+}
+
+at::Tensor PromptIds(int64_t n) {
+  // A fixed, ordinary token sequence (ids cycle through common tokens).
+  return (at::arange(0, n, at::kLong) * 37 % 20000 + 100).view({1, n});
+}
+
+void BM_Prefill128(benchmark::State& state) {
+  const Model& m = M();
+  at::NoGradGuard ng;
+  for (auto _ : state) {
+    KvCache cache = m.NewCache(256);
+    ForwardOptions fo;
+    fo.last_logits_only = true;
+    at::Tensor logits = Forward(m, nullptr, PromptIds(128), &cache, fo);
+    benchmark::DoNotOptimize(logits.data_ptr<float>());
+  }
+  state.counters["tokens_per_second"] = benchmark::Counter(128.0 * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["peak_rss_mb"] = PeakRssMb();
+}
+
+void BM_Decode128(benchmark::State& state) {
+  const Model& m = M();
+  at::NoGradGuard ng;
+  ForwardOptions fo;
+  fo.last_logits_only = true;
+  for (auto _ : state) {
+    state.PauseTiming();
+    KvCache cache = m.NewCache(160);
+    at::Tensor logits = Forward(m, nullptr, PromptIds(16), &cache, fo);
+    state.ResumeTiming();
+    for (int i = 0; i < 128; ++i) {
+      int64_t next = logits.reshape({-1}).argmax().item<int64_t>();
+      logits = Forward(m, nullptr, at::full({1, 1}, next, at::kLong), &cache, fo);
+    }
+  }
+  state.counters["tokens_per_second"] = benchmark::Counter(128.0 * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["peak_rss_mb"] = PeakRssMb();
+}
+
+BENCHMARK(BM_Prefill128)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_Decode128)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--model") && i + 1 < argc) g_model = argv[++i];
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--torch-threads") && i + 1 < argc) g_torch_threads = std::atoi(argv[++i]);
+    else rest.push_back(argv[i]);
+  }
+  if (g_model.empty()) g_model = DefaultModelPath(attune::ResolveDataDir(""));
+  int n = int(rest.size());
+  benchmark::Initialize(&n, rest.data());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
