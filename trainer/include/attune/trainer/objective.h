@@ -1,0 +1,101 @@
+// Training objectives over the shared model: example encoding with the chat
+// template, SFT / DPO / KTO losses, and forward + backward with optional
+// per-layer gradient checkpointing.
+//
+// Token alignment follows transformers: the logits at position t score the
+// token at t + 1; only completion tokens (and the end-of-turn suffix) are
+// scored, prompt tokens are masked.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "attune/core/result.h"
+#include "attune/runtime/model.h"
+
+namespace attune::trainer {
+
+enum class Objective { kSft, kDpo, kKto };
+
+// A training example, already in the model's chat format.
+struct TextExample {
+  Objective objective = Objective::kSft;
+  std::string id;                                // lineage (event id)
+  std::vector<runtime::ChatMessage> context;     // prompt messages
+  std::string completion;                        // SFT target, DPO chosen, KTO completion
+  std::string rejected;                          // DPO only
+  bool desirable = true;                         // KTO only
+  float weight = 1.0f;
+};
+
+// A token sequence with the positions that are scored.
+struct Sequence {
+  std::vector<int64_t> ids;
+  std::vector<uint8_t> scored;  // scored[t] = 1: ids[t] is a target
+  int64_t n_scored() const;
+};
+
+struct EncodedExample {
+  Objective objective = Objective::kSft;
+  std::string id;
+  Sequence chosen;    // the completion (SFT, DPO chosen, KTO)
+  Sequence rejected;  // DPO only
+  bool desirable = true;
+  float weight = 1.0f;
+  bool truncated = false;
+};
+
+struct EncodeOptions {
+  // Longest sequence. Longer examples drop prompt tokens from the left first
+  // (the completion is what is learned), then completion tokens from the end.
+  // Default: 256.
+  int64_t max_seq_len = 256;
+};
+
+// Renders and tokenizes. FailedPrecondition when the model has no tokenizer or
+// chat template; InvalidArgument when the example yields no scored token.
+Result<EncodedExample> Encode(const runtime::Model& model, const TextExample& example, const EncodeOptions& options);
+
+// Right-padded batch: ids int64 [B, T], scored float [B, T].
+struct Batch {
+  at::Tensor ids, scored;
+};
+Batch MakeBatch(const std::vector<const Sequence*>& seqs);
+
+// Sum of log p(target) over the scored positions of each row, from the final
+// hidden states [B, T, hidden] (the output head runs only where needed).
+// Returns [B].
+at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch);
+
+// Runs the model with `lora`, applies loss_fn to the final hidden states and
+// backpropagates into the LoRA tensors (their .grad() accumulate). With
+// `checkpointing` only each layer's input is kept and layers are recomputed
+// one at a time during backward (dropout masks are replayed exactly).
+// Returns the loss value.
+double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
+                       bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn);
+
+// Final hidden states without grad (lora may be null: the base model).
+at::Tensor Hidden(const runtime::Model& model, const runtime::LoraWeights* lora, const at::Tensor& ids);
+
+// Losses on hidden states. Each returns a scalar already divided by `norm`
+// (so micro-batches of one step can be summed).
+//  SFT: sum_i w_i * NLL_i / norm (norm = scored tokens of the step).
+//  DPO (Rafailov et al. 2023, TRL's sigmoid loss):
+//    -logsigmoid(beta * ((pc - rc) - (pr - rr))) * w / norm (norm = pairs).
+//    hidden rows: the chosen sequences, then the rejected ones.
+//  KTO (Ethayarajh et al. 2024, TRL's kto_loss): desirable
+//    w_d * (1 - sigmoid(beta * (r - z0))), undesirable
+//    w_u * (1 - sigmoid(beta * (z0 - r))), r = policy - reference log-prob,
+//    z0 the KL reference point (>= 0, detached).
+at::Tensor SftLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch, const at::Tensor& weights,
+                   double norm);
+at::Tensor DpoLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch, const at::Tensor& ref_logps,
+                   const at::Tensor& weights, double beta, double norm);
+at::Tensor KtoLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch, const at::Tensor& ref_logps,
+                   const at::Tensor& desirable, const at::Tensor& weights, double beta, double z0, double norm);
+
+}  // namespace attune::trainer
