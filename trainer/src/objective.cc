@@ -15,9 +15,9 @@ namespace {
 Result<Sequence> Join(const runtime::Tokenizer& tok, const std::vector<int32_t>& prompt, const std::string& completion,
                       const std::string& suffix, int64_t max_len, bool* truncated) {
   ASSIGN_OR_RETURN(std::vector<int32_t> comp, tok.Encode(completion, /*parse_special=*/false));
+  if (comp.empty()) return InvalidArgumentError("the completion is empty: nothing to learn");
   ASSIGN_OR_RETURN(std::vector<int32_t> suf, tok.Encode(suffix));
   comp.insert(comp.end(), suf.begin(), suf.end());
-  if (comp.empty()) return InvalidArgumentError("the completion is empty: nothing to learn");
   std::vector<int32_t> p = prompt;
   // Keep at least a few prompt tokens (the assistant header) for context.
   const int64_t min_prompt = std::min<int64_t>(int64_t(p.size()), 8);

@@ -1,0 +1,208 @@
+#include "attune/trainer/trainer.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/runtime/test_util.h"
+
+namespace attune::trainer {
+namespace {
+
+using attune::testing::Fixture;
+
+std::shared_ptr<const runtime::Model> TinyModel() {
+  runtime::LoadOptions lo;
+  lo.chat_template = "chatml";  // the tiny GGUF has a byte-level vocabulary and no template
+  auto m = runtime::Model::Load(Fixture("models/tiny_llama.gguf"), lo);
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  return *m;
+}
+
+std::vector<TextExample> Examples() {
+  std::vector<TextExample> v;
+  const char* facts[][2] = {{"dog?", "Pixel"}, {"cat?", "Miso"}, {"city?", "Lyon"}, {"car?", "blue"},
+                            {"tea?", "green"}, {"sport?", "judo"}};
+  for (int i = 0; i < 6; ++i) {
+    TextExample e;
+    e.id = "e" + std::to_string(i);
+    e.context = {{"user", std::string("my ") + facts[i][0]}};
+    e.completion = facts[i][1];
+    v.push_back(e);
+  }
+  TextExample d;
+  d.objective = Objective::kDpo;
+  d.id = "pair";
+  d.context = {{"user", "style?"}};
+  d.completion = "short";
+  d.rejected = "very long answer";
+  v.push_back(d);
+  TextExample k;
+  k.objective = Objective::kKto;
+  k.id = "down";
+  k.desirable = false;
+  k.context = {{"user", "joke?"}};
+  k.completion = "no";
+  v.push_back(k);
+  return v;
+}
+
+TrainerOptions SmallOptions() {
+  TrainerOptions o;
+  o.lora.rank = 4;
+  o.lora.alpha = 8;
+  o.lora.dropout = 0.1;  // exercises the RNG state in checkpoints
+  o.max_steps = 6;
+  o.micro_batch_size = 2;
+  o.grad_accum_steps = 2;
+  o.encode.max_seq_len = 64;
+  o.seed = 3;
+  o.forgetting_prompts = {"hello"};
+  return o;
+}
+
+std::string TempPath(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("attune_trainer_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+TEST(TrainerTest, LearnsTheNewExamplesAndReportsEverything) {
+  auto m = TinyModel();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 20;
+  Trainer t(m, o);
+  TrainInput in;
+  in.new_examples = Examples();
+  auto r = t.Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const TrainReport& rep = r->report;
+  EXPECT_TRUE(rep.completed);
+  EXPECT_EQ(rep.steps, 20);
+  EXPECT_LT(rep.new_loss_candidate, rep.new_loss_parent);
+  EXPECT_GE(rep.forgetting_kl, 0.0);
+  EXPECT_EQ(rep.loss_curve.size(), 20u);
+  EXPECT_GE(rep.dpo_reward_accuracy, 0.0);
+  EXPECT_GT(rep.tokens, 0);
+  EXPECT_FALSE(r->adapter.empty());
+  EXPECT_NE(rep.ToJson().find("\"forgetting_kl\""), std::string::npos);
+}
+
+// N steps straight == N/2 steps, stop, resume for the rest.
+TEST(TrainerTest, StopAndResumeGivesTheSameAdapter) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  Trainer straight(m, SmallOptions());
+  auto a = straight.Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(a.ok());
+
+  std::string ck = TempPath("resume.ck");
+  int micro_steps = 0;
+  Trainer first(m, SmallOptions());
+  // Stop inside step 4 (after 3 full steps of 2 micro-steps and one more).
+  auto b1 = first.Run(in, ck, [&] { return ++micro_steps > 7; }, nullptr);
+  ASSERT_TRUE(b1.ok()) << b1.status().ToString();
+  EXPECT_FALSE(b1->report.completed);
+  EXPECT_EQ(b1->report.steps, 3);
+  ASSERT_TRUE(PathExists(ck));
+  Trainer second(m, SmallOptions());
+  auto b2 = second.Run(in, ck, nullptr, nullptr);
+  ASSERT_TRUE(b2.ok()) << b2.status().ToString();
+  EXPECT_TRUE(b2->report.completed);
+  ASSERT_EQ(a->adapter.size(), b2->adapter.size());
+  for (size_t i = 0; i < a->adapter.size(); ++i) {
+    EXPECT_TRUE(at::allclose(a->adapter[i], b2->adapter[i], 1e-5, 1e-6)) << a->names[i];
+  }
+  EXPECT_EQ(a->report.loss_curve.size(), b2->report.loss_curve.size());
+  EXPECT_FALSE(PathExists(ck)) << "a completed run removes its checkpoint";
+}
+
+TEST(TrainerTest, ExamplesWithoutTrainableTokensAreAClearError) {
+  auto m = TinyModel();
+  Trainer t(m, SmallOptions());
+  TrainInput in;
+  TextExample e;
+  e.id = "empty";
+  e.context = {{"user", "hi"}};
+  in.new_examples = {e};
+  auto r = t.Run(in, "", nullptr, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("empty"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(t.Run(TrainInput{}, "", nullptr, nullptr).ok());
+}
+
+TEST(TrainerTest, RefusesACheckpointOfAnotherRunOrACorruptOne) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  std::string ck = TempPath("other.ck");
+  Trainer t(m, SmallOptions());
+  ASSERT_TRUE(t.Run(in, ck, [] { return true; }, nullptr).ok());  // stops at once, writes the checkpoint
+  ASSERT_TRUE(PathExists(ck));
+  TrainerOptions other = SmallOptions();
+  other.lora.rank = 8;
+  auto r = Trainer(m, other).Run(in, ck, nullptr, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  auto bytes = ReadFile(ck);
+  ASSERT_TRUE(bytes.ok());
+  std::string broken = *bytes;
+  broken[broken.size() - 10] ^= 0x55;
+  ASSERT_TRUE(WriteFileAtomic(ck, broken).ok());
+  auto c = Trainer(m, SmallOptions()).Run(in, ck, nullptr, nullptr);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(c.status().message().find(ck), std::string::npos);
+  std::filesystem::remove(ck);
+}
+
+TEST(TrainerTest, ParentAdapterIsTheStartingPointAndL2PullsTowardIt) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  auto first = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(first.ok());
+  in.parent = first->adapter;
+  in.parent_version = "v1";
+  auto free_run = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  o.l2_to_parent = 100.0;
+  auto pulled = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(free_run.ok() && pulled.ok());
+  EXPECT_NEAR(free_run->report.new_loss_parent, first->report.new_loss_candidate, 1e-4);
+  double d_free = 0, d_pulled = 0;
+  for (size_t i = 0; i < in.parent.size(); ++i) {
+    d_free += (free_run->adapter[i] - in.parent[i]).pow(2).sum().item<double>();
+    d_pulled += (pulled->adapter[i] - in.parent[i]).pow(2).sum().item<double>();
+  }
+  EXPECT_LT(d_pulled, d_free);
+}
+
+TEST(TrainerTest, HeldOutSliceRotatesAndIsScored) {
+  auto m = TinyModel();
+  TrainInput in;
+  for (int i = 0; i < 4; ++i) {
+    for (auto e : Examples()) {
+      e.id += "-" + std::to_string(i);
+      in.new_examples.push_back(e);
+    }
+  }
+  TrainerOptions o = SmallOptions();
+  o.heldout_min_examples = 20;
+  o.heldout_every = 8;
+  auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->report.heldout_examples, 4);
+  EXPECT_TRUE(std::isfinite(r->report.heldout_loss_candidate));
+  o.heldout_min_examples = 100;
+  auto all = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->report.heldout_examples, 0);
+  EXPECT_NE(all->report.ToJson().find("all train"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace attune::trainer

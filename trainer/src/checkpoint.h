@@ -1,0 +1,38 @@
+// Training checkpoints: everything needed to continue a run exactly.
+//
+// File layout (little-endian): "ATTUNECK" | u32 format version | u64 header
+// length | JSON header | body. The header lists the tensors (name, shape,
+// byte offset in the body) and holds the body's SHA-256; the body is the raw
+// float32 data of the LoRA tensors and AdamW moments, then the dropout RNG
+// state. Written with WriteFileAtomic: a crash leaves the old or the new one.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attune/core/result.h"
+
+namespace attune::trainer::internal {
+
+inline constexpr uint32_t kCheckpointVersion = 1;
+
+struct CheckpointState {
+  std::string base_fingerprint;
+  std::string config_key;    // options that shape the state
+  std::string examples_key;  // which examples, in which split
+  int64_t step = 0, epoch = 0, position = 0, tokens = 0;
+  double wall_seconds = 0;
+  std::vector<double> loss_curve;
+  std::vector<at::Tensor> params, exp_avg, exp_avg_sq;
+  at::Tensor rng_state;      // uint8, the CPU generator's state
+};
+
+Status SaveCheckpoint(const std::string& path, const CheckpointState& state);
+// DataLoss (naming the file) for a truncated/corrupt file, Unsupported for a
+// newer format version.
+Result<CheckpointState> LoadCheckpoint(const std::string& path);
+
+}  // namespace attune::trainer::internal

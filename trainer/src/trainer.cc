@@ -1,0 +1,428 @@
+#include "attune/trainer/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "attune/core/file.h"
+#include "attune/core/sha256.h"
+#include "checkpoint.h"
+
+namespace attune::trainer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// General-knowledge prompts for the forgetting KL: none of them is about a
+// user, so an adapter that learned its user should barely move them.
+const char* kForgettingPrompts[] = {
+    "What is the capital of France?",
+    "Explain photosynthesis in one sentence.",
+    "How many days are in a leap year?",
+    "Write a short poem about autumn.",
+    "What is 12 times 12?",
+    "Name three primary colors.",
+    "Who wrote Romeo and Juliet?",
+    "What does a thermometer measure?",
+    "Translate 'good morning' into Spanish.",
+    "Why is the sky blue?",
+    "Give me a tip for sleeping better.",
+    "What is the boiling point of water at sea level?",
+    "List the planets of the solar system.",
+    "What is a prime number?",
+    "How do I make a cup of tea?",
+    "Summarize the plot of Cinderella in two sentences.",
+};
+
+bool Scores(const EncodedExample& e) { return e.objective != Objective::kKto || e.desirable; }
+
+std::string ConfigKey(const TrainerOptions& o, int64_t mb) {
+  nlohmann::json j = {{"rank", o.lora.rank},        {"alpha", o.lora.alpha},   {"dropout", o.lora.dropout},
+                      {"rslora", o.lora.rslora},    {"targets", TargetsToString(o.lora.targets)},
+                      {"lr", o.adamw.lr},           {"wd", o.adamw.weight_decay}, {"mb", mb},
+                      {"accum", o.grad_accum_steps}, {"seq", o.encode.max_seq_len}, {"seed", o.seed},
+                      {"budget", o.max_tokens_per_step}, {"ckpt", o.gradient_checkpointing},
+                      {"weights", {o.sft_weight, o.dpo_weight, o.kto_weight, o.dpo_beta, o.kto_beta, o.l2_to_parent}}};
+  return j.dump();
+}
+
+int64_t PickMicroBatch(const runtime::Model& m, const TrainerOptions& o) {
+  if (o.micro_batch_size > 0) return o.micro_batch_size;
+  const auto& c = m.config();
+  const double T = double(o.encode.max_seq_len);
+  // Activation bytes per token of one layer (norms, projections, SwiGLU,
+  // attention probabilities), and the output head on up to every token.
+  const double layer_tok = 4.0 * (12.0 * c.hidden + 6.0 * c.intermediate + 3.0 * c.n_heads * T);
+  const double layers = o.gradient_checkpointing ? 4.0 * c.hidden * c.n_layers + layer_tok : layer_tok * c.n_layers;
+  const double head = 12.0 * c.vocab_size;
+  const double per_seq = T * (layers + head);
+  return std::clamp<int64_t>(int64_t(o.max_memory_mb * 1024 * 1024 / per_seq), 1, 16);
+}
+
+// Builds LoRA weights holding `values` (LoraParams order) for evaluation.
+runtime::LoraWeights WeightsOf(const runtime::Model& m, const LoraConfig& c, const std::vector<at::Tensor>& values) {
+  LoraParams p = LoraParams::Init(m, c, 0);
+  p.Assign(values).IgnoreError();  // shapes were checked when `values` was accepted
+  return p.Weights(false);
+}
+
+}  // namespace
+
+double PeakRssMb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
+  return 0;
+}
+
+std::string TrainReport::ToJson() const {
+  auto num = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); };
+  nlohmann::json j = {{"completed", completed},
+                      {"stop_reason", stop_reason},
+                      {"steps", steps},
+                      {"tokens", tokens},
+                      {"micro_batch_size", micro_batch_size},
+                      {"wall_seconds", wall_seconds},
+                      {"tokens_per_second", tokens_per_second},
+                      {"peak_rss_mb", peak_rss_mb},
+                      {"examples", {{"new", new_examples}, {"replay", replay_examples}, {"heldout", heldout_examples}, {"skipped", skipped_examples}}},
+                      {"new_loss", {{"parent", num(new_loss_parent)}, {"candidate", num(new_loss_candidate)}}},
+                      {"replay_loss", {{"parent", num(replay_loss_parent)}, {"candidate", num(replay_loss_candidate)}}},
+                      {"heldout_loss", {{"parent", num(heldout_loss_parent)}, {"candidate", num(heldout_loss_candidate)}}},
+                      {"dpo_reward_accuracy", num(dpo_reward_accuracy)},
+                      {"forgetting_kl", num(forgetting_kl)},
+                      {"loss_curve", loss_curve},
+                      {"notes", notes}};
+  return j.dump();
+}
+
+Trainer::Trainer(std::shared_ptr<const runtime::Model> model, TrainerOptions options)
+    : model_(std::move(model)), o_(std::move(options)) {}
+
+double Trainer::MeanLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const {
+  std::vector<const Sequence*> seqs;
+  for (const auto& e : examples) {
+    if (Scores(e)) seqs.push_back(&e.chosen);
+  }
+  if (seqs.empty()) return kNaN;
+  double nll = 0, tokens = 0;
+  for (size_t i = 0; i < seqs.size(); i += 8) {
+    std::vector<const Sequence*> chunk(seqs.begin() + int64_t(i), seqs.begin() + int64_t(std::min(seqs.size(), i + 8)));
+    Batch b = MakeBatch(chunk);
+    at::NoGradGuard ng;
+    nll -= SequenceLogProbs(*model_, Hidden(*model_, lora, b.ids), b).sum().item<double>();
+    tokens += b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>();
+  }
+  return nll / tokens;
+}
+
+double Trainer::ForgettingKl(const runtime::LoraWeights& lora) const {
+  const auto* tpl = model_->chat_template();
+  const auto* tok = model_->tokenizer();
+  if (!tpl || !tok) return kNaN;
+  std::vector<std::string> prompts = o_.forgetting_prompts;
+  if (prompts.empty()) prompts.assign(std::begin(kForgettingPrompts), std::end(kForgettingPrompts));
+  at::NoGradGuard ng;
+  double kl = 0;
+  int64_t positions = 0;
+  for (const auto& p : prompts) {
+    auto ids = tok->Encode(tpl->Render({{"user", p}}, true));
+    if (!ids.ok()) continue;
+    at::Tensor t = at::tensor(std::vector<int64_t>(ids->begin(), ids->end()), at::kLong).view({1, -1});
+    at::Tensor base = at::log_softmax(runtime::Forward(*model_, nullptr, t, nullptr), -1);
+    at::Tensor adapted = at::log_softmax(runtime::Forward(*model_, &lora, t, nullptr), -1);
+    kl += (base.exp() * (base - adapted)).sum().item<double>();
+    positions += t.size(1);
+  }
+  return positions ? kl / double(positions) : kNaN;
+}
+
+Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& checkpoint_path,
+                                  const std::function<bool()>& should_stop,
+                                  const std::function<void(const TrainProgress&)>& progress) {
+  const auto t_start = Clock::now();
+  const runtime::Model& m = *model_;
+  TrainOutcome out;
+  TrainReport& r = out.report;
+  if (o_.max_steps <= 0 || o_.grad_accum_steps <= 0) return InvalidArgumentError("max steps and gradient accumulation must be positive");
+
+  // Encode; an example that cannot be trained is skipped with a reason.
+  auto encode_all = [&](const std::vector<TextExample>& in, std::vector<EncodedExample>* dst) {
+    for (const auto& e : in) {
+      auto enc = Encode(m, e, o_.encode);
+      if (!enc.ok()) {
+        ++r.skipped_examples;
+        r.notes.push_back("skipped: " + enc.status().message());
+        continue;
+      }
+      if (enc->truncated) r.notes.push_back("truncated to " + std::to_string(o_.encode.max_seq_len) + " tokens: example '" + e.id + "'");
+      dst->push_back(std::move(*enc));
+    }
+  };
+  std::vector<EncodedExample> fresh, replay, heldout, train;
+  encode_all(input.new_examples, &fresh);
+  encode_all(input.replay_examples, &replay);
+  if (int64_t(fresh.size()) >= o_.heldout_min_examples && o_.heldout_every > 1) {
+    std::vector<EncodedExample> kept;
+    for (size_t i = 0; i < fresh.size(); ++i) {
+      if ((int64_t(i) + o_.rotation) % o_.heldout_every == 0) heldout.push_back(fresh[i]);
+      else kept.push_back(fresh[i]);
+    }
+    fresh.swap(kept);
+    r.notes.push_back("held out " + std::to_string(heldout.size()) + " new examples (every " + std::to_string(o_.heldout_every) +
+                      "th, rotation " + std::to_string(o_.rotation) + "); a later run trains on them");
+  } else {
+    r.notes.push_back("fewer than " + std::to_string(o_.heldout_min_examples) + " new examples: all train, no held-out slice");
+  }
+  train = fresh;
+  train.insert(train.end(), replay.begin(), replay.end());
+  r.new_examples = int64_t(fresh.size());
+  r.replay_examples = int64_t(replay.size());
+  r.heldout_examples = int64_t(heldout.size());
+  if (train.empty()) {
+    std::string why = r.notes.empty() ? "no examples given" : r.notes.front();
+    return InvalidArgumentError("nothing to train on: " + why);
+  }
+
+  LoraParams params = LoraParams::Init(m, o_.lora, o_.seed);
+  if (!input.parent.empty()) {
+    Status st = params.Assign(input.parent);
+    if (!st.ok()) return FailedPreconditionError("the parent adapter does not fit this LoRA configuration: " + st.message());
+  }
+  const std::vector<at::Tensor> parent_values = params.Snapshot();
+  AdamW opt(params.parameters(), o_.adamw);
+  const int64_t mb = PickMicroBatch(m, o_);
+  r.micro_batch_size = mb;
+
+  Sha256 ek;
+  for (const auto* set : {&train, &heldout}) {
+    for (const auto& e : *set) ek.Update(e.id + "/" + std::to_string(int(e.objective)) + ";");
+    ek.Update("|");
+  }
+  internal::CheckpointState st;
+  st.base_fingerprint = m.fingerprint();
+  st.config_key = ConfigKey(o_, mb);
+  st.examples_key = ek.FinishHex();
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  if (!checkpoint_path.empty() && PathExists(checkpoint_path)) {
+    ASSIGN_OR_RETURN(internal::CheckpointState ck, internal::LoadCheckpoint(checkpoint_path));
+    if (ck.base_fingerprint != st.base_fingerprint) {
+      return FailedPreconditionError("checkpoint '" + checkpoint_path + "' was written for another base model (hint: remove it to start over)");
+    }
+    if (ck.config_key != st.config_key || ck.examples_key != st.examples_key) {
+      return FailedPreconditionError("checkpoint '" + checkpoint_path + "' belongs to a run with other options or other examples (hint: remove it to start over)");
+    }
+    RETURN_IF_ERROR(params.Assign(ck.params));
+    for (size_t i = 0; i < ck.params.size(); ++i) {
+      opt.exp_avg()[i].copy_(ck.exp_avg[i]);
+      opt.exp_avg_sq()[i].copy_(ck.exp_avg_sq[i]);
+    }
+    opt.set_step(ck.step);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(ck.rng_state);
+    st.step = ck.step, st.epoch = ck.epoch, st.position = ck.position, st.tokens = ck.tokens;
+    st.wall_seconds = ck.wall_seconds, st.loss_curve = ck.loss_curve;
+    r.notes.push_back("resumed from step " + std::to_string(ck.step));
+  } else {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(o_.seed);
+  }
+
+  // The parent's losses, for the regression checks of the report.
+  const bool has_parent = !input.parent.empty();
+  runtime::LoraWeights parent_w = WeightsOf(m, o_.lora, parent_values);
+  const runtime::LoraWeights* parent_ptr = has_parent ? &parent_w : nullptr;
+  r.new_loss_parent = MeanLoss(fresh, parent_ptr);
+  r.replay_loss_parent = MeanLoss(replay, parent_ptr);
+  r.heldout_loss_parent = MeanLoss(heldout, parent_ptr);
+
+  auto order_of = [&](int64_t epoch) {
+    std::vector<size_t> order(train.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::mt19937_64 rng(o_.seed * 1000003 + uint64_t(epoch));
+    std::shuffle(order.begin(), order.end(), rng);
+    return order;
+  };
+  std::vector<size_t> order = order_of(st.epoch);
+  // The next micro-batch: up to mb consecutive examples with one objective.
+  auto next_micro = [&]() {
+    std::vector<const EncodedExample*> mbx;
+    int64_t tokens = 0;
+    while (int64_t(mbx.size()) < mb) {
+      if (st.position >= int64_t(order.size())) {
+        if (!mbx.empty()) break;
+        ++st.epoch;
+        st.position = 0;
+        order = order_of(st.epoch);
+      }
+      const EncodedExample& e = train[order[size_t(st.position)]];
+      if (!mbx.empty() && e.objective != mbx[0]->objective) break;
+      mbx.push_back(&e);
+      tokens += int64_t(e.chosen.ids.size() + e.rejected.ids.size());
+      ++st.position;
+    }
+    return std::make_pair(mbx, tokens);
+  };
+  auto run_micro = [&](const std::vector<const EncodedExample*>& mbx) -> double {
+    const Objective obj = mbx[0]->objective;
+    const runtime::LoraWeights w = params.Weights(/*training=*/true);
+    const double accum = double(o_.grad_accum_steps);
+    std::vector<const Sequence*> seqs;
+    std::vector<float> weights, desirable;
+    for (const auto* e : mbx) {
+      seqs.push_back(&e->chosen);
+      weights.push_back(e->weight);
+      desirable.push_back(e->desirable ? 1.f : 0.f);
+    }
+    if (obj == Objective::kDpo) {
+      for (const auto* e : mbx) seqs.push_back(&e->rejected);
+    }
+    Batch b = MakeBatch(seqs);
+    at::Tensor wt = at::tensor(weights);
+    if (obj == Objective::kSft) {
+      const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
+      return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing, [&](const at::Tensor& h) { return SftLoss(m, h, b, wt, norm); });
+    }
+    at::Tensor ref;
+    {
+      at::NoGradGuard ng;
+      ref = SequenceLogProbs(m, Hidden(m, nullptr, b.ids), b);  // adapter off = reference model
+    }
+    const double norm = double(mbx.size()) * accum;
+    if (obj == Objective::kDpo) {
+      return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing, [&](const at::Tensor& h) {
+        return DpoLoss(m, h, b, ref, wt, o_.dpo_beta, norm / o_.dpo_weight);
+      });
+    }
+    return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing, [&](const at::Tensor& h) {
+      return KtoLoss(m, h, b, ref, at::tensor(desirable), wt, o_.kto_beta, /*z0=*/0.0, norm / o_.kto_weight);
+    });
+  };
+  auto save = [&](const internal::CheckpointState& s) -> Status {
+    if (checkpoint_path.empty()) return Status::Ok();
+    internal::CheckpointState c = s;
+    c.params = params.Snapshot();
+    c.exp_avg = opt.exp_avg();
+    c.exp_avg_sq = opt.exp_avg_sq();
+    c.wall_seconds = s.wall_seconds + std::chrono::duration<double>(Clock::now() - t_start).count();
+    return SaveCheckpoint(checkpoint_path, c);
+  };
+
+  r.stop_reason = "max_steps";
+  bool stopped = false;
+  const double prior_seconds = st.wall_seconds;
+  const int64_t first_step = st.step;
+  try {
+    while (st.step < o_.max_steps) {
+      // State at the step boundary: a stop inside the step returns here.
+      internal::CheckpointState at_boundary = st;
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        at_boundary.rng_state = gen.get_state();
+      }
+      std::vector<at::Tensor> boundary_params = params.Snapshot();
+      double step_loss = 0;
+      int64_t step_tokens = 0;
+      for (int64_t a = 0; a < o_.grad_accum_steps; ++a) {
+        if (should_stop && should_stop()) {
+          stopped = true;
+          break;
+        }
+        auto [mbx, tokens] = next_micro();
+        step_loss += run_micro(mbx);
+        step_tokens += tokens;
+        if (o_.max_tokens_per_step > 0 && step_tokens >= o_.max_tokens_per_step) break;
+      }
+      if (stopped) {
+        opt.ZeroGrad();
+        RETURN_IF_ERROR(params.Assign(boundary_params));
+        st = at_boundary;
+        RETURN_IF_ERROR(save(st));
+        r.stop_reason = "stopped";
+        break;
+      }
+      if (o_.l2_to_parent > 0 && has_parent) {
+        at::NoGradGuard ng;
+        const auto& ps = params.parameters();
+        for (size_t i = 0; i < ps.size(); ++i) {
+          at::Tensor g = 2.0 * o_.l2_to_parent * (ps[i].detach() - parent_values[i]);
+          if (ps[i].grad().defined()) ps[i].mutable_grad().add_(g);
+          else ps[i].mutable_grad() = g;
+        }
+      }
+      opt.Step(o_.adamw.lr);
+      opt.ZeroGrad();
+      ++st.step;
+      st.tokens += step_tokens;
+      st.loss_curve.push_back(step_loss);
+      const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+      if (progress) {
+        TrainProgress p;
+        p.step = st.step;
+        p.max_steps = o_.max_steps;
+        p.loss = step_loss;
+        p.tokens_per_second = elapsed > 0 ? double(st.tokens) / (elapsed + prior_seconds) : 0;
+        const double per_step = elapsed / double(st.step - first_step);
+        p.eta_seconds = per_step * double(o_.max_steps - st.step);
+        progress(p);
+      }
+      if (o_.checkpoint_every_steps > 0 && st.step % o_.checkpoint_every_steps == 0 && st.step < o_.max_steps) {
+        internal::CheckpointState now = st;
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        now.rng_state = gen.get_state();
+        RETURN_IF_ERROR(save(now));
+      }
+      if (o_.max_minutes > 0 && (elapsed + prior_seconds) / 60.0 >= o_.max_minutes) {
+        r.stop_reason = "max_minutes";
+        break;
+      }
+    }
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("training failed in LibTorch: ") + e.what_without_backtrace());
+  }
+
+  r.steps = st.step;
+  r.tokens = st.tokens;
+  r.loss_curve = st.loss_curve;
+  r.wall_seconds = prior_seconds + std::chrono::duration<double>(Clock::now() - t_start).count();
+  r.tokens_per_second = r.wall_seconds > 0 ? double(r.tokens) / r.wall_seconds : 0;
+  if (stopped) {
+    r.completed = false;
+    r.peak_rss_mb = PeakRssMb();
+    return out;
+  }
+  r.completed = true;
+  const runtime::LoraWeights cand = params.Weights(false);
+  r.new_loss_candidate = MeanLoss(fresh, &cand);
+  r.replay_loss_candidate = MeanLoss(replay, &cand);
+  r.heldout_loss_candidate = MeanLoss(heldout, &cand);
+  r.forgetting_kl = ForgettingKl(cand);
+  int64_t pairs = 0, right = 0;
+  for (const auto& e : fresh) {
+    if (e.objective != Objective::kDpo) continue;
+    Batch b = MakeBatch({&e.chosen, &e.rejected});
+    at::Tensor ref = SequenceLogProbs(m, Hidden(m, nullptr, b.ids), b);
+    at::Tensor pol = SequenceLogProbs(m, Hidden(m, &cand, b.ids), b);
+    right += ((pol[0] - ref[0]) - (pol[1] - ref[1])).item<double>() > 0;
+    ++pairs;
+  }
+  r.dpo_reward_accuracy = pairs ? double(right) / double(pairs) : kNaN;
+  r.peak_rss_mb = PeakRssMb();
+  out.names = params.names();
+  out.adapter = params.Snapshot();
+  if (!checkpoint_path.empty() && PathExists(checkpoint_path)) std::remove(checkpoint_path.c_str());
+  return out;
+}
+
+}  // namespace attune::trainer
