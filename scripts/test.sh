@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install, build, fetch the default
 # model (the golden and real-model tests use it), run every test, then the
-# GGUF mutation test under AddressSanitizer (a small torch-free build).
+# GGUF mutation test under AddressSanitizer and the snapshot/registry
+# concurrency tests under ThreadSanitizer (small torch-free builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
@@ -17,3 +18,12 @@ fi
 ninja -C "$ASAN_DIR" formats_test
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/runtime/formats_test" --gtest_filter='GgufTest.*:PreTokenizerTest.*'
+
+# The snapshot publish/pin logic and the registry under ThreadSanitizer
+# (plain buffers; LibTorch is not instrumented).
+TSAN_DIR=${ATTUNE_TSAN_BUILD_DIR:-build-tsan}
+if [ ! -f "$TSAN_DIR/build.ninja" ]; then
+  cmake -S tests/adapters/tsan -B "$TSAN_DIR" -G Ninja
+fi
+ninja -C "$TSAN_DIR"
+ctest --test-dir "$TSAN_DIR" --output-on-failure

@@ -1,0 +1,40 @@
+// Queries over the registry state, its consistency check and the GC rules.
+// Pure functions of the state (and, for the check and GC, the files).
+#pragma once
+
+#include <set>
+#include <string>
+
+#include "attune/adapters/registry.h"
+#include "attune/v1/adapter.pb.h"
+
+namespace attune::adapters::internal {
+
+const v1::AdapterVersionRecord* FindRecord(const v1::AdapterRegistryState& s, const std::string& id);
+v1::AdapterVersionRecord* FindRecord(v1::AdapterRegistryState& s, const std::string& id);
+bool IsDeleted(const v1::AdapterRegistryState& s, const std::string& id);
+void EraseDeleted(v1::AdapterRegistryState& s, const std::string& id);
+
+// "v3" for a known or deleted id; "none" for ""; else the short id.
+std::string LabelOf(const v1::AdapterRegistryState& s, const std::string& id);
+
+// Id, unique prefix (>= 4 hex chars) or "vN" → full id of a present version.
+Result<std::string> ResolveVersion(const v1::AdapterRegistryState& s, const std::string& version);
+
+// Whether `id` was ever activated (named as to_version in the history).
+bool WasActive(const v1::AdapterRegistryState& s, const std::string& id);
+
+// The most recent earlier active version that is retired, or "" (none).
+std::string DefaultRollbackTarget(const v1::AdapterRegistryState& s);
+
+// Versions GC must keep, by the rules in registry.h (without extra_keep).
+std::set<std::string> GcKeepSet(const v1::AdapterRegistryState& s, int keep_last, int keep_history);
+
+// Deletes payload files that `s` does not name and temporary files.
+Status RemoveUnreferenced(const v1::AdapterRegistryState& s, const std::string& dir, const std::string& payload_dir,
+                          GcResult& result);
+
+CheckReport CheckRegistry(const v1::AdapterRegistryState& s, const std::string& dir, const std::string& payload_dir,
+                          bool verify_payloads);
+
+}  // namespace attune::adapters::internal
