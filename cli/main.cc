@@ -14,12 +14,8 @@ int main(int argc, char** argv) {
   AddModelCommands(app, g, r);
   AddGenerateCommands(app, g, r);
 #endif
-#ifdef ATTUNE_HAVE_FEEDBACK_CLI
   AddFeedbackCommands(app, g, r);
-#endif
-#ifdef ATTUNE_HAVE_ADAPTERS_CLI
   AddAdaptersCommands(app, g, r);
-#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

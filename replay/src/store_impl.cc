@@ -1,0 +1,376 @@
+#include "store_impl.h"
+
+#include <random>
+
+#include "attune/core/file.h"
+#include "attune/feedback/codec.h"
+#include "attune/feedback/validate.h"
+
+namespace attune::replay {
+
+Result<std::unique_ptr<Store>> Store::Open(const Options& options, const std::string& path) {
+  return internal::StoreImpl::Open(options, path);
+}
+
+namespace internal {
+namespace {
+
+constexpr std::string_view kFormatKey = "format_version";
+
+Status OpenError(const rocksdb::Status& s, const std::string& path) {
+  std::string msg = "replay store '" + path + "': " + s.ToString();
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    return UnavailableError("replay store '" + path +
+                            "' is in use by another process (its LOCK is held); retry when "
+                            "that process exits, or open it read-only");
+  }
+  if (s.IsCorruption()) return DataLossError(msg + " (the store is corrupt)");
+  if (s.IsInvalidArgument() && s.ToString().find("does not exist") != std::string::npos) {
+    return NotFoundError(msg);
+  }
+  return FromRocks(s, "replay store '" + path + "'");
+}
+
+uint64_t Capacity(const RetentionOptions& r) { return r.max_events == 0 ? 0 : r.max_events - r.recent_window; }
+
+}  // namespace
+
+StoreImpl::StoreImpl(const Options& options, std::string path) : options_(options), path_(std::move(path)) {}
+
+StoreImpl::~StoreImpl() {
+  if (!db_) return;
+  for (auto* cf : cf_handles_) db_->DestroyColumnFamilyHandle(cf).PermitUncheckedError();
+  db_->Close().PermitUncheckedError();
+}
+
+Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std::string& path) {
+  const RetentionOptions& r = options.retention;
+  if (r.max_events > 0 && r.recent_window >= r.max_events) {
+    return InvalidArgumentError("retention.recent_window (" + std::to_string(r.recent_window) +
+                                ") must be below retention.max_events (" + std::to_string(r.max_events) + ")");
+  }
+  if (r.max_age_seconds < 0) return InvalidArgumentError("retention.max_age_seconds is negative");
+  if (options.max_group_bytes == 0) return InvalidArgumentError("max_group_bytes is 0");
+  std::unique_ptr<StoreImpl> store(new StoreImpl(options, path));
+  RETURN_IF_ERROR(store->OpenDb());
+  RETURN_IF_ERROR(store->LoadOrInitialize());
+  if (!options.read_only) RETURN_IF_ERROR(store->ReconcileCapacity());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+Status StoreImpl::OpenDb() {
+  bool exists = PathExists(path_ + "/CURRENT");
+  if (!exists && (!options_.create_if_missing || options_.read_only)) {
+    return NotFoundError("replay store '" + path_ + "' does not exist");
+  }
+  if (!exists) RETURN_IF_ERROR(MakeDirs(path_));
+  setup_ = MakeRocksSetup(options_.memory, options_.create_if_missing);
+  std::vector<std::string> names;
+  if (exists) {
+    auto s = rocksdb::DB::ListColumnFamilies(setup_.db, path_, &names);
+    if (!s.ok()) return OpenError(s, path_);
+  }
+  // Open every family on disk (a newer build may have added some) plus ours.
+  std::vector<std::string> wanted = {rocksdb::kDefaultColumnFamilyName};
+  for (const auto& n : ColumnFamilyNames()) wanted.push_back(n);
+  for (const auto& n : names) {
+    if (std::find(wanted.begin(), wanted.end(), n) == wanted.end()) wanted.push_back(n);
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (const auto& n : wanted) {
+    bool events = n == "events";
+    descs.emplace_back(n, events ? setup_.events_cf : setup_.index_cf);
+  }
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = options_.read_only ? rocksdb::DB::OpenForReadOnly(setup_.db, path_, descs, &cf_handles_, &db)
+                                         : rocksdb::DB::Open(setup_.db, path_, descs, &cf_handles_, &db);
+  if (!s.ok()) return OpenError(s, path_);
+  db_.reset(db);
+  h_.db = db;
+  h_.meta = cf_handles_[0];
+  h_.events = cf_handles_[1];
+  h_.by_seq = cf_handles_[2];
+  h_.by_time = cf_handles_[3];
+  h_.by_user = cf_handles_[4];
+  h_.sampler = cf_handles_[5];
+  h_.lineage = cf_handles_[6];
+  return Status::Ok();
+}
+
+Status StoreImpl::LoadOrInitialize() {
+  std::string format;
+  auto s = db_->Get(rocksdb::ReadOptions(), h_.meta, std::string(kFormatKey), &format);
+  if (s.ok()) {
+    uint64_t v = 0;
+    try {
+      v = std::stoull(format);
+    } catch (...) {
+      return DataLossError("replay store '" + path_ + "': format_version '" + format + "' is not a number");
+    }
+    if (v > kStoreFormatVersion) {
+      return FailedPreconditionError("replay store '" + path_ + "' has format version " + std::to_string(v) +
+                                     ", newer than this build (" + std::to_string(kStoreFormatVersion) +
+                                     "); upgrade attune");
+    }
+    ASSIGN_OR_RETURN(state_, ReadState(nullptr));
+    return Status::Ok();
+  }
+  if (!s.IsNotFound()) return FromRocks(s, "replay store '" + path_ + "'");
+  // No format version: a store we just created, or not ours.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), h_.events));
+  it->SeekToFirst();
+  if (it->Valid()) {
+    return DataLossError("replay store '" + path_ +
+                         "' has events but no format_version: not an attune replay store, or "
+                         "damaged");
+  }
+  if (options_.read_only) return NotFoundError("replay store '" + path_ + "' is empty");
+  State st;
+  st.rng = options_.retention.reservoir_seed;
+  if (st.rng == 0) st.rng = (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
+  st.capacity = Capacity(options_.retention);
+  rocksdb::WriteBatch batch;
+  (void)batch.Put(h_.meta, std::string(kFormatKey), std::to_string(kStoreFormatVersion));
+  (void)batch.Put(h_.sampler, std::string(kStateKey), EncodeState(st));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "initialise replay store '" + path_ + "'"));
+  state_ = st;
+  return Status::Ok();
+}
+
+// A smaller reservoir than last time: evict the members in the slots that
+// no longer exist. Algorithm R places items in slots independently of their
+// position in the stream, so the rest stays a uniform sample.
+Status StoreImpl::ReconcileCapacity() {
+  uint64_t k = Capacity(options_.retention);
+  // Unbounded now: keep the reservoir as it is (nothing graduates any more).
+  if (k == state_.capacity || options_.retention.max_events == 0) return Status::Ok();
+  return WriteAlone([this, k](Txn& txn) -> Status {
+    if (k < txn.state.capacity) {
+      std::vector<uint64_t> seqs;
+      auto it = txn.NewIterator(h_.sampler);
+      for (it->Seek(SlotKey(static_cast<uint32_t>(k))); it->Valid(); it->Next()) {
+        if (it->key().size() != 5 || it->key()[0] != kSlotPrefix[0]) break;
+        seqs.push_back(DecodeFixed64BE(it->value().data()));
+      }
+      RETURN_IF_ERROR(FromRocks(it->status(), "scan reservoir"));
+      it.reset();
+      for (uint64_t seq : seqs) RETURN_IF_ERROR(EvictSeq(txn, seq, EvictReason::kCount));
+    }
+    txn.state.capacity = k;
+    return Status::Ok();
+  });
+}
+
+rocksdb::WriteOptions StoreImpl::WriteOpts() const {
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.durability == Durability::kSync;
+  return wo;
+}
+
+int64_t StoreImpl::NowSeconds() const { return (options_.now ? options_.now() : feedback::Now()).seconds; }
+
+Status StoreImpl::WritableOrError() const {
+  if (options_.read_only) {
+    return FailedPreconditionError("replay store '" + path_ + "' is open read-only");
+  }
+  return Status::Ok();
+}
+
+// LevelDB-style group commit: the writer at the head of the queue commits
+// its own work and that of the appends queued behind it in one batch.
+Status StoreImpl::Write(Writer* w) {
+  std::unique_lock<std::mutex> lock(mu_);
+  writers_.push_back(w);
+  while (!w->done && w != writers_.front()) w->cv.wait(lock);
+  if (w->done) return w->status;
+
+  std::vector<Writer*> group = {w};
+  if (!w->exclusive) {
+    size_t bytes = w->bytes;
+    for (auto it = writers_.begin() + 1; it != writers_.end(); ++it) {
+      if ((*it)->exclusive || bytes + (*it)->bytes > options_.max_group_bytes) break;
+      bytes += (*it)->bytes;
+      group.push_back(*it);
+    }
+  }
+  Txn txn(h_, state_);
+  lock.unlock();
+  Status s = RunGroup(group, txn);
+  if (s.ok()) s = txn.Commit(WriteOpts());
+  lock.lock();
+  if (s.ok()) state_ = txn.state;
+  for (Writer* g : group) {
+    writers_.pop_front();
+    if (g != w) {
+      g->status = s;
+      g->done = true;
+      g->cv.notify_one();
+    }
+  }
+  if (!writers_.empty()) writers_.front()->cv.notify_one();
+  return s;
+}
+
+Status StoreImpl::RunGroup(const std::vector<Writer*>& group, Txn& txn) {
+  if (group[0]->exclusive) return group[0]->exclusive(txn);
+  int64_t now = NowSeconds();
+  for (Writer* g : group) {
+    for (PendingAppend& item : *g->appends) {
+      if (item.status.ok()) RETURN_IF_ERROR(Insert(txn, item, now));
+    }
+  }
+  return EnforceRetention(txn, now);
+}
+
+Status StoreImpl::WriteAlone(std::function<Status(Txn&)> fn) {
+  RETURN_IF_ERROR(WritableOrError());
+  Writer w;
+  w.exclusive = std::move(fn);
+  return Write(&w);
+}
+
+Result<AppendResult> StoreImpl::Append(feedback::Event event) {
+  std::vector<feedback::Event> one;
+  one.push_back(std::move(event));
+  auto results = AppendMany(std::move(one));
+  return std::move(results[0]);
+}
+
+std::vector<Result<AppendResult>> StoreImpl::AppendMany(std::vector<feedback::Event> events) {
+  std::vector<PendingAppend> items(events.size());
+  Writer w;
+  w.appends = &items;
+  feedback::ValidateOptions vo;
+  vo.limits = options_.limits;
+  vo.now = options_.now;
+  bool any = false;
+  Status writable = WritableOrError();
+  for (size_t i = 0; i < events.size(); ++i) {
+    items[i].event = std::move(events[i]);
+    items[i].status = writable.ok() ? feedback::ValidateAndNormalize(items[i].event, vo) : writable;
+    if (!items[i].status.ok()) continue;
+    any = true;
+    w.bytes += 256 + items[i].event.response.size();
+    for (const auto& m : items[i].event.context) w.bytes += m.content.size();
+  }
+  Status s = any ? Write(&w) : Status::Ok();
+  std::vector<Result<AppendResult>> out;
+  out.reserve(items.size());
+  for (PendingAppend& item : items) {
+    if (!item.status.ok()) {
+      out.emplace_back(item.status);
+    } else if (!s.ok()) {
+      out.emplace_back(s);
+    } else {
+      out.emplace_back(item.result);
+    }
+  }
+  return out;
+}
+
+Result<State> StoreImpl::ReadState(const rocksdb::Snapshot* snap) const {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snap;
+  std::string v;
+  auto s = db_->Get(ro, h_.sampler, std::string(kStateKey), &v);
+  if (s.IsNotFound()) return DataLossError("replay store '" + path_ + "' has no sampler state");
+  RETURN_IF_ERROR(FromRocks(s, "read sampler state"));
+  return DecodeState(v);
+}
+
+Result<StoredEvent> StoreImpl::ReadEvent(const rocksdb::ReadOptions& ro, const std::string& id) const {
+  std::string v;
+  auto s = db_->Get(ro, h_.events, id, &v);
+  if (s.IsNotFound()) return NotFoundError("no event with id '" + id + "'");
+  RETURN_IF_ERROR(FromRocks(s, "read event '" + id + "'"));
+  auto rec = DecodeRecord(v);
+  if (!rec.ok()) return rec.status().WithContext("event '" + id + "'");
+  auto ev = feedback::ParseEvent(rec->payload);
+  if (!ev.ok()) return ev.status().WithContext("event '" + id + "'");
+  return StoredEvent{rec->seq, std::move(ev).value()};
+}
+
+Result<std::vector<StoredEvent>> StoreImpl::ReadEvents(const rocksdb::ReadOptions& ro,
+                                                       const std::vector<uint64_t>& seqs) const {
+  std::vector<StoredEvent> out;
+  out.reserve(seqs.size());
+  for (uint64_t seq : seqs) {
+    std::string id;
+    auto s = db_->Get(ro, h_.by_seq, SeqKey(seq), &id);
+    RETURN_IF_ERROR(FromRocks(s, "read seq " + std::to_string(seq)));
+    ASSIGN_OR_RETURN(auto ev, ReadEvent(ro, id));
+    out.push_back(std::move(ev));
+  }
+  return out;
+}
+
+Result<StoredEvent> StoreImpl::Get(std::string_view id) const {
+  return ReadEvent(rocksdb::ReadOptions(), std::string(id));
+}
+
+Status StoreImpl::Scan(const ScanOptions& options, const std::function<bool(const StoredEvent&)>& visit) const {
+  rocksdb::ReadOptions ro;
+  const rocksdb::Snapshot* snap = db_->GetSnapshot();
+  ro.snapshot = snap;
+  std::string lower, upper;
+  rocksdb::Slice lower_s, upper_s;
+  if (!options.user_id.empty()) {
+    lower = UserPrefix(options.user_id);
+    upper = PrefixEnd(lower);
+    lower_s = lower, upper_s = upper;
+    ro.iterate_lower_bound = &lower_s;
+    ro.iterate_upper_bound = &upper_s;
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, options.user_id.empty() ? h_.by_seq : h_.by_user));
+  Status status;
+  size_t n = 0;
+  for (options.newest_first ? it->SeekToLast() : it->SeekToFirst(); it->Valid();
+       options.newest_first ? it->Prev() : it->Next()) {
+    auto ev = ReadEvent(ro, it->value().ToString());
+    if (!ev.ok()) {
+      status = ev.status();
+      break;
+    }
+    if (!visit(*ev) || (options.limit != 0 && ++n >= options.limit)) break;
+  }
+  if (status.ok()) status = FromRocks(it->status(), "scan");
+  it.reset();
+  db_->ReleaseSnapshot(snap);
+  return status;
+}
+
+Result<Stats> StoreImpl::GetStats() const {
+  rocksdb::ReadOptions ro;
+  const rocksdb::Snapshot* snap = db_->GetSnapshot();
+  ro.snapshot = snap;
+  auto st = ReadState(snap);
+  uint64_t fresh = 0;
+  if (st.ok()) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, h_.by_seq));
+    for (it->Seek(SeqKey(st->cursor + 1)); it->Valid(); it->Next()) ++fresh;
+  }
+  db_->ReleaseSnapshot(snap);
+  if (!st.ok()) return st.status();
+  Stats s;
+  s.events = st->events;
+  s.bytes = st->bytes;
+  s.recent = st->recent;
+  s.reservoir = st->reservoir;
+  s.reservoir_capacity = st->capacity;
+  s.last_seq = st->next_seq - 1;
+  s.cursor = st->cursor;
+  s.new_since_cursor = fresh;
+  s.adapter_versions = st->versions;
+  s.appended = st->appended;
+  s.duplicates = st->duplicates;
+  s.evicted_count = st->evicted_count;
+  s.evicted_bytes = st->evicted_bytes;
+  s.evicted_age = st->evicted_age;
+  s.forgotten = st->forgotten;
+  return s;
+}
+
+}  // namespace internal
+}  // namespace attune::replay

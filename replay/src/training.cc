@@ -1,0 +1,195 @@
+// Sampling for training and the atomic cursor + lineage commit.
+#include <cmath>
+#include <set>
+#include <unordered_set>
+
+#include "store_impl.h"
+
+namespace attune::replay::internal {
+namespace {
+
+Status CheckVersion(const std::string& v) {
+  if (v.empty() || v.size() > 128) {
+    return InvalidArgumentError("adapter_version: must be 1..128 bytes, got " + std::to_string(v.size()));
+  }
+  for (char c : v) {
+    if (c < 0x21 || c > 0x7e) {
+      return InvalidArgumentError("adapter_version: '" + v + "' is not printable ASCII without spaces");
+    }
+  }
+  return Status::Ok();
+}
+
+// Draws old events uniformly without replacement. The candidates are the
+// reservoir slots [0, k) and the recent seqs [grad_ptr, cursor]; both are
+// dense, so rejection sampling over their union needs few retries. Holes
+// (emptied slots, erased seqs, members newer than the cursor) are
+// rejected, which keeps the draw uniform over the events that exist.
+class ReplayDraw {
+ public:
+  ReplayDraw(rocksdb::DB* db, const Handles& h, const rocksdb::ReadOptions& ro, const State& st, uint64_t cursor,
+             uint64_t seed)
+      : db_(db),
+        h_(h),
+        ro_(ro),
+        k_(st.capacity),
+        lo_(st.grad_ptr),
+        cursor_(cursor),
+        rng_(seed ^ 0x7265706c61790000ull) {
+    recent_ = cursor >= lo_ ? cursor - lo_ + 1 : 0;
+  }
+
+  Result<std::vector<uint64_t>> Draw(size_t target) {
+    std::vector<uint64_t> picked;
+    std::unordered_set<uint64_t> seen;
+    uint64_t space = k_ + recent_;
+    if (space == 0 || target == 0) return picked;
+    for (size_t attempt = 0; picked.size() < target && attempt < 16 * target + 64; ++attempt) {
+      ASSIGN_OR_RETURN(uint64_t seq, Candidate(UniformBelow(rng_, space)));
+      if (seq != 0 && seen.insert(seq).second) picked.push_back(seq);
+    }
+    if (picked.size() < target) RETURN_IF_ERROR(Enumerate(target, &picked, &seen));
+    return picked;
+  }
+
+ private:
+  // The seq behind candidate x, or 0 for a hole.
+  Result<uint64_t> Candidate(uint64_t x) {
+    uint64_t seq;
+    std::string v;
+    if (x < k_) {
+      auto s = db_->Get(ro_, h_.sampler, SlotKey(static_cast<uint32_t>(x)), &v);
+      if (s.IsNotFound()) return uint64_t{0};
+      RETURN_IF_ERROR(FromRocks(s, "read reservoir slot"));
+      seq = DecodeFixed64BE(v.data());
+      return seq <= cursor_ ? seq : 0;
+    }
+    seq = lo_ + (x - k_);
+    auto s = db_->Get(ro_, h_.by_seq, SeqKey(seq), &v);
+    if (s.IsNotFound()) return uint64_t{0};
+    RETURN_IF_ERROR(FromRocks(s, "read seq index"));
+    return seq;
+  }
+
+  // Few candidates exist (a sparse or small store): list them all and take
+  // a seeded shuffle's prefix.
+  Status Enumerate(size_t target, std::vector<uint64_t>* picked, std::unordered_set<uint64_t>* seen) {
+    std::vector<uint64_t> all;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro_, h_.sampler));
+    for (it->Seek(SlotKey(0)); it->Valid(); it->Next()) {
+      if (it->key().size() != 5 || it->key()[0] != kSlotPrefix[0]) break;
+      uint64_t seq = DecodeFixed64BE(it->value().data());
+      if (seq <= cursor_) all.push_back(seq);
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan reservoir"));
+    it.reset(db_->NewIterator(ro_, h_.by_seq));
+    for (it->Seek(SeqKey(lo_)); it->Valid(); it->Next()) {
+      uint64_t seq = DecodeFixed64BE(it->key().data());
+      if (seq > cursor_) break;
+      all.push_back(seq);
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan seq index"));
+    std::sort(all.begin(), all.end());
+    for (size_t i = all.size(); i > 1; --i) {  // Fisher-Yates
+      std::swap(all[i - 1], all[UniformBelow(rng_, i)]);
+    }
+    for (uint64_t seq : all) {
+      if (picked->size() >= target) break;
+      if (seen->insert(seq).second) picked->push_back(seq);
+    }
+    return Status::Ok();
+  }
+
+  rocksdb::DB* db_;
+  const Handles& h_;
+  const rocksdb::ReadOptions& ro_;
+  uint64_t k_, lo_, cursor_, recent_;
+  uint64_t rng_;
+};
+
+}  // namespace
+
+Result<SampleBatch> StoreImpl::Sample(const SampleOptions& options) const {
+  if (!(options.replay_ratio >= 0.0) || !std::isfinite(options.replay_ratio)) {
+    return InvalidArgumentError("replay_ratio must be a finite number >= 0");
+  }
+  const rocksdb::Snapshot* snap = db_->GetSnapshot();
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snap;
+  auto result = [&]() -> Result<SampleBatch> {
+    ASSIGN_OR_RETURN(State st, ReadState(snap));
+    uint64_t cursor = options.after.value_or(st.cursor);
+    if (cursor < st.cursor) {
+      return InvalidArgumentError("after (" + std::to_string(cursor) + ") is below the training cursor (" +
+                                  std::to_string(st.cursor) + ")");
+    }
+    SampleBatch batch;
+    batch.cursor_before = batch.cursor_after = cursor;
+    std::vector<uint64_t> fresh;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, h_.by_seq));
+    for (it->Seek(SeqKey(cursor + 1)); it->Valid() && fresh.size() < options.max_new; it->Next()) {
+      fresh.push_back(DecodeFixed64BE(it->key().data()));
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan new events"));
+    it.reset();
+    if (!fresh.empty()) batch.cursor_after = fresh.back();
+    ASSIGN_OR_RETURN(batch.new_events, ReadEvents(ro, fresh));
+    auto target = static_cast<size_t>(std::llround(options.replay_ratio * fresh.size()));
+    ReplayDraw draw(db_.get(), h_, ro, st, cursor, options.seed);
+    ASSIGN_OR_RETURN(auto old, draw.Draw(target));
+    ASSIGN_OR_RETURN(batch.replay_events, ReadEvents(ro, old));
+    return batch;
+  }();
+  db_->ReleaseSnapshot(snap);
+  return result;
+}
+
+Result<TrainingRecordResult> StoreImpl::RecordTraining(const TrainingRecord& record) {
+  RETURN_IF_ERROR(CheckVersion(record.adapter_version));
+  TrainingRecordResult out;
+  RETURN_IF_ERROR(WriteAlone([&](Txn& txn) -> Status {
+    State& st = txn.state;
+    if (st.cursor != record.expected_cursor) {
+      return AbortedError("training cursor is " + std::to_string(st.cursor) + ", expected " +
+                          std::to_string(record.expected_cursor) + " (another trainer committed first; sample again)");
+    }
+    if (record.new_cursor < record.expected_cursor || record.new_cursor >= st.next_seq) {
+      return InvalidArgumentError("new_cursor " + std::to_string(record.new_cursor) + " is outside [" +
+                                  std::to_string(record.expected_cursor) + ", " + std::to_string(st.next_seq - 1) +
+                                  "]");
+    }
+    const std::string& v = record.adapter_version;
+    VersionRecord vr;
+    std::string value;
+    bool found;
+    RETURN_IF_ERROR(txn.Get(h_.lineage, VersionRecordKey(v), &value, &found));
+    if (found) {
+      ASSIGN_OR_RETURN(vr, DecodeVersionRecord(value));
+    } else {
+      ++st.versions;
+    }
+    std::set<std::string> ids(record.event_ids.begin(), record.event_ids.end());
+    for (const std::string& id : ids) {
+      RETURN_IF_ERROR(txn.Get(h_.events, id, &value, &found));
+      if (!found) {
+        ++out.events_missing;
+        continue;
+      }
+      ASSIGN_OR_RETURN(Record rec, DecodeRecord(value));
+      txn.Put(h_.lineage, LineageEventKey(id, v), "");
+      txn.Put(h_.lineage, LineageVersionKey(v, id), "");
+      txn.Put(h_.lineage, LineageUserKey(rec.user_id, v), "");
+      ++out.events_recorded;
+    }
+    ++vr.commits;
+    vr.events += out.events_recorded;
+    vr.missing += out.events_missing;
+    vr.last_cursor = record.new_cursor;
+    txn.Put(h_.lineage, VersionRecordKey(v), EncodeVersionRecord(vr));
+    st.cursor = record.new_cursor;
+    return Status::Ok();
+  }));
+  return out;
+}
+
+}  // namespace attune::replay::internal

@@ -1,0 +1,161 @@
+// The `attune feedback` commands, run as a user would run them.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/replay/test_util.h"
+
+namespace attune::replay {
+namespace {
+
+struct Output {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class FeedbackCliTest : public ::testing::Test {
+ protected:
+  // Runs `attune feedback ARGS --data-dir DIR` with `input` on stdin.
+  Output Run(const std::string& args, const std::string& input = "") {
+    std::string in = dir_.path() + ".in", out = dir_.path() + ".out", err = dir_.path() + ".err";
+    std::ofstream(in) << input;
+    std::string cmd = std::string(ATTUNE_CLI) + " feedback " + args + " --data-dir " + dir_.path() + " <" + in + " >" +
+                      out + " 2>" + err;
+    int status = std::system(cmd.c_str());
+    Output o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+    std::remove(in.c_str());
+    std::remove(out.c_str());
+    std::remove(err.c_str());
+    return o;
+  }
+  std::string WriteFile(const std::string& name, const std::string& text) {
+    std::string path = dir_.path() + "." + name;
+    std::ofstream(path) << text;
+    files_.push_back(path);
+    return path;
+  }
+  void TearDown() override {
+    for (const auto& f : files_) std::remove(f.c_str());
+  }
+
+  testing::ScratchDir dir_{"cli"};
+  std::vector<std::string> files_;
+};
+
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+constexpr char kEvent[] =
+    R"({"id":"e-17","user_id":"u-1","context":[{"role":"user","content":"What's my dog called?"}],)"
+    R"("response":"I don't know.","correction":{"text":"Your dog is called Pixel."}})";
+
+TEST_F(FeedbackCliTest, AddStoresAnEventFromTheJsonFlagOrStdin) {
+  Output a = Run("add --json " + ShellQuote(kEvent));
+  EXPECT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(nlohmann::json::parse(a.out)["status"], "stored");
+  Output b = Run("add", kEvent);
+  EXPECT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(b.out, "duplicate e-17\n");
+}
+
+TEST_F(FeedbackCliTest, AddOfABadEventExitsOneNamingTheField) {
+  Output o = Run("add", R"({"id":"e","user_id":"u","context":[],"rating":{"thumb":"UP"}})");
+  EXPECT_EQ(o.code, 1);
+  EXPECT_NE(o.err.find("context: at least one message is required"), std::string::npos) << o.err;
+}
+
+TEST_F(FeedbackCliTest, ImportKeepsGoodLinesAndReportsBadOnesByLine) {
+  std::string file = WriteFile(
+      "in.jsonl",
+      std::string(kEvent) + "\n" +
+          R"({"id":"e-18","user_id":"u-2","context":[{"role":"robot","content":"x"}],"demonstration":{"text":"y"}})"
+          "\n"
+          "\n"
+          R"({"id":"e-19",)"
+          "\n" +
+          std::string(kEvent) + "\n" +
+          R"({"id":"e-20","user_id":"u-2","context":[{"role":"user","content":"x"}],"demonstration":{"text":"y"}})"
+          "\n");
+  Output o = Run("import " + file);
+  EXPECT_EQ(o.code, 1);  // some lines were rejected
+  EXPECT_EQ(o.out, "accepted 2, rejected 2, duplicates 1\n");
+  EXPECT_NE(o.err.find(file + ":2: context[0].role: unknown role 'robot'"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find(file + ":4: invalid JSON"), std::string::npos) << o.err;
+  Output ls = Run("ls --json");
+  EXPECT_EQ(nlohmann::json::parse(ls.out)["events"].size(), 2u);
+}
+
+TEST_F(FeedbackCliTest, ImportJsonOutputCountsAndErrors) {
+  std::string file = WriteFile("in.jsonl", std::string(kEvent) + "\nnot json\n");
+  Output o = Run("import --json " + file);
+  auto j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["accepted"], 1);
+  EXPECT_EQ(j["rejected"], 1);
+  EXPECT_EQ(j["errors"][0]["line"], 2);
+}
+
+TEST_F(FeedbackCliTest, ForgetUserRemovesItFromExportLsAndStats) {
+  std::string file =
+      WriteFile("in.jsonl",
+                R"({"id":"a","user_id":"alice","context":[{"role":"user","content":"x"}],"demonstration":{"text":"y"}})"
+                "\n"
+                R"({"id":"b","user_id":"bob","context":[{"role":"user","content":"x"}],"demonstration":{"text":"y"}})"
+                "\n");
+  ASSERT_EQ(Run("import " + file).code, 0);
+  Output f = Run("forget --user alice --json");
+  EXPECT_EQ(f.code, 0) << f.err;
+  EXPECT_EQ(nlohmann::json::parse(f.out)["events_erased"], 1);
+  Output exp = Run("export");
+  EXPECT_EQ(exp.out.find("alice"), std::string::npos);
+  EXPECT_NE(exp.out.find("bob"), std::string::npos);
+  EXPECT_TRUE(Run("export --user alice").out.empty());
+  EXPECT_EQ(Run("ls").out.find("alice"), std::string::npos);
+  auto stats = nlohmann::json::parse(Run("stats --json").out);
+  EXPECT_EQ(stats["events"], 1);
+  EXPECT_EQ(stats["forgotten"], 1);
+}
+
+TEST_F(FeedbackCliTest, ExportRoundTripsThroughImport) {
+  ASSERT_EQ(Run("add", kEvent).code, 0);
+  std::string exported = Run("export").out;
+  testing::ScratchDir other("cli_other");
+  std::string file = WriteFile("export.jsonl", exported);
+  std::string cmd =
+      std::string(ATTUNE_CLI) + " feedback import " + file + " --data-dir " + other.path() + " >/dev/null";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
+TEST_F(FeedbackCliTest, BadUsageExitsTwo) {
+  EXPECT_EQ(Run("forget").code, 2);
+  EXPECT_EQ(Run("forget --user a --event b").code, 2);
+  EXPECT_EQ(Run("ls --limit many").code, 2);
+  EXPECT_EQ(Run("import").code, 2);
+}
+
+TEST_F(FeedbackCliTest, ForgetUnknownEventExitsOne) {
+  ASSERT_EQ(Run("add", kEvent).code, 0);
+  Output o = Run("forget --event nope");
+  EXPECT_EQ(o.code, 1);
+  EXPECT_NE(o.err.find("nope"), std::string::npos);
+}
+
+TEST_F(FeedbackCliTest, StatsOfAnEmptyDataDirAreZero) {
+  auto j = nlohmann::json::parse(Run("stats --json").out);
+  EXPECT_EQ(j["events"], 0);
+}
+
+}  // namespace
+}  // namespace attune::replay

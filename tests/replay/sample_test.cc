@@ -1,0 +1,179 @@
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "attune/replay/store.h"
+#include "tests/replay/test_util.h"
+
+namespace attune::replay {
+namespace {
+
+using testing::MakeEvent;
+using testing::ScratchDir;
+using testing::TestOptions;
+
+class SampleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = Store::Open(TestOptions(), dir_.path());
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    store_ = std::move(r).value();
+  }
+  void AppendN(int from, int to) {
+    std::vector<feedback::Event> batch;
+    for (int i = from; i < to; ++i) batch.push_back(MakeEvent("e" + std::to_string(i)));
+    for (auto& r : store_->AppendMany(std::move(batch))) ASSERT_TRUE(r.ok());
+  }
+  // Trains "version" on the whole batch.
+  void Commit(const SampleBatch& b, const std::string& version) {
+    TrainingRecord rec{version, b.cursor_before, b.cursor_after, Ids(b)};
+    auto r = store_->RecordTraining(rec);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  static std::vector<std::string> Ids(const SampleBatch& b) {
+    std::vector<std::string> ids;
+    for (auto* v : {&b.new_events, &b.replay_events}) {
+      for (const auto& e : *v) ids.push_back(e.event.id);
+    }
+    return ids;
+  }
+  static std::vector<uint64_t> Seqs(const std::vector<StoredEvent>& v) {
+    std::vector<uint64_t> s;
+    for (const auto& e : v) s.push_back(e.seq);
+    return s;
+  }
+
+  ScratchDir dir_{"sample"};
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(SampleTest, NewEventsComeOldestFirstUpToMaxNew) {
+  AppendN(0, 10);
+  auto b = store_->Sample({.max_new = 4});
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(Seqs(b->new_events), (std::vector<uint64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(b->cursor_before, 0u);
+  EXPECT_EQ(b->cursor_after, 4u);
+  EXPECT_TRUE(b->replay_events.empty());  // nothing is old yet
+  EXPECT_EQ(b->new_events[0].event, MakeEvent("e0"));
+}
+
+TEST_F(SampleTest, RecordTrainingAdvancesTheCursor) {
+  AppendN(0, 10);
+  Commit(*store_->Sample({.max_new = 6}), "v1");
+  auto b = store_->Sample({.max_new = 100});
+  EXPECT_EQ(Seqs(b->new_events), (std::vector<uint64_t>{7, 8, 9, 10}));
+  EXPECT_EQ(store_->GetStats()->cursor, 6u);
+  EXPECT_EQ(store_->GetStats()->new_since_cursor, 4u);
+  EXPECT_EQ(store_->GetStats()->adapter_versions, 1u);
+}
+
+TEST_F(SampleTest, ReplayMixesOldEventsAtTheDefaultRatio) {
+  AppendN(0, 100);
+  Commit(*store_->Sample({.max_new = 80}), "v1");
+  auto b = store_->Sample({.max_new = 20, .seed = 3});
+  ASSERT_EQ(b->new_events.size(), 20u);
+  ASSERT_EQ(b->replay_events.size(), 10u);  // 0.5 per new event
+  std::set<uint64_t> seen;
+  for (uint64_t s : Seqs(b->replay_events)) {
+    EXPECT_LE(s, 80u);
+    EXPECT_TRUE(seen.insert(s).second) << "replayed twice: " << s;
+  }
+}
+
+TEST_F(SampleTest, ReplayIsCappedByTheOldEventsThatExist) {
+  AppendN(0, 12);
+  Commit(*store_->Sample({.max_new = 2}), "v1");
+  auto b = store_->Sample({.max_new = 10, .replay_ratio = 3.0});
+  EXPECT_EQ(b->replay_events.size(), 2u);
+}
+
+TEST_F(SampleTest, SameSeedSameBatchOtherSeedOtherBatch) {
+  AppendN(0, 300);
+  Commit(*store_->Sample({.max_new = 250}), "v1");
+  auto a = store_->Sample({.max_new = 50, .seed = 11});
+  auto b = store_->Sample({.max_new = 50, .seed = 11});
+  auto c = store_->Sample({.max_new = 50, .seed = 12});
+  EXPECT_EQ(Seqs(a->replay_events), Seqs(b->replay_events));
+  EXPECT_NE(Seqs(a->replay_events), Seqs(c->replay_events));
+}
+
+TEST_F(SampleTest, ReplayCoversOldEventsRoughlyEvenly) {
+  AppendN(0, 120);
+  Commit(*store_->Sample({.max_new = 100}), "v1");
+  std::vector<int> hits(101, 0);
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    auto b = store_->Sample({.max_new = 20, .seed = seed});
+    for (uint64_t s : Seqs(b->replay_events)) ++hits[s];
+  }
+  // 400 draws of 10 from 100: each event expects 40.
+  for (int s = 1; s <= 100; ++s) {
+    EXPECT_GT(hits[s], 15) << s;
+    EXPECT_LT(hits[s], 70) << s;
+  }
+}
+
+TEST_F(SampleTest, AfterPagesThroughNewEventsBeforeOneCommit) {
+  AppendN(0, 10);
+  auto first = store_->Sample({.max_new = 4});
+  auto second = store_->Sample({.max_new = 4, .after = first->cursor_after});
+  EXPECT_EQ(Seqs(second->new_events), (std::vector<uint64_t>{5, 6, 7, 8}));
+  TrainingRecord rec{"v1", 0, second->cursor_after, Ids(*first)};
+  ASSERT_TRUE(store_->RecordTraining(rec).ok());
+  EXPECT_EQ(store_->GetStats()->cursor, 8u);
+  EXPECT_EQ(store_->Sample({.after = 3}).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(SampleTest, StaleCursorIsAbortedAndChangesNothing) {
+  AppendN(0, 10);
+  auto b = store_->Sample({.max_new = 5});
+  Commit(*b, "v1");
+  auto r = store_->RecordTraining({"v2", b->cursor_before, 10, Ids(*b)});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kAborted);
+  EXPECT_EQ(store_->GetStats()->cursor, 5u);
+  EXPECT_EQ(store_->GetStats()->adapter_versions, 1u);
+}
+
+TEST_F(SampleTest, BadTrainingRecordsAreInvalidArgument) {
+  AppendN(0, 3);
+  EXPECT_EQ(store_->RecordTraining({"", 0, 1, {}}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->RecordTraining({"v 1", 0, 1, {}}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->RecordTraining({"v1", 0, 4, {}}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetStats()->cursor, 0u);
+}
+
+TEST_F(SampleTest, MissingEventsAreCountedInTheRecord) {
+  AppendN(0, 3);
+  auto b = store_->Sample({});
+  ASSERT_TRUE(store_->ForgetEvent("e1").ok());
+  auto r = store_->RecordTraining({"v1", b->cursor_before, b->cursor_after, Ids(*b)});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->events_recorded, 2u);
+  EXPECT_EQ(r->events_missing, 1u);
+}
+
+TEST_F(SampleTest, InvalidRatioIsRejected) {
+  EXPECT_EQ(store_->Sample({.replay_ratio = -1}).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(SampleReservoirTest, ReplayDrawsFromTheReservoirAndTheWindow) {
+  ScratchDir dir("sample_reservoir");
+  Options o = TestOptions();
+  o.retention.max_events = 60;
+  o.retention.recent_window = 20;
+  auto store = std::move(Store::Open(o, dir.path())).value();
+  std::vector<feedback::Event> batch;
+  for (int i = 0; i < 500; ++i) batch.push_back(MakeEvent("e" + std::to_string(i)));
+  for (auto& r : store->AppendMany(std::move(batch))) ASSERT_TRUE(r.ok());
+  auto all = store->Sample({.max_new = 1000});
+  ASSERT_EQ(all->new_events.size(), 60u);
+  ASSERT_TRUE(store->RecordTraining({"v1", 0, 490, {}}).ok());
+  auto b = store->Sample({.max_new = 10, .replay_ratio = 5.0, .seed = 1});
+  EXPECT_EQ(b->new_events.size(), 10u);
+  EXPECT_EQ(b->replay_events.size(), 50u);  // all 50 old events: 40 members + 10 recent
+  for (const auto& e : b->replay_events) EXPECT_LE(e.seq, 490u);
+}
+
+}  // namespace
+}  // namespace attune::replay

@@ -1,0 +1,245 @@
+#include "attune/replay/store.h"
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include <fstream>
+
+#include "tests/replay/test_util.h"
+
+namespace attune::replay {
+namespace {
+
+using testing::MakeEvent;
+using testing::ScratchDir;
+using testing::TestOptions;
+
+std::unique_ptr<Store> OpenOrDie(const Options& o, const std::string& path) {
+  auto r = Store::Open(o, path);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+TEST(StoreTest, AppendedEventReadsBackIntact) {
+  ScratchDir dir("store");
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  feedback::Event e = MakeEvent("e-1");
+  e.attachments = {{"image/png", std::string("\0\x01\x02", 3)}};
+  auto r = store->Append(e);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->outcome, AppendOutcome::kStored);
+  EXPECT_EQ(r->seq, 1u);
+  auto got = store->Get("e-1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->seq, 1u);
+  EXPECT_EQ(got->event, e);
+  EXPECT_TRUE(store->Verify().ok());
+}
+
+TEST(StoreTest, SameIdTwiceStoresOneEvent) {
+  ScratchDir dir("store");
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  ASSERT_TRUE(store->Append(MakeEvent("e-1")).ok());
+  feedback::Event changed = MakeEvent("e-1");
+  changed.response = "different";
+  auto r = store->Append(changed);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->outcome, AppendOutcome::kDuplicate);
+  EXPECT_EQ(store->Get("e-1")->event.response, MakeEvent("e-1").response);
+  auto st = store->GetStats();
+  EXPECT_EQ(st->events, 1u);
+  EXPECT_EQ(st->duplicates, 1u);
+}
+
+TEST(StoreTest, DuplicatesInsideOneBatchStoreOneEvent) {
+  ScratchDir dir("store");
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  auto results = store->AppendMany({MakeEvent("a"), MakeEvent("a"), MakeEvent("b")});
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0]->outcome, AppendOutcome::kStored);
+  EXPECT_EQ(results[1]->outcome, AppendOutcome::kDuplicate);
+  EXPECT_EQ(results[2]->outcome, AppendOutcome::kStored);
+  EXPECT_EQ(store->GetStats()->events, 2u);
+}
+
+TEST(StoreTest, InvalidEventIsRejectedNamingTheFieldAndStoresNothing) {
+  ScratchDir dir("store");
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  feedback::Event e = MakeEvent("e-1");
+  e.context.clear();
+  auto r = store->Append(e);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message().rfind("context:", 0), 0u) << r.status().message();
+  EXPECT_EQ(store->GetStats()->events, 0u);
+}
+
+TEST(StoreTest, OneInvalidEventDoesNotStopTheOthers) {
+  ScratchDir dir("store");
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  feedback::Event bad = MakeEvent("bad");
+  bad.user_id = "";
+  auto results = store->AppendMany({MakeEvent("a"), bad, MakeEvent("b")});
+  EXPECT_TRUE(results[0].ok());
+  EXPECT_FALSE(results[1].ok());
+  EXPECT_TRUE(results[2].ok());
+  EXPECT_EQ(store->GetStats()->events, 2u);
+}
+
+TEST(StoreTest, UnsetTimeBecomesTheStoreClock) {
+  ScratchDir dir("store");
+  testing::TestClock clock;
+  auto store = OpenOrDie(TestOptions(clock), dir.path());
+  feedback::Event e = MakeEvent("e");
+  e.time = {};
+  ASSERT_TRUE(store->Append(e).ok());
+  EXPECT_EQ(store->Get("e")->event.time.seconds, clock.seconds->load());
+}
+
+TEST(StoreTest, ReopenKeepsEventsAndCounters) {
+  ScratchDir dir("store");
+  {
+    auto store = OpenOrDie(TestOptions(), dir.path());
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(store->Append(MakeEvent(std::to_string(i))).ok());
+  }
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  EXPECT_EQ(store->GetStats()->events, 10u);
+  EXPECT_EQ(store->GetStats()->last_seq, 10u);
+  auto r = store->Append(MakeEvent("next"));
+  EXPECT_EQ(r->seq, 11u);
+  EXPECT_TRUE(store->Verify().ok());
+}
+
+TEST(StoreTest, ScanVisitsInArrivalOrderPerUserAndNewestFirst) {
+  ScratchDir dir("store");
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(store->Append(MakeEvent("e" + std::to_string(i), i % 2 ? "odd" : "even")).ok());
+  }
+  std::vector<std::string> ids;
+  auto collect = [&](const StoredEvent& e) {
+    ids.push_back(e.event.id);
+    return true;
+  };
+  ASSERT_TRUE(store->Scan({}, collect).ok());
+  EXPECT_EQ(ids, (std::vector<std::string>{"e0", "e1", "e2", "e3", "e4", "e5"}));
+  ids.clear();
+  ASSERT_TRUE(store->Scan({.user_id = "odd"}, collect).ok());
+  EXPECT_EQ(ids, (std::vector<std::string>{"e1", "e3", "e5"}));
+  ids.clear();
+  ASSERT_TRUE(store->Scan({.user_id = "even", .limit = 2, .newest_first = true}, collect).ok());
+  EXPECT_EQ(ids, (std::vector<std::string>{"e4", "e2"}));
+}
+
+TEST(StoreTest, MissingEventIsNotFound) {
+  ScratchDir dir("store");
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  EXPECT_EQ(store->Get("nope").status().code(), StatusCode::kNotFound);
+}
+
+TEST(StoreTest, StoreHeldByAnotherOpenIsUnavailable) {
+  ScratchDir dir("store");
+  auto first = OpenOrDie(TestOptions(), dir.path());
+  auto second = Store::Open(TestOptions(), dir.path());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(second.status().message().find("in use"), std::string::npos);
+}
+
+TEST(StoreTest, ReadOnlyOpenWorksBesideAWriterAndRefusesWrites) {
+  ScratchDir dir("store");
+  auto writer = OpenOrDie(TestOptions(), dir.path());
+  ASSERT_TRUE(writer->Append(MakeEvent("e")).ok());
+  Options ro = TestOptions();
+  ro.read_only = true;
+  auto reader = OpenOrDie(ro, dir.path());
+  EXPECT_TRUE(reader->Get("e").ok());
+  auto r = reader->Append(MakeEvent("f"));
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(StoreTest, MissingStoreWithoutCreateIsNotFound) {
+  ScratchDir dir("store");
+  Options o = TestOptions();
+  o.create_if_missing = false;
+  EXPECT_EQ(Store::Open(o, dir.path()).status().code(), StatusCode::kNotFound);
+}
+
+TEST(StoreTest, NewerFormatVersionIsFailedPrecondition) {
+  ScratchDir dir("store");
+  { OpenOrDie(TestOptions(), dir.path()); }
+  {
+    rocksdb::DB* db;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir.path(), &names).ok());
+    for (auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    ASSERT_TRUE(rocksdb::DB::Open({}, dir.path(), cfs, &handles, &db).ok());
+    ASSERT_TRUE(db->Put({}, "format_version", "2").ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    delete db;
+  }
+  auto r = Store::Open(TestOptions(), dir.path());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("newer"), std::string::npos);
+}
+
+TEST(StoreTest, CorruptStoreIsDataLossNotAReset) {
+  ScratchDir dir("store");
+  {
+    auto store = OpenOrDie(TestOptions(), dir.path());
+    ASSERT_TRUE(store->Append(MakeEvent("e")).ok());
+  }
+  std::ofstream(dir.path() + "/CURRENT", std::ios::trunc) << "MANIFEST-000001";  // no newline
+  auto r = Store::Open(TestOptions(), dir.path());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+}
+
+TEST(StoreTest, CorruptRecordIsDataLossForReadersAndVerify) {
+  ScratchDir dir("store");
+  { ASSERT_TRUE(OpenOrDie(TestOptions(), dir.path())->Append(MakeEvent("e")).ok()); }
+  {
+    rocksdb::DB* db;
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir.path(), &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    ASSERT_TRUE(rocksdb::DB::Open({}, dir.path(), cfs, &handles, &db).ok());
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "events") {
+        ASSERT_TRUE(db->Put({}, handles[i], "e", "\x01garbage").ok());
+      }
+    }
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    delete db;
+  }
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  EXPECT_EQ(store->Get("e").status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(store->Verify().code(), StatusCode::kDataLoss);
+}
+
+TEST(StoreTest, RecentWindowMustBeBelowMaxEvents) {
+  ScratchDir dir("store");
+  Options o = TestOptions();
+  o.retention.max_events = 10;
+  o.retention.recent_window = 10;
+  auto r = Store::Open(o, dir.path());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("recent_window"), std::string::npos);
+}
+
+TEST(StoreTest, SyncModeAcknowledgesDurableWrites) {
+  ScratchDir dir("store");
+  Options o = TestOptions();
+  o.durability = Durability::kSync;
+  auto store = OpenOrDie(o, dir.path());
+  ASSERT_TRUE(store->Append(MakeEvent("e")).ok());
+  EXPECT_TRUE(store->Get("e").ok());
+}
+
+}  // namespace
+}  // namespace attune::replay
