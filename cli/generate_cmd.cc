@@ -3,6 +3,8 @@
 
 #include <iostream>
 
+#include "attune/adapters/payload.h"
+#include "attune/adapters/registry.h"
 #include "attune/core/file.h"
 #include "attune/runtime/engine.h"
 #include "attune/runtime/model_store.h"
@@ -28,13 +30,42 @@ struct GenFlags {
   int threads = 0;
 };
 
+// Installs the adapter that --adapter names: active (the registry's active
+// version, if any), none, a version (vN, id or id prefix) or a payload file.
+Status SelectAdapter(const GlobalOptions& g, const std::string& choice, runtime::Engine& engine) {
+  if (choice == "none") return Status::Ok();
+  const std::string dir = ResolveDataDir(g.data_dir) + "/adapters";
+  if (choice != "active" && PathExists(choice) && !PathExists(dir + "/" + choice)) {
+    std::string id;
+    ASSIGN_OR_RETURN(adapters::Adapter a, adapters::ReadPayloadFile(choice, {}, &id));
+    return engine.SetAdapter(a, adapters::ShortVersion(id));
+  }
+  if (!PathExists(dir)) {
+    if (choice == "active") return Status::Ok();
+    return NotFoundError("adapter '" + choice + "': there is no adapter registry at " + dir);
+  }
+  adapters::RegistryOptions ro;
+  ro.read_only = true;
+  ro.create_if_missing = false;
+  ASSIGN_OR_RETURN(auto reg, adapters::Registry::Open(ro, dir));
+  std::string version = choice == "active" ? reg->Active() : "";
+  if (choice == "active" && version.empty()) return Status::Ok();
+  if (version.empty()) {
+    ASSIGN_OR_RETURN(version, reg->Resolve(choice));
+  }
+  ASSIGN_OR_RETURN(adapters::Adapter a, reg->Load(version));
+  return engine.SetAdapter(a, reg->Label(version));
+}
+
 Result<std::unique_ptr<runtime::Engine>> OpenEngine(const GlobalOptions& g, const GenFlags& f) {
   ASSIGN_OR_RETURN(std::string path, runtime::ResolveModelPath(f.model, ResolveDataDir(g.data_dir)));
   runtime::EngineOptions eo;
   eo.model_path = path;
   eo.chat_template = f.chat_template;
   eo.blas_threads = f.threads;
-  return runtime::Engine::Open(eo);
+  ASSIGN_OR_RETURN(auto engine, runtime::Engine::Open(eo));
+  RETURN_IF_ERROR(SelectAdapter(g, f.adapter, *engine).WithContext("--adapter " + f.adapter));
+  return engine;
 }
 
 runtime::GenerateOptions ToOptions(const GenFlags& f) {
@@ -50,9 +81,6 @@ runtime::GenerateOptions ToOptions(const GenFlags& f) {
 }
 
 int Generate(const GlobalOptions& g, const GenFlags& f) {
-  if (f.adapter != "active" && f.adapter != "none") {
-    return PrintError(InvalidArgumentError("--adapter " + f.adapter + ": adapters are not available in this build yet (use active or none)"));
-  }
   auto engine = OpenEngine(g, f);
   if (!engine.ok()) return PrintError(engine.status());
   runtime::TextCallback stream;
@@ -71,10 +99,13 @@ int Generate(const GlobalOptions& g, const GenFlags& f) {
   if (g.json) {
     PrintJson({{"text", res->text}, {"tokens", res->tokens.size()}, {"prompt_tokens", res->prompt_tokens},
                {"finish_reason", res->finish_reason}, {"tokens_per_second", tps},
-               {"prefill_seconds", res->prefill_seconds}, {"decode_seconds", res->decode_seconds}, {"adapter_version", ""}});
+               {"prefill_seconds", res->prefill_seconds}, {"decode_seconds", res->decode_seconds}, {"adapter_version", res->adapter_version}});
   } else {
     std::cout << "\n";
-    if (isatty(2)) std::cerr << "[" << res->tokens.size() << " tokens, " << int(tps * 10) / 10.0 << " tokens/s, " << res->finish_reason << "]\n";
+    if (isatty(2)) {
+      std::cerr << "[" << res->tokens.size() << " tokens, " << int(tps * 10) / 10.0 << " tokens/s, " << res->finish_reason
+                << ", adapter " << (res->adapter_version.empty() ? "none" : res->adapter_version) << "]\n";
+    }
   }
   return kExitOk;
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <unordered_set>
 
+#include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/model.h"
 
 namespace attune::runtime {
@@ -93,7 +94,34 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   return std::unique_ptr<Engine>(new Engine(std::move(model)));
 }
 
+struct Engine::Slot {
+  AdapterSlot slot;
+};
+
+Engine::Engine(std::shared_ptr<const Model> model) : model_(std::move(model)), slot_(std::make_unique<Slot>()) {}
 Engine::~Engine() = default;
+
+Result<std::shared_ptr<const ActiveAdapter>> Engine::PrepareAdapter(const adapters::Adapter& adapter,
+                                                                    const std::string& version) const {
+  try {
+    return MakeActiveAdapter(*model_, adapter, version);
+  } catch (const c10::Error& e) {
+    return InvalidArgumentError(std::string("adapter '") + version + "' could not be converted: " + e.what_without_backtrace());
+  }
+}
+
+Status Engine::SetAdapter(const adapters::Adapter& adapter, const std::string& version) {
+  ASSIGN_OR_RETURN(auto snap, PrepareAdapter(adapter, version));
+  auto old = slot_->slot.Publish(std::move(snap));
+  return Status::Ok();  // `old` is released here, outside the slot's lock
+}
+
+void Engine::ClearAdapter() { slot_->slot.Publish(nullptr); }
+
+std::string Engine::adapter_version() const {
+  auto s = slot_->slot.Pin();
+  return s ? s->version : "";
+}
 
 const ModelConfig& Engine::config() const { return model_->config(); }
 const Tokenizer& Engine::tokenizer() const { return *model_->tokenizer(); }
@@ -142,6 +170,11 @@ Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, c
   }
   GenerateResult result;
   result.prompt_tokens = int(prompt.size());
+  // Pin one adapter snapshot for the whole generation.
+  std::shared_ptr<const ActiveAdapter> adapter = options.adapter;
+  if (!adapter && options.use_active_adapter) adapter = slot_->slot.Pin();
+  const LoraWeights* lora = adapter ? &adapter->weights : nullptr;
+  result.adapter_version = adapter ? adapter->version : "";
   const int64_t capacity = std::min<int64_t>(c.context_length, int64_t(prompt.size()) + options.max_tokens + 1);
   TextStream stream(options.stop, on_text);
   Sampler sampler(options.sampling);
@@ -153,12 +186,16 @@ Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, c
     at::Tensor input = at::tensor(std::vector<int64_t>(prompt.begin(), prompt.end()), at::kLong).view({1, -1});
     ForwardOptions fo;
     fo.last_logits_only = true;
-    at::Tensor logits = Forward(*model_, nullptr, input, &cache, fo);
+    at::Tensor logits = Forward(*model_, lora, input, &cache, fo);
     auto t1 = Clock::now();
     result.prefill_seconds = Seconds(t0, t1);
     result.finish_reason = "length";
     for (int step = 0; step < options.max_tokens; ++step) {
       at::Tensor row = logits.reshape({-1}).contiguous();
+      if (!at::isfinite(row).all().item<bool>()) {
+        result.finish_reason = "non_finite";
+        break;
+      }
       int32_t next = sampler.Sample(row.data_ptr<float>(), c.vocab_size, history);
       if (eos.count(next)) {
         result.finish_reason = "stop";
@@ -175,7 +212,7 @@ Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, c
         result.finish_reason = "context";
         break;
       }
-      logits = Forward(*model_, nullptr, at::full({1, 1}, int64_t(next), at::kLong), &cache, fo);
+      logits = Forward(*model_, lora, at::full({1, 1}, int64_t(next), at::kLong), &cache, fo);
     }
     result.decode_seconds = Seconds(t1, Clock::now());
   } catch (const c10::Error& e) {

@@ -39,7 +39,8 @@ class [[nodiscard]] Result {
 }  // namespace attune
 
 // Evaluates `rexpr` (a Result<T>); on error returns its status, else moves the
-// value into `lhs` (which may be a declaration: `auto x`).
+// value into `lhs` (which may be a declaration: `auto x`). It expands to
+// several statements: inside an `if`, use braces.
 #define ASSIGN_OR_RETURN(lhs, rexpr) \
   ATTUNE_ASSIGN_OR_RETURN_IMPL_(ATTUNE_CONCAT_(attune_result_, __LINE__), lhs, rexpr)
 #define ATTUNE_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, rexpr) \

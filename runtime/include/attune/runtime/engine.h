@@ -18,9 +18,14 @@
 #include "attune/runtime/sampler.h"
 #include "attune/runtime/tokenizer.h"
 
+namespace attune::adapters {
+struct Adapter;
+}
+
 namespace attune::runtime {
 
 class Model;
+struct ActiveAdapter;
 
 struct EngineOptions {
   std::string model_path;     // GGUF file or Hugging Face directory. Required.
@@ -38,6 +43,11 @@ struct GenerateOptions {
   std::vector<std::string> stop;     // extra stop strings. Default: none
   // Stop at the tokenizer's EOS and the chat template's end-of-turn token.
   bool stop_at_eos = true;           // Default: true
+  // Which adapter serves: the slot's current one (pinned at the start), or
+  // none (the base model). Default: true
+  bool use_active_adapter = true;
+  // Serve with this snapshot instead of the slot's. Default: null
+  std::shared_ptr<const ActiveAdapter> adapter;
 };
 
 struct GenerateResult {
@@ -45,8 +55,11 @@ struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids
   int prompt_tokens = 0;
   // "stop" (EOS, end of turn or a stop string), "length" (max_tokens),
-  // "context" (the model's context is full), "cancelled" (callback said so).
+  // "context" (the model's context is full), "cancelled" (callback said so),
+  // "non_finite" (the logits held NaN or Inf: the adapter is broken).
   std::string finish_reason;
+  // The adapter version that produced every token; "" for the base model.
+  std::string adapter_version;
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
@@ -71,6 +84,19 @@ class Engine {
   Result<GenerateResult> GenerateIds(const std::vector<int32_t>& prompt, const GenerateOptions& options,
                                      const TextCallback& on_text = nullptr) const;
 
+  // Installs `adapter` as the serving adapter (checked against the base
+  // model: FailedPrecondition names the tensor). Generations already running
+  // keep their snapshot; the next ones use this one. On failure the slot is
+  // unchanged.
+  Status SetAdapter(const adapters::Adapter& adapter, const std::string& version);
+  // Serve the base model from the next generation on.
+  void ClearAdapter();
+  // The version in the slot now ("" when none).
+  std::string adapter_version() const;
+  // Builds a snapshot without publishing it (for GenerateOptions::adapter).
+  Result<std::shared_ptr<const ActiveAdapter>> PrepareAdapter(const adapters::Adapter& adapter,
+                                                              const std::string& version) const;
+
   const ModelConfig& config() const;
   const Tokenizer& tokenizer() const;
   // nullptr when the model has no recognisable chat template.
@@ -80,8 +106,10 @@ class Engine {
   std::shared_ptr<const Model> model() const { return model_; }
 
  private:
-  explicit Engine(std::shared_ptr<const Model> model) : model_(std::move(model)) {}
+  struct Slot;
+  explicit Engine(std::shared_ptr<const Model> model);
   std::shared_ptr<const Model> model_;
+  std::unique_ptr<Slot> slot_;
 };
 
 }  // namespace attune::runtime
