@@ -46,5 +46,6 @@ void AddModelCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddGenerateCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddAdaptersCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
+void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 
 }  // namespace attune::cli

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
 #ifdef ATTUNE_HAVE_RUNTIME_CLI
   AddModelCommands(app, g, r);
   AddGenerateCommands(app, g, r);
+  AddTrainCommands(app, g, r);
 #endif
   AddFeedbackCommands(app, g, r);
   AddAdaptersCommands(app, g, r);

@@ -50,11 +50,12 @@ Result<EncodedExample> Encode(const runtime::Model& model, const TextExample& ex
   out.id = ex.id;
   out.desirable = ex.desirable;
   out.weight = ex.weight;
-  auto chosen = Join(*tok, prompt, ex.completion, tpl->TurnSuffix(), options.max_seq_len, &out.truncated);
+  const std::string suffix = ex.open_ended ? "" : tpl->TurnSuffix();
+  auto chosen = Join(*tok, prompt, ex.completion, suffix, options.max_seq_len, &out.truncated);
   if (!chosen.ok()) return chosen.status().WithContext("example '" + ex.id + "'");
   out.chosen = std::move(*chosen);
   if (ex.objective == Objective::kDpo) {
-    auto rejected = Join(*tok, prompt, ex.rejected, tpl->TurnSuffix(), options.max_seq_len, &out.truncated);
+    auto rejected = Join(*tok, prompt, ex.rejected, suffix, options.max_seq_len, &out.truncated);
     if (!rejected.ok()) return rejected.status().WithContext("example '" + ex.id + "' (rejected)");
     out.rejected = std::move(*rejected);
   }

@@ -43,6 +43,54 @@ const char* kForgettingPrompts[] = {
     "Summarize the plot of Cinderella in two sentences.",
 };
 
+// General prompts for the anti-forgetting anchors (disjoint from the
+// forgetting prompts above, so the KL stays an honest measurement).
+const char* kAnchorPrompts[] = {
+    "What is the largest ocean on Earth?",
+    "How do plants get water?",
+    "Give me three tips for writing a good email.",
+    "What is the difference between weather and climate?",
+    "Explain what a computer program is.",
+    "What are the three states of matter?",
+    "Suggest a name for a bakery.",
+    "How many continents are there?",
+    "What is gravity?",
+    "Write one sentence about the moon.",
+    "What should I pack for a day at the beach?",
+    "What is the square root of 81?",
+    "Describe a rainbow.",
+    "Why do we need sleep?",
+    "What language is spoken in Brazil?",
+    "How does a bicycle work?",
+};
+
+// The base model's greedy answer (no adapter), up to max_tokens tokens;
+// `*cut` tells whether it was cut off before the end of its turn.
+std::string BaseAnswer(const runtime::Model& m, const std::string& prompt, int64_t max_tokens, bool* cut = nullptr) {
+  const auto* tok = m.tokenizer();
+  auto ids = tok->Encode(m.chat_template()->Render({{"user", prompt}}, true));
+  if (!ids.ok()) return "";
+  auto stop = tok->TokenToId(m.chat_template()->end_of_turn());
+  at::NoGradGuard ng;
+  runtime::KvCache cache = m.NewCache(int64_t(ids->size()) + max_tokens + 1);
+  runtime::ForwardOptions fo;
+  fo.last_logits_only = true;
+  at::Tensor logits = runtime::Forward(m, nullptr, at::tensor(std::vector<int64_t>(ids->begin(), ids->end()), at::kLong).view({1, -1}), &cache, fo);
+  std::vector<int32_t> out;
+  if (cut) *cut = true;
+  for (int64_t i = 0; i < max_tokens; ++i) {
+    int64_t next = logits.reshape({-1}).argmax().item<int64_t>();
+    if ((stop && next == *stop) || (tok->eos_id() && next == *tok->eos_id())) {
+      if (cut) *cut = false;
+      break;
+    }
+    out.push_back(int32_t(next));
+    logits = runtime::Forward(m, nullptr, at::full({1, 1}, next, at::kLong), &cache, fo);
+  }
+  auto text = tok->Decode(out);
+  return text.ok() ? *text : "";
+}
+
 bool Scores(const EncodedExample& e) { return e.objective != Objective::kKto || e.desirable; }
 
 std::string ConfigKey(const TrainerOptions& o, int64_t mb) {
@@ -131,19 +179,31 @@ double Trainer::ForgettingKl(const runtime::LoraWeights& lora) const {
   const auto* tpl = model_->chat_template();
   const auto* tok = model_->tokenizer();
   if (!tpl || !tok) return kNaN;
-  std::vector<std::string> prompts = o_.forgetting_prompts;
-  if (prompts.empty()) prompts.assign(std::begin(kForgettingPrompts), std::end(kForgettingPrompts));
+  // The base model's own answers, teacher-forced: the KL is measured where it
+  // matters, on the next-token distributions while answering.
+  if (kl_sequences_.empty()) {
+    std::vector<std::string> prompts = o_.forgetting_prompts;
+    if (prompts.empty()) prompts.assign(std::begin(kForgettingPrompts), std::end(kForgettingPrompts));
+    for (const auto& p : prompts) {
+      auto ids = tok->Encode(tpl->Render({{"user", p}}, true));
+      auto answer = tok->Encode(BaseAnswer(*model_, p, o_.anchor_max_tokens), /*parse_special=*/false);
+      if (!ids.ok() || !answer.ok()) continue;
+      std::vector<int64_t> seq(ids->begin(), ids->end());
+      const int64_t first = int64_t(seq.size()) - 1;
+      seq.insert(seq.end(), answer->begin(), answer->end());
+      kl_sequences_.emplace_back(std::move(seq), first);
+    }
+  }
   at::NoGradGuard ng;
   double kl = 0;
   int64_t positions = 0;
-  for (const auto& p : prompts) {
-    auto ids = tok->Encode(tpl->Render({{"user", p}}, true));
-    if (!ids.ok()) continue;
-    at::Tensor t = at::tensor(std::vector<int64_t>(ids->begin(), ids->end()), at::kLong).view({1, -1});
-    at::Tensor base = at::log_softmax(runtime::Forward(*model_, nullptr, t, nullptr), -1);
-    at::Tensor adapted = at::log_softmax(runtime::Forward(*model_, &lora, t, nullptr), -1);
+  for (const auto& [seq, first] : kl_sequences_) {
+    at::Tensor t = at::tensor(seq, at::kLong).view({1, -1});
+    const int64_t n = t.size(1) - first;
+    at::Tensor base = at::log_softmax(runtime::Forward(*model_, nullptr, t, nullptr)[0].narrow(0, first, n), -1);
+    at::Tensor adapted = at::log_softmax(runtime::Forward(*model_, &lora, t, nullptr)[0].narrow(0, first, n), -1);
     kl += (base.exp() * (base - adapted)).sum().item<double>();
-    positions += t.size(1);
+    positions += n;
   }
   return positions ? kl / double(positions) : kNaN;
 }
@@ -187,14 +247,27 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   }
   train = fresh;
   train.insert(train.end(), replay.begin(), replay.end());
-  r.new_examples = int64_t(fresh.size());
-  r.replay_examples = int64_t(replay.size());
-  r.heldout_examples = int64_t(heldout.size());
   if (train.empty()) {
     std::string why = r.notes.empty() ? "no examples given" : r.notes.front();
     return InvalidArgumentError("nothing to train on: " + why);
   }
 
+  if (o_.anchor_examples > 0 && m.tokenizer() && m.chat_template()) {
+    const int64_t n = std::min<int64_t>(o_.anchor_examples, int64_t(std::size(kAnchorPrompts)));
+    for (int64_t i = 0; i < n; ++i) {
+      TextExample a;
+      a.id = "anchor-" + std::to_string(i);
+      a.context = {{"user", kAnchorPrompts[i]}};
+      a.completion = BaseAnswer(m, kAnchorPrompts[i], o_.anchor_max_tokens, &a.open_ended);
+      a.weight = float(o_.anchor_weight);
+      auto enc = Encode(m, a, o_.encode);
+      if (enc.ok()) train.push_back(std::move(*enc));
+    }
+    r.notes.push_back("mixed in " + std::to_string(n) + " anchor examples (the base model's own answers to general prompts)");
+  }
+  r.new_examples = int64_t(fresh.size());
+  r.replay_examples = int64_t(replay.size());
+  r.heldout_examples = int64_t(heldout.size());
   LoraParams params = LoraParams::Init(m, o_.lora, o_.seed);
   if (!input.parent.empty()) {
     Status st = params.Assign(input.parent);

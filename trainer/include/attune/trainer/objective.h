@@ -29,6 +29,9 @@ struct TextExample {
   std::string rejected;                          // DPO only
   bool desirable = true;                         // KTO only
   float weight = 1.0f;
+  // The completion is cut off (not a whole turn): no end-of-turn suffix is
+  // appended, so the model is not taught to stop there.
+  bool open_ended = false;
 };
 
 // A token sequence with the positions that are scored.

@@ -57,8 +57,16 @@ struct TrainerOptions {
   int64_t heldout_every = 10;
   int64_t rotation = 0;
   int64_t checkpoint_every_steps = 20;  // Default: 20
-  // Prompts for the forgetting KL; empty = the built-in general set.
+  // Prompts for the forgetting KL (scored on the base model's own greedy
+  // answers to them); empty = the built-in general set.
   std::vector<std::string> forgetting_prompts;
+  // Anti-forgetting anchors: the base model's own greedy answers to this
+  // many built-in general prompts (a set disjoint from the forgetting
+  // prompts) are mixed into training as SFT examples, so the adapter learns
+  // the user's facts without rewriting everything else. 0 = off. Default: 16
+  int64_t anchor_examples = 16;
+  double anchor_weight = 1.0;         // Default: 1
+  int64_t anchor_max_tokens = 48;     // Default: 48
 };
 
 struct TrainInput {
@@ -120,13 +128,16 @@ class Trainer {
   // Mean per-token NLL of the preferred completions of `examples` under
   // `lora` (null: the base model). NaN when empty.
   double MeanLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const;
-  // Mean KL(base || adapted) over next-token distributions at every position
-  // of the forgetting prompts.
+  // Mean KL(base || adapted) of the next-token distributions over the base
+  // model's own greedy answers to the forgetting prompts (teacher-forced),
+  // per answer position.
   double ForgettingKl(const runtime::LoraWeights& lora) const;
 
  private:
   std::shared_ptr<const runtime::Model> model_;
   TrainerOptions o_;
+  // (prompt + base answer, index of the first answer-predicting position).
+  mutable std::vector<std::pair<std::vector<int64_t>, int64_t>> kl_sequences_;
 };
 
 // Peak resident set size of this process (VmHWM), in MiB.

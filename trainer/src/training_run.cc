@@ -1,0 +1,192 @@
+#include "attune/trainer/training_run.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "attune/adapters/gate.h"
+#include "attune/runtime/adapter_slot.h"
+
+namespace attune::trainer {
+
+using runtime::kNumLoraTargets;
+
+Result<adapters::Adapter> ToAdapter(const runtime::Model& model, const LoraConfig& config,
+                                    const std::vector<at::Tensor>& tensors) {
+  adapters::Adapter a;
+  adapters::BaseModelInfo base = runtime::BaseInfo(model);
+  a.base_fingerprint = base.fingerprint;
+  a.arch = base.arch;
+  a.n_layers = base.n_layers;
+  a.rank = config.rank;
+  a.alpha = config.alpha;
+  a.rslora = config.rslora;
+  for (int t = 0; t < kNumLoraTargets; ++t) {
+    if (!config.targets[size_t(t)]) continue;
+    a.targets.push_back(static_cast<adapters::LoraTarget>(t));
+    a.base_dims[size_t(t)] = base.dims[size_t(t)];
+  }
+  a.layers.resize(size_t(base.n_layers));
+  size_t i = 0;
+  auto take = [&](adapters::Matrix* m) -> Status {
+    if (i >= tensors.size()) return InvalidArgumentError("too few LoRA tensors for this configuration");
+    at::Tensor x = tensors[i++].detach().contiguous().to(at::kFloat);
+    m->shape = x.sizes().vec();
+    m->data.assign(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
+    return Status::Ok();
+  };
+  for (int64_t l = 0; l < base.n_layers; ++l) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (!config.targets[size_t(t)]) continue;
+      RETURN_IF_ERROR(take(&a.layers[size_t(l)][size_t(t)].a));
+      RETURN_IF_ERROR(take(&a.layers[size_t(l)][size_t(t)].b));
+    }
+  }
+  if (i != tensors.size()) return InvalidArgumentError("more LoRA tensors than this configuration has");
+  a.training_config["targets"] = TargetsToString(config.targets);
+  a.training_config["dropout"] = std::to_string(config.dropout);
+  a.created_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  RETURN_IF_ERROR(a.Validate());
+  return a;
+}
+
+Result<std::vector<at::Tensor>> FromAdapter(const runtime::Model& model, const LoraConfig& config,
+                                            const adapters::Adapter& a) {
+  RETURN_IF_ERROR(a.CheckCompatible(runtime::BaseInfo(model)));
+  if (a.rank != config.rank || a.alpha != config.alpha || a.rslora != config.rslora) {
+    return FailedPreconditionError("the active adapter has rank " + std::to_string(a.rank) + " and alpha " +
+                                   std::to_string(a.alpha) + ", this run uses rank " + std::to_string(config.rank) +
+                                   " and alpha " + std::to_string(config.alpha));
+  }
+  for (int t = 0; t < kNumLoraTargets; ++t) {
+    if (a.HasTarget(static_cast<adapters::LoraTarget>(t)) != config.targets[size_t(t)]) {
+      return FailedPreconditionError("the active adapter targets other layers than this run");
+    }
+  }
+  std::vector<at::Tensor> out;
+  for (const auto& layer : a.layers) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (!config.targets[size_t(t)]) continue;
+      for (const adapters::Matrix* m : {&layer[size_t(t)].a, &layer[size_t(t)].b}) {
+        out.push_back(at::from_blob(const_cast<float*>(m->data.data()), m->shape, at::kFloat).clone());
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<TextExample> ToTextExamples(const std::vector<feedback::Example>& examples) {
+  std::vector<TextExample> out;
+  for (const auto& e : examples) {
+    TextExample t;
+    t.objective = e.kind == feedback::ExampleKind::kSft ? Objective::kSft
+                  : e.kind == feedback::ExampleKind::kDpo ? Objective::kDpo
+                                                          : Objective::kKto;
+    t.id = e.event_id;
+    for (const auto& m : e.context) t.context.push_back({std::string(feedback::RoleName(m.role)), m.content});
+    t.completion = e.completion;
+    t.rejected = e.rejected;
+    t.desirable = e.desirable;
+    t.weight = e.weight;
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+Result<TrainingRunResult> RunTrainingWindow(std::shared_ptr<const runtime::Model> model, replay::Store& store,
+                                            adapters::Registry& registry, const std::string& checkpoint_path,
+                                            const TrainingRunOptions& options,
+                                            const std::function<bool()>& should_stop,
+                                            const std::function<void(const TrainProgress&)>& progress) {
+  TrainingRunResult res;
+  ASSIGN_OR_RETURN(replay::SampleBatch batch, store.Sample(options.sample));
+  if (batch.new_events.empty()) {
+    res.skipped_reason = "no new feedback since the last training run";
+    return res;
+  }
+  TrainInput in;
+  std::vector<std::string> lineage;
+  auto convert = [&](const std::vector<replay::StoredEvent>& events, std::vector<TextExample>* dst) {
+    for (const auto& se : events) {
+      lineage.push_back(se.event.id);
+      auto ex = feedback::ToExamples(se.event, options.examples);
+      if (!ex.ok()) {
+        res.report.notes.push_back("event '" + se.event.id + "' skipped: " + ex.status().message());
+        continue;
+      }
+      auto t = ToTextExamples(*ex);
+      dst->insert(dst->end(), t.begin(), t.end());
+    }
+  };
+  convert(batch.new_events, &in.new_examples);
+  convert(batch.replay_events, &in.replay_examples);
+
+  TrainerOptions to = options.trainer;
+  to.rotation = int64_t(batch.cursor_before);  // a different held-out slice each window
+  const std::string active = registry.Active();
+  if (!active.empty()) {
+    ASSIGN_OR_RETURN(adapters::Adapter parent, registry.Load(active));
+    auto tensors = FromAdapter(*model, to.lora, parent);
+    if (tensors.ok()) {
+      in.parent = std::move(*tensors);
+      in.parent_version = active;
+    } else {
+      res.report.notes.push_back("starting from zero: " + tensors.status().message());
+    }
+  }
+  Trainer trainer(model, to);
+  ASSIGN_OR_RETURN(TrainOutcome out, trainer.Run(in, checkpoint_path, should_stop, progress));
+  out.report.notes.insert(out.report.notes.begin(), res.report.notes.begin(), res.report.notes.end());
+  res.report = out.report;
+  res.trained = true;
+  res.completed = out.report.completed;
+  if (!res.completed) return res;
+
+  ASSIGN_OR_RETURN(adapters::Adapter cand, ToAdapter(*model, to.lora, out.adapter));
+  cand.parent_version = in.parent_version;
+  cand.lineage = lineage;
+  const TrainReport& r = out.report;
+  adapters::GateInput gate;
+  gate.new_loss = r.new_loss_candidate;
+  gate.new_loss_parent = r.new_loss_parent;
+  // Without replayed events there is nothing that could regress: equal.
+  gate.replay_loss = std::isfinite(r.replay_loss_candidate) ? r.replay_loss_candidate : 0.0;
+  gate.replay_loss_active = std::isfinite(r.replay_loss_parent) ? r.replay_loss_parent : 0.0;
+  if (r.heldout_examples > 0) {
+    gate.heldout_loss = r.heldout_loss_candidate;
+    gate.heldout_loss_active = r.heldout_loss_parent;
+  }
+  gate.forgetting_kl = r.forgetting_kl;
+  gate.active_version = in.parent_version;
+  adapters::StoreGateInput(gate, cand.metrics, cand.training_config);
+  cand.metrics["train.steps"] = double(r.steps);
+  cand.metrics["train.tokens"] = double(r.tokens);
+  cand.metrics["train.wall_seconds"] = r.wall_seconds;
+  cand.metrics["train.peak_rss_mb"] = r.peak_rss_mb;
+  if (std::isfinite(r.dpo_reward_accuracy)) cand.metrics["eval.dpo_reward_accuracy"] = r.dpo_reward_accuracy;
+  ASSIGN_OR_RETURN(res.version, registry.Add(cand));
+  res.label = registry.Label(res.version);
+  replay::TrainingRecord rec;
+  rec.adapter_version = res.version;
+  rec.expected_cursor = batch.cursor_before;
+  rec.new_cursor = batch.cursor_after;
+  rec.event_ids = lineage;
+  ASSIGN_OR_RETURN(replay::TrainingRecordResult recorded, store.RecordTraining(rec));
+  if (recorded.events_missing > 0) {
+    // Some events were erased while training: never publish a version that
+    // still carries forgotten data.
+    res.gate_summary = std::to_string(recorded.events_missing) + " training events were erased during training; not promoted";
+    return res;
+  }
+  if (options.promote) {
+    ASSIGN_OR_RETURN(adapters::PromoteResult pr, registry.Promote(res.version, gate, options.force));
+    res.promoted = pr.promoted;
+    res.gate_summary = pr.decision.Summary();
+  }
+  return res;
+}
+
+}  // namespace attune::trainer
