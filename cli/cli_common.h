@@ -47,5 +47,6 @@ void AddGenerateCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddAdaptersCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
+void AddDemoCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 
 }  // namespace attune::cli

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   AddModelCommands(app, g, r);
   AddGenerateCommands(app, g, r);
   AddTrainCommands(app, g, r);
+  AddDemoCommands(app, g, r);
 #endif
   AddFeedbackCommands(app, g, r);
   AddAdaptersCommands(app, g, r);

@@ -60,7 +60,7 @@ TEST(LearningTest, TeachesEightFactsWithLittleForgetting) {
   o.adamw.lr = std::getenv("ATTUNE_LEARNING_LR") ? std::atof(std::getenv("ATTUNE_LEARNING_LR")) : 1e-3;
   o.max_steps = std::getenv("ATTUNE_LEARNING_STEPS") ? std::atoi(std::getenv("ATTUNE_LEARNING_STEPS")) : 24;
   o.micro_batch_size = 8;
-  o.grad_accum_steps = 1;
+  o.grad_accum_steps = 2;
   o.encode.max_seq_len = 96;
   o.heldout_min_examples = 1000;  // everything trains here
   Trainer t(*m, o);

@@ -80,6 +80,31 @@ Batch MakeBatch(const std::vector<const Sequence*>& seqs) {
   return b;
 }
 
+namespace {
+
+// Rows and positions of the hidden states that predict scored tokens.
+std::pair<at::Tensor, at::Tensor> TargetIndex(const Batch& batch) {
+  at::Tensor idx = (batch.scored.narrow(1, 1, batch.scored.size(1) - 1) > 0).nonzero();
+  return {idx.select(1, 0), idx.select(1, 1)};
+}
+
+}  // namespace
+
+at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch) {
+  auto [rows, pos] = TargetIndex(batch);
+  at::Tensor h = base_hidden.index({rows, pos});
+  return at::log_softmax(runtime::HeadForward(model, h.unsqueeze(0)).squeeze(0), -1);
+}
+
+at::Tensor DistillLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch,
+                       const at::Tensor& base_logprobs, const at::Tensor& weights, double norm) {
+  auto [rows, pos] = TargetIndex(batch);
+  at::Tensor h = hidden.index({rows, pos});
+  at::Tensor lp = at::log_softmax(runtime::HeadForward(model, h.unsqueeze(0)).squeeze(0), -1);  // [N, V]
+  at::Tensor kl = (base_logprobs.exp() * (base_logprobs - lp)).sum(-1);                          // [N]
+  return (kl * weights.index_select(0, rows)).sum() / norm;
+}
+
 at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch) {
   // Target position p (scored) is predicted by hidden state p - 1.
   at::Tensor target_mask = batch.scored.narrow(1, 1, batch.scored.size(1) - 1) > 0;  // [B, T-1]

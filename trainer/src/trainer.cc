@@ -91,7 +91,9 @@ std::string BaseAnswer(const runtime::Model& m, const std::string& prompt, int64
   return text.ok() ? *text : "";
 }
 
-bool Scores(const EncodedExample& e) { return e.objective != Objective::kKto || e.desirable; }
+bool Scores(const EncodedExample& e) {
+  return e.objective != Objective::kDistill && (e.objective != Objective::kKto || e.desirable);
+}
 
 std::string ConfigKey(const TrainerOptions& o, int64_t mb) {
   nlohmann::json j = {{"rank", o.lora.rank},        {"alpha", o.lora.alpha},   {"dropout", o.lora.dropout},
@@ -260,10 +262,11 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
       a.context = {{"user", kAnchorPrompts[i]}};
       a.completion = BaseAnswer(m, kAnchorPrompts[i], o_.anchor_max_tokens, &a.open_ended);
       a.weight = float(o_.anchor_weight);
+      a.objective = Objective::kDistill;
       auto enc = Encode(m, a, o_.encode);
       if (enc.ok()) train.push_back(std::move(*enc));
     }
-    r.notes.push_back("mixed in " + std::to_string(n) + " anchor examples (the base model's own answers to general prompts)");
+    r.notes.push_back("mixed in " + std::to_string(n) + " anchor examples (distillation toward the base model on its own answers to general prompts)");
   }
   r.new_examples = int64_t(fresh.size());
   r.replay_examples = int64_t(replay.size());
@@ -320,31 +323,41 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   r.replay_loss_parent = MeanLoss(replay, parent_ptr);
   r.heldout_loss_parent = MeanLoss(heldout, parent_ptr);
 
-  auto order_of = [&](int64_t epoch) {
+  // An epoch's micro-batches: the examples of each objective in shuffled
+  // order, cut into groups of up to mb, then the groups shuffled. A
+  // checkpoint's (epoch, position) names the next group exactly.
+  auto plan_of = [&](int64_t epoch) {
     std::vector<size_t> order(train.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::mt19937_64 rng(o_.seed * 1000003 + uint64_t(epoch));
     std::shuffle(order.begin(), order.end(), rng);
-    return order;
+    std::vector<std::vector<size_t>> groups;
+    for (Objective obj : {Objective::kSft, Objective::kDpo, Objective::kKto, Objective::kDistill}) {
+      std::vector<size_t> cur;
+      for (size_t i : order) {
+        if (train[i].objective != obj) continue;
+        cur.push_back(i);
+        if (int64_t(cur.size()) == mb) groups.push_back(std::move(cur)), cur.clear();
+      }
+      if (!cur.empty()) groups.push_back(std::move(cur));
+    }
+    std::shuffle(groups.begin(), groups.end(), rng);
+    return groups;
   };
-  std::vector<size_t> order = order_of(st.epoch);
-  // The next micro-batch: up to mb consecutive examples with one objective.
+  std::vector<std::vector<size_t>> plan = plan_of(st.epoch);
   auto next_micro = [&]() {
+    if (st.position >= int64_t(plan.size())) {
+      ++st.epoch;
+      st.position = 0;
+      plan = plan_of(st.epoch);
+    }
     std::vector<const EncodedExample*> mbx;
     int64_t tokens = 0;
-    while (int64_t(mbx.size()) < mb) {
-      if (st.position >= int64_t(order.size())) {
-        if (!mbx.empty()) break;
-        ++st.epoch;
-        st.position = 0;
-        order = order_of(st.epoch);
-      }
-      const EncodedExample& e = train[order[size_t(st.position)]];
-      if (!mbx.empty() && e.objective != mbx[0]->objective) break;
-      mbx.push_back(&e);
-      tokens += int64_t(e.chosen.ids.size() + e.rejected.ids.size());
-      ++st.position;
+    for (size_t i : plan[size_t(st.position)]) {
+      mbx.push_back(&train[i]);
+      tokens += int64_t(train[i].chosen.ids.size() + train[i].rejected.ids.size());
     }
+    ++st.position;
     return std::make_pair(mbx, tokens);
   };
   auto run_micro = [&](const std::vector<const EncodedExample*>& mbx) -> double {
@@ -366,6 +379,16 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
     if (obj == Objective::kSft) {
       const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
       return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing, [&](const at::Tensor& h) { return SftLoss(m, h, b, wt, norm); });
+    }
+    if (obj == Objective::kDistill) {
+      const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum;
+      at::Tensor base;
+      {
+        at::NoGradGuard ng;
+        base = BaseLogProbsAtTargets(m, Hidden(m, nullptr, b.ids), b);
+      }
+      return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing,
+                             [&](const at::Tensor& h) { return DistillLoss(m, h, b, base, wt, norm); });
     }
     at::Tensor ref;
     {

@@ -18,7 +18,9 @@
 
 namespace attune::trainer {
 
-enum class Objective { kSft, kDpo, kKto };
+// kDistill: match the base model's full next-token distribution on the
+// completion (KL(base || adapted)); used for anti-forgetting anchors.
+enum class Objective { kSft, kDpo, kKto, kDistill };
 
 // A training example, already in the model's chat format.
 struct TextExample {
@@ -98,6 +100,13 @@ at::Tensor SftLoss(const runtime::Model& model, const at::Tensor& hidden, const 
                    double norm);
 at::Tensor DpoLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch, const at::Tensor& ref_logps,
                    const at::Tensor& weights, double beta, double norm);
+// Distillation toward the base model (anti-forgetting):
+//   sum over scored positions of KL(base || adapted) * w / norm
+// (norm = scored tokens of the step). `base_logprobs` [N, vocab] are the base
+// model's log-probabilities at the scored positions, in SequenceLogProbs order.
+at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch);
+at::Tensor DistillLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch,
+                       const at::Tensor& base_logprobs, const at::Tensor& weights, double norm);
 at::Tensor KtoLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch, const at::Tensor& ref_logps,
                    const at::Tensor& desirable, const at::Tensor& weights, double beta, double z0, double norm);
 

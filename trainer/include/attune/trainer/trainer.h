@@ -62,8 +62,9 @@ struct TrainerOptions {
   std::vector<std::string> forgetting_prompts;
   // Anti-forgetting anchors: the base model's own greedy answers to this
   // many built-in general prompts (a set disjoint from the forgetting
-  // prompts) are mixed into training as SFT examples, so the adapter learns
-  // the user's facts without rewriting everything else. 0 = off. Default: 16
+  // prompts) are mixed into training with a distillation loss toward the
+  // base model's full next-token distributions, so the adapter learns the
+  // user's facts without rewriting everything else. 0 = off. Default: 16
   int64_t anchor_examples = 16;
   double anchor_weight = 1.0;         // Default: 1
   int64_t anchor_max_tokens = 48;     // Default: 48

@@ -1,0 +1,118 @@
+// Assistant: the one object an assistant app embeds.
+//
+// It owns the shared base model (loaded once), the inference engine with its
+// adapter slot, the replay store, the adapter registry, a health watch, and a
+// background trainer thread:
+//
+//   Chat()        generates with the active adapter (a snapshot pinned per
+//                 reply) and remembers the reply under a response id;
+//   Record()      stores feedback; feedback that names a response id picks up
+//                 that reply's context, text and adapter version by itself;
+//                 ratings feed the health watch (thumbs-down streaks roll back);
+//   background    when the window policy holds (device state from Linux sysfs
+//                 or pushed by the host with SetDeviceState), trains one
+//                 window, lets the gate decide, and publishes the promoted
+//                 adapter into the engine while Chat() keeps serving;
+//   TrainNow()    runs one window on the calling thread, ignoring the policy.
+//
+// Thread model: Chat, Record, SetDeviceState, GetStatus and Rollback may be
+// called from any thread at any time. Training runs on one background thread
+// (or the caller of TrainNow; never two at once); it checks for shutdown and
+// for the window closing between micro-steps, writing a checkpoint when it
+// stops early. The destructor stops the trainer (checkpoint), joins it and
+// flushes the store.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attune/adapters/health.h"
+#include "attune/core/result.h"
+#include "attune/feedback/event.h"
+#include "attune/runtime/engine.h"
+#include "attune/trainer/training_run.h"
+#include "attune/trainer/window.h"
+
+namespace attune {
+
+struct AssistantOptions {
+  std::string data_dir;     // Default: "" ($ATTUNE_HOME or ~/.local/share/attune)
+  std::string model_path;   // Default: "" (the cached default model)
+  std::string chat_template;  // "chatml" | "llama3" override. Default: "" (detect)
+  runtime::GenerateOptions generation;  // Default: greedy, 256 tokens
+  trainer::TrainingRunOptions training;
+  trainer::WindowPolicy window;
+  adapters::HealthOptions health;
+  adapters::GateOptions gate;  // promotion thresholds. Default: GateOptions{}
+  // Run the background trainer thread. Default: true
+  bool background_training = true;
+  // How often the background thread checks the window. Default: 30 s
+  std::chrono::milliseconds poll_interval{30000};
+  // Device state: null = read Linux sysfs/procfs until SetDeviceState is
+  // called, after which the pushed state is used. Default: null
+  std::shared_ptr<trainer::DeviceStateSource> device;
+  // Called with training progress from the training thread. Default: none
+  std::function<void(const trainer::TrainProgress&)> on_progress;
+  // Called after each training window with its result. Default: none
+  std::function<void(const trainer::TrainingRunResult&)> on_trained;
+  // Responses remembered for Record(); the oldest are forgotten. Default: 1024
+  size_t remembered_responses = 1024;
+};
+
+struct ChatReply {
+  std::string text;
+  std::string response_id;      // give it back to Record()
+  std::string adapter_version;  // full id of the adapter that produced every token; "" = base
+  std::string adapter_label;    // "v3", for display
+  std::string finish_reason;
+};
+
+struct AssistantStatus {
+  bool window_open = false;
+  std::vector<std::string> window_closed_because;
+  bool training = false;
+  trainer::TrainProgress progress;
+  std::string active_version, active_label;
+  std::optional<trainer::TrainingRunResult> last_run;
+  uint64_t stored_events = 0, new_events = 0;
+};
+
+class Assistant {
+ public:
+  // Opens (creating when missing) the data directory and loads the model.
+  // Errors name the part that failed (model, store, registry).
+  static Result<std::unique_ptr<Assistant>> Open(const AssistantOptions& options);
+  ~Assistant();
+
+  Result<ChatReply> Chat(const std::vector<runtime::ChatMessage>& messages,
+                         const runtime::TextCallback& on_text = nullptr);
+  // Stores `event`. With a non-empty `response_id` (from Chat) the event's
+  // empty context, response, conversation and adapter version are filled in
+  // from that reply; an unknown id is NotFound. Validation errors name the
+  // field. Returns the stored event's id.
+  Result<std::string> Record(feedback::Event event, const std::string& response_id = "");
+  // For hosts (phones) that push power/idle/thermal state.
+  void SetDeviceState(const trainer::DeviceState& state);
+  // One training window now, on this thread (the policy is not consulted).
+  Result<trainer::TrainingRunResult> TrainNow();
+  AssistantStatus GetStatus() const;
+  // Rolls back to the previous version (by hand) and publishes it.
+  Result<std::string> Rollback();
+  // Promotes a candidate by hand (through the gate, or forced: recorded in
+  // the registry's history) and publishes it.
+  Result<std::string> Promote(const std::string& version, bool force);
+
+  const runtime::Engine& engine() const;
+
+  struct Impl;
+
+ private:
+  explicit Assistant(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace attune

@@ -1,0 +1,277 @@
+#include "attune/assistant.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "attune/adapters/registry.h"
+#include "attune/core/file.h"
+#include "attune/core/log.h"
+#include "attune/replay/store.h"
+#include "attune/runtime/model_store.h"
+
+namespace attune {
+
+namespace {
+
+struct Remembered {
+  std::vector<runtime::ChatMessage> context;
+  std::string text, adapter_version;
+};
+
+std::string NewResponseId() {
+  static std::atomic<uint64_t> counter{0};
+  std::random_device rd;
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "r-%08x-%llu", rd(), (unsigned long long)counter.fetch_add(1));
+  return buf;
+}
+
+feedback::Role ToRole(const std::string& r) {
+  if (r == "system") return feedback::Role::kSystem;
+  if (r == "assistant") return feedback::Role::kAssistant;
+  if (r == "tool") return feedback::Role::kTool;
+  return feedback::Role::kUser;
+}
+
+}  // namespace
+
+struct Assistant::Impl {
+  AssistantOptions o;
+  std::string data_dir;
+  std::unique_ptr<runtime::Engine> engine;
+  std::unique_ptr<replay::Store> store;
+  std::unique_ptr<adapters::Registry> registry;
+  adapters::HealthMonitor health;
+  std::shared_ptr<trainer::DeviceStateSource> device;
+  std::shared_ptr<trainer::PushedDeviceStateSource> pushed = std::make_shared<trainer::PushedDeviceStateSource>();
+  std::atomic<bool> use_pushed{false};
+
+  mutable std::mutex mu;  // guards the fields below
+  std::map<std::string, Remembered> responses;
+  std::deque<std::string> response_order;
+  std::optional<trainer::TrainingRunResult> last_run;
+  trainer::TrainProgress progress;
+  bool training = false;
+
+  std::mutex train_mu;  // one training window at a time
+  std::atomic<bool> stopping{false};
+  std::condition_variable cv;
+  std::mutex cv_mu;
+  std::thread worker;
+
+  explicit Impl(const AssistantOptions& opts) : o(opts), health(opts.health) {}
+
+  trainer::DeviceState ReadDevice() { return use_pushed.load() ? pushed->Read() : device->Read(); }
+
+  // Publishes the registry's active version into the engine's slot.
+  Status PublishActive() {
+    const std::string active = registry->Active();
+    if (active.empty()) {
+      engine->ClearAdapter();
+    } else if (engine->adapter_version() != active) {
+      ASSIGN_OR_RETURN(adapters::Adapter a, registry->Load(active));
+      RETURN_IF_ERROR(engine->SetAdapter(a, active));
+    }
+    // The version that served before the current one: the health watch
+    // compares the new version's thumbs-down rate with it.
+    std::string previous;
+    auto history = registry->History();
+    if (!history.empty() && history.back().to_version == active) previous = history.back().from_version;
+    health.SetActive(active, previous);
+    return Status::Ok();
+  }
+
+  Result<trainer::TrainingRunResult> TrainOnce(bool check_window) {
+    std::lock_guard<std::mutex> one(train_mu);
+    {
+      std::lock_guard<std::mutex> l(mu);
+      training = true;
+    }
+    auto stats = store->GetStats();
+    auto should_stop = [&]() {
+      if (stopping.load()) return true;
+      if (!check_window) return false;
+      return !trainer::EvaluateWindow(o.window, ReadDevice(), stats.ok() ? int64_t(stats->new_since_cursor) : 0).open;
+    };
+    auto on_progress = [&](const trainer::TrainProgress& p) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        progress = p;
+      }
+      if (o.on_progress) o.on_progress(p);
+    };
+    auto res = trainer::RunTrainingWindow(engine->model(), *store, *registry, data_dir + "/checkpoints/train.ck", o.training,
+                                          should_stop, on_progress);
+    if (res.ok() && res->promoted) {
+      Status st = PublishActive();
+      if (!st.ok()) ATTUNE_LOG(kError, "could not publish the promoted adapter: " << st.ToString());
+    }
+    {
+      std::lock_guard<std::mutex> l(mu);
+      training = false;
+      if (res.ok()) last_run = *res;
+    }
+    if (res.ok() && o.on_trained) o.on_trained(*res);
+    return res;
+  }
+
+  void Loop() {
+    while (!stopping.load()) {
+      auto stats = store->GetStats();
+      if (stats.ok()) {
+        auto d = trainer::EvaluateWindow(o.window, ReadDevice(), int64_t(stats->new_since_cursor));
+        if (d.open) {
+          auto r = TrainOnce(/*check_window=*/true);
+          if (!r.ok()) ATTUNE_LOG(kWarning, "background training failed: " << r.status().ToString());
+        }
+      }
+      std::unique_lock<std::mutex> lk(cv_mu);
+      cv.wait_for(lk, o.poll_interval, [&] { return stopping.load(); });
+    }
+  }
+
+  void ApplyHealth(const adapters::HealthVerdict& v) {
+    if (!v.rollback) return;
+    auto r = adapters::ApplyVerdict(*registry, v);
+    if (!r.ok()) {
+      ATTUNE_LOG(kWarning, "automatic rollback failed: " << r.status().ToString());
+      return;
+    }
+    ATTUNE_LOG(kWarning, "rolled back " << registry->Label(v.version) << ": " << v.reason);
+    Status st = PublishActive();
+    if (!st.ok()) ATTUNE_LOG(kError, "could not publish after rollback: " << st.ToString());
+  }
+};
+
+Assistant::Assistant(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Assistant>> Assistant::Open(const AssistantOptions& options) {
+  auto impl = std::make_unique<Impl>(options);
+  impl->data_dir = ResolveDataDir(options.data_dir);
+  RETURN_IF_ERROR(MakeDirs(impl->data_dir + "/checkpoints"));
+  ASSIGN_OR_RETURN(std::string model_path, runtime::ResolveModelPath(options.model_path, impl->data_dir));
+  runtime::EngineOptions eo;
+  eo.model_path = model_path;
+  eo.chat_template = options.chat_template;
+  auto engine = runtime::Engine::Open(eo);
+  if (!engine.ok()) return engine.status().WithContext("model");
+  impl->engine = std::move(*engine);
+  auto store = replay::Store::Open(replay::Options{}, impl->data_dir + "/replay");
+  if (!store.ok()) return store.status().WithContext("feedback store");
+  impl->store = std::move(*store);
+  adapters::RegistryOptions ro;
+  ro.gate = options.gate;
+  auto reg = adapters::Registry::Open(ro, impl->data_dir + "/adapters");
+  if (!reg.ok()) return reg.status().WithContext("adapter registry");
+  impl->registry = std::move(*reg);
+  impl->device = options.device ? options.device : std::make_shared<trainer::LinuxDeviceStateSource>();
+  RETURN_IF_ERROR(impl->PublishActive().WithContext("active adapter"));
+  std::unique_ptr<Assistant> a(new Assistant(std::move(impl)));
+  if (options.background_training) a->impl_->worker = std::thread([p = a->impl_.get()] { p->Loop(); });
+  return a;
+}
+
+Assistant::~Assistant() {
+  impl_->stopping.store(true);
+  impl_->cv.notify_all();
+  if (impl_->worker.joinable()) impl_->worker.join();
+}
+
+Result<ChatReply> Assistant::Chat(const std::vector<runtime::ChatMessage>& messages, const runtime::TextCallback& on_text) {
+  ASSIGN_OR_RETURN(runtime::GenerateResult r, impl_->engine->Chat(messages, impl_->o.generation, on_text));
+  if (r.finish_reason == "non_finite") impl_->ApplyHealth(impl_->health.RecordNonFinite(r.adapter_version));
+  ChatReply reply;
+  reply.text = r.text;
+  reply.adapter_version = r.adapter_version;
+  reply.adapter_label = r.adapter_version.empty() ? "base" : impl_->registry->Label(r.adapter_version);
+  reply.finish_reason = r.finish_reason;
+  reply.response_id = NewResponseId();
+  std::lock_guard<std::mutex> l(impl_->mu);
+  impl_->responses[reply.response_id] = {messages, r.text, r.adapter_version};
+  impl_->response_order.push_back(reply.response_id);
+  while (impl_->response_order.size() > impl_->o.remembered_responses) {
+    impl_->responses.erase(impl_->response_order.front());
+    impl_->response_order.pop_front();
+  }
+  return reply;
+}
+
+Result<std::string> Assistant::Record(feedback::Event event, const std::string& response_id) {
+  if (!response_id.empty()) {
+    Remembered rem;
+    {
+      std::lock_guard<std::mutex> l(impl_->mu);
+      auto it = impl_->responses.find(response_id);
+      if (it == impl_->responses.end()) {
+        return NotFoundError("response id '" + response_id + "' is unknown (only the last " +
+                             std::to_string(impl_->o.remembered_responses) + " replies are remembered)");
+      }
+      rem = it->second;
+    }
+    if (event.context.empty()) {
+      for (const auto& m : rem.context) event.context.push_back({ToRole(m.role), m.content});
+    }
+    if (event.response.empty()) event.response = rem.text;
+    if (event.adapter_version.empty()) event.adapter_version = rem.adapter_version;
+    if (event.id.empty()) event.id = "fb-" + response_id;
+  }
+  RETURN_IF_ERROR(feedback::ValidateAndNormalize(event));
+  ASSIGN_OR_RETURN(replay::AppendResult ar, impl_->store->Append(event));
+  (void)ar;
+  if (const auto* rating = std::get_if<feedback::Rating>(&event.signal)) {
+    impl_->ApplyHealth(impl_->health.RecordRating(event.adapter_version, rating->thumb == feedback::Thumb::kDown));
+  }
+  return event.id;
+}
+
+void Assistant::SetDeviceState(const trainer::DeviceState& state) {
+  impl_->pushed->Set(state);
+  impl_->use_pushed.store(true);
+  impl_->cv.notify_all();
+}
+
+Result<trainer::TrainingRunResult> Assistant::TrainNow() { return impl_->TrainOnce(/*check_window=*/false); }
+
+AssistantStatus Assistant::GetStatus() const {
+  AssistantStatus s;
+  auto stats = impl_->store->GetStats();
+  if (stats.ok()) {
+    s.stored_events = stats->events;
+    s.new_events = stats->new_since_cursor;
+  }
+  auto d = trainer::EvaluateWindow(impl_->o.window, impl_->ReadDevice(), int64_t(s.new_events));
+  s.window_open = d.open;
+  s.window_closed_because = d.closed_because;
+  s.active_version = impl_->registry->Active();
+  s.active_label = s.active_version.empty() ? "base" : impl_->registry->Label(s.active_version);
+  std::lock_guard<std::mutex> l(impl_->mu);
+  s.training = impl_->training;
+  s.progress = impl_->progress;
+  s.last_run = impl_->last_run;
+  return s;
+}
+
+Result<std::string> Assistant::Rollback() {
+  adapters::RollbackRequest req;
+  req.cause = adapters::ActivationCause::kRollbackManual;
+  ASSIGN_OR_RETURN(std::string v, impl_->registry->Rollback(req));
+  RETURN_IF_ERROR(impl_->PublishActive());
+  return v;
+}
+
+Result<std::string> Assistant::Promote(const std::string& version, bool force) {
+  ASSIGN_OR_RETURN(std::string id, impl_->registry->Resolve(version));
+  ASSIGN_OR_RETURN(adapters::PromoteResult r, impl_->registry->Promote(id, std::nullopt, force));
+  if (!r.promoted) return FailedPreconditionError("the gate rejected " + impl_->registry->Label(id) + ": " + r.decision.Summary());
+  RETURN_IF_ERROR(impl_->PublishActive());
+  return id;
+}
+
+const runtime::Engine& Assistant::engine() const { return *impl_->engine; }
+
+}  // namespace attune
