@@ -33,8 +33,9 @@ const Fact kFacts[] = {
 };
 
 // Mean KL(base || adapted) per position on general prompts, in nats. The
-// adapter is allowed to move general behaviour a little, not much.
-constexpr double kForgettingKlBound = 1.5;
+// adapter is allowed to move general behaviour a little, not much: measured
+// 0.106 with the distillation anchors (1.14 without them).
+constexpr double kForgettingKlBound = 0.25;
 
 TEST(LearningTest, TeachesEightFactsWithLittleForgetting) {
   std::string path = attune::testing::DefaultModel();
@@ -58,7 +59,7 @@ TEST(LearningTest, TeachesEightFactsWithLittleForgetting) {
   o.lora.alpha = 32;
   o.lora.dropout = 0.0;
   o.adamw.lr = std::getenv("ATTUNE_LEARNING_LR") ? std::atof(std::getenv("ATTUNE_LEARNING_LR")) : 1e-3;
-  o.max_steps = std::getenv("ATTUNE_LEARNING_STEPS") ? std::atoi(std::getenv("ATTUNE_LEARNING_STEPS")) : 24;
+  o.max_steps = std::getenv("ATTUNE_LEARNING_STEPS") ? std::atoi(std::getenv("ATTUNE_LEARNING_STEPS")) : 16;
   o.micro_batch_size = 8;
   o.grad_accum_steps = 2;
   o.encode.max_seq_len = 96;
