@@ -56,7 +56,7 @@ TEST(Gate, HeldOutLossMustBeNoWorseWhenPresent) {
 
 TEST(Gate, RejectsForgettingKlAboveBound) {
   GateInput in = PassingInput();
-  in.forgetting_kl = 0.2;
+  in.forgetting_kl = 0.3;
   EXPECT_FALSE(EvaluateGate(GateOptions{}, in).passed);
   GateOptions loose;
   loose.max_forgetting_kl = 0.5;
