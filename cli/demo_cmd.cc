@@ -146,7 +146,8 @@ class Demo {
     const size_t n_facts = f_.quick ? 4 : std::size(kFacts);
     const size_t n_general = f_.quick ? 8 : std::size(kGeneral);
     std::string base_dir = ResolveDataDir(g_.data_dir);
-    dir_ = g_.data_dir.empty() ? base_dir + "/demo" : base_dir;
+    // Always a demo/ folder of its own: the demo never touches real feedback.
+    dir_ = base_dir + "/demo";
     auto model = runtime::ResolveModelPath(f_.model, base_dir);
     if (!model.ok()) return PrintError(model.status());
     if (!f_.keep) {
