@@ -14,6 +14,7 @@
 #include <string>
 
 #include "attune/core/file.h"
+#include "attune/core/process.h"
 #include "attune/runtime/model.h"
 #include "attune/runtime/model_store.h"
 
@@ -24,15 +25,6 @@ using namespace attune::runtime;
 std::string g_model;
 int g_threads = 2, g_torch_threads = 1;
 std::shared_ptr<const Model> g_m;
-
-double PeakRssMb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  }
-  return 0;
-}
 
 const Model& M() {
   if (!g_m) {
@@ -63,7 +55,7 @@ void BM_Prefill128(benchmark::State& state) {
     benchmark::DoNotOptimize(logits.data_ptr<float>());
   }
   state.counters["tokens_per_second"] = benchmark::Counter(128.0 * state.iterations(), benchmark::Counter::kIsRate);
-  state.counters["peak_rss_mb"] = PeakRssMb();
+  state.counters["peak_rss_mb"] = attune::PeakRssMb();
 }
 
 void BM_Decode128(benchmark::State& state) {
@@ -82,7 +74,7 @@ void BM_Decode128(benchmark::State& state) {
     }
   }
   state.counters["tokens_per_second"] = benchmark::Counter(128.0 * state.iterations(), benchmark::Counter::kIsRate);
-  state.counters["peak_rss_mb"] = PeakRssMb();
+  state.counters["peak_rss_mb"] = attune::PeakRssMb();
 }
 
 BENCHMARK(BM_Prefill128)->Unit(benchmark::kMillisecond)->MinTime(3.0);

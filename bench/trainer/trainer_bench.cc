@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "attune/core/file.h"
+#include "attune/core/process.h"
 #include "attune/runtime/model.h"
 #include "attune/runtime/model_store.h"
 #include "attune/trainer/adamw.h"
@@ -134,7 +135,7 @@ int main(int argc, char** argv) {
   }
   std::shared_ptr<const runtime::Model> model = *loaded;
   const double load_s = Seconds(t_load, Clock::now());
-  const double rss_after_load = trainer::PeakRssMb();
+  const double rss_after_load = attune::PeakRssMb();
   // Reset VmHWM (Linux >= 4.0) so that the training phase's own peak is seen too.
   { std::ofstream("/proc/self/clear_refs") << "5"; }
 
@@ -182,7 +183,7 @@ int main(int argc, char** argv) {
   const double total = fb_s + opt_s;
   const double tokens = static_cast<double>(f.batch * f.seq * f.steps);
   const double tps = tokens / total;
-  const double train_peak = trainer::PeakRssMb();
+  const double train_peak = attune::PeakRssMb();
   const double peak = std::max(train_peak, rss_after_load);
   if (f.json) {
     std::printf(

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "attune/core/file.h"
+#include "attune/core/process.h"
 #include "attune/core/sha256.h"
 #include "checkpoint.h"
 
@@ -126,15 +127,6 @@ runtime::LoraWeights WeightsOf(const runtime::Model& m, const LoraConfig& c, con
 }
 
 }  // namespace
-
-double PeakRssMb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  }
-  return 0;
-}
 
 std::string TrainReport::ToJson() const {
   auto num = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); };

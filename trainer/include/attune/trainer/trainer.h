@@ -141,7 +141,4 @@ class Trainer {
   mutable std::vector<std::pair<std::vector<int64_t>, int64_t>> kl_sequences_;
 };
 
-// Peak resident set size of this process (VmHWM), in MiB.
-double PeakRssMb();
-
 }  // namespace attune::trainer
