@@ -143,8 +143,8 @@ class Demo {
 
   int Run() {
     t0_ = Clock::now();
-    const size_t n_facts = f_.quick ? 4 : std::size(kFacts);
-    const size_t n_general = f_.quick ? 8 : std::size(kGeneral);
+    const size_t n_facts = f_.quick ? 3 : std::size(kFacts);
+    const size_t n_general = f_.quick ? 6 : std::size(kGeneral);
     std::string base_dir = ResolveDataDir(g_.data_dir);
     // Always a demo/ folder of its own: the demo never touches real feedback.
     dir_ = base_dir + "/demo";
@@ -158,7 +158,7 @@ class Demo {
     AssistantOptions o;
     o.data_dir = dir_;
     o.model_path = *model;
-    o.generation.max_tokens = 40;
+    o.generation.max_tokens = f_.quick ? 24 : 40;
     o.background_training = true;
     o.poll_interval = std::chrono::milliseconds(200);
     o.window.min_idle_minutes = 10;
@@ -166,13 +166,17 @@ class Demo {
     // Judge a new version after 8 rated replies (the default 50 suits real use).
     o.health.window = 8;
     o.training.trainer.max_steps = f_.quick ? 10 : 20;
-    o.training.trainer.micro_batch_size = f_.quick ? 4 : 8;
+    o.training.trainer.micro_batch_size = 8;
     o.training.trainer.grad_accum_steps = 2;
     o.training.trainer.adamw.lr = 2e-3;
     o.training.trainer.lora.dropout = 0.0;
     o.training.trainer.encode.max_seq_len = 128;
-    o.training.trainer.anchor_examples = f_.quick ? 4 : 16;
-    if (f_.quick) o.training.trainer.forgetting_prompts = {"What is the capital of France?", "Why is the sky blue?", "Name three primary colors."};
+    o.training.trainer.anchor_examples = 16;
+    if (f_.quick) {
+      o.training.trainer.anchor_max_tokens = 32;
+      o.training.trainer.forgetting_prompts = {"Why is the sky blue?", "Name three primary colors.",
+                                               "Who wrote Romeo and Juliet?", "How do I make a cup of tea?"};
+    }
     o.on_progress = [this](const trainer::TrainProgress& p) {
       std::fprintf(stderr, "\r  training: step %lld/%lld  loss %.3f  %.0f tokens/s  ETA %.0fs   ", (long long)p.step,
                    (long long)p.max_steps, p.loss, p.tokens_per_second, p.eta_seconds);
@@ -247,6 +251,8 @@ class Demo {
           std::lock_guard<std::mutex> l(seen_mu);
           if (versions_seen.empty() || versions_seen.back() != r->adapter_label) versions_seen.push_back(r->adapter_label);
         }
+        // A message every few seconds, as a person types; training keeps the cores.
+        for (int i = 0; i < 30 && chatting.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     });
     trainer::DeviceState idle = busy;
@@ -308,7 +314,9 @@ class Demo {
         Check(as.Record(e));
       }
     }
-    auto poisoned = as.TrainNow();
+    trainer::TrainingRunOptions poison_run = o.training;
+    poison_run.trainer.max_steps = f_.quick ? 3 : 8;
+    auto poisoned = as.TrainNow(&poison_run);
     if (!poisoned.ok()) return PrintError(poisoned.status());
     std::cout << "  candidate " << poisoned->label << ": " << (poisoned->promoted ? "promoted" : "rejected by the gate") << " ("
               << poisoned->gate_summary << ")\n";

@@ -86,7 +86,7 @@ struct Assistant::Impl {
     return Status::Ok();
   }
 
-  Result<trainer::TrainingRunResult> TrainOnce(bool check_window) {
+  Result<trainer::TrainingRunResult> TrainOnce(bool check_window, const trainer::TrainingRunOptions& run_options) {
     std::lock_guard<std::mutex> one(train_mu);
     {
       std::lock_guard<std::mutex> l(mu);
@@ -105,7 +105,7 @@ struct Assistant::Impl {
       }
       if (o.on_progress) o.on_progress(p);
     };
-    auto res = trainer::RunTrainingWindow(engine->model(), *store, *registry, data_dir + "/checkpoints/train.ck", o.training,
+    auto res = trainer::RunTrainingWindow(engine->model(), *store, *registry, data_dir + "/checkpoints/train.ck", run_options,
                                           should_stop, on_progress);
     if (res.ok() && res->promoted) {
       Status st = PublishActive();
@@ -126,7 +126,7 @@ struct Assistant::Impl {
       if (stats.ok()) {
         auto d = trainer::EvaluateWindow(o.window, ReadDevice(), int64_t(stats->new_since_cursor));
         if (d.open) {
-          auto r = TrainOnce(/*check_window=*/true);
+          auto r = TrainOnce(/*check_window=*/true, o.training);
           if (!r.ok()) ATTUNE_LOG(kWarning, "background training failed: " << r.status().ToString());
         }
       }
@@ -235,7 +235,9 @@ void Assistant::SetDeviceState(const trainer::DeviceState& state) {
   impl_->cv.notify_all();
 }
 
-Result<trainer::TrainingRunResult> Assistant::TrainNow() { return impl_->TrainOnce(/*check_window=*/false); }
+Result<trainer::TrainingRunResult> Assistant::TrainNow(const trainer::TrainingRunOptions* options) {
+  return impl_->TrainOnce(/*check_window=*/false, options ? *options : impl_->o.training);
+}
 
 AssistantStatus Assistant::GetStatus() const {
   AssistantStatus s;

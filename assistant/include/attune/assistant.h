@@ -97,8 +97,9 @@ class Assistant {
   Result<std::string> Record(feedback::Event event, const std::string& response_id = "");
   // For hosts (phones) that push power/idle/thermal state.
   void SetDeviceState(const trainer::DeviceState& state);
-  // One training window now, on this thread (the policy is not consulted).
-  Result<trainer::TrainingRunResult> TrainNow();
+  // One training window now, on this thread (the policy is not consulted),
+  // with `options` instead of AssistantOptions::training when given.
+  Result<trainer::TrainingRunResult> TrainNow(const trainer::TrainingRunOptions* options = nullptr);
   AssistantStatus GetStatus() const;
   // Rolls back to the previous version (by hand) and publishes it.
   Result<std::string> Rollback();
