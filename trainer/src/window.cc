@@ -157,7 +157,7 @@ WindowDecision EvaluateWindow(const WindowPolicy& p, const DeviceState& s, int64
   check(s.battery_percent.has_value(), s.battery_percent.value_or(0) >= p.min_battery_percent, "battery level",
         "battery below " + std::to_string(int(p.min_battery_percent)) + "%");
   check(s.idle_minutes.has_value(), s.idle_minutes.value_or(0) >= p.min_idle_minutes, "idle time",
-        "device idle for less than " + std::to_string(p.min_idle_minutes) + " min");
+        "device idle for less than " + std::to_string(int(p.min_idle_minutes)) + " min");
   check(s.temperature_c.has_value(), s.temperature_c.value_or(0) <= p.max_temperature_c, "temperature",
         "temperature above " + std::to_string(int(p.max_temperature_c)) + " C");
   if (p.start_hour >= 0 && p.end_hour >= 0) {
