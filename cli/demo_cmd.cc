@@ -2,6 +2,7 @@
 // same Assistant API an app embeds.
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -98,9 +99,16 @@ struct DemoFlags {
   std::string model;
 };
 
+std::string Lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Whether `s` mentions any keyword, ignoring ASCII case ("Seven" = "seven").
 bool Contains(const std::string& s, const char* const* kws) {
+  const std::string ls = Lower(s);
   for (int i = 0; i < 3 && kws[i]; ++i) {
-    if (s.find(kws[i]) != std::string::npos) return true;
+    if (ls.find(Lower(kws[i])) != std::string::npos) return true;
   }
   return false;
 }
@@ -264,6 +272,15 @@ class Demo {
     std::optional<trainer::TrainingRunResult> run = WaitForRun(as, std::nullopt);
     double train_seconds = Seconds(train_start);
     as.SetDeviceState(busy);  // Sam picks the phone up again
+    // Keep the chat going until a reply comes from the newly active version.
+    const std::string now_active = as.GetStatus().active_label;
+    for (int i = 0; i < 300; ++i) {
+      {
+        std::lock_guard<std::mutex> l(seen_mu);
+        if (!versions_seen.empty() && versions_seen.back() == now_active) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     chatting.store(false);
     chatter.join();
     if (!run) return PrintError(InternalError("the training window produced no result"));
