@@ -23,7 +23,7 @@ Each measurement process is started under `flock LOCK` so that it never
 overlaps other measurements on a shared machine (--lock '' turns that off).
 
 Usage:
-  /work/venv/bin/python bench/trainer/compare_peft.py \
+  python3 bench/trainer/compare_peft.py \
       --bench build/bench/trainer/trainer_bench [--steps 3] [--warmup 1]
 
 Needs torch, transformers, peft and gguf in the Python environment, and
