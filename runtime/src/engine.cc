@@ -91,20 +91,25 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   LoadOptions lo;
   lo.chat_template = options.chat_template;
   ASSIGN_OR_RETURN(auto model, Model::Load(options.model_path, lo));
-  return std::unique_ptr<Engine>(new Engine(std::move(model)));
+  return std::unique_ptr<Engine>(new Engine(std::move(model), options.merged_adapters));
 }
 
 struct Engine::Slot {
   AdapterSlot slot;
 };
 
-Engine::Engine(std::shared_ptr<const Model> model) : model_(std::move(model)), slot_(std::make_unique<Slot>()) {}
+Engine::Engine(std::shared_ptr<const Model> model, bool merged)
+    : model_(std::move(model)), merged_(merged), slot_(std::make_unique<Slot>()) {}
 Engine::~Engine() = default;
 
 Result<std::shared_ptr<const ActiveAdapter>> Engine::PrepareAdapter(const adapters::Adapter& adapter,
                                                                     const std::string& version) const {
   try {
-    return MakeActiveAdapter(*model_, adapter, version);
+    ASSIGN_OR_RETURN(auto snap, MakeActiveAdapter(*model_, adapter, version));
+    if (!merged_) return snap;
+    auto merged = std::make_shared<ActiveAdapter>(*snap);
+    merged->merged = model_->WithMergedAdapter(snap->weights);
+    return std::shared_ptr<const ActiveAdapter>(std::move(merged));
   } catch (const c10::Error& e) {
     return InvalidArgumentError(std::string("adapter '") + version + "' could not be converted: " + e.what_without_backtrace());
   }
@@ -173,7 +178,9 @@ Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, c
   // Pin one adapter snapshot for the whole generation.
   std::shared_ptr<const ActiveAdapter> adapter = options.adapter;
   if (!adapter && options.use_active_adapter) adapter = slot_->slot.Pin();
-  const LoraWeights* lora = adapter ? &adapter->weights : nullptr;
+  // Merged mode serves a model with the adapter folded in, with no LoRA term.
+  const Model& model = adapter && adapter->merged ? *adapter->merged : *model_;
+  const LoraWeights* lora = adapter && !adapter->merged ? &adapter->weights : nullptr;
   result.adapter_version = adapter ? adapter->version : "";
   const int64_t capacity = std::min<int64_t>(c.context_length, int64_t(prompt.size()) + options.max_tokens + 1);
   TextStream stream(options.stop, on_text);
@@ -181,12 +188,12 @@ Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, c
   std::vector<int32_t> history = prompt;
   try {
     at::NoGradGuard no_grad;
-    KvCache cache = model_->NewCache(capacity);
+    KvCache cache = model.NewCache(capacity);
     auto t0 = Clock::now();
     at::Tensor input = at::tensor(std::vector<int64_t>(prompt.begin(), prompt.end()), at::kLong).view({1, -1});
     ForwardOptions fo;
     fo.last_logits_only = true;
-    at::Tensor logits = Forward(*model_, lora, input, &cache, fo);
+    at::Tensor logits = Forward(model, lora, input, &cache, fo);
     auto t1 = Clock::now();
     result.prefill_seconds = Seconds(t0, t1);
     result.finish_reason = "length";
@@ -212,7 +219,7 @@ Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, c
         result.finish_reason = "context";
         break;
       }
-      logits = Forward(*model_, lora, at::full({1, 1}, int64_t(next), at::kLong), &cache, fo);
+      logits = Forward(model, lora, at::full({1, 1}, int64_t(next), at::kLong), &cache, fo);
     }
     result.decode_seconds = Seconds(t1, Clock::now());
   } catch (const c10::Error& e) {

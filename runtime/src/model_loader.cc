@@ -289,6 +289,31 @@ int64_t Model::parameter_count() const {
   return n;
 }
 
+std::shared_ptr<const Model> Model::WithMergedAdapter(const LoraWeights& lora) const {
+  std::shared_ptr<Model> m(new Model());
+  m->config_ = config_;
+  m->tokenizer_ = tokenizer_;
+  m->chat_ = chat_;
+  m->path_ = path_;
+  m->fingerprint_ = fingerprint_;  // the base it was derived from
+  m->embed_ = embed_;
+  m->out_norm_ = out_norm_;
+  m->output_ = output_;
+  m->rope_cos_ = rope_cos_;
+  m->rope_sin_ = rope_sin_;
+  m->layers_ = layers_;
+  at::NoGradGuard ng;
+  for (size_t l = 0; l < m->layers_.size() && l < lora.layers.size(); ++l) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      const auto& p = lora.layers[l][size_t(t)];
+      if (!p.a.defined()) continue;
+      const at::Tensor& w = layers_[l].proj[size_t(t)].tensor();
+      m->layers_[l].proj[size_t(t)] = LinearWeight(at::addmm(w, p.b, p.a, /*beta=*/1.0, /*alpha=*/lora.scale));
+    }
+  }
+  return m;
+}
+
 KvCache Model::NewCache(int64_t capacity) const {
   KvCache c;
   c.capacity = capacity;

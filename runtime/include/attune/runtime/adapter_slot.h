@@ -19,6 +19,9 @@ namespace attune::runtime {
 struct ActiveAdapter {
   std::string version;  // registry version id, or a label for files
   LoraWeights weights;
+  // Merged mode: the base with this adapter folded in; generations use it
+  // with no LoRA term. Null in the default, unmerged mode.
+  std::shared_ptr<const Model> merged;
 };
 
 // What an adapter must match to load on `model`.

@@ -35,6 +35,10 @@ struct EngineOptions {
   int torch_threads = 1;
   // OpenBLAS threads. Default: 0 (OpenBLAS's own default: all cores).
   int blas_threads = 0;
+  // Fold each published adapter into a copy of the adapted fp32 weights
+  // (Model::WithMergedAdapter): decoding runs at base speed, a swap costs the
+  // fold and the copy's memory. Default: false (unmerged: swap = publish).
+  bool merged_adapters = false;
 };
 
 struct GenerateOptions {
@@ -107,8 +111,9 @@ class Engine {
 
  private:
   struct Slot;
-  explicit Engine(std::shared_ptr<const Model> model);
+  Engine(std::shared_ptr<const Model> model, bool merged);
   std::shared_ptr<const Model> model_;
+  bool merged_ = false;
   std::unique_ptr<Slot> slot_;
 };
 

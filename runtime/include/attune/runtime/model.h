@@ -112,12 +112,21 @@ class Model {
 
   KvCache NewCache(int64_t capacity) const;
 
+  // Merged mode: a model whose adapted projections hold W + scale·B·A in new
+  // fp32 tensors, sharing everything else (embeddings, norms, untouched
+  // projections, tokenizer) with this one. The base is never modified, so
+  // generations on either model are unaffected by the other; "unmerging" is
+  // dropping the merged model. Costs one extra copy of the adapted weights
+  // (all seven targets of SmolLM2-135M: ~430 MB) and the time to fold;
+  // decoding with it costs nothing extra.
+  std::shared_ptr<const Model> WithMergedAdapter(const LoraWeights& lora) const;
+
  private:
   friend class ModelLoader;
   Model() = default;
   ModelConfig config_;
-  std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<ChatTemplate> chat_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  std::shared_ptr<const ChatTemplate> chat_;
   std::string path_, fingerprint_;
   at::Tensor embed_, out_norm_;
   LinearWeight output_;
