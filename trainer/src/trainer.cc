@@ -8,6 +8,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -67,7 +68,7 @@ const char* kAnchorPrompts[] = {
 
 // The base model's greedy answer (no adapter), up to max_tokens tokens;
 // `*cut` tells whether it was cut off before the end of its turn.
-std::string BaseAnswer(const runtime::Model& m, const std::string& prompt, int64_t max_tokens, bool* cut = nullptr) {
+std::string GenerateBaseAnswer(const runtime::Model& m, const std::string& prompt, int64_t max_tokens, bool* cut) {
   const auto* tok = m.tokenizer();
   auto ids = tok->Encode(m.chat_template()->Render({{"user", prompt}}, true));
   if (!ids.ok()) return "";
@@ -90,6 +91,28 @@ std::string BaseAnswer(const runtime::Model& m, const std::string& prompt, int64
   }
   auto text = tok->Decode(out);
   return text.ok() ? *text : "";
+}
+
+// The base model's answers depend only on the base and the prompt, so every
+// training window of a process reuses them instead of generating them again.
+std::string BaseAnswer(const runtime::Model& m, const std::string& prompt, int64_t max_tokens, bool* cut = nullptr) {
+  static std::mutex mu;
+  static std::map<std::string, std::pair<std::string, bool>> cache;
+  const std::string key = m.fingerprint() + '\n' + std::to_string(max_tokens) + '\n' + prompt;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) {
+      if (cut) *cut = it->second.second;
+      return it->second.first;
+    }
+  }
+  bool was_cut = false;
+  std::string answer = GenerateBaseAnswer(m, prompt, max_tokens, &was_cut);
+  if (cut) *cut = was_cut;
+  std::lock_guard<std::mutex> lock(mu);
+  cache.emplace(key, std::make_pair(answer, was_cut));
+  return answer;
 }
 
 bool Scores(const EncodedExample& e) {
