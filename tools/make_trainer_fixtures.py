@@ -42,6 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
+# JSON writers shared with the runtime fixtures (same float and layout rules).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_runtime_fixtures import write_json, write_json_lines  # noqa: E402
+
 SEED = 20240601
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,36 +62,6 @@ def f32_matrix(t) -> list[list[float]]:
     a = np.asarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t, dtype=np.float32)
     assert a.ndim == 2
     return [[float(v) for v in row] for row in a]
-
-
-def write_json(path: Path, obj, compact: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if compact:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    else:
-        text = json.dumps(obj, ensure_ascii=False, indent=1, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-    print(f"  wrote {path} ({path.stat().st_size} bytes)")
-
-
-def write_json_lines(path: Path, obj: dict) -> None:
-    """Like write_json, but list values of the top-level object get one element per line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def dumps(v):
-        return json.dumps(v, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
-
-    parts = []
-    for k, v in obj.items():
-        if isinstance(v, list):
-            body = ",\n".join("  " + dumps(x) for x in v)
-            parts.append(f" {dumps(k)}: [\n{body}\n ]")
-        else:
-            parts.append(f" {dumps(k)}: {dumps(v)}")
-    text = "{\n" + ",\n".join(parts) + "\n}\n"
-    assert json.loads(text) == obj
-    path.write_text(text, encoding="utf-8")
-    print(f"  wrote {path} ({path.stat().st_size} bytes)")
 
 
 def versions() -> dict[str, str]:

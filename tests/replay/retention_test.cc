@@ -12,11 +12,7 @@ using testing::MakeEvent;
 using testing::ScratchDir;
 using testing::TestOptions;
 
-std::unique_ptr<Store> OpenOrDie(const Options& o, const std::string& path) {
-  auto r = Store::Open(o, path);
-  EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return r.ok() ? std::move(r).value() : nullptr;
-}
+using testing::OpenOrDie;
 
 // Appends events "<prefix><i>" for i in [from, to) in batches of `chunk`.
 void AppendRange(Store& store, int from, int to, int chunk = 50, size_t text_bytes = 32,

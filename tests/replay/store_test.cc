@@ -14,11 +14,7 @@ using testing::MakeEvent;
 using testing::ScratchDir;
 using testing::TestOptions;
 
-std::unique_ptr<Store> OpenOrDie(const Options& o, const std::string& path) {
-  auto r = Store::Open(o, path);
-  EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return r.ok() ? std::move(r).value() : nullptr;
-}
+using testing::OpenOrDie;
 
 TEST(StoreTest, AppendedEventReadsBackIntact) {
   ScratchDir dir("store");

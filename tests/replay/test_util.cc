@@ -1,5 +1,7 @@
 #include "tests/replay/test_util.h"
 
+#include <gtest/gtest.h>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -45,6 +47,12 @@ Options TestOptions(const TestClock& clock) {
   o.now = clock.fn();
   o.compact_after_forget = false;
   return o;
+}
+
+std::unique_ptr<Store> OpenOrDie(const Options& options, const std::string& path) {
+  auto r = Store::Open(options, path);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(r).value() : nullptr;
 }
 
 }  // namespace attune::replay::testing

@@ -38,4 +38,7 @@ struct TestClock {
 // clock, no retention bounds unless a test sets them.
 Options TestOptions(const TestClock& clock = TestClock());
 
+// Opens the store, failing the current test (and returning null) on error.
+std::unique_ptr<Store> OpenOrDie(const Options& options, const std::string& path);
+
 }  // namespace attune::replay::testing
