@@ -28,6 +28,7 @@ struct GenFlags {
   uint64_t seed = 0;
   std::vector<std::string> stop;
   int threads = 0;
+  std::string weights = "quantized";
 };
 
 // Installs the adapter that --adapter names: active (the registry's active
@@ -63,6 +64,7 @@ Result<std::unique_ptr<runtime::Engine>> OpenEngine(const GlobalOptions& g, cons
   eo.model_path = path;
   eo.chat_template = f.chat_template;
   eo.blas_threads = f.threads;
+  eo.weights = f.weights == "fp32" ? runtime::WeightStorage::kFp32 : runtime::WeightStorage::kQuantized;
   ASSIGN_OR_RETURN(auto engine, runtime::Engine::Open(eo));
   RETURN_IF_ERROR(SelectAdapter(g, f.adapter, *engine).WithContext("--adapter " + f.adapter));
   return engine;
@@ -153,6 +155,8 @@ void AddGenFlags(CLI::App* cmd, GenFlags& f) {
   cmd->add_option("--seed", f.seed, "Sampling seed (default 0)");
   cmd->add_option("--stop", f.stop, "Stop string (repeatable)");
   cmd->add_option("--threads", f.threads, "BLAS threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--weights", f.weights, "Base weights in memory: quantized (the file's blocks) or fp32 (default: quantized)")
+      ->check(CLI::IsMember({"quantized", "fp32"}));
 }
 
 }  // namespace

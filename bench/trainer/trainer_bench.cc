@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
   runtime::LoraWeights w = lora.Weights(/*training=*/true);
 
   // Random token ids, all positions scored except the first.
-  const int64_t vocab = model->embedding().size(0);
+  const int64_t vocab = model->embedding().out_features();
   at::Generator gen = at::detail::createCPUGenerator(f.seed + 1);
   at::Tensor all = at::randint(vocab, {f.batch, f.seq}, gen, at::kLong);
   std::vector<trainer::Sequence> seqs(f.batch);

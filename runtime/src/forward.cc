@@ -47,9 +47,6 @@ double LoraScale(double alpha, int64_t rank, bool rslora) {
   return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
 }
 
-at::Tensor LinearWeight::Mul(const at::Tensor& x) const { return at::linear(x, w_); }
-at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const { return at::matmul(g, w_); }
-
 AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t seq) {
   const ModelConfig& c = model.config();
   AttentionContext ctx;
@@ -66,7 +63,7 @@ AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t 
   return ctx;
 }
 
-at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens) { return at::embedding(model.embedding(), tokens); }
+at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens) { return model.embedding().Rows(tokens); }
 
 at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
                         const AttentionContext& ctx, KvCache* cache) {

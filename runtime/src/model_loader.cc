@@ -1,7 +1,8 @@
-// Model::Load: reads GGUF or Hugging Face weights into the fp32 weight type.
+// Model::Load: reads GGUF or Hugging Face weights into the chosen weight storage.
 #include <ATen/ATen.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
 
@@ -20,23 +21,77 @@ bool IsDirectory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// Dequantizes a raw tensor (PyTorch order `shape`) into a new fp32 tensor.
-at::Tensor ToFloat(GgmlType type, const uint8_t* data, const std::vector<int64_t>& shape) {
-  at::Tensor t = at::empty(shape, at::kFloat);
-  int64_t n = t.numel();
-  int64_t row = shape.back();
-  float* dst = t.data_ptr<float>();
-  size_t row_bytes = GgmlRowBytes(type, size_t(row));
-  for (int64_t r = 0; r < n / row; ++r) DequantizeRow(type, data + r * row_bytes, dst + r * row, size_t(row));
-  return t;
+// A tensor as stored in the file: its type, bytes and PyTorch-order shape.
+// `data` is null for an optional tensor that is absent.
+struct RawTensor {
+  std::string name;
+  GgmlType type = GgmlType::kF32;
+  const uint8_t* data = nullptr;
+  std::vector<int64_t> shape;
+  bool present() const { return data != nullptr; }
+};
+
+// Dequantizes a raw tensor into a new fp32 tensor.
+at::Tensor ToFloat(const RawTensor& t) {
+  at::Tensor out = at::empty(t.shape, at::kFloat);
+  int64_t n = out.numel();
+  int64_t row = t.shape.back();
+  float* dst = out.data_ptr<float>();
+  size_t row_bytes = GgmlRowBytes(t.type, size_t(row));
+  for (int64_t r = 0; r < n / row; ++r) DequantizeRow(t.type, t.data + r * row_bytes, dst + r * row, size_t(row));
+  return out;
 }
 
 // llama.cpp's convert script permutes the rows of Q and K of llama models so
 // that its interleaved RoPE applies (convert_hf_to_gguf.py, LlamaModel.permute).
 // We undo it and use the rotate-half RoPE of the Hugging Face implementation.
+// Row (h, b, a) of the result is row (h, a, b) of the file, for head h,
+// a < head_dim / 2 and b < 2.
+int64_t UnpermutedSource(int64_t row, int64_t rows, int64_t n_head) {
+  const int64_t per_head = rows / n_head, half = per_head / 2;
+  const int64_t h = row / per_head, b = (row % per_head) / half, a = row % half;
+  return h * per_head + a * 2 + b;
+}
+
 at::Tensor UnpermuteQk(const at::Tensor& w, int64_t n_head) {
   int64_t out = w.size(0);
   return w.reshape({n_head, out / n_head / 2, 2, w.size(1)}).transpose(1, 2).reshape({out, w.size(1)}).contiguous();
+}
+
+// The matrix `t` [rows, cols] in the chosen storage; with `unpermute_heads`
+// > 0 its rows are un-permuted as above (a copy of the blocks, reordered).
+Result<LinearWeight> ToLinear(const RawTensor& t, WeightStorage storage, int64_t unpermute_heads,
+                              const std::shared_ptr<const void>& owner, const std::string& file) {
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  if (storage == WeightStorage::kFp32) {
+    at::Tensor w = ToFloat(t);
+    if (unpermute_heads > 0) w = UnpermuteQk(w, unpermute_heads);
+    return LinearWeight(w);
+  }
+  auto traits = GetGgmlTypeTraits(uint32_t(t.type));
+  if (!traits || cols % int64_t(traits->block_elems) != 0) {
+    return DataLossError("'" + file + "': tensor '" + t.name + "' has rows of " + std::to_string(cols) +
+                         " elements, not a multiple of the " + std::string(traits ? traits->name : "?") + " block size");
+  }
+  QuantMatrix q;
+  q.type = t.type;
+  q.rows = rows;
+  q.cols = cols;
+  q.row_bytes = GgmlRowBytes(t.type, size_t(cols));
+  const bool misaligned = t.type == GgmlType::kF32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0;
+  if (unpermute_heads > 0 || misaligned) {
+    auto buf = std::make_shared<std::vector<uint8_t>>(q.row_bytes * size_t(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t src = unpermute_heads > 0 ? UnpermutedSource(r, rows, unpermute_heads) : r;
+      std::memcpy(buf->data() + size_t(r) * q.row_bytes, t.data + size_t(src) * q.row_bytes, q.row_bytes);
+    }
+    q.data = buf->data();
+    q.owner = buf;
+  } else {
+    q.data = t.data;
+    q.owner = owner;
+  }
+  return LinearWeight(std::move(q));
 }
 
 }  // namespace
@@ -48,12 +103,15 @@ class ModelLoader {
   Status LoadHf(const std::string& dir, const LoadOptions& opts, Model* m);
 
  private:
-  using Fetch = std::function<Result<at::Tensor>(const std::string& name, const std::vector<int64_t>& shape, bool optional)>;
-  Status BuildWeights(const Fetch& fetch, bool gguf_names, Model* m);
+  using Fetch = std::function<Result<RawTensor>(const std::string& name, const std::vector<int64_t>& shape, bool optional)>;
+  // `owner` keeps the bytes that `fetch` points into alive.
+  Status BuildWeights(const Fetch& fetch, bool gguf_names, const LoadOptions& opts, const std::shared_ptr<const void>& owner,
+                      const std::string& file, Model* m);
   Sha256 fp_;
 };
 
-Status ModelLoader::BuildWeights(const Fetch& fetch, bool gguf_names, Model* m) {
+Status ModelLoader::BuildWeights(const Fetch& fetch, bool gguf_names, const LoadOptions& opts,
+                                 const std::shared_ptr<const void>& owner, const std::string& file, Model* m) {
   const ModelConfig& c = m->config_;
   const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
   auto name = [&](const char* hf, const char* gg, int layer) {
@@ -63,19 +121,26 @@ Status ModelLoader::BuildWeights(const Fetch& fetch, bool gguf_names, Model* m) 
     }
     return s;
   };
-  ASSIGN_OR_RETURN(m->embed_, fetch(gguf_names ? "token_embd.weight" : "model.embed_tokens.weight", {c.vocab_size, c.hidden}, false));
-  ASSIGN_OR_RETURN(m->out_norm_, fetch(gguf_names ? "output_norm.weight" : "model.norm.weight", {c.hidden}, false));
-  ASSIGN_OR_RETURN(at::Tensor out, fetch(gguf_names ? "output.weight" : "lm_head.weight", {c.vocab_size, c.hidden}, true));
-  if (!out.defined()) {
+  auto fp32 = [&](const std::string& n, const std::vector<int64_t>& shape, at::Tensor* out) -> Status {
+    ASSIGN_OR_RETURN(RawTensor t, fetch(n, shape, false));
+    *out = ToFloat(t);
+    return Status::Ok();
+  };
+  ASSIGN_OR_RETURN(RawTensor embed, fetch(gguf_names ? "token_embd.weight" : "model.embed_tokens.weight", {c.vocab_size, c.hidden}, false));
+  ASSIGN_OR_RETURN(m->embed_, ToLinear(embed, opts.weights, 0, owner, file));
+  RETURN_IF_ERROR(fp32(gguf_names ? "output_norm.weight" : "model.norm.weight", {c.hidden}, &m->out_norm_));
+  ASSIGN_OR_RETURN(RawTensor out, fetch(gguf_names ? "output.weight" : "lm_head.weight", {c.vocab_size, c.hidden}, true));
+  if (!out.present()) {
     m->config_.tied_embeddings = true;  // no separate output matrix: tied (as llama.cpp assumes)
-    out = m->embed_;
+    m->output_ = m->embed_;
+  } else {
+    ASSIGN_OR_RETURN(m->output_, ToLinear(out, opts.weights, 0, owner, file));
   }
-  m->output_ = LinearWeight(out);
   m->layers_.resize(size_t(c.n_layers));
   for (int i = 0; i < int(c.n_layers); ++i) {
     LayerWeights& L = m->layers_[size_t(i)];
-    ASSIGN_OR_RETURN(L.attn_norm, fetch(name("input_layernorm.weight", "attn_norm.weight", i), {c.hidden}, false));
-    ASSIGN_OR_RETURN(L.ffn_norm, fetch(name("post_attention_layernorm.weight", "ffn_norm.weight", i), {c.hidden}, false));
+    RETURN_IF_ERROR(fp32(name("input_layernorm.weight", "attn_norm.weight", i), {c.hidden}, &L.attn_norm));
+    RETURN_IF_ERROR(fp32(name("post_attention_layernorm.weight", "ffn_norm.weight", i), {c.hidden}, &L.ffn_norm));
     struct P { const char* hf; const char* gg; int64_t out, in; };
     const P projs[kNumLoraTargets] = {
         {"self_attn.q_proj.weight", "attn_q.weight", q_out, c.hidden},
@@ -86,19 +151,17 @@ Status ModelLoader::BuildWeights(const Fetch& fetch, bool gguf_names, Model* m) 
         {"mlp.up_proj.weight", "ffn_up.weight", c.intermediate, c.hidden},
         {"mlp.down_proj.weight", "ffn_down.weight", c.hidden, c.intermediate},
     };
+    const bool permuted = gguf_names && c.arch != Architecture::kQwen2;
     for (int t = 0; t < kNumLoraTargets; ++t) {
-      ASSIGN_OR_RETURN(at::Tensor w, fetch(name(projs[t].hf, projs[t].gg, i), {projs[t].out, projs[t].in}, false));
-      if (gguf_names && c.arch != Architecture::kQwen2) {
-        if (t == kQ) w = UnpermuteQk(w, c.n_heads);
-        if (t == kK) w = UnpermuteQk(w, c.n_kv_heads);
-      }
-      L.proj[size_t(t)] = LinearWeight(w);
+      ASSIGN_OR_RETURN(RawTensor w, fetch(name(projs[t].hf, projs[t].gg, i), {projs[t].out, projs[t].in}, false));
+      const int64_t heads = !permuted ? 0 : t == kQ ? c.n_heads : t == kK ? c.n_kv_heads : 0;
+      ASSIGN_OR_RETURN(L.proj[size_t(t)], ToLinear(w, opts.weights, heads, owner, file));
     }
     if (c.qkv_bias) {
-      ASSIGN_OR_RETURN(L.q_bias, fetch(name("self_attn.q_proj.bias", "attn_q.bias", i), {q_out}, false));
-      ASSIGN_OR_RETURN(L.k_bias, fetch(name("self_attn.k_proj.bias", "attn_k.bias", i), {kv_out}, false));
-      ASSIGN_OR_RETURN(L.v_bias, fetch(name("self_attn.v_proj.bias", "attn_v.bias", i), {kv_out}, false));
-      if (gguf_names && c.arch != Architecture::kQwen2) {
+      RETURN_IF_ERROR(fp32(name("self_attn.q_proj.bias", "attn_q.bias", i), {q_out}, &L.q_bias));
+      RETURN_IF_ERROR(fp32(name("self_attn.k_proj.bias", "attn_k.bias", i), {kv_out}, &L.k_bias));
+      RETURN_IF_ERROR(fp32(name("self_attn.v_proj.bias", "attn_v.bias", i), {kv_out}, &L.v_bias));
+      if (permuted) {
         L.q_bias = UnpermuteQk(L.q_bias.view({-1, 1}), c.n_heads).view({-1});
         L.k_bias = UnpermuteQk(L.k_bias.view({-1, 1}), c.n_kv_heads).view({-1});
       }
@@ -117,7 +180,9 @@ Status ModelLoader::BuildWeights(const Fetch& fetch, bool gguf_names, Model* m) 
 }
 
 Status ModelLoader::LoadGguf(const std::string& path, const LoadOptions& opts, Model* m) {
-  ASSIGN_OR_RETURN(auto g, GgufFile::Open(path));
+  ASSIGN_OR_RETURN(auto opened, GgufFile::Open(path));
+  // Shared: quantized weights point into its mapping.
+  std::shared_ptr<const GgufFile> g(std::move(opened));
   ModelConfig& c = m->config_;
   ASSIGN_OR_RETURN(c.arch_name, g->GetString("general.architecture"));
   if (c.arch_name == "llama") c.arch = Architecture::kLlama;
@@ -154,10 +219,10 @@ Status ModelLoader::LoadGguf(const std::string& path, const LoadOptions& opts, M
   }
   if (c.context_length <= 0 || c.context_length > (1 << 20)) return DataLossError("GGUF file '" + path + "': " + a + "context_length is out of range");
 
-  auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) -> Result<at::Tensor> {
+  auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) -> Result<RawTensor> {
     const GgufTensorInfo* t = g->FindTensor(name);
     if (!t) {
-      if (optional) return at::Tensor();
+      if (optional) return RawTensor{};
       return DataLossError("GGUF file '" + path + "': tensor '" + name + "' is missing");
     }
     std::vector<int64_t> got(t->dims.rbegin(), t->dims.rend());
@@ -169,9 +234,9 @@ Status ModelLoader::LoadGguf(const std::string& path, const LoadOptions& opts, M
     }
     fp_.Update(name);
     fp_.Update(t->data, size_t(t->n_bytes));
-    return ToFloat(t->type, t->data, shape);
+    return RawTensor{name, t->type, t->data, shape};
   };
-  RETURN_IF_ERROR(BuildWeights(fetch, /*gguf_names=*/true, m));
+  RETURN_IF_ERROR(BuildWeights(fetch, /*gguf_names=*/true, opts, g, path, m));
 
   if (g->Find("tokenizer.ggml.model")) {
     ASSIGN_OR_RETURN(m->tokenizer_, Tokenizer::FromGguf(*g));
@@ -228,20 +293,21 @@ Status ModelLoader::LoadHf(const std::string& dir, const LoadOptions& opts, Mode
   if (c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0) return InvalidArgumentError(where + ": inconsistent attention hyper-parameters");
   c.name = dir.substr(dir.find_last_of('/') + 1);
 
-  ASSIGN_OR_RETURN(auto ck, SafetensorsCheckpoint::Open(dir));
-  auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) -> Result<at::Tensor> {
+  ASSIGN_OR_RETURN(auto opened, SafetensorsCheckpoint::Open(dir));
+  std::shared_ptr<const SafetensorsCheckpoint> ck(std::move(opened));
+  auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) -> Result<RawTensor> {
     const TensorView* t = ck->Find(name);
     if (!t) {
-      if (optional) return at::Tensor();
+      if (optional) return RawTensor{};
       return DataLossError("checkpoint '" + dir + "': tensor '" + name + "' is missing");
     }
     if (t->shape != shape) return DataLossError("checkpoint '" + dir + "': tensor '" + name + "' in '" + t->file + "' has the wrong shape for config.json");
     fp_.Update(name);
     fp_.Update(t->data, size_t(t->n_bytes));
-    return ToFloat(t->type, t->data, shape);
+    return RawTensor{name, t->type, t->data, shape};
   };
   if (c.tied_embeddings && ck->Find("lm_head.weight")) c.tied_embeddings = false;
-  RETURN_IF_ERROR(BuildWeights(fetch, /*gguf_names=*/false, m));
+  RETURN_IF_ERROR(BuildWeights(fetch, /*gguf_names=*/false, opts, ck, dir, m));
 
   std::string tok_path = dir + "/tokenizer.json";
   if (PathExists(tok_path)) {
@@ -280,10 +346,10 @@ Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const 
 
 int64_t Model::parameter_count() const {
   int64_t n = embed_.numel() + out_norm_.numel();
-  if (!config_.tied_embeddings) n += output_.tensor().numel();
+  if (!config_.tied_embeddings) n += output_.numel();
   for (const auto& L : layers_) {
     n += L.attn_norm.numel() + L.ffn_norm.numel();
-    for (const auto& p : L.proj) n += p.tensor().numel();
+    for (const auto& p : L.proj) n += p.numel();
     if (L.q_bias.defined()) n += L.q_bias.numel() + L.k_bias.numel() + L.v_bias.numel();
   }
   return n;
@@ -307,7 +373,7 @@ std::shared_ptr<const Model> Model::WithMergedAdapter(const LoraWeights& lora) c
     for (int t = 0; t < kNumLoraTargets; ++t) {
       const auto& p = lora.layers[l][size_t(t)];
       if (!p.a.defined()) continue;
-      const at::Tensor& w = layers_[l].proj[size_t(t)].tensor();
+      at::Tensor w = layers_[l].proj[size_t(t)].Dequantized();
       m->layers_[l].proj[size_t(t)] = LinearWeight(at::addmm(w, p.b, p.a, /*beta=*/1.0, /*alpha=*/lora.scale));
     }
   }

@@ -16,6 +16,7 @@
 #include "attune/core/file.h"
 #include "attune/core/process.h"
 #include "attune/core/sha256.h"
+#include "attune/runtime/generate.h"
 #include "checkpoint.h"
 
 namespace attune::trainer {
@@ -69,28 +70,8 @@ const char* kAnchorPrompts[] = {
 // The base model's greedy answer (no adapter), up to max_tokens tokens;
 // `*cut` tells whether it was cut off before the end of its turn.
 std::string GenerateBaseAnswer(const runtime::Model& m, const std::string& prompt, int64_t max_tokens, bool* cut) {
-  const auto* tok = m.tokenizer();
-  auto ids = tok->Encode(m.chat_template()->Render({{"user", prompt}}, true));
-  if (!ids.ok()) return "";
-  auto stop = tok->TokenToId(m.chat_template()->end_of_turn());
-  at::NoGradGuard ng;
-  runtime::KvCache cache = m.NewCache(int64_t(ids->size()) + max_tokens + 1);
-  runtime::ForwardOptions fo;
-  fo.last_logits_only = true;
-  at::Tensor logits = runtime::Forward(m, nullptr, at::tensor(std::vector<int64_t>(ids->begin(), ids->end()), at::kLong).view({1, -1}), &cache, fo);
-  std::vector<int32_t> out;
-  if (cut) *cut = true;
-  for (int64_t i = 0; i < max_tokens; ++i) {
-    int64_t next = logits.reshape({-1}).argmax().item<int64_t>();
-    if ((stop && next == *stop) || (tok->eos_id() && next == *tok->eos_id())) {
-      if (cut) *cut = false;
-      break;
-    }
-    out.push_back(int32_t(next));
-    logits = runtime::Forward(m, nullptr, at::full({1, 1}, next, at::kLong), &cache, fo);
-  }
-  auto text = tok->Decode(out);
-  return text.ok() ? *text : "";
+  auto reply = runtime::GreedyReply(m, nullptr, prompt, int(max_tokens), cut);
+  return reply.ok() ? *reply : "";
 }
 
 // The base model's answers depend only on the base and the prompt, so every

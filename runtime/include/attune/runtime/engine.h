@@ -39,6 +39,9 @@ struct EngineOptions {
   // (Model::WithMergedAdapter): decoding runs at base speed, a swap costs the
   // fold and the copy's memory. Default: false (unmerged: swap = publish).
   bool merged_adapters = false;
+  // Base weights quantized in memory (the file's blocks) or fp32.
+  // Default: kQuantized.
+  WeightStorage weights = WeightStorage::kQuantized;
 };
 
 struct GenerateOptions {

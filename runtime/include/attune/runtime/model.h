@@ -17,29 +17,11 @@
 
 #include "attune/core/result.h"
 #include "attune/runtime/chat_template.h"
+#include "attune/runtime/linear_weight.h"
 #include "attune/runtime/model_config.h"
 #include "attune/runtime/tokenizer.h"
 
 namespace attune::runtime {
-
-// A frozen base weight W [out, in]. The only two things model code does with
-// it: y = x Wᵀ (forward) and g Wᵀᵀ = g W (the input gradient backward needs).
-// This implementation holds fp32, dequantized at load.
-class LinearWeight {
- public:
-  LinearWeight() = default;
-  explicit LinearWeight(at::Tensor w) : w_(std::move(w)) {}
-  // x [..., in] -> [..., out]
-  at::Tensor Mul(const at::Tensor& x) const;
-  // g [..., out] -> [..., in]
-  at::Tensor MulTransposed(const at::Tensor& g) const;
-  int64_t out_features() const { return w_.size(0); }
-  int64_t in_features() const { return w_.size(1); }
-  const at::Tensor& tensor() const { return w_; }
-
- private:
-  at::Tensor w_;
-};
 
 // LoRA targets, in the order used everywhere (CLI --targets, adapters).
 enum LoraTarget { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumLoraTargets };
@@ -83,6 +65,10 @@ struct LoadOptions {
   // Whether a file without tokenizer data is accepted (tests of the forward
   // pass on bare weights). Default: false.
   bool allow_missing_tokenizer = false;
+  // How the projection, embedding and output matrices are held: the file's
+  // quantized blocks (memory-mapped) or fp32. Norms and biases are always
+  // fp32. Default: kQuantized.
+  WeightStorage weights = WeightStorage::kQuantized;
 };
 
 class Model {
@@ -102,7 +88,7 @@ class Model {
   const std::string& fingerprint() const { return fingerprint_; }
   int64_t parameter_count() const;
 
-  const at::Tensor& embedding() const { return embed_; }  // [vocab, hidden]
+  const LinearWeight& embedding() const { return embed_; }  // [vocab, hidden]
   const LinearWeight& output() const { return output_; }
   const at::Tensor& output_norm() const { return out_norm_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
@@ -128,8 +114,8 @@ class Model {
   std::shared_ptr<const Tokenizer> tokenizer_;
   std::shared_ptr<const ChatTemplate> chat_;
   std::string path_, fingerprint_;
-  at::Tensor embed_, out_norm_;
-  LinearWeight output_;
+  at::Tensor out_norm_;
+  LinearWeight embed_, output_;
   std::vector<LayerWeights> layers_;
   at::Tensor rope_cos_, rope_sin_;
 };

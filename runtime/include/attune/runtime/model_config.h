@@ -28,4 +28,10 @@ struct ModelConfig {
   bool qkv_bias = false;      // qwen2
 };
 
+// How base weights are held in memory (LoadOptions, EngineOptions).
+enum class WeightStorage {
+  kQuantized,  // the file's blocks, memory-mapped (fp32/fp16/bf16 files: as stored)
+  kFp32,       // dequantized to fp32 at load
+};
+
 }  // namespace attune::runtime

@@ -1,0 +1,41 @@
+// The one generation path: every caller that turns a prompt into tokens and
+// tokens into a reply (the engine, the trainer's base answers, evaluations)
+// goes through PromptIds and Generate, so training and serving see the same
+// tokens.
+//
+// Thread safety: reentrant; the model is shared read-only.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "attune/core/result.h"
+#include "attune/runtime/engine.h"
+#include "attune/runtime/model.h"
+
+namespace attune::runtime {
+
+// Token ids of raw prompt text (special tokens parsed), with the model's BOS
+// rule applied (a BOS is prepended when the tokenizer asks for one).
+Result<std::vector<int32_t>> TextIds(const Model& model, const std::string& text);
+
+// Token ids of a chat rendered with the model's template, ready for the
+// assistant's reply (generation prompt appended), BOS rule applied.
+// FailedPrecondition when the model has no recognised chat template.
+Result<std::vector<int32_t>> PromptIds(const Model& model, const std::vector<ChatMessage>& messages);
+
+// Prefill `prompt`, then decode up to options.max_tokens tokens with
+// `lora` (null: the base model). options.adapter/use_active_adapter are
+// ignored here (the engine resolves them); result.adapter_version is left
+// empty. InvalidArgument for bad options or token ids, FailedPrecondition
+// when the prompt does not fit the context, Internal when LibTorch fails.
+Result<GenerateResult> Generate(const Model& model, const LoraWeights* lora, const std::vector<int32_t>& prompt,
+                                const GenerateOptions& options, const TextCallback& on_text = nullptr);
+
+// Greedy reply to one user message (no system prompt), as text; the
+// trainer's anchors and evaluations use it. `*cut` tells whether the reply
+// was cut at max_tokens before its end of turn.
+Result<std::string> GreedyReply(const Model& model, const LoraWeights* lora, const std::string& user_message,
+                                int max_tokens, bool* cut = nullptr);
+
+}  // namespace attune::runtime

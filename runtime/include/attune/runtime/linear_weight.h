@@ -1,0 +1,79 @@
+// A frozen base weight W [out, in] and the only things model code does with
+// it: y = x Wᵀ (forward), g W (the input gradient backward needs for a frozen
+// weight) and, for embeddings, gathering rows.
+//
+// Two implementations behind one type (DESIGN.md "Model"):
+//  - fp32: a dense float tensor (dequantized at load, or a merged adapter);
+//  - quantized: the GGUF blocks as the file holds them (Q4_0 … Q6_K, F16,
+//    BF16), memory-mapped where the bytes can be used in place. One-row
+//    products quantize the activation to 8 bits and use integer dot products
+//    (kernels/quant_dot.h); many-row products dequantize a cache-sized tile of
+//    rows at a time and hand it to BLAS.
+// Mul is differentiable in x in both implementations (the quantized one
+// through MulTransposed), so the trainer's frozen base is this same object.
+//
+// Thread safety: immutable; all methods may run concurrently.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "attune/runtime/ggml_types.h"
+#include "attune/runtime/model_config.h"
+
+namespace attune::runtime {
+
+// GGUF blocks of a [rows, cols] matrix; `owner` keeps the bytes alive (the
+// file mapping or a buffer of our own).
+struct QuantMatrix {
+  GgmlType type = GgmlType::kF32;
+  int64_t rows = 0, cols = 0;
+  size_t row_bytes = 0;
+  const uint8_t* data = nullptr;
+  std::shared_ptr<const void> owner;
+};
+
+class LinearWeight {
+ public:
+  LinearWeight() = default;
+  // fp32 implementation. REQUIRES: w is a 2-D float tensor.
+  explicit LinearWeight(at::Tensor w);
+  // Quantized implementation. REQUIRES: q.cols is a multiple of the type's
+  // block size (the loader checks) and q.data holds rows * row_bytes bytes.
+  explicit LinearWeight(QuantMatrix q);
+
+  // x [..., in] -> [..., out].
+  at::Tensor Mul(const at::Tensor& x) const;
+  // g [..., out] -> [..., in].
+  at::Tensor MulTransposed(const at::Tensor& g) const;
+  // y[out] = W x[in] over plain buffers (the decode path), split across the
+  // runtime's thread pool. No autograd.
+  void MulVec(const float* x, float* y) const;
+  // Rows `ids` of W as fp32: ids int64 [...] -> [..., in] (embeddings).
+  at::Tensor Rows(const at::Tensor& ids) const;
+  // One row into dst[in].
+  void Row(int64_t id, float* dst) const;
+  // The whole matrix as fp32 (a copy for the quantized implementation).
+  at::Tensor Dequantized() const;
+
+  bool defined() const { return q_.data != nullptr; }
+  bool quantized() const { return !w_.defined(); }
+  GgmlType type() const { return q_.type; }
+  int64_t out_features() const { return q_.rows; }
+  int64_t in_features() const { return q_.cols; }
+  int64_t numel() const { return q_.rows * q_.cols; }
+  // Bytes of weight data this object refers to.
+  size_t bytes() const { return q_.row_bytes * size_t(q_.rows); }
+  // The fp32 tensor. REQUIRES: !quantized().
+  const at::Tensor& tensor() const { return w_; }
+  const QuantMatrix& blocks() const { return q_; }
+
+ private:
+  at::Tensor MulNoGrad(const at::Tensor& x2d) const;
+  at::Tensor w_;    // fp32 implementation only
+  QuantMatrix q_;   // both (for fp32, a view of w_)
+};
+
+}  // namespace attune::runtime

@@ -1,0 +1,145 @@
+#include "attune/runtime/linear_weight.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "runtime/src/kernels/quant_dot.h"
+#include "runtime/src/kernels/thread_pool.h"
+
+namespace attune::runtime {
+namespace {
+
+using kernels::ThreadPool;
+
+// Rows of a dequantized tile: about 1 MiB of floats, so the tile stays in
+// L2 while BLAS streams the activations past it.
+int64_t TileRows(int64_t cols) { return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(cols, 1)); }
+
+// Dequantizes rows [r0, r0 + n) into dst, split across the pool.
+void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
+  const int64_t chunk = 16;
+  ThreadPool::Default().Run((n + chunk - 1) / chunk, [&](int64_t c) {
+    const int64_t a = c * chunk, rows = std::min(chunk, n - a);
+    kernels::DequantizeRows(q.type, q.data + size_t(r0 + a) * q.row_bytes, q.row_bytes, rows, q.cols, dst + a * q.cols);
+  });
+}
+
+// Autograd for a frozen quantized weight: d(x Wᵀ)/dx · g = g W. Nothing is
+// saved but the weight's address (it outlives every graph built on it).
+struct QuantLinearFn : public torch::autograd::Function<QuantLinearFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t weight) {
+    ctx->saved_data["w"] = weight;
+    const auto* w = reinterpret_cast<const LinearWeight*>(weight);
+    at::NoGradGuard ng;
+    return w->Mul(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad) {
+    const auto* w = reinterpret_cast<const LinearWeight*>(ctx->saved_data["w"].toInt());
+    return {w->MulTransposed(grad[0]), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+LinearWeight::LinearWeight(at::Tensor w) : w_(w.contiguous()) {
+  q_.type = GgmlType::kF32;
+  q_.rows = w_.size(0);
+  q_.cols = w_.size(1);
+  q_.row_bytes = size_t(q_.cols) * sizeof(float);
+  q_.data = reinterpret_cast<const uint8_t*>(w_.data_ptr<float>());
+}
+
+LinearWeight::LinearWeight(QuantMatrix q) : q_(std::move(q)) {}
+
+at::Tensor LinearWeight::Mul(const at::Tensor& x) const {
+  if (!quantized()) return at::linear(x, w_);
+  if (x.requires_grad() && at::GradMode::is_enabled()) {
+    return QuantLinearFn::apply(x, reinterpret_cast<int64_t>(this));
+  }
+  auto sizes = x.sizes().vec();
+  at::Tensor x2 = x.reshape({-1, q_.cols}).to(at::kFloat).contiguous();
+  at::Tensor y = MulNoGrad(x2);
+  sizes.back() = q_.rows;
+  return y.view(sizes);
+}
+
+at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2) const {
+  const int64_t m = x2.size(0);
+  at::Tensor y = at::empty({m, q_.rows}, at::kFloat);
+  if (m == 1) {
+    MulVec(x2.data_ptr<float>(), y.data_ptr<float>());
+    return y;
+  }
+  const int64_t tile = TileRows(q_.cols);
+  std::vector<float> buf(size_t(std::min(tile, q_.rows) * q_.cols));
+  for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
+    const int64_t n = std::min(tile, q_.rows - r0);
+    DequantizeTile(q_, r0, n, buf.data());
+    at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
+    at::Tensor out = y.narrow(1, r0, n);
+    out.copy_(at::mm(x2, wt.t()));
+  }
+  return y;
+}
+
+at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
+  if (!quantized()) return at::matmul(g, w_);
+  auto sizes = g.sizes().vec();
+  at::Tensor g2 = g.reshape({-1, q_.rows}).to(at::kFloat).contiguous();
+  at::Tensor y = at::zeros({g2.size(0), q_.cols}, at::kFloat);
+  const int64_t tile = TileRows(q_.cols);
+  std::vector<float> buf(size_t(std::min(tile, q_.rows) * q_.cols));
+  at::NoGradGuard ng;
+  for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
+    const int64_t n = std::min(tile, q_.rows - r0);
+    DequantizeTile(q_, r0, n, buf.data());
+    at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
+    y.addmm_(g2.narrow(1, r0, n), wt);
+  }
+  sizes.back() = q_.cols;
+  return y.view(sizes);
+}
+
+void LinearWeight::MulVec(const float* x, float* y) const {
+  // The activation, quantized once for all rows.
+  thread_local std::vector<uint8_t> xq;
+  xq.resize(kernels::ActivationBytes(q_.type, q_.cols));
+  kernels::QuantizeActivation(q_.type, x, xq.data(), q_.cols);
+  const void* xqp = xq.data();
+  ThreadPool& pool = ThreadPool::Default();
+  // Enough chunks that a thread which loses its core costs little.
+  const int64_t chunk = std::max<int64_t>(8, q_.rows / (int64_t(pool.threads()) * 8));
+  pool.Run((q_.rows + chunk - 1) / chunk, [&](int64_t c) {
+    const int64_t r0 = c * chunk, n = std::min(chunk, q_.rows - r0);
+    kernels::DotRows(q_.type, q_.data + size_t(r0) * q_.row_bytes, q_.row_bytes, n, xqp, q_.cols, y + r0);
+  });
+}
+
+void LinearWeight::Row(int64_t id, float* dst) const {
+  kernels::DequantizeRows(q_.type, q_.data + size_t(id) * q_.row_bytes, q_.row_bytes, 1, q_.cols, dst);
+}
+
+at::Tensor LinearWeight::Rows(const at::Tensor& ids) const {
+  if (!quantized()) return at::embedding(w_, ids);
+  at::Tensor flat = ids.reshape({-1}).to(at::kLong).contiguous();
+  const int64_t n = flat.size(0);
+  at::Tensor out = at::empty({n, q_.cols}, at::kFloat);
+  const int64_t* id = flat.data_ptr<int64_t>();
+  float* dst = out.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) Row(id[i], dst + i * q_.cols);
+  auto sizes = ids.sizes().vec();
+  sizes.push_back(q_.cols);
+  return out.view(sizes);
+}
+
+at::Tensor LinearWeight::Dequantized() const {
+  if (!quantized()) return w_;
+  at::Tensor out = at::empty({q_.rows, q_.cols}, at::kFloat);
+  kernels::DequantizeRows(q_.type, q_.data, q_.row_bytes, q_.rows, q_.cols, out.data_ptr<float>());
+  return out;
+}
+
+}  // namespace attune::runtime

@@ -1,0 +1,262 @@
+// The quantized GEMV kernels against references, on every instruction set
+// this CPU has (the scalar path always):
+//  - blocks written by the `gguf` package's quantizers (tests/fixtures/gguf),
+//    whose dequantized values the package also recorded: our integer dot
+//    products must equal "dequantize with gguf, then fp32 matmul" up to the
+//    error of the 8-bit activation, bounded per block below;
+//  - random blocks on odd shapes (1 row, 1 block, tails of the chunking);
+//  - scalar and SIMD paths agree to float rounding (same integer sums).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "attune/runtime/gguf.h"
+#include "runtime/src/kernels/quant_dot.h"
+#include "runtime/src/kernels/thread_pool.h"
+#include "tests/runtime/test_util.h"
+
+namespace attune::runtime::kernels {
+namespace {
+
+using attune::testing::Fixture;
+
+std::vector<Isa> Isas() {
+  std::vector<Isa> v = {Isa::kScalar};
+  if (IsaSupported(Isa::kAvx2)) v.push_back(Isa::kAvx2);
+  if (IsaSupported(Isa::kAvx512)) v.push_back(Isa::kAvx512);
+  return v;
+}
+
+class IsaGuard {
+ public:
+  explicit IsaGuard(Isa isa) : saved_(ActiveIsa()) { ForceIsa(isa); }
+  ~IsaGuard() { ForceIsa(saved_); }
+
+ private:
+  Isa saved_;
+};
+
+// The bound of the 8-bit activation: each element of x moves by at most half
+// a step (amax / 127 / 2) of its block, so |Δy| <= Σ_blocks amax_b/254 · Σ|w|.
+double ActivationBound(const std::vector<float>& w, const std::vector<float>& x, int64_t block) {
+  double bound = 0;
+  for (size_t b = 0; b < x.size(); b += size_t(block)) {
+    double amax = 0, wsum = 0;
+    for (size_t i = b; i < b + size_t(block); ++i) {
+      amax = std::max(amax, std::fabs(double(x[i])));
+      wsum += std::fabs(double(w[i]));
+    }
+    bound += amax / 254.0 * wsum;
+  }
+  return bound;
+}
+
+double Dot(const float* w, const std::vector<float>& x) {
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) s += double(w[i]) * double(x[i]);
+  return s;
+}
+
+double AbsDot(const float* w, const std::vector<float>& x) {
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) s += std::fabs(double(w[i]) * double(x[i]));
+  return s;
+}
+
+// y = W x with `isa` against the fp64 product of the dequantized rows.
+void ExpectMatchesReference(GgmlType type, const uint8_t* blocks, int64_t rows, int64_t cols,
+                            const std::vector<float>& deq, uint32_t seed, const std::string& what) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> x(static_cast<size_t>(cols));
+  for (auto& v : x) v = nd(rng);
+  const size_t row_bytes = GgmlRowBytes(type, size_t(cols));
+  const bool is_float = BlockElems(type) == 1;
+  for (Isa isa : Isas()) {
+    IsaGuard g(isa);
+    std::vector<uint8_t> xq(ActivationBytes(type, cols));
+    QuantizeActivation(type, x.data(), xq.data(), cols);
+    std::vector<float> y(static_cast<size_t>(rows));
+    DotRows(type, blocks, row_bytes, rows, xq.data(), cols, y.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = deq.data() + r * cols;
+      const double want = Dot(wr, x);
+      const double fp = 1e-5 * AbsDot(wr, x) + 1e-6;
+      const double tol = is_float ? fp : ActivationBound(std::vector<float>(wr, wr + cols), x, BlockElems(type)) * 1.001 + fp;
+      EXPECT_NEAR(y[size_t(r)], want, tol) << what << " row " << r << " isa " << IsaName(isa);
+    }
+  }
+}
+
+TEST(KernelsTest, DotProductsMatchTheGgufPackageDequantizedReference) {
+  auto f = GgufFile::Open(Fixture("gguf/quants.gguf"));
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  std::ifstream in(Fixture("gguf/quants_ref.json"));
+  nlohmann::json ref = nlohmann::json::parse(in);
+  int checked = 0;
+  for (auto& [name, t] : ref["tensors"].items()) {
+    const GgufTensorInfo* info = (*f)->FindTensor(name);
+    ASSERT_NE(info, nullptr) << name;
+    ASSERT_TRUE(Supported(info->type)) << name;
+    const int64_t cols = int64_t(info->dims[0]), rows = int64_t(info->n_elements) / cols;
+    auto want = t["values"].get<std::vector<float>>();
+    ExpectMatchesReference(info->type, info->data, rows, cols, want, 7, name);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 11);
+}
+
+// Random blocks with finite scales, so every bit pattern of the quants and
+// the packed scales is exercised.
+std::vector<uint8_t> RandomBlocks(GgmlType type, int64_t rows, int64_t cols, std::mt19937* rng) {
+  const size_t row_bytes = GgmlRowBytes(type, size_t(cols));
+  std::vector<uint8_t> b(row_bytes * size_t(rows));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& v : b) v = uint8_t(byte(*rng));
+  const auto traits = *GetGgmlTypeTraits(uint32_t(type));
+  // Halves in [2^-10, 2^-6) for the block scales (exponent 5..8, random mantissa).
+  auto half = [&] { return uint16_t(((5 + byte(*rng) % 4) << 10) | (byte(*rng) << 2)); };
+  auto put = [&](uint8_t* p, uint16_t h) { std::memcpy(p, &h, 2); };
+  for (size_t off = 0; off < b.size(); off += traits.block_bytes) {
+    uint8_t* p = b.data() + off;
+    switch (type) {
+      case GgmlType::kQ4_0: case GgmlType::kQ5_0: case GgmlType::kQ8_0: put(p, half()); break;
+      case GgmlType::kQ4_1: case GgmlType::kQ5_1: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
+        put(p, half());
+        put(p + 2, half());
+        break;
+      case GgmlType::kQ6_K: put(p + 208, half()); break;
+      case GgmlType::kF16: put(p, uint16_t(half() | ((byte(*rng) & 1) << 15))); break;
+      case GgmlType::kBF16: {
+        float v = std::normal_distribution<float>(0, 1)(*rng);
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        put(p, uint16_t(bits >> 16));
+        break;
+      }
+      case GgmlType::kF32: {
+        float v = std::normal_distribution<float>(0, 1)(*rng);
+        std::memcpy(p, &v, 4);
+        break;
+      }
+    }
+  }
+  return b;
+}
+
+const GgmlType kAllTypes[] = {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
+                              GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kF16, GgmlType::kBF16,
+                              GgmlType::kF32};
+
+TEST(KernelsTest, OddShapesMatchTheDequantizedReference) {
+  std::mt19937 rng(11);
+  for (GgmlType type : kAllTypes) {
+    const int64_t blk = BlockElems(type) == 1 ? 8 : BlockElems(type);
+    for (int64_t rows : {1, 3, 17}) {
+      for (int64_t nblocks : {1, 3, 5}) {
+        const int64_t cols = blk * nblocks + (BlockElems(type) == 1 ? 3 : 0);  // float types: a tail too
+        auto blocks = RandomBlocks(type, rows, cols, &rng);
+        std::vector<float> deq(static_cast<size_t>(rows * cols));
+        DequantizeRows(type, blocks.data(), GgmlRowBytes(type, size_t(cols)), rows, cols, deq.data());
+        std::vector<float> ref(deq.size());
+        for (int64_t r = 0; r < rows; ++r) {
+          DequantizeRow(type, blocks.data() + size_t(r) * GgmlRowBytes(type, size_t(cols)), ref.data() + r * cols, size_t(cols));
+        }
+        ASSERT_EQ(deq, ref) << GetGgmlTypeTraits(uint32_t(type))->name;
+        ExpectMatchesReference(type, blocks.data(), rows, cols, deq, uint32_t(rows * 100 + cols),
+                               std::string(GetGgmlTypeTraits(uint32_t(type))->name) + " " + std::to_string(rows) + "x" +
+                                   std::to_string(cols));
+      }
+    }
+  }
+}
+
+TEST(KernelsTest, ScalarAndSimdAgree) {
+  std::mt19937 rng(5);
+  for (GgmlType type : kAllTypes) {
+    const int64_t cols = BlockElems(type) == 1 ? 72 : BlockElems(type) * 4, rows = 9;
+    auto blocks = RandomBlocks(type, rows, cols, &rng);
+    std::vector<float> x(static_cast<size_t>(cols));
+    for (auto& v : x) v = std::normal_distribution<float>(0, 2)(rng);
+    std::vector<uint8_t> q_ref;
+    std::vector<float> y_ref, d_ref;
+    for (Isa isa : Isas()) {
+      IsaGuard g(isa);
+      std::vector<uint8_t> xq(ActivationBytes(type, cols));
+      QuantizeActivation(type, x.data(), xq.data(), cols);
+      std::vector<float> y(static_cast<size_t>(rows)), d(size_t(rows * cols));
+      DotRows(type, blocks.data(), GgmlRowBytes(type, size_t(cols)), rows, xq.data(), cols, y.data());
+      DequantizeRows(type, blocks.data(), GgmlRowBytes(type, size_t(cols)), rows, cols, d.data());
+      if (isa == Isa::kScalar) {
+        q_ref = xq;
+        y_ref = y;
+        d_ref = d;
+        continue;
+      }
+      const char* name = GetGgmlTypeTraits(uint32_t(type))->name.data();
+      EXPECT_EQ(xq, q_ref) << name << " activation bytes differ on " << IsaName(isa);
+      EXPECT_EQ(d, d_ref) << name << " dequantization differs on " << IsaName(isa);
+      for (int64_t r = 0; r < rows; ++r) {
+        EXPECT_NEAR(y[size_t(r)], y_ref[size_t(r)], 1e-5 * (std::fabs(y_ref[size_t(r)]) + 1)) << name << " " << IsaName(isa);
+      }
+    }
+  }
+}
+
+TEST(KernelsTest, ZeroActivationGivesZero) {
+  std::mt19937 rng(3);
+  for (GgmlType type : kAllTypes) {
+    const int64_t cols = BlockElems(type) == 1 ? 16 : BlockElems(type);
+    auto blocks = RandomBlocks(type, 2, cols, &rng);
+    std::vector<float> x(static_cast<size_t>(cols), 0.0f), y(2, 1.0f);
+    for (Isa isa : Isas()) {
+      IsaGuard g(isa);
+      std::vector<uint8_t> xq(ActivationBytes(type, cols));
+      QuantizeActivation(type, x.data(), xq.data(), cols);
+      DotRows(type, blocks.data(), GgmlRowBytes(type, size_t(cols)), 2, xq.data(), cols, y.data());
+      EXPECT_EQ(y[0], 0.0f);
+      EXPECT_EQ(y[1], 0.0f);
+    }
+  }
+}
+
+TEST(ThreadPoolTest, RunsEveryChunkExactlyOnce) {
+  ThreadPool pool(3);
+  for (int64_t n : {1, 2, 7, 1000}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    pool.Run(n, [&](int64_t c) { hits[size_t(c)].fetch_add(1); });
+    for (int64_t c = 0; c < n; ++c) ASSERT_EQ(hits[size_t(c)].load(), 1) << n << " " << c;
+  }
+}
+
+TEST(ThreadPoolTest, ConcurrentCallersEachFinishTheirOwnJob) {
+  ThreadPool pool(2);
+  std::vector<std::thread> callers;
+  std::atomic<int64_t> total{0};
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&] {
+      for (int rep = 0; rep < 200; ++rep) pool.Run(16, [&](int64_t) { total.fetch_add(1); });
+    });
+  }
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(total.load(), 4 * 200 * 16);
+}
+
+TEST(ThreadPoolTest, OneActiveThreadRunsInline) {
+  ThreadPool pool(2);
+  pool.set_active(1);
+  std::thread::id caller = std::this_thread::get_id();
+  bool all_inline = true;
+  pool.Run(64, [&](int64_t) { all_inline = all_inline && std::this_thread::get_id() == caller; });
+  EXPECT_TRUE(all_inline);
+}
+
+}  // namespace
+}  // namespace attune::runtime::kernels
