@@ -1,6 +1,7 @@
 // Compiled by check_public_headers.cmake with only the module include
 // folders (no LibTorch): what an app writes against attune/assistant.h.
 #include "attune/assistant.h"
+#include "attune/attune.h"
 
 int ConfigureLikeAnApp() {
   attune::AssistantOptions o;
@@ -14,5 +15,5 @@ int ConfigureLikeAnApp() {
   o.on_trained = [](const attune::trainer::TrainingRunResult& r) { (void)r.report.steps; };
   attune::Result<std::unique_ptr<attune::Assistant>> (*open)(const attune::AssistantOptions&) = &attune::Assistant::Open;
   (void)open;
-  return static_cast<int>(o.training.trainer.lora.rank);
+  return ATTUNE_ABI_VERSION + static_cast<int>(o.training.trainer.lora.rank);
 }
