@@ -140,8 +140,9 @@ ATTUNE_API attune_error attune_cancel_new(attune_cancel** out);
 ATTUNE_API void attune_cancel_set(attune_cancel* cancel);
 ATTUNE_API void attune_cancel_free(attune_cancel* cancel);
 
-/* Receives the reply as it is produced: `size` bytes at `text` (not
- * NUL-terminated), always whole UTF-8 characters. Return 0 to go on,
+/* Receives the reply as it is produced: `size` bytes at `text`, followed by
+ * a NUL, always whole UTF-8 characters; valid only during the call. The
+ * concatenated pieces are the reply's "text". Return 0 to go on,
  * anything else to cancel the reply. Runs on the thread that called
  * attune_chat; it may call any function of this header (attune_close too:
  * the reply still completes). It must not unwind (longjmp, C++ throw) out. */

@@ -2,7 +2,9 @@
 //! `extern "C"` block written by hand (no bindgen). JSON goes in and out as
 //! strings; parse it with the JSON crate of your choice.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{CStr, CString};
+// std::os::raw rather than std::ffi for these: Debian 12 ships rustc 1.63.
+use std::os::raw::{c_char, c_int, c_void};
 use std::fmt;
 
 /// The ABI version this binding was written against (`ATTUNE_ABI_VERSION`).
