@@ -3,11 +3,10 @@
  * Usage: attune_chat_c MODEL DATA_DIR PROMPT
  * (Paths and the prompt go into JSON unescaped here; a real app builds its
  * JSON with a JSON library.) */
+#include <attune/attune.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <attune/attune.h>
 
 static int Print(const char* text, size_t size, void* user_data) {
   (void)user_data;

@@ -13,7 +13,8 @@ int ConfigureLikeAnApp() {
   o.health.window = 20;
   o.on_progress = [](const attune::trainer::TrainProgress& p) { (void)p.step; };
   o.on_trained = [](const attune::trainer::TrainingRunResult& r) { (void)r.report.steps; };
-  attune::Result<std::unique_ptr<attune::Assistant>> (*open)(const attune::AssistantOptions&) = &attune::Assistant::Open;
+  attune::Result<std::unique_ptr<attune::Assistant>> (*open)(const attune::AssistantOptions&) =
+      &attune::Assistant::Open;
   (void)open;
   return ATTUNE_ABI_VERSION + static_cast<int>(o.training.trainer.lora.rank);
 }

@@ -16,25 +16,23 @@
 static int g_failures = 0;
 static const char* g_fixtures = NULL;
 
-#define CHECK(cond)                                                                        \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond, \
-              attune_last_error());                                                        \
-      g_failures++;                                                                        \
-    }                                                                                      \
+#define CHECK(cond)                                                                                                  \
+  do {                                                                                                               \
+    if (!(cond)) {                                                                                                   \
+      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond, attune_last_error()); \
+      g_failures++;                                                                                                  \
+    }                                                                                                                \
   } while (0)
 
 /* `expr` returns `code` and leaves a message containing `needle`. */
-#define CHECK_ERROR(expr, code, needle)                                                    \
-  do {                                                                                     \
-    attune_error e_ = (expr);                                                              \
-    if (e_ != (code) || strstr(attune_last_error(), (needle)) == NULL) {                   \
-      fprintf(stderr, "%s:%d: %s returned %s (\"%s\"), expected %s mentioning \"%s\"\n", __FILE__, \
-              __LINE__, #expr, attune_error_name(e_), attune_last_error(), attune_error_name(code), \
-              needle);                                                                     \
-      g_failures++;                                                                        \
-    }                                                                                      \
+#define CHECK_ERROR(expr, code, needle)                                                                             \
+  do {                                                                                                              \
+    attune_error e_ = (expr);                                                                                       \
+    if (e_ != (code) || strstr(attune_last_error(), (needle)) == NULL) {                                            \
+      fprintf(stderr, "%s:%d: %s returned %s (\"%s\"), expected %s mentioning \"%s\"\n", __FILE__, __LINE__, #expr, \
+              attune_error_name(e_), attune_last_error(), attune_error_name(code), needle);                         \
+      g_failures++;                                                                                                 \
+    }                                                                                                               \
   } while (0)
 
 #define CHECK_OK(expr) CHECK_ERROR(expr, ATTUNE_OK, "")
@@ -122,7 +120,8 @@ static void TestBadOptionsNameWhatIsWrong(void) {
   CHECK_ERROR(attune_open("{\"data_dir\": \"\xff\xfe\"}", &a), ATTUNE_ERR_INVALID_ARGUMENT, "UTF-8");
   CHECK_ERROR(attune_open("{\"data_dir\": ", &a), ATTUNE_ERR_INVALID_ARGUMENT, "malformed JSON");
   CHECK_ERROR(attune_open("[1, 2]", &a), ATTUNE_ERR_INVALID_ARGUMENT, "expected a JSON object");
-  CHECK_ERROR(attune_open("{\"data_dirr\": \"/tmp/x\"}", &a), ATTUNE_ERR_INVALID_ARGUMENT, "options.data_dirr: unknown key");
+  CHECK_ERROR(attune_open("{\"data_dirr\": \"/tmp/x\"}", &a), ATTUNE_ERR_INVALID_ARGUMENT,
+              "options.data_dirr: unknown key");
   CHECK_ERROR(attune_open("{\"training\": {\"rank\": \"four\"}}", &a), ATTUNE_ERR_INVALID_ARGUMENT,
               "options.training.rank: expected an integer");
   CHECK_ERROR(attune_open("{\"training\": {\"targets\": \"q,zz\"}}", &a), ATTUNE_ERR_INVALID_ARGUMENT,
@@ -138,8 +137,7 @@ static void TestMissingModelNamesTheModel(void) {
   char options[1024];
   attune_assistant* a = NULL;
   MakeTempDir(&dir);
-  snprintf(options, sizeof options, "{\"data_dir\": \"%s\", \"model_path\": \"%s/no_such.gguf\"}", dir.path,
-           dir.path);
+  snprintf(options, sizeof options, "{\"data_dir\": \"%s\", \"model_path\": \"%s/no_such.gguf\"}", dir.path, dir.path);
   CHECK(attune_open(options, &a) != ATTUNE_OK);
   CHECK(strstr(attune_last_error(), "no_such.gguf") != NULL);
   CHECK(a == NULL);
@@ -149,9 +147,9 @@ static void TestMissingModelNamesTheModel(void) {
 typedef struct {
   int calls;
   size_t bytes;
-  int cancel_after;            /* cancel on this call (1-based); 0 = never */
-  attune_assistant* close_me;  /* closed from inside the first call */
-  attune_cancel* raise_me;     /* raised from inside the first call */
+  int cancel_after;           /* cancel on this call (1-based); 0 = never */
+  attune_assistant* close_me; /* closed from inside the first call */
+  attune_cancel* raise_me;    /* raised from inside the first call */
 } Stream;
 
 static int OnText(const char* text, size_t size, void* user_data) {
@@ -190,7 +188,8 @@ static void TestChatStreamsAndRecordsFeedbackByResponseId(void) {
   CHECK_ERROR(attune_record_feedback(a, "{\"user_id\": \"u-1\", \"rating\": {\"thumb\": \"SIDEWAYS\"}}", rid, &id),
               ATTUNE_ERR_INVALID_ARGUMENT, "SIDEWAYS");
   CHECK_ERROR(attune_record_feedback(a, "{\"user_id\": \"u-1\"", rid, &id), ATTUNE_ERR_INVALID_ARGUMENT, "event_json");
-  CHECK_ERROR(attune_record_feedback(a, "{}", "r-\xc3\x28", &id), ATTUNE_ERR_INVALID_ARGUMENT, "response_id is not well-formed UTF-8");
+  CHECK_ERROR(attune_record_feedback(a, "{}", "r-\xc3\x28", &id), ATTUNE_ERR_INVALID_ARGUMENT,
+              "response_id is not well-formed UTF-8");
   CHECK_ERROR(attune_record_feedback(a, NULL, NULL, &id), ATTUNE_ERR_INVALID_ARGUMENT, "event_json is null");
 
   char* status = NULL;

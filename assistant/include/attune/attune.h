@@ -66,19 +66,19 @@ extern "C" {
 /* Error codes. Values are fixed forever (see the stability rules). */
 typedef enum attune_error {
   ATTUNE_OK = 0,
-  ATTUNE_ERR_INVALID_ARGUMENT = 1,   /* fix the input: null, bad UTF-8, bad JSON */
-  ATTUNE_ERR_NOT_FOUND = 2,          /* unknown response id, event or version */
-  ATTUNE_ERR_FAILED_PRECONDITION = 3,/* e.g. the gate rejected a promotion */
-  ATTUNE_ERR_DATA_LOSS = 4,          /* corrupt file in the data directory */
-  ATTUNE_ERR_UNAVAILABLE = 5,        /* retry later, e.g. data directory in use */
-  ATTUNE_ERR_ABORTED = 6,            /* lost a race; retry the call */
+  ATTUNE_ERR_INVALID_ARGUMENT = 1,    /* fix the input: null, bad UTF-8, bad JSON */
+  ATTUNE_ERR_NOT_FOUND = 2,           /* unknown response id, event or version */
+  ATTUNE_ERR_FAILED_PRECONDITION = 3, /* e.g. the gate rejected a promotion */
+  ATTUNE_ERR_DATA_LOSS = 4,           /* corrupt file in the data directory */
+  ATTUNE_ERR_UNAVAILABLE = 5,         /* retry later, e.g. data directory in use */
+  ATTUNE_ERR_ABORTED = 6,             /* lost a race; retry the call */
   ATTUNE_ERR_OUT_OF_RANGE = 7,
-  ATTUNE_ERR_IO = 8,                 /* the file system failed */
-  ATTUNE_ERR_INTERNAL = 9,           /* a bug; the message says where */
+  ATTUNE_ERR_IO = 8,       /* the file system failed */
+  ATTUNE_ERR_INTERNAL = 9, /* a bug; the message says where */
   ATTUNE_ERR_ALREADY_EXISTS = 10,
-  ATTUNE_ERR_UNSUPPORTED = 11,       /* not available in this build */
-  ATTUNE_ERR_CANCELLED = 12,         /* the callback or the cancel flag stopped it */
-  ATTUNE_ERR_CLOSED = 13             /* the handle was closed (or never opened) */
+  ATTUNE_ERR_UNSUPPORTED = 11, /* not available in this build */
+  ATTUNE_ERR_CANCELLED = 12,   /* the callback or the cancel flag stopped it */
+  ATTUNE_ERR_CLOSED = 13       /* the handle was closed (or never opened) */
 } attune_error;
 
 typedef struct attune_assistant attune_assistant;
@@ -159,8 +159,8 @@ typedef int (*attune_text_callback)(const char* text, size_t size, void* user_da
  * (finish_reason "cancelled"), to be freed by the caller.
  * Thread safety: any thread; many chats may run at once. */
 ATTUNE_API attune_error attune_chat(attune_assistant* assistant, const char* messages_json,
-                                    attune_text_callback on_text, void* user_data,
-                                    attune_cancel* cancel, char** reply_json);
+                                    attune_text_callback on_text, void* user_data, attune_cancel* cancel,
+                                    char** reply_json);
 
 /* ---- Feedback ----------------------------------------------------------- */
 
@@ -179,10 +179,8 @@ ATTUNE_API attune_error attune_record_feedback(attune_assistant* assistant, cons
  * NULL) is {"events_erased", "affected_adapter_versions": [...]}: adapters
  * trained on the erased data, which still carry it.
  * Thread safety: any thread. */
-ATTUNE_API attune_error attune_forget_user(attune_assistant* assistant, const char* user_id,
-                                           char** report_json);
-ATTUNE_API attune_error attune_forget_event(attune_assistant* assistant, const char* event_id,
-                                            char** report_json);
+ATTUNE_API attune_error attune_forget_user(attune_assistant* assistant, const char* user_id, char** report_json);
+ATTUNE_API attune_error attune_forget_event(attune_assistant* assistant, const char* event_id, char** report_json);
 
 /* ---- Device state, status, training, versions ---------------------------- */
 
@@ -206,8 +204,7 @@ ATTUNE_API attune_error attune_get_status(attune_assistant* assistant, char** st
  * "skipped_reason", "completed", "version", "label", "promoted",
  * "gate_summary", "report": {...}}. A promoted adapter serves the next chat.
  * Thread safety: any thread (one window runs at a time). */
-ATTUNE_API attune_error attune_train_now(attune_assistant* assistant, const char* options_json,
-                                         char** result_json);
+ATTUNE_API attune_error attune_train_now(attune_assistant* assistant, const char* options_json, char** result_json);
 
 /* Rolls back to the previous adapter version and serves it. *version (may
  * be NULL) is the now active version ("" = the base model). Nothing to roll
@@ -217,15 +214,14 @@ ATTUNE_API attune_error attune_rollback(attune_assistant* assistant, char** vers
 /* Promotes a candidate ("v3", a full id or a unique prefix) through the gate,
  * or past it with force != 0 (recorded in the history), and serves it. The
  * gate's refusal is ATTUNE_ERR_FAILED_PRECONDITION naming the failed rules.
- * *version (may be NULL) is the promoted full id. Thread safety: any thread. */
-ATTUNE_API attune_error attune_promote(attune_assistant* assistant, const char* version, int force,
-                                       char** promoted);
+ * *promoted (may be NULL) is the promoted full id. Thread safety: any thread. */
+ATTUNE_API attune_error attune_promote(attune_assistant* assistant, const char* version, int force, char** promoted);
 
 /* Adapter export and import (bundles for sync across devices) will be added
  * here, as new functions, once the export module exists. */
 
 #ifdef __cplusplus
-}  /* extern "C" */
+} /* extern "C" */
 #endif
 
 #endif /* ATTUNE_ATTUNE_H_ */

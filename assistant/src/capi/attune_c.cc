@@ -32,8 +32,8 @@ attune_error CheckString(const char* s, const char* fn, const char* what, std::s
   if (s == nullptr) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + what + " is null");
   size_t n = strnlen(s, size_t(ATTUNE_MAX_INPUT_BYTES) + 1);
   if (n > ATTUNE_MAX_INPUT_BYTES) {
-    return Fail(ATTUNE_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + what + " is longer than " +
-                                                 std::to_string(ATTUNE_MAX_INPUT_BYTES) + " bytes");
+    return Fail(ATTUNE_ERR_INVALID_ARGUMENT,
+                std::string(fn) + ": " + what + " is longer than " + std::to_string(ATTUNE_MAX_INPUT_BYTES) + " bytes");
   }
   out.assign(s, n);
   if (!feedback::IsValidUtf8(out)) {
@@ -71,10 +71,10 @@ attune_error Guard(const char* fn, F&& body) noexcept {
   }
 }
 
-#define CAPI_RETURN_IF_ERROR(expr)         \
-  do {                                     \
-    attune_error _e = (expr);              \
-    if (_e != ATTUNE_OK) return _e;        \
+#define CAPI_RETURN_IF_ERROR(expr)  \
+  do {                              \
+    attune_error _e = (expr);       \
+    if (_e != ATTUNE_OK) return _e; \
   } while (0)
 
 void Clear(char** out) {
@@ -137,7 +137,8 @@ attune_error attune_close(attune_assistant* handle) {
   return Guard("attune_close", [&]() -> attune_error {
     if (handle == nullptr) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, "attune_close: the assistant handle is null");
     std::shared_ptr<Session> session = Unregister(handle);
-    if (!session) return Fail(ATTUNE_ERR_CLOSED, "attune_close: the assistant handle is already closed (or was never opened)");
+    if (!session)
+      return Fail(ATTUNE_ERR_CLOSED, "attune_close: the assistant handle is already closed (or was never opened)");
     // Destroyed here unless a call on another thread still holds it; then
     // that call destroys it when it returns.
     session.reset();

@@ -97,7 +97,8 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
 Result<AssistantOptions> ParseAssistantOptions(const std::string& text) {
   nlohmann::json obj;
   RETURN_IF_ERROR(ParseJson(text, "options", obj));
-  if (!obj.is_object()) return InvalidArgumentError("options: expected a JSON object, got " + std::string(obj.type_name()));
+  if (!obj.is_object())
+    return InvalidArgumentError("options: expected a JSON object, got " + std::string(obj.type_name()));
   AssistantOptions o;
   JsonReader r(obj, "options");
   r.String("data_dir", o.data_dir);
@@ -122,7 +123,8 @@ Result<AssistantOptions> ParseAssistantOptions(const std::string& text) {
 Result<std::vector<runtime::ChatMessage>> ParseMessages(const std::string& text) {
   nlohmann::json arr;
   RETURN_IF_ERROR(ParseJson(text, "messages", arr));
-  if (!arr.is_array() || arr.empty()) return InvalidArgumentError("messages: expected a non-empty JSON array of {role, content}");
+  if (!arr.is_array() || arr.empty())
+    return InvalidArgumentError("messages: expected a non-empty JSON array of {role, content}");
   std::vector<runtime::ChatMessage> out;
   for (size_t i = 0; i < arr.size(); ++i) {
     const std::string path = "messages[" + std::to_string(i) + "]";

@@ -2,10 +2,9 @@
 // Every error is InvalidArgument naming the key ("options.training.rank").
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "attune/assistant.h"
 #include "attune/core/result.h"
@@ -16,8 +15,7 @@ namespace attune::capi {
 Result<AssistantOptions> ParseAssistantOptions(const std::string& text);
 
 // A "training" object over `base` (the keys it leaves out keep base's values).
-Status ReadTrainingOptions(const nlohmann::json& object, const std::string& path,
-                           trainer::TrainingRunOptions& base);
+Status ReadTrainingOptions(const nlohmann::json& object, const std::string& path, trainer::TrainingRunOptions& base);
 
 // [{"role": ..., "content": ...}, ...]
 Result<std::vector<runtime::ChatMessage>> ParseMessages(const std::string& text);

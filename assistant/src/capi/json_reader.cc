@@ -33,8 +33,8 @@ void JsonReader::Int(const char* key, int64_t& out, int64_t min, int64_t max) {
   int64_t x = v->get<int64_t>();
   if (x < min || x > max) {
     if (error_.ok()) {
-      error_ = InvalidArgumentError(PathOf(key) + ": " + std::to_string(x) + " is outside [" +
-                                    std::to_string(min) + ", " + std::to_string(max) + "]");
+      error_ = InvalidArgumentError(PathOf(key) + ": " + std::to_string(x) + " is outside [" + std::to_string(min) +
+                                    ", " + std::to_string(max) + "]");
     }
     return;
   }
@@ -59,9 +59,7 @@ void JsonReader::Strings(const char* key, std::vector<std::string>& out) {
   out = std::move(items);
 }
 
-const nlohmann::json* JsonReader::Object(const char* key) {
-  return Find(key, &nlohmann::json::is_object, "an object");
-}
+const nlohmann::json* JsonReader::Object(const char* key) { return Find(key, &nlohmann::json::is_object, "an object"); }
 
 Status JsonReader::Finish() const {
   if (!error_.ok()) return error_;
@@ -75,8 +73,7 @@ Status ParseJson(const std::string& text, const std::string& what, nlohmann::jso
   try {
     out = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
-    return InvalidArgumentError(what + ": malformed JSON at byte " + std::to_string(e.byte) +
-                                " (" + e.what() + ")");
+    return InvalidArgumentError(what + ": malformed JSON at byte " + std::to_string(e.byte) + " (" + e.what() + ")");
   }
   return Status::Ok();
 }

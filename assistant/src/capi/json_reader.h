@@ -4,11 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "attune/core/status.h"
 
@@ -45,8 +44,7 @@ class JsonReader {
   Status Finish() const;
 
  private:
-  const nlohmann::json* Find(const char* key, bool (nlohmann::json::*is_type)() const noexcept,
-                             const char* expected);
+  const nlohmann::json* Find(const char* key, bool (nlohmann::json::*is_type)() const noexcept, const char* expected);
   const nlohmann::json& object_;
   std::string path_;
   std::set<std::string> known_;

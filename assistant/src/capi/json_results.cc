@@ -14,9 +14,14 @@ nlohmann::json TrainResultToJson(const trainer::TrainingRunResult& r) {
   // The report has its own JSON form (the CLI's `train --json` prints it).
   nlohmann::json report = nlohmann::json::parse(r.report.ToJson(), nullptr, /*allow_exceptions=*/false);
   if (report.is_discarded()) report = nullptr;
-  return {{"trained", r.trained},   {"skipped_reason", r.skipped_reason}, {"completed", r.completed},
-          {"version", r.version},   {"label", r.label},                   {"promoted", r.promoted},
-          {"gate_summary", r.gate_summary}, {"report", report}};
+  return {{"trained", r.trained},
+          {"skipped_reason", r.skipped_reason},
+          {"completed", r.completed},
+          {"version", r.version},
+          {"label", r.label},
+          {"promoted", r.promoted},
+          {"gate_summary", r.gate_summary},
+          {"report", report}};
 }
 
 nlohmann::json StatusToJson(const AssistantStatus& s) {
