@@ -287,6 +287,60 @@ static void TestCloseFromInsideTheCallbackFinishesTheReply(void) {
   RemoveTempDir(&dir);
 }
 
+/* A chat that, once it streams, waits until the main thread has closed the
+ * handle: the close must not free the assistant under the running reply. */
+typedef struct {
+  attune_assistant* a;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int streaming, closed, code;
+  char* reply;
+} CloseRace;
+
+static int WaitForClose(const char* text, size_t size, void* user_data) {
+  (void)text, (void)size;
+  CloseRace* r = (CloseRace*)user_data;
+  pthread_mutex_lock(&r->mu);
+  r->streaming = 1;
+  pthread_cond_broadcast(&r->cv);
+  while (!r->closed) pthread_cond_wait(&r->cv, &r->mu);
+  pthread_mutex_unlock(&r->mu);
+  return 0;
+}
+
+static void* ChatUntilClosed(void* arg) {
+  CloseRace* r = (CloseRace*)arg;
+  r->code = attune_chat(r->a, kHello, WaitForClose, r, NULL, &r->reply);
+  return NULL;
+}
+
+static void TestCloseWhileAnotherThreadChatsLetsTheReplyFinish(void) {
+  TempDir dir;
+  CloseRace r = {0};
+  r.a = OpenTiny(&dir);
+  pthread_mutex_init(&r.mu, NULL);
+  pthread_cond_init(&r.cv, NULL);
+  pthread_t t;
+  pthread_create(&t, NULL, ChatUntilClosed, &r);
+  pthread_mutex_lock(&r.mu);
+  while (!r.streaming) pthread_cond_wait(&r.cv, &r.mu);
+  pthread_mutex_unlock(&r.mu);
+  CHECK_OK(attune_close(r.a));
+  char* status = NULL;
+  CHECK_ERROR(attune_get_status(r.a, &status), ATTUNE_ERR_CLOSED, "closed");
+  pthread_mutex_lock(&r.mu);
+  r.closed = 1;
+  pthread_cond_broadcast(&r.cv);
+  pthread_mutex_unlock(&r.mu);
+  pthread_join(t, NULL);
+  CHECK(r.code == ATTUNE_OK);
+  CHECK(r.reply != NULL && strstr(r.reply, "\"finish_reason\":\"length\"") != NULL);
+  attune_string_free(r.reply);
+  pthread_cond_destroy(&r.cv);
+  pthread_mutex_destroy(&r.mu);
+  RemoveTempDir(&dir);
+}
+
 typedef struct {
   attune_assistant* a;
   int ok;
@@ -391,6 +445,7 @@ int main(int argc, char** argv) {
   TestCallbackCancelReturnsCancelledWithThePartialReply();
   TestCallsAfterCloseAreClosedErrors();
   TestCloseFromInsideTheCallbackFinishesTheReply();
+  TestCloseWhileAnotherThreadChatsLetsTheReplyFinish();
   TestChatsFromSeveralThreads();
   TestTrainRollbackPromoteForget();
   if (g_failures) {
