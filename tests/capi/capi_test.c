@@ -375,6 +375,28 @@ static void TestChatsFromSeveralThreads(void) {
   RemoveTempDir(&dir);
 }
 
+/* With the background trainer running (and polling often), close stops and
+ * joins it; pushed device state reaches the window check. */
+static void TestCloseStopsTheBackgroundTrainer(void) {
+  TempDir dir;
+  char options[2048];
+  MakeTempDir(&dir);
+  snprintf(options, sizeof options,
+           "{\"data_dir\": \"%s\", \"model_path\": \"%s/models/tiny_llama.gguf\", "
+           "\"chat_template\": \"chatml\", \"background_training\": true, \"poll_interval_ms\": 5}",
+           dir.path, g_fixtures);
+  attune_assistant* a = NULL;
+  CHECK_OK(attune_open(options, &a));
+  CHECK_OK(attune_set_device_state(a, "{\"external_power\": false}"));
+  char* status = NULL;
+  CHECK_OK(attune_get_status(a, &status));
+  CHECK(status != NULL && strstr(status, "\"window_open\":false") != NULL);
+  CHECK(status != NULL && strstr(status, "\"training\":false") != NULL);
+  attune_string_free(status);
+  CHECK_OK(attune_close(a));
+  RemoveTempDir(&dir);
+}
+
 static void TestTrainRollbackPromoteForget(void) {
   TempDir dir;
   attune_assistant* a = OpenTiny(&dir);
@@ -447,6 +469,7 @@ int main(int argc, char** argv) {
   TestCloseFromInsideTheCallbackFinishesTheReply();
   TestCloseWhileAnotherThreadChatsLetsTheReplyFinish();
   TestChatsFromSeveralThreads();
+  TestCloseStopsTheBackgroundTrainer();
   TestTrainRollbackPromoteForget();
   if (g_failures) {
     fprintf(stderr, "%d check(s) failed\n", g_failures);
