@@ -1,5 +1,5 @@
 // The extern "C" entry points of attune/attune.h. Each one checks its
-// inputs, finds the session, calls the C++ Assistant and turns the result
+// inputs, finds the open assistant, calls the C++ Assistant and turns the result
 // into a code, a thread-local message and caller-owned JSON.
 #include <atomic>
 #include <cstdlib>
@@ -42,7 +42,7 @@ attune_error CheckString(const char* s, const char* fn, const char* what, std::s
   return ATTUNE_OK;
 }
 
-attune_error FindSession(attune_assistant* handle, const char* fn, std::shared_ptr<Session>& out) {
+attune_error FindOpen(attune_assistant* handle, const char* fn, std::shared_ptr<OpenAssistant>& out) {
   if (handle == nullptr) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, std::string(fn) + ": the assistant handle is null");
   out = Find(handle);
   if (!out) return Fail(ATTUNE_ERR_CLOSED, std::string(fn) + ": the assistant handle is closed (or was never opened)");
@@ -86,8 +86,8 @@ attune_error Forget(attune_assistant* handle, const char* key, const char* fn, c
                     ForgetFn forget) {
   return Guard(fn, [&]() -> attune_error {
     Clear(report_json);
-    std::shared_ptr<Session> s;
-    CAPI_RETURN_IF_ERROR(FindSession(handle, fn, s));
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
     std::string k;
     CAPI_RETURN_IF_ERROR(CheckString(key, fn, what, k));
     if (k.empty()) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + what + " is empty");
@@ -125,10 +125,10 @@ attune_error attune_open(const char* options_json, attune_assistant** out) {
     if (!options.ok()) return FailWith(options.status(), "attune_open");
     auto assistant = Assistant::Open(*options);
     if (!assistant.ok()) return FailWith(assistant.status(), "attune_open");
-    auto session = std::make_shared<Session>();
-    session->assistant = std::move(*assistant);
-    session->training = options->training;
-    *out = Register(std::move(session));
+    auto opened = std::make_shared<OpenAssistant>();
+    opened->assistant = std::move(*assistant);
+    opened->training = options->training;
+    *out = Register(std::move(opened));
     return Succeed();
   });
 }
@@ -136,12 +136,12 @@ attune_error attune_open(const char* options_json, attune_assistant** out) {
 attune_error attune_close(attune_assistant* handle) {
   return Guard("attune_close", [&]() -> attune_error {
     if (handle == nullptr) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, "attune_close: the assistant handle is null");
-    std::shared_ptr<Session> session = Unregister(handle);
-    if (!session)
+    std::shared_ptr<OpenAssistant> opened = Unregister(handle);
+    if (!opened)
       return Fail(ATTUNE_ERR_CLOSED, "attune_close: the assistant handle is already closed (or was never opened)");
     // Destroyed here unless a call on another thread still holds it; then
     // that call destroys it when it returns.
-    session.reset();
+    opened.reset();
     return Succeed();
   });
 }
@@ -166,8 +166,8 @@ attune_error attune_chat(attune_assistant* handle, const char* messages_json, at
   return Guard(fn, [&]() -> attune_error {
     if (reply_json == nullptr) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, "attune_chat: reply_json is null");
     *reply_json = nullptr;
-    std::shared_ptr<Session> s;
-    CAPI_RETURN_IF_ERROR(FindSession(handle, fn, s));
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
     std::string text;
     CAPI_RETURN_IF_ERROR(CheckString(messages_json, fn, "messages_json", text));
     auto messages = ParseMessages(text);
@@ -194,8 +194,8 @@ attune_error attune_record_feedback(attune_assistant* handle, const char* event_
   const char* fn = "attune_record_feedback";
   return Guard(fn, [&]() -> attune_error {
     Clear(event_id);
-    std::shared_ptr<Session> s;
-    CAPI_RETURN_IF_ERROR(FindSession(handle, fn, s));
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
     std::string text, rid;
     CAPI_RETURN_IF_ERROR(CheckString(event_json, fn, "event_json", text));
     if (response_id) CAPI_RETURN_IF_ERROR(CheckString(response_id, fn, "response_id", rid));
@@ -220,8 +220,8 @@ attune_error attune_forget_event(attune_assistant* handle, const char* event_id,
 attune_error attune_set_device_state(attune_assistant* handle, const char* state_json) {
   const char* fn = "attune_set_device_state";
   return Guard(fn, [&]() -> attune_error {
-    std::shared_ptr<Session> s;
-    CAPI_RETURN_IF_ERROR(FindSession(handle, fn, s));
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
     std::string text;
     CAPI_RETURN_IF_ERROR(CheckString(state_json, fn, "state_json", text));
     auto state = ParseDeviceState(text);
@@ -236,8 +236,8 @@ attune_error attune_get_status(attune_assistant* handle, char** status_json) {
   return Guard(fn, [&]() -> attune_error {
     if (status_json == nullptr) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, "attune_get_status: status_json is null");
     *status_json = nullptr;
-    std::shared_ptr<Session> s;
-    CAPI_RETURN_IF_ERROR(FindSession(handle, fn, s));
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
     return Give(Dump(StatusToJson(s->assistant->GetStatus())), status_json, fn);
   });
 }
@@ -246,8 +246,8 @@ attune_error attune_train_now(attune_assistant* handle, const char* options_json
   const char* fn = "attune_train_now";
   return Guard(fn, [&]() -> attune_error {
     Clear(result_json);
-    std::shared_ptr<Session> s;
-    CAPI_RETURN_IF_ERROR(FindSession(handle, fn, s));
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
     trainer::TrainingRunOptions options = s->training;
     if (options_json) {
       std::string text;
@@ -268,8 +268,8 @@ attune_error attune_rollback(attune_assistant* handle, char** version) {
   const char* fn = "attune_rollback";
   return Guard(fn, [&]() -> attune_error {
     Clear(version);
-    std::shared_ptr<Session> s;
-    CAPI_RETURN_IF_ERROR(FindSession(handle, fn, s));
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
     auto v = s->assistant->Rollback();
     if (!v.ok()) return FailWith(v.status(), fn);
     return Give(*v, version, fn);
@@ -280,8 +280,8 @@ attune_error attune_promote(attune_assistant* handle, const char* version, int f
   const char* fn = "attune_promote";
   return Guard(fn, [&]() -> attune_error {
     Clear(promoted);
-    std::shared_ptr<Session> s;
-    CAPI_RETURN_IF_ERROR(FindSession(handle, fn, s));
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
     std::string v;
     CAPI_RETURN_IF_ERROR(CheckString(version, fn, "version", v));
     auto id = s->assistant->Promote(v, force != 0);

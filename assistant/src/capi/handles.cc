@@ -10,7 +10,7 @@ namespace {
 
 struct Table {
   std::mutex mu;
-  std::unordered_map<uintptr_t, std::shared_ptr<Session>> open;
+  std::unordered_map<uintptr_t, std::shared_ptr<OpenAssistant>> open;
   uintptr_t next = 1;
 };
 
@@ -23,29 +23,29 @@ Table& table() {
 
 }  // namespace
 
-attune_assistant* Register(std::shared_ptr<Session> session) {
+attune_assistant* Register(std::shared_ptr<OpenAssistant> opened) {
   Table& t = table();
   std::lock_guard<std::mutex> l(t.mu);
   uintptr_t id = t.next++;
-  t.open.emplace(id, std::move(session));
+  t.open.emplace(id, std::move(opened));
   return reinterpret_cast<attune_assistant*>(id);
 }
 
-std::shared_ptr<Session> Find(attune_assistant* handle) {
+std::shared_ptr<OpenAssistant> Find(attune_assistant* handle) {
   Table& t = table();
   std::lock_guard<std::mutex> l(t.mu);
   auto it = t.open.find(reinterpret_cast<uintptr_t>(handle));
   return it == t.open.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<Session> Unregister(attune_assistant* handle) {
+std::shared_ptr<OpenAssistant> Unregister(attune_assistant* handle) {
   Table& t = table();
   std::lock_guard<std::mutex> l(t.mu);
   auto it = t.open.find(reinterpret_cast<uintptr_t>(handle));
   if (it == t.open.end()) return nullptr;
-  auto session = std::move(it->second);
+  auto opened = std::move(it->second);
   t.open.erase(it);
-  return session;
+  return opened;
 }
 
 }  // namespace attune::capi

@@ -10,18 +10,18 @@
 
 namespace attune::capi {
 
-struct Session {
+struct OpenAssistant {
   std::unique_ptr<Assistant> assistant;
   trainer::TrainingRunOptions training;  // attune_train_now's defaults
 };
 
-// Registers `session` and returns its new handle.
-attune_assistant* Register(std::shared_ptr<Session> session);
-// The session of `handle`, or null when it is closed or was never opened.
+// Registers `opened` and returns its new handle.
+attune_assistant* Register(std::shared_ptr<OpenAssistant> opened);
+// The assistant of `handle`, or null when it is closed or was never opened.
 // Callers keep the returned pointer for the length of their call, so a
 // concurrent close only drops the registry's reference.
-std::shared_ptr<Session> Find(attune_assistant* handle);
-// Removes `handle`; returns its session (null when not open).
-std::shared_ptr<Session> Unregister(attune_assistant* handle);
+std::shared_ptr<OpenAssistant> Find(attune_assistant* handle);
+// Removes `handle`; returns its assistant (null when not open).
+std::shared_ptr<OpenAssistant> Unregister(attune_assistant* handle);
 
 }  // namespace attune::capi
