@@ -8,11 +8,13 @@
 #include <random>
 #include <thread>
 
+#include "attune/adapters/health.h"
 #include "attune/adapters/registry.h"
 #include "attune/core/file.h"
 #include "attune/core/log.h"
 #include "attune/replay/store.h"
 #include "attune/runtime/model_store.h"
+#include "attune/trainer/training_run.h"
 
 namespace attune {
 
@@ -272,6 +274,24 @@ Result<std::string> Assistant::Promote(const std::string& version, bool force) {
   if (!r.promoted) return FailedPreconditionError("the gate rejected " + impl_->registry->Label(id) + ": " + r.decision.Summary());
   RETURN_IF_ERROR(impl_->PublishActive());
   return id;
+}
+
+namespace {
+
+ForgetReport ToReport(const replay::ForgetResult& r) {
+  return ForgetReport{r.events_erased, r.affected_adapter_versions};
+}
+
+}  // namespace
+
+Result<ForgetReport> Assistant::ForgetUser(const std::string& user_id) {
+  ASSIGN_OR_RETURN(replay::ForgetResult r, impl_->store->ForgetUser(user_id));
+  return ToReport(r);
+}
+
+Result<ForgetReport> Assistant::ForgetEvent(const std::string& event_id) {
+  ASSIGN_OR_RETURN(replay::ForgetResult r, impl_->store->ForgetEvent(event_id));
+  return ToReport(r);
 }
 
 const runtime::Engine& Assistant::engine() const { return *impl_->engine; }

@@ -21,6 +21,11 @@
 // for the window closing between micro-steps, writing a checkpoint when it
 // stops early. The destructor stops the trainer (checkpoint), joins it and
 // flushes the store.
+//
+// This header and everything it includes are free of LibTorch, RocksDB and
+// protobuf types (tests/capi checks it), so an app compiles against it with
+// none of those on its include path. Apps in other languages use the C ABI
+// in attune/attune.h over the same object.
 #pragma once
 
 #include <chrono>
@@ -30,11 +35,12 @@
 #include <string>
 #include <vector>
 
-#include "attune/adapters/health.h"
+#include "attune/adapters/gate.h"
+#include "attune/adapters/health_options.h"
 #include "attune/core/result.h"
 #include "attune/feedback/event.h"
 #include "attune/runtime/engine.h"
-#include "attune/trainer/training_run.h"
+#include "attune/trainer/training_run_options.h"
 #include "attune/trainer/window.h"
 
 namespace attune {
@@ -81,6 +87,13 @@ struct AssistantStatus {
   uint64_t stored_events = 0, new_events = 0;
 };
 
+struct ForgetReport {
+  uint64_t events_erased = 0;
+  // Adapter versions trained on erased data (sorted): they still carry it
+  // and should be retrained or removed.
+  std::vector<std::string> affected_adapter_versions;
+};
+
 class Assistant {
  public:
   // Opens (creating when missing) the data directory and loads the model.
@@ -106,6 +119,11 @@ class Assistant {
   // Promotes a candidate by hand (through the gate, or forced: recorded in
   // the registry's history) and publishes it.
   Result<std::string> Promote(const std::string& version, bool force);
+  // Erases every stored event of `user_id` (an unknown user erases
+  // nothing), or one event by id (NotFound when unknown). Adapters already
+  // trained on the data are reported, not changed.
+  Result<ForgetReport> ForgetUser(const std::string& user_id);
+  Result<ForgetReport> ForgetEvent(const std::string& event_id);
 
   const runtime::Engine& engine() const;
 

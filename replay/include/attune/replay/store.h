@@ -33,6 +33,7 @@
 #include "attune/core/result.h"
 #include "attune/feedback/event.h"
 #include "attune/replay/options.h"
+#include "attune/replay/sample_options.h"
 
 namespace attune::replay {
 
@@ -54,25 +55,7 @@ struct AppendResult {
   uint64_t seq = 0;  // of the new event; 0 for a duplicate
 };
 
-struct SampleOptions {
-  // Most new events (seq > cursor) in the batch, oldest first.
-  // Default: 256.
-  size_t max_new = 256;
-  // Replayed old events per new event: the batch holds
-  // round(replay_ratio * new_events.size()) old events (fewer if fewer are
-  // stored), drawn uniformly without replacement from the events at or
-  // before the cursor. 0.5 mixes one old event into every two new ones.
-  // Default: 0.5.
-  double replay_ratio = 0.5;
-  // Random seed of the replay draw: the same store state and seed give the
-  // same batch.
-  // Default: 0.
-  uint64_t seed = 0;
-  // Sample as if the cursor were here (to page through new events before a
-  // single RecordTraining); REQUIRES: >= the store's cursor.
-  // Default: the store's cursor.
-  std::optional<uint64_t> after = std::nullopt;
-};
+// SampleOptions lives in sample_options.h.
 
 struct SampleBatch {
   std::vector<StoredEvent> new_events;     // seq > cursor_before, ascending

@@ -18,13 +18,13 @@
 #include "attune/core/result.h"
 #include "attune/runtime/chat_template.h"
 #include "attune/runtime/linear_weight.h"
+#include "attune/runtime/lora_target.h"
 #include "attune/runtime/model_config.h"
 #include "attune/runtime/tokenizer.h"
 
 namespace attune::runtime {
 
-// LoRA targets, in the order used everywhere (CLI --targets, adapters).
-enum LoraTarget { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumLoraTargets };
+// LoraTarget and kNumLoraTargets live in lora_target.h.
 const char* LoraTargetName(int target);
 
 // LoRA tensors for one forward pass: for each layer and target either

@@ -10,15 +10,11 @@
 
 #include <vector>
 
+#include "attune/trainer/trainer_options.h"
+
 namespace attune::trainer {
 
-struct AdamWOptions {
-  double lr = 2e-4;           // Default: 2e-4
-  double beta1 = 0.9;         // Default: 0.9
-  double beta2 = 0.999;       // Default: 0.999
-  double eps = 1e-8;          // Default: 1e-8
-  double weight_decay = 0.0;  // Default: 0
-};
+// AdamWOptions lives in trainer_options.h.
 
 class AdamW {
  public:

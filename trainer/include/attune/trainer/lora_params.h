@@ -18,17 +18,11 @@
 
 #include "attune/core/result.h"
 #include "attune/runtime/model.h"
+#include "attune/trainer/trainer_options.h"
 
 namespace attune::trainer {
 
-struct LoraConfig {
-  int64_t rank = 16;          // Default: 16
-  double alpha = 32.0;        // Default: 32 (scale 2)
-  double dropout = 0.05;      // on the LoRA input while training. Default: 0.05
-  bool rslora = false;        // alpha / sqrt(r) instead of alpha / r. Default: false
-  // Which of q,k,v,o,gate,up,down are adapted. Default: all seven.
-  std::array<bool, runtime::kNumLoraTargets> targets = {true, true, true, true, true, true, true};
-};
+// LoraConfig lives in trainer_options.h.
 
 // Parses "q,k,v,o,gate,up,down" (any subset, any order) into a target mask.
 // InvalidArgument names an unknown target.

@@ -15,6 +15,7 @@
 
 #include "attune/core/result.h"
 #include "attune/runtime/model.h"
+#include "attune/trainer/trainer_options.h"
 
 namespace attune::trainer {
 
@@ -53,12 +54,7 @@ struct EncodedExample {
   bool truncated = false;
 };
 
-struct EncodeOptions {
-  // Longest sequence. Longer examples drop prompt tokens from the left first
-  // (the completion is what is learned), then completion tokens from the end.
-  // Default: 256.
-  int64_t max_seq_len = 256;
-};
+// EncodeOptions lives in trainer_options.h.
 
 // Renders and tokenizes. FailedPrecondition when the model has no tokenizer or
 // chat template; InvalidArgument when the example yields no scored token.

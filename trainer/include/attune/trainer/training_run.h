@@ -19,29 +19,11 @@
 #include "attune/replay/store.h"
 #include "attune/runtime/model.h"
 #include "attune/trainer/trainer.h"
+#include "attune/trainer/training_run_options.h"
 
 namespace attune::trainer {
 
-struct TrainingRunOptions {
-  TrainerOptions trainer;
-  // New events per window and the replay mix. Default: max_new 256,
-  // replay_ratio 0.5 (one old event per two new ones).
-  replay::SampleOptions sample;
-  feedback::ExampleOptions examples;
-  bool promote = true;  // submit the candidate to the gate. Default: true
-  bool force = false;   // promote even if the gate says no (recorded). Default: false
-};
-
-struct TrainingRunResult {
-  bool trained = false;        // false: nothing new to learn (see skipped_reason)
-  std::string skipped_reason;
-  bool completed = false;      // false: stopped early; the checkpoint resumes it
-  TrainReport report;
-  std::string version;         // full id of the candidate in the registry
-  std::string label;           // "vN"
-  bool promoted = false;
-  std::string gate_summary;    // "passed" or the failed rules
-};
+// TrainingRunOptions and TrainingRunResult live in training_run_options.h.
 
 Result<TrainingRunResult> RunTrainingWindow(std::shared_ptr<const runtime::Model> model, replay::Store& store,
                                             adapters::Registry& registry, const std::string& checkpoint_path,

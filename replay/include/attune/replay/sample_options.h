@@ -1,0 +1,31 @@
+// How a training window samples the replay store, in a plain header so that
+// app-facing option structs can carry it without the store's interface.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+namespace attune::replay {
+
+struct SampleOptions {
+  // Most new events (seq > cursor) in the batch, oldest first.
+  // Default: 256.
+  size_t max_new = 256;
+  // Replayed old events per new event: the batch holds
+  // round(replay_ratio * new_events.size()) old events (fewer if fewer are
+  // stored), drawn uniformly without replacement from the events at or
+  // before the cursor. 0.5 mixes one old event into every two new ones.
+  // Default: 0.5.
+  double replay_ratio = 0.5;
+  // Random seed of the replay draw: the same store state and seed give the
+  // same batch.
+  // Default: 0.
+  uint64_t seed = 0;
+  // Sample as if the cursor were here (to page through new events before a
+  // single RecordTraining); REQUIRES: >= the store's cursor.
+  // Default: the store's cursor.
+  std::optional<uint64_t> after = std::nullopt;
+};
+
+}  // namespace attune::replay
