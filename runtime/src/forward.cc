@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "attune/runtime/model.h"
+#include "runtime/src/kernels/thread_pool.h"
 
 namespace attune::runtime {
 namespace {
@@ -120,6 +121,8 @@ at::Tensor Forward(const Model& model, const LoraWeights* lora, const at::Tensor
 
 void ConfigureThreads(int torch_threads, int blas_threads) {
   if (torch_threads > 0) at::set_num_threads(torch_threads);
+  // The decode kernels' pool follows the BLAS thread count.
+  if (blas_threads > 0) kernels::ThreadPool::Default().set_active(blas_threads);
   if (blas_threads > 0) {
     // OpenBLAS is reached through libblas.so.3; its thread setter is optional.
     using SetThreads = void (*)(int);

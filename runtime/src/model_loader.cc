@@ -209,6 +209,20 @@ Status ModelLoader::LoadGguf(const std::string& path, const LoadOptions& opts, M
       return UnsupportedError("GGUF file '" + path + "': rope scaling '" + st + "' is not supported (none, linear)");
     }
   }
+  // Llama 3.1/3.2 GGUFs carry their RoPE frequency factors as a tensor
+  // (sometimes without a rope.scaling.type key); ignoring it would give
+  // silently wrong logits, so such files are refused.
+  if (g->FindTensor("rope_freqs.weight")) {
+    return UnsupportedError("GGUF file '" + path + "': tensor 'rope_freqs.weight' (Llama-3.1 style RoPE scaling) is not supported");
+  }
+  if (const GgufValue* sw = g->Find(a + "attention.sliding_window"); sw && sw->is_integer() && sw->as_int() > 0) {
+    ASSIGN_OR_RETURN(int64_t ctx, g->GetInt(a + "context_length"));
+    if (sw->as_int() < ctx) {
+      return UnsupportedError("GGUF file '" + path + "': sliding-window attention (" + a + "attention.sliding_window = " +
+                              std::to_string(sw->as_int()) + ", below the context length " + std::to_string(ctx) +
+                              ") is not supported");
+    }
+  }
   const GgufTensorInfo* emb = g->FindTensor("token_embd.weight");
   if (!emb) return DataLossError("GGUF file '" + path + "': tensor 'token_embd.weight' is missing");
   c.vocab_size = emb->dims.size() == 2 ? int64_t(emb->dims[1]) : 0;
@@ -291,6 +305,11 @@ Status ModelLoader::LoadHf(const std::string& dir, const LoadOptions& opts, Mode
     else if (t != "default") return UnsupportedError(where + ": rope_scaling type '" + t + "' is not supported (default, linear)");
   }
   if (c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0) return InvalidArgumentError(where + ": inconsistent attention hyper-parameters");
+  if (j.contains("sliding_window") && j["sliding_window"].is_number_integer() &&
+      j["sliding_window"].get<int64_t>() < c.context_length && j.value("use_sliding_window", true)) {
+    return UnsupportedError(where + ": sliding-window attention (sliding_window = " + std::to_string(j["sliding_window"].get<int64_t>()) +
+                            ", below max_position_embeddings) is not supported");
+  }
   c.name = dir.substr(dir.find_last_of('/') + 1);
 
   ASSIGN_OR_RETURN(auto opened, SafetensorsCheckpoint::Open(dir));

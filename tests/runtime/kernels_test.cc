@@ -43,17 +43,22 @@ class IsaGuard {
   Isa saved_;
 };
 
-// The bound of the 8-bit activation: each element of x moves by at most half
-// a step (amax / 127 / 2) of its block, so |Δy| <= Σ_blocks amax_b/254 · Σ|w|.
+// The bound of the 8-bit activation. Each element of x moves by at most half
+// a step d/2 (d = amax/127) plus the rounding of d to half precision
+// (|Δd| <= d·2^-11, times |q| <= 127); the blocks' sums s = d·Σq are rounded
+// to half too (|Δs| <= 2^-11·Σ|x|, times the block's offset, at most max|w|):
+// |Δy| <= Σ_blocks (d·(1/2 + 127·2^-11)·Σ|w| + 2^-10·max|w|·Σ|x|).
 double ActivationBound(const std::vector<float>& w, const std::vector<float>& x, int64_t block) {
   double bound = 0;
   for (size_t b = 0; b < x.size(); b += size_t(block)) {
-    double amax = 0, wsum = 0;
+    double amax = 0, wsum = 0, wmax = 0, xsum = 0;
     for (size_t i = b; i < b + size_t(block); ++i) {
       amax = std::max(amax, std::fabs(double(x[i])));
       wsum += std::fabs(double(w[i]));
+      wmax = std::max(wmax, std::fabs(double(w[i])));
+      xsum += std::fabs(double(x[i]));
     }
-    bound += amax / 254.0 * wsum;
+    bound += amax / 127.0 * (0.5 + 127.0 / 2048.0) * wsum + wmax * xsum / 1024.0;
   }
   return bound;
 }

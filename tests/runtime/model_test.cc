@@ -114,6 +114,37 @@ TEST(ModelLoadTest, TruncatedSafetensorsNamesTheFile) {
   std::filesystem::remove_all(dir);
 }
 
+// A copy of tiny_llama whose config.json has `key` set to `value`.
+std::filesystem::path TinyLlamaWith(const std::string& key, const nlohmann::json& value) {
+  auto dir = std::filesystem::temp_directory_path() / ("attune_cfg_" + key + "_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(Fixture("models/tiny_llama/model.safetensors"), dir / "model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  nlohmann::json cfg = LoadJson("models/tiny_llama/config.json");
+  cfg[key] = value;
+  std::ofstream(dir / "config.json") << cfg.dump();
+  return dir;
+}
+
+// Features the forward pass does not implement are refused, never run with
+// silently wrong logits.
+TEST(ModelLoadTest, RefusesLlama3RopeScalingAndSlidingWindows) {
+  LoadOptions lo;
+  lo.allow_missing_tokenizer = true;
+  auto rope = TinyLlamaWith("rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}});
+  auto m = Model::Load(rope.string(), lo);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(m.status().message().find("llama3"), std::string::npos) << m.status().message();
+  auto sw = TinyLlamaWith("sliding_window", 4);
+  m = Model::Load(sw.string(), lo);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(m.status().message().find("sliding"), std::string::npos) << m.status().message();
+  std::filesystem::remove_all(rope);
+  std::filesystem::remove_all(sw);
+}
+
 TEST(ModelLoadTest, MissingTokenizerIsAClearError) {
   auto m = Model::Load(Fixture("models/tiny_llama"));
   ASSERT_FALSE(m.ok());
@@ -220,6 +251,29 @@ TEST_F(SmolModelTest, GreedyGenerationMatchesTransformersWithFp32Weights) {
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->tokens, want) << p["text"];
   }
+}
+
+// llama.cpp as the reference for quantized decoding: the same GGUF decoded
+// greedily by llama.cpp (tools/make_llamacpp_fixtures.py) and by us with
+// quantized weights. Both quantize activations to 8 bits the same way, so
+// the tokens agree for the first 32 or more, except after a near tie in
+// llama.cpp's own logits (the fixture records the first step's top logits).
+TEST_F(SmolModelTest, GreedyTokensMatchLlamaCpp) {
+  nlohmann::json ref = LoadJson("logits/smollm2_llamacpp.json");
+  int checked = 0;
+  for (const auto& p : ref["prompts"]) {
+    auto want = p["greedy_ids"].get<std::vector<int32_t>>();
+    GenerateOptions o;
+    o.max_tokens = int(want.size());
+    o.stop_at_eos = false;
+    auto r = engine_->GenerateIds(p["ids"].get<std::vector<int32_t>>(), o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    size_t same = 0;
+    while (same < want.size() && same < r->tokens.size() && r->tokens[same] == want[same]) ++same;
+    EXPECT_GE(same, 32u) << p["text"];
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3);
 }
 
 TEST_F(SmolModelTest, AnswersTheCapitalOfFrance) {

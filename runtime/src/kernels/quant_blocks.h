@@ -53,6 +53,23 @@ inline float Fp16ToF32(uint16_t h) {
 }
 inline float Bf16ToF32(uint16_t h) { return BitsToF32(uint32_t(h) << 16); }
 
+// float -> IEEE half, round to nearest even (the same method, as ggml uses
+// where F16C is absent; F16C rounds identically).
+inline uint16_t F32ToFp16(float f) {
+  float base = (std::fabs(f) * 0x1.0p+112f) * 0x1.0p-110f;
+  const uint32_t w = F32ToBits(f);
+  const uint32_t shl1_w = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  uint32_t bias = shl1_w & 0xFF000000u;
+  if (bias < 0x71000000u) bias = 0x71000000u;
+  base = BitsToF32((bias >> 1) + 0x07800000u) + base;
+  const uint32_t bits = F32ToBits(base);
+  const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+  return uint16_t((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+// The value ggml stores for an activation scale: rounded to half.
+inline float RoundToHalf(float f) { return Fp16ToF32(F32ToFp16(f)); }
+
 // ggml's get_scale_min_k4: 6-bit scales and mins packed in 12 bytes.
 inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
   if (j < 4) {
@@ -223,6 +240,9 @@ inline void DequantRow(GgmlType type, const uint8_t* b, float* y, int64_t n) {
 }
 
 // ---- activation quantization ----------------------------------------------
+// As ggml's quantize_row_q8_0/q8_1: the quants use the exact scale, the block
+// stores it (and s = d·Σq) rounded to half, so our dot products see the same
+// activation as llama.cpp's.
 
 inline bool UsesQ8K(GgmlType t) { return t == GgmlType::kQ4_K || t == GgmlType::kQ5_K || t == GgmlType::kQ6_K; }
 inline bool IsFloat(GgmlType t) { return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16; }
@@ -238,8 +258,8 @@ inline void QuantizeQ8Scalar(const float* x, BlockQ8* y, int64_t nb) {
       y[i].qs[j] = int8_t(q);
       sum += q;
     }
-    y[i].d = d;
-    y[i].s = d * float(sum);
+    y[i].d = RoundToHalf(d);
+    y[i].s = RoundToHalf(d * float(sum));
   }
 }
 

@@ -35,7 +35,8 @@ void ForceIsa(Isa isa);
 constexpr int kQ8Block = 32;
 constexpr int kQ8KBlock = 256;
 
-// 8-bit activation block for the legacy quants: x ≈ d * qs, s = d * Σ qs.
+// 8-bit activation block for the legacy quants: x ≈ d * qs, s = d * Σ qs
+// (both hold half-precision values, as ggml's block_q8_0/q8_1 do).
 struct BlockQ8 {
   float d;
   float s;

@@ -149,7 +149,7 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t laye
 // Final norm and output projection: [batch, seq, hidden] -> [batch, seq, vocab].
 at::Tensor HeadForward(const Model& model, const at::Tensor& x);
 
-// Sets LibTorch's intra-op threads and OpenBLAS's threads. 0 keeps a
+// Sets LibTorch's intra-op threads, and OpenBLAS's and the decode kernels' threads. 0 keeps a
 // library's default. See docs/runtime.md for why the default is (1, cores).
 void ConfigureThreads(int torch_threads, int blas_threads);
 
