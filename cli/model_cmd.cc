@@ -61,7 +61,12 @@ int Info(const GlobalOptions& g, const ModelFlags& f) {
   if (g.json) {
     PrintJson(j);
   } else {
-    for (auto& [k, v] : j.items()) std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)) << "\n";
+    for (auto& [k, v] : j.items()) {
+      std::cout << k << ": "
+                << (v.is_string() ? v.get<std::string>()
+                                  : v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+                << "\n";
+    }
   }
   return kExitOk;
 }

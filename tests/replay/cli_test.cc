@@ -289,5 +289,18 @@ TEST_F(FeedbackCliTest, UnknownSubcommandIsNamed) {
   EXPECT_NE(o.err.find("unknown command 'frob'"), std::string::npos) << o.err;
 }
 
+// JSON output is shared by every command (cli_common): a file name that is
+// not UTF-8 used to abort `model info --json` with an uncaught exception.
+TEST_F(FeedbackCliTest, JsonOutputWithAPathThatIsNotUtf8DoesNotAbort) {
+  const std::string model = dir_.path() + "_bad\xff" "name.gguf";
+  std::filesystem::copy_file(std::string(ATTUNE_FIXTURES_DIR) + "/models/tiny_llama.gguf", model);
+  files_.push_back(model);
+  Output o = RunRaw("model info --json --model " + ShellQuote(model));
+  ASSERT_EQ(o.code, 0) << o.err;
+  auto j = nlohmann::json::parse(o.out);
+  EXPECT_NE(j["path"].get<std::string>().find("\xef\xbf\xbd"), std::string::npos) << "U+FFFD for the 0xFF byte";
+  EXPECT_EQ(RunRaw("model info --model ''").code, 2) << "an empty --model is not the default model";
+}
+
 }  // namespace
 }  // namespace attune::replay
