@@ -50,8 +50,8 @@ int ReportErrors(const Registry& r) {
   const auto errors = r.report().errors;
   if (errors.empty()) return kExitOk;
   for (size_t i = 1; i < errors.size(); ++i) std::cerr << "attune: error: " << errors[i] << "\n";
-  return PrintError(DataLossError("adapter registry '" + r.dir() + "': " + errors[0] +
-                                  " (hint: attune adapters repair)"));
+  return PrintError(
+      DataLossError("adapter registry '" + r.dir() + "': " + errors[0] + " (hint: attune adapters repair)"));
 }
 
 // The metrics `ls` shows, in this order, when present.

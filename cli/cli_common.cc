@@ -14,8 +14,7 @@ void PrintJson(const nlohmann::json& j) {
 }
 
 CLI::Option* AddDataDirFlag(CLI::App* cmd, GlobalOptions& g) {
-  return cmd
-      ->add_option("--data-dir", g.data_dir, "Data directory (default: $ATTUNE_HOME or ~/.local/share/attune)")
+  return cmd->add_option("--data-dir", g.data_dir, "Data directory (default: $ATTUNE_HOME or ~/.local/share/attune)")
       ->check(NonEmptyValue());
 }
 

@@ -242,7 +242,7 @@ void CheckFiles(const v1::AdapterRegistryState& s, const std::string& dir, const
     if (named.count(name)) continue;
     if (name.find(".tmp.") != std::string::npos) {
       rep.warnings.push_back("temporary file '" + e.path().string() + "' (gc removes it)");
-    } else if (IsDeleted(s, name.substr(0, name.size() < kPayloadSuffix.size() ? 0 : name.size() - kPayloadSuffix.size()))) {
+    } else if (name.ends_with(kPayloadSuffix) && IsDeleted(s, name.substr(0, name.size() - kPayloadSuffix.size()))) {
       rep.warnings.push_back("payload of a removed version '" + e.path().string() + "' (gc removes it)");
     } else {
       rep.warnings.push_back("payload '" + e.path().string() +

@@ -34,8 +34,8 @@ Status ScanBytes(std::string_view text, int max_depth) {
       in_string = true;
     } else if (c == '{' || c == '[') {
       if (++depth > max_depth) {
-        return InvalidArgumentError("byte " + std::to_string(i) + ": nested deeper than " +
-                                    std::to_string(max_depth) + " levels");
+        return InvalidArgumentError("byte " + std::to_string(i) + ": nested deeper than " + std::to_string(max_depth) +
+                                    " levels");
       }
     } else if (c == '}' || c == ']') {
       --depth;
@@ -90,10 +90,9 @@ class CheckingSax {
     const bool user_keys = frames_.size() == 2 && frames_[0].key == "tags";
     auto [it, fresh] = f.seen.emplace(user_keys ? k : Canonical(k), k);
     if (!fresh) {
-      error_ = it->second == k
-                   ? InvalidArgumentError(Path() + ": duplicate key")
-                   : InvalidArgumentError(Path() + ": keys '" + Printable(it->second) + "' and '" + Printable(k) +
-                                          "' name the same field");
+      error_ = it->second == k ? InvalidArgumentError(Path() + ": duplicate key")
+                               : InvalidArgumentError(Path() + ": keys '" + Printable(it->second) + "' and '" +
+                                                      Printable(k) + "' name the same field");
       return false;
     }
     return dom_.key(k);

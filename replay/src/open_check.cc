@@ -136,7 +136,8 @@ Status OpenError(const rocksdb::Status& s, const std::string& path) {
     std::string logs;
     if (!names_a_file && text.find("log number") == std::string::npos) {
       for (const auto& f : NonEmptyLogs(path)) logs += (logs.empty() ? "" : ", ") + f;
-      if (!logs.empty()) return DataLossError(where + " is damaged in the write-ahead log " + logs + ": " + text + kRepairHint);
+      if (!logs.empty())
+        return DataLossError(where + " is damaged in the write-ahead log " + logs + ": " + text + kRepairHint);
     }
     return DataLossError(where + " is damaged" + files + ": " + text + kRepairHint);
   }

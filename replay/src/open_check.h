@@ -12,10 +12,10 @@
 namespace attune::replay::internal {
 
 enum class DirState {
-  kAbsent,    // nothing there (a new store may be created)
-  kEmpty,     // an empty directory (a new store may be created)
-  kStore,     // a directory with a CURRENT file
-  kDamaged,   // a directory with files but no CURRENT
+  kAbsent,   // nothing there (a new store may be created)
+  kEmpty,    // an empty directory (a new store may be created)
+  kStore,    // a directory with a CURRENT file
+  kDamaged,  // a directory with files but no CURRENT
 };
 
 // Looks at `path` without changing anything. Errors: FailedPrecondition

@@ -93,9 +93,9 @@ struct Survivor {
 // Everything the rebuild needs, read before anything is written.
 struct Salvage {
   std::map<uint64_t, Survivor> by_seq;
-  std::map<uint32_t, uint64_t> slots;  // reservoir slot -> seq, as stored
-  std::vector<std::string> bad_ids;    // records that do not decode
-  std::vector<std::string> orphan_ids; // seq index entries without an event
+  std::map<uint32_t, uint64_t> slots;   // reservoir slot -> seq, as stored
+  std::vector<std::string> bad_ids;     // records that do not decode
+  std::vector<std::string> orphan_ids;  // seq index entries without an event
   std::optional<State> state;
   bool has_format = false;
   uint64_t versions = 0;
@@ -158,7 +158,8 @@ Status Rebuild(const Options& options, const internal::Handles& h, const Salvage
   } else {
     st.rng = options.retention.reservoir_seed;
     if (st.rng == 0) st.rng = (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
-    st.capacity = options.retention.max_events == 0 ? 0 : options.retention.max_events - options.retention.recent_window;
+    st.capacity =
+        options.retention.max_events == 0 ? 0 : options.retention.max_events - options.retention.recent_window;
     // Without the counters nothing says which events left the recent
     // window: keep them all recent, the next append graduates the excess.
     st.grad_ptr = 1;
@@ -260,8 +261,8 @@ Result<RepairReport> RepairStore(const Options& options, const std::string& dir)
     RETURN_IF_ERROR(OpenRaw(setup, dir, raw));
     RETURN_IF_ERROR(Read(raw.h, salvage));
     if (!salvage.has_format && salvage.by_seq.empty()) {
-      return DataLossError("replay store '" + dir + "': no events could be recovered (backup in " +
-                           report.backup_dir + ")");
+      return DataLossError("replay store '" + dir + "': no events could be recovered (backup in " + report.backup_dir +
+                           ")");
     }
     RETURN_IF_ERROR(Rebuild(options, raw.h, salvage));
   }

@@ -2,11 +2,10 @@
 
 #include <random>
 
-#include "open_check.h"
-
 #include "attune/core/file.h"
 #include "attune/feedback/codec.h"
 #include "attune/feedback/validate.h"
+#include "open_check.h"
 
 namespace attune::replay {
 

@@ -177,8 +177,8 @@ TEST_F(AdaptersCliTest, LsFailsWhenAPayloadIsMissing) {
 TEST_F(AdaptersCliTest, WritingCommandsOnNoRegistryCreateNothing) {
   ScratchDir empty;
   for (const char* cmd : {"adapters gc", "adapters pin v1", "adapters promote v1", "adapters rollback"}) {
-    const std::string line = std::string(ATTUNE_CLI_PATH) + " " + cmd + " --data-dir " + empty.path() +
-                             " >/dev/null 2>&1";
+    const std::string line =
+        std::string(ATTUNE_CLI_PATH) + " " + cmd + " --data-dir " + empty.path() + " >/dev/null 2>&1";
     int status = std::system(line.c_str());
     EXPECT_EQ(WEXITSTATUS(status), 1) << cmd;
     EXPECT_FALSE(std::filesystem::exists(empty.path() + "/adapters")) << cmd << " created a registry";

@@ -232,7 +232,8 @@ TEST(RegistryDamageTest, CorruptionMatrixEveryFileEveryDamage) {
       auto reg = Registry::Open(Options(), reg_dir);
       ASSERT_TRUE(reg.ok()) << reg.status().ToString();
       for (const auto& id : ids) {
-        const bool intact = PathExists(reg_dir + "/payloads/" + id + ".adapter") && ReadPayloadFile(reg_dir + "/payloads/" + id + ".adapter", id).ok();
+        const bool intact = PathExists(reg_dir + "/payloads/" + id + ".adapter") &&
+                            ReadPayloadFile(reg_dir + "/payloads/" + id + ".adapter", id).ok();
         if (intact) EXPECT_TRUE((*reg)->Load(id).ok()) << "repair did not recover an intact payload " << id;
       }
       EXPECT_EQ(PayloadCount(reg_dir), payloads) << "repair deleted a payload";

@@ -292,7 +292,8 @@ TEST_F(FeedbackCliTest, UnknownSubcommandIsNamed) {
 // JSON output is shared by every command (cli_common): a file name that is
 // not UTF-8 used to abort `model info --json` with an uncaught exception.
 TEST_F(FeedbackCliTest, JsonOutputWithAPathThatIsNotUtf8DoesNotAbort) {
-  const std::string model = dir_.path() + "_bad\xff" "name.gguf";
+  const std::string bad_byte = "\xff";
+  const std::string model = dir_.path() + "_bad" + bad_byte + "name.gguf";
   std::filesystem::copy_file(std::string(ATTUNE_FIXTURES_DIR) + "/models/tiny_llama.gguf", model);
   files_.push_back(model);
   Output o = RunRaw("model info --json --model " + ShellQuote(model));

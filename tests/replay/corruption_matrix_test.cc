@@ -76,8 +76,10 @@ std::string Changed(const std::map<std::string, std::string>& a, const std::map<
   std::string out;
   for (const auto& [name, bytes] : a) {
     auto it = b.find(name);
-    if (it == b.end()) out += " -" + name;
-    else if (it->second != bytes) out += " ~" + name;
+    if (it == b.end())
+      out += " -" + name;
+    else if (it->second != bytes)
+      out += " ~" + name;
   }
   for (const auto& [name, bytes] : b) {
     if (!a.count(name)) out += " +" + name;

@@ -157,12 +157,15 @@ TEST(RepairTest, RepairAfterWalDamageReportsTheLossAndNeverReusesASeq) {
   auto stats = (*store)->GetStats();
   EXPECT_EQ(stats->events, r->events_recovered);
   // Each recovered event is intact.
-  ASSERT_TRUE((*store)->Scan({}, [&](const StoredEvent& e) {
-    bool known = false;
-    for (const auto& w : written) known = known || w == e.event;
-    EXPECT_TRUE(known) << e.event.id;
-    return true;
-  }).ok());
+  ASSERT_TRUE((*store)
+                  ->Scan({},
+                         [&](const StoredEvent& e) {
+                           bool known = false;
+                           for (const auto& w : written) known = known || w == e.event;
+                           EXPECT_TRUE(known) << e.event.id;
+                           return true;
+                         })
+                  .ok());
   auto next = (*store)->Append(MakeEvent("e-new"));
   ASSERT_TRUE(next.ok());
   EXPECT_GT(next->seq, r->last_seq);
