@@ -94,10 +94,21 @@ void Reject(ImportTally& t, const std::string& file, size_t line, const Status& 
   }
 }
 
+// The store an import writes to. A missing store is created with the first
+// event to store, so an import that stores nothing leaves none behind.
+struct ImportSink {
+  const GlobalOptions& g;
+  std::unique_ptr<Store> store;
+};
+
 // Stores one chunk; returns a non-input error that must stop the import.
-Status Flush(Store& store, std::vector<feedback::Event>& events, std::vector<size_t>& lines, ImportTally& t,
+Status Flush(ImportSink& sink, std::vector<feedback::Event>& events, std::vector<size_t>& lines, ImportTally& t,
              const std::string& file, bool json) {
-  auto results = store.AppendMany(std::move(events));
+  if (events.empty()) return Status::Ok();
+  if (!sink.store) {
+    ASSIGN_OR_RETURN(sink.store, OpenForWrite(sink.g, /*create=*/true));
+  }
+  auto results = sink.store->AppendMany(std::move(events));
   for (size_t i = 0; i < results.size(); ++i) {
     if (results[i].ok()) {
       ++(results[i]->outcome == replay::AppendOutcome::kDuplicate ? t.duplicates : t.accepted);
@@ -139,8 +150,14 @@ int Import(const GlobalOptions& g, const std::string& file) {
     if (!in) return PrintError(IoError("cannot open '" + file + "': " + std::strerror(errno)));
   }
   std::istream& src = file == "-" ? std::cin : in;
-  auto store = OpenForWrite(g, /*create=*/true);
-  if (!store.ok()) return PrintError(store.status());
+  // An existing store is opened first, so that a damaged one fails at once.
+  ImportSink sink{g, nullptr};
+  auto existing = OpenForWrite(g, /*create=*/false);
+  if (existing.ok()) {
+    sink.store = std::move(existing).value();
+  } else if (existing.status().code() != StatusCode::kNotFound) {
+    return PrintError(existing.status());
+  }
   ImportTally t;
   std::vector<feedback::Event> events;
   std::vector<size_t> lines;
@@ -150,7 +167,7 @@ int Import(const GlobalOptions& g, const std::string& file) {
     if (too_long) {
       // The rest of the line cannot be told from the next one: stop here,
       // after storing the lines before it.
-      Status s = Flush(**store, events, lines, t, file, g.json);
+      Status s = Flush(sink, events, lines, t, file, g.json);
       PrintTally(g, t);
       if (!s.ok()) return PrintError(s.WithContext(file));
       return PrintError(InvalidArgumentError(file + ":" + std::to_string(n) + ": line longer than " +
@@ -166,16 +183,16 @@ int Import(const GlobalOptions& g, const std::string& file) {
     events.push_back(std::move(ev).value());
     lines.push_back(n);
     if (events.size() == kImportChunk) {
-      Status s = Flush(**store, events, lines, t, file, g.json);
+      Status s = Flush(sink, events, lines, t, file, g.json);
       if (!s.ok()) return PrintError(s.WithContext(file + ":" + std::to_string(n)));
     }
   }
   if (src.bad()) {
-    Status s = Flush(**store, events, lines, t, file, g.json);
+    Status s = Flush(sink, events, lines, t, file, g.json);
     PrintTally(g, t);
     return PrintError(IoError("reading '" + file + "' failed" + (s.ok() ? "" : "; " + s.message())));
   }
-  Status s = Flush(**store, events, lines, t, file, g.json);
+  Status s = Flush(sink, events, lines, t, file, g.json);
   if (!s.ok()) return PrintError(s.WithContext(file));
   PrintTally(g, t);
   return t.rejected == 0 ? kExitOk : kExitError;

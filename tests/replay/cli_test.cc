@@ -257,6 +257,7 @@ TEST_F(FeedbackCliTest, FailedCommandsLeaveNoStoreBehind) {
   EXPECT_EQ(Run("forget --event nope").code, 1);
   EXPECT_EQ(Run("forget --user nobody").code, 0);
   EXPECT_EQ(Run("add", "{not json").code, 1);
+  EXPECT_EQ(Run("import -", "{not json\n").code, 1);
   EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/replay"));
 }
 
