@@ -378,13 +378,13 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
 
   auto user = std::make_shared<std::string>();
   auto* exp = fb->add_subcommand("export", "Write stored events as JSONL to stdout");
-  exp->add_option("--user", *user, "Only this user's events");
+  exp->add_option("--user", *user, "Only this user's events")->check(NonEmptyValue());
   AddCommonFlags(exp, g);
   exp->callback(Run(r, [&g, user] { return Export(g, *user); }));
 
   auto limit = std::make_shared<std::string>("20");
   auto* ls = fb->add_subcommand("ls", "List stored events, newest first");
-  ls->add_option("--user", *user, "Only this user's events");
+  ls->add_option("--user", *user, "Only this user's events")->check(NonEmptyValue());
   ls->add_option("--limit", *limit, "Most events to list; 0 = all (default: 20)")->check(CountValue(kMaxListLimit));
   AddCommonFlags(ls, g);
   ls->callback(Run(r, [&g, user, limit] { return List(g, *user, ParseCount(*limit)); }));
@@ -396,8 +396,8 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   auto event = std::make_shared<std::string>();
   auto* forget = fb->add_subcommand("forget", "Erase a user's events or one event");
   auto* target = forget->add_option_group("target", "What to erase (exactly one)");
-  target->add_option("--user", *user, "Erase every event of this user");
-  target->add_option("--event", *event, "Erase the event with this id");
+  target->add_option("--user", *user, "Erase every event of this user")->check(NonEmptyValue());
+  target->add_option("--event", *event, "Erase the event with this id")->check(NonEmptyValue());
   target->require_option(1);
   AddCommonFlags(forget, g);
   forget->callback(Run(r, [&g, user, event] { return Forget(g, *user, *event); }));

@@ -304,5 +304,14 @@ TEST_F(FeedbackCliTest, JsonOutputWithAPathThatIsNotUtf8DoesNotAbort) {
   EXPECT_EQ(RunRaw("model info --model ''").code, 2) << "an empty --model is not the default model";
 }
 
+// `export --user "$U"` with U unset must not export every user's events.
+TEST_F(FeedbackCliTest, EmptyUserIsAUsageErrorNotEveryone) {
+  ASSERT_EQ(Run("add", kEvent).code, 0);
+  Output o = Run("export --user ''");
+  EXPECT_EQ(o.code, 2);
+  EXPECT_EQ(o.out, "");
+  EXPECT_EQ(Run("forget --user ''").code, 2);
+}
+
 }  // namespace
 }  // namespace attune::replay
