@@ -1,5 +1,5 @@
 // attune adapters ls | show V | history | promote V [--force] | rollback [V]
-//                | pin V | unpin V | gc
+//                | pin V | unpin V | gc | repair
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -33,10 +33,25 @@ std::string Num(double v) {
   return buf;
 }
 
+std::string RegistryDir(const GlobalOptions& g) { return ResolveDataDir(g.data_dir) + "/adapters"; }
+
+// No command here creates a registry: adapters arrive from training, which
+// creates it. A failed command must not leave an empty registry behind.
 Result<std::unique_ptr<Registry>> OpenRegistry(const GlobalOptions& g, bool write) {
   adapters::RegistryOptions o;
   o.read_only = !write;
-  return Registry::Open(o, ResolveDataDir(g.data_dir) + "/adapters");
+  o.create_if_missing = false;
+  return Registry::Open(o, RegistryDir(g));
+}
+
+// Problems that make versions unusable fail the command after its output:
+// a listing that looks fine must not hide a missing payload.
+int ReportErrors(const Registry& r) {
+  const auto errors = r.report().errors;
+  if (errors.empty()) return kExitOk;
+  for (size_t i = 1; i < errors.size(); ++i) std::cerr << "attune: error: " << errors[i] << "\n";
+  return PrintError(
+      DataLossError("adapter registry '" + r.dir() + "': " + errors[0] + " (hint: attune adapters repair)"));
 }
 
 // The metrics `ls` shows, in this order, when present.
@@ -80,12 +95,12 @@ int Ls(const GlobalOptions& g) {
   if (g.json) {
     json list = json::array();
     for (const auto& v : r.List()) list.push_back(VersionJson(r, v));
-    PrintJson(json{{"active", r.Active()}, {"versions", list}});
-    return kExitOk;
+    PrintJson(json{{"active", r.Active()}, {"versions", list}, {"errors", r.report().errors}});
+    return ReportErrors(r);
   }
   if (r.List().empty()) {
     std::cout << "no adapters in " << r.dir() << "\n";
-    return kExitOk;
+    return ReportErrors(r);
   }
   std::printf("  %-5s %-12s %-9s %-20s %-6s %s\n", "VER", "ID", "STATE", "CREATED", "PARENT", "METRICS");
   for (const auto& v : r.List()) {
@@ -99,8 +114,7 @@ int Ls(const GlobalOptions& g) {
                 Iso(v.created_unix_ms).c_str(), v.parent_version.empty() ? "-" : r.Label(v.parent_version).c_str(),
                 metrics.c_str(), v.pinned ? " [pinned]" : "");
   }
-  for (const auto& e : r.report().errors) std::cerr << "attune: warning: " << e << "\n";
-  return kExitOk;
+  return ReportErrors(r);
 }
 
 int Show(const GlobalOptions& g, const std::string& version) {
@@ -240,10 +254,34 @@ int Gc(const GlobalOptions& g) {
   return kExitOk;
 }
 
+int Repair(const GlobalOptions& g) {
+  adapters::RegistryOptions o;
+  auto r = Registry::Repair(o, RegistryDir(g));
+  if (!r.ok()) return PrintError(r.status());
+  if (g.json) {
+    PrintJson(json{{"state_rebuilt", r->state_rebuilt},
+                   {"damage", r->damage},
+                   {"state_backup", r->state_backup},
+                   {"adopted", r->adopted},
+                   {"damaged_payloads", r->damaged_payloads}});
+    return kExitOk;
+  }
+  if (r->state_rebuilt) {
+    std::cout << "STATE rebuilt from the payloads: " << r->damage << "\n";
+    if (!r->state_backup.empty()) std::cout << "damaged STATE kept as " << r->state_backup << "\n";
+    std::cout << "lost with STATE: which version was active, pins, gate verdicts and the activation history; every "
+                 "version is a candidate again (promote one to serve it)\n";
+  }
+  for (const auto& id : r->adopted) std::cout << "adopted " << id << "\n";
+  for (const auto& d : r->damaged_payloads) std::cout << "damaged (left in place) " << d << "\n";
+  if (!r->state_rebuilt && r->adopted.empty()) std::cout << "STATE is readable and names every valid payload\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 void AddAdaptersCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
-  CLI::App* cmd = app.add_subcommand("adapters", "Adapter registry: list, promote, roll back, pin, gc");
+  CLI::App* cmd = app.add_subcommand("adapters", "Adapter registry: list, promote, roll back, pin, gc, repair");
   cmd->require_subcommand(1);
   // Shared by the subcommands; only one runs per process.
   static std::string version;
@@ -286,6 +324,11 @@ void AddAdaptersCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   CLI::App* gc = cmd->add_subcommand("gc", "Delete versions nothing needs (keeps active, pinned, recent, history)");
   AddCommonFlags(gc, g);
   gc->callback(Run(r, [&g] { return Gc(g); }));
+
+  CLI::App* repair = cmd->add_subcommand(
+      "repair", "Rebuild a missing or damaged STATE from the payloads, adopt unlisted ones; deletes nothing");
+  AddCommonFlags(repair, g);
+  repair->callback(Run(r, [&g] { return Repair(g); }));
 }
 
 }  // namespace attune::cli

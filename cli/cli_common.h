@@ -3,7 +3,9 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
+#include <istream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -30,7 +32,8 @@ struct CommandResult {
 // Prints "attune: error: <message>" (and the hint, if any) to stderr; returns 1.
 int PrintError(const Status& status);
 
-// Prints `j` as one line of JSON to stdout.
+// Prints `j` as one line of JSON to stdout. Never throws: bytes that are not
+// UTF-8 (a file name, a model's metadata) are written as U+FFFD.
 void PrintJson(const nlohmann::json& j);
 
 // Wraps a command body so that its int result becomes the process exit code.
@@ -40,6 +43,27 @@ inline std::function<void()> Run(CommandResult& result, std::function<int()> bod
 
 // Adds --data-dir and --json to a subcommand.
 void AddCommonFlags(CLI::App* cmd, GlobalOptions& g);
+
+// Adds --data-dir alone. An empty value is a usage error (exit 2), not "the
+// default": `--data-dir "$UNSET_VARIABLE"` must not touch the real data.
+CLI::Option* AddDataDirFlag(CLI::App* cmd, GlobalOptions& g);
+
+// Validators for option values (a failed check is a usage error, exit 2).
+// A path that must not be empty.
+const CLI::Validator& NonEmptyValue();
+// A count: decimal digits only (no sign, no blank), at most `max`.
+CLI::Validator CountValue(uint64_t max);
+// Parses a value that CountValue accepted.
+uint64_t ParseCount(const std::string& text);
+
+// Reads all of `in` into `out`, refusing (InvalidArgument naming `what` and
+// the limit) input longer than `max_bytes` without reading past it + 1.
+Status ReadCapped(std::istream& in, size_t max_bytes, const std::string& what, std::string* out);
+
+// Reads one line (without its '\n') of at most `max_bytes`. Returns false at
+// the end of input. A longer line sets `too_long` and stops reading there:
+// the caller must stop, as the rest of the line cannot be told from the next.
+bool ReadLineCapped(std::istream& in, size_t max_bytes, std::string* line, bool* too_long);
 
 // One registration function per command family (one file each).
 void AddModelCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);

@@ -451,7 +451,8 @@ void AddDemoCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   CLI::App* d = app.add_subcommand("demo", "The whole personalization loop on the default model, end to end");
   d->add_flag("--quick", f.quick, "A shorter run (4 facts, fewer steps) for CI");
   d->add_flag("--keep", f.keep, "Keep the demo's previous feedback and adapters instead of starting fresh");
-  d->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)");
+  d->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)")
+      ->check(NonEmptyValue());
   AddCommonFlags(d, g);
   d->callback(Run(r, [&] { return Demo(g, f).Run(); }));
 }

@@ -1,5 +1,9 @@
-// attune feedback add | import | export | ls | stats | forget
+// attune feedback add | import | export | ls | stats | forget | repair
 // See docs/feedback.md for examples.
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -7,6 +11,7 @@
 
 #include "attune/core/file.h"
 #include "attune/feedback/codec.h"
+#include "attune/replay/repair.h"
 #include "attune/replay/store.h"
 #include "cli/cli_common.h"
 
@@ -16,16 +21,22 @@ namespace {
 using replay::Store;
 
 constexpr size_t kImportChunk = 256;  // events per commit (one fsync)
+// Most events `ls --limit` takes (more would be "all" anyway).
+constexpr uint64_t kMaxListLimit = 1000000000;
 
 std::string StorePath(const GlobalOptions& g) { return ResolveDataDir(g.data_dir) + "/replay"; }
 
-Result<std::unique_ptr<Store>> OpenForWrite(const GlobalOptions& g) {
+// Only commands that store events create a store: a failed or empty
+// command must not leave a new store behind.
+Result<std::unique_ptr<Store>> OpenForWrite(const GlobalOptions& g, bool create) {
   replay::Options o;
+  o.create_if_missing = create;
   return Store::Open(o, StorePath(g));
 }
 
 // Readers open read-only so that they work beside a running trainer.
-// nullptr: there is no store yet (nothing to show).
+// nullptr: there is no store yet (nothing to show). A store that is there
+// but cannot be read is an error, never "empty".
 Result<std::unique_ptr<Store>> OpenForRead(const GlobalOptions& g) {
   replay::Options o;
   o.read_only = true;
@@ -50,11 +61,12 @@ int Add(const GlobalOptions& g, const std::vector<std::string>& inline_json) {
   if (!inline_json.empty() && !inline_json.back().empty()) {
     text = inline_json.back();
   } else {
-    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    Status read = ReadCapped(std::cin, feedback::kMaxEventJsonBytes, "event on stdin", &text);
+    if (!read.ok()) return PrintError(read);
   }
   auto event = feedback::ParseEventJson(text);
   if (!event.ok()) return PrintError(event.status().WithContext("event"));
-  auto store = OpenForWrite(g);
+  auto store = OpenForWrite(g, /*create=*/true);
   if (!store.ok()) return PrintError(store.status());
   std::string id = event->id;
   auto r = (*store)->Append(std::move(event).value());
@@ -82,10 +94,21 @@ void Reject(ImportTally& t, const std::string& file, size_t line, const Status& 
   }
 }
 
+// The store an import writes to. A missing store is created with the first
+// event to store, so an import that stores nothing leaves none behind.
+struct ImportSink {
+  const GlobalOptions& g;
+  std::unique_ptr<Store> store;
+};
+
 // Stores one chunk; returns a non-input error that must stop the import.
-Status Flush(Store& store, std::vector<feedback::Event>& events, std::vector<size_t>& lines, ImportTally& t,
+Status Flush(ImportSink& sink, std::vector<feedback::Event>& events, std::vector<size_t>& lines, ImportTally& t,
              const std::string& file, bool json) {
-  auto results = store.AppendMany(std::move(events));
+  if (events.empty()) return Status::Ok();
+  if (!sink.store) {
+    ASSIGN_OR_RETURN(sink.store, OpenForWrite(sink.g, /*create=*/true));
+  }
+  auto results = sink.store->AppendMany(std::move(events));
   for (size_t i = 0; i < results.size(); ++i) {
     if (results[i].ok()) {
       ++(results[i]->outcome == replay::AppendOutcome::kDuplicate ? t.duplicates : t.accepted);
@@ -100,20 +123,57 @@ Status Flush(Store& store, std::vector<feedback::Event>& events, std::vector<siz
   return Status::Ok();
 }
 
+// Summary of an import, also when it stopped early.
+void PrintTally(const GlobalOptions& g, const ImportTally& t) {
+  if (g.json) {
+    PrintJson({{"accepted", t.accepted}, {"rejected", t.rejected}, {"duplicates", t.duplicates}, {"errors", t.errors}});
+  } else {
+    std::cout << "accepted " << t.accepted << ", rejected " << t.rejected << ", duplicates " << t.duplicates << "\n";
+  }
+}
+
+// A JSONL source must be a readable file (or stdin), never a directory,
+// which std::ifstream would open and read as empty.
+Status CheckImportFile(const std::string& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return NotFoundError("cannot open '" + file + "': " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return InvalidArgumentError("'" + file + "' is a directory, not a JSONL file");
+  return Status::Ok();
+}
+
 int Import(const GlobalOptions& g, const std::string& file) {
   std::ifstream in;
   if (file != "-") {
-    in.open(file);
-    if (!in) return PrintError(NotFoundError("cannot open '" + file + "'"));
+    Status ok = CheckImportFile(file);
+    if (!ok.ok()) return PrintError(ok);
+    in.open(file, std::ios::binary);
+    if (!in) return PrintError(IoError("cannot open '" + file + "': " + std::strerror(errno)));
   }
   std::istream& src = file == "-" ? std::cin : in;
-  auto store = OpenForWrite(g);
-  if (!store.ok()) return PrintError(store.status());
+  // An existing store is opened first, so that a damaged one fails at once.
+  ImportSink sink{g, nullptr};
+  auto existing = OpenForWrite(g, /*create=*/false);
+  if (existing.ok()) {
+    sink.store = std::move(existing).value();
+  } else if (existing.status().code() != StatusCode::kNotFound) {
+    return PrintError(existing.status());
+  }
   ImportTally t;
   std::vector<feedback::Event> events;
   std::vector<size_t> lines;
   std::string line;
-  for (size_t n = 1; std::getline(src, line); ++n) {
+  bool too_long = false;
+  for (size_t n = 1; ReadLineCapped(src, feedback::kMaxEventJsonBytes, &line, &too_long); ++n) {
+    if (too_long) {
+      // The rest of the line cannot be told from the next one: stop here,
+      // after storing the lines before it.
+      Status s = Flush(sink, events, lines, t, file, g.json);
+      PrintTally(g, t);
+      if (!s.ok()) return PrintError(s.WithContext(file));
+      return PrintError(InvalidArgumentError(file + ":" + std::to_string(n) + ": line longer than " +
+                                             std::to_string(feedback::kMaxEventJsonBytes) +
+                                             " bytes (the limit of one event); import stopped here"));
+    }
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto ev = feedback::ParseEventJson(line);
     if (!ev.ok()) {
@@ -123,17 +183,18 @@ int Import(const GlobalOptions& g, const std::string& file) {
     events.push_back(std::move(ev).value());
     lines.push_back(n);
     if (events.size() == kImportChunk) {
-      Status s = Flush(**store, events, lines, t, file, g.json);
+      Status s = Flush(sink, events, lines, t, file, g.json);
       if (!s.ok()) return PrintError(s.WithContext(file + ":" + std::to_string(n)));
     }
   }
-  Status s = Flush(**store, events, lines, t, file, g.json);
-  if (!s.ok()) return PrintError(s.WithContext(file));
-  if (g.json) {
-    PrintJson({{"accepted", t.accepted}, {"rejected", t.rejected}, {"duplicates", t.duplicates}, {"errors", t.errors}});
-  } else {
-    std::cout << "accepted " << t.accepted << ", rejected " << t.rejected << ", duplicates " << t.duplicates << "\n";
+  if (src.bad()) {
+    Status s = Flush(sink, events, lines, t, file, g.json);
+    PrintTally(g, t);
+    return PrintError(IoError("reading '" + file + "' failed" + (s.ok() ? "" : "; " + s.message())));
   }
+  Status s = Flush(sink, events, lines, t, file, g.json);
+  if (!s.ok()) return PrintError(s.WithContext(file));
+  PrintTally(g, t);
   return t.rejected == 0 ? kExitOk : kExitError;
 }
 
@@ -226,7 +287,16 @@ int PrintStats(const GlobalOptions& g) {
 }
 
 int Forget(const GlobalOptions& g, const std::string& user, const std::string& event) {
-  auto store = OpenForWrite(g);
+  auto store = OpenForWrite(g, /*create=*/false);
+  if (!store.ok() && store.status().code() == StatusCode::kNotFound && !user.empty()) {
+    // No store: nothing of this user is kept. Do not create one to say so.
+    if (g.json) {
+      PrintJson({{"events_erased", 0}, {"affected_adapter_versions", nlohmann::json::array()}});
+    } else {
+      std::cout << "erased 0 events\n";
+    }
+    return kExitOk;
+  }
   if (!store.ok()) return PrintError(store.status());
   auto r = user.empty() ? (*store)->ForgetEvent(event) : (*store)->ForgetUser(user);
   if (!r.ok()) return PrintError(r.status());
@@ -243,6 +313,43 @@ int Forget(const GlobalOptions& g, const std::string& user, const std::string& e
   return kExitOk;
 }
 
+int Repair(const GlobalOptions& g) {
+  replay::Options o;
+  auto r = replay::RepairStore(o, StorePath(g));
+  if (!r.ok()) return PrintError(r.status());
+  const replay::RepairReport& rep = *r;
+  const bool lost_known = rep.events_known && rep.events_before >= rep.events_recovered;
+  const uint64_t lost = lost_known ? rep.events_before - rep.events_recovered : 0;
+  if (g.json) {
+    nlohmann::json j = {{"needed", rep.needed},
+                        {"damage", rep.damage},
+                        {"backup", rep.backup_dir},
+                        {"events_recovered", rep.events_recovered},
+                        {"events_before", rep.events_known ? nlohmann::json(rep.events_before) : nlohmann::json()},
+                        {"events_lost", lost_known ? nlohmann::json(lost) : nlohmann::json()},
+                        {"lost_event_ids", rep.lost_event_ids},
+                        {"set_aside_files", rep.set_aside_files},
+                        {"last_seq", rep.last_seq}};
+    PrintJson(j);
+    return kExitOk;
+  }
+  if (!rep.needed) {
+    std::cout << "the replay store opens and verifies: nothing to repair\n";
+    return kExitOk;
+  }
+  std::cout << "damage:     " << rep.damage << "\n"
+            << "backup:     " << rep.backup_dir << " (the store as it was)\n"
+            << "recovered:  " << rep.events_recovered << " events (last seq " << rep.last_seq << ")\n";
+  if (rep.events_known) {
+    std::cout << "lost:       " << lost << " of the " << rep.events_before << " events the store counted\n";
+  } else {
+    std::cout << "lost:       unknown: whatever was written after the damage (nothing else records how much)\n";
+  }
+  for (const auto& id : rep.lost_event_ids) std::cout << "lost event  " << id << "\n";
+  for (const auto& f : rep.set_aside_files) std::cout << "set aside   " << f << " (unreadable)\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
@@ -253,7 +360,7 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   // a value reads the event from stdin. Either way the output is JSON.
   auto* add = fb->add_subcommand("add", "Store one event (JSON from --json or stdin)");
   auto inline_json = std::make_shared<std::vector<std::string>>();
-  add->add_option("--data-dir", g.data_dir, "Data directory (default: $ATTUNE_HOME or ~/.local/share/attune)");
+  AddDataDirFlag(add, g);
   auto* json_opt = add->add_option("--json", *inline_json,
                                    "The event as JSON; without a value, read it from stdin. "
                                    "Output is JSON either way")
@@ -271,16 +378,16 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
 
   auto user = std::make_shared<std::string>();
   auto* exp = fb->add_subcommand("export", "Write stored events as JSONL to stdout");
-  exp->add_option("--user", *user, "Only this user's events");
+  exp->add_option("--user", *user, "Only this user's events")->check(NonEmptyValue());
   AddCommonFlags(exp, g);
   exp->callback(Run(r, [&g, user] { return Export(g, *user); }));
 
-  auto limit = std::make_shared<size_t>(20);
+  auto limit = std::make_shared<std::string>("20");
   auto* ls = fb->add_subcommand("ls", "List stored events, newest first");
-  ls->add_option("--user", *user, "Only this user's events");
-  ls->add_option("--limit", *limit, "Most events to list; 0 = all (default: 20)");
+  ls->add_option("--user", *user, "Only this user's events")->check(NonEmptyValue());
+  ls->add_option("--limit", *limit, "Most events to list; 0 = all (default: 20)")->check(CountValue(kMaxListLimit));
   AddCommonFlags(ls, g);
-  ls->callback(Run(r, [&g, user, limit] { return List(g, *user, *limit); }));
+  ls->callback(Run(r, [&g, user, limit] { return List(g, *user, ParseCount(*limit)); }));
 
   auto* stats = fb->add_subcommand("stats", "Counts, bytes, cursor and evictions");
   AddCommonFlags(stats, g);
@@ -289,11 +396,18 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   auto event = std::make_shared<std::string>();
   auto* forget = fb->add_subcommand("forget", "Erase a user's events or one event");
   auto* target = forget->add_option_group("target", "What to erase (exactly one)");
-  target->add_option("--user", *user, "Erase every event of this user");
-  target->add_option("--event", *event, "Erase the event with this id");
+  target->add_option("--user", *user, "Erase every event of this user")->check(NonEmptyValue());
+  target->add_option("--event", *event, "Erase the event with this id")->check(NonEmptyValue());
   target->require_option(1);
   AddCommonFlags(forget, g);
   forget->callback(Run(r, [&g, user, event] { return Forget(g, *user, *event); }));
+
+  auto* repair = fb->add_subcommand(
+      "repair",
+      "Recover a damaged store: back it up, rebuild it from what is readable, report what was lost. Never runs by "
+      "itself");
+  AddCommonFlags(repair, g);
+  repair->callback(Run(r, [&g] { return Repair(g); }));
 }
 
 }  // namespace attune::cli

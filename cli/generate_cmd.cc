@@ -143,7 +143,8 @@ int Chat(const GlobalOptions& g, const GenFlags& f) {
 }
 
 void AddGenFlags(CLI::App* cmd, GenFlags& f) {
-  cmd->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)");
+  cmd->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)")
+      ->check(NonEmptyValue());
   cmd->add_option("--adapter", f.adapter, "active|none|VERSION|PATH (default: active)");
   cmd->add_option("--system", f.system, "System prompt");
   cmd->add_option("--chat-template", f.chat_template, "Override the chat template: chatml or llama3");

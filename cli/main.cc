@@ -26,6 +26,15 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::RequiredError& e) {
+    // "A subcommand is required" hides the word that was not one: name it.
+    auto rest = app.remaining(/*recurse=*/true);
+    if (rest.empty()) {
+      app.exit(e);
+    } else {
+      std::cerr << "attune: error: unknown command '" << rest[0] << "'\nRun with --help for more information.\n";
+    }
+    return kExitUsage;
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return kExitUsage;

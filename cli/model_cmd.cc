@@ -61,7 +61,12 @@ int Info(const GlobalOptions& g, const ModelFlags& f) {
   if (g.json) {
     PrintJson(j);
   } else {
-    for (auto& [k, v] : j.items()) std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+    for (auto& [k, v] : j.items()) {
+      std::cout << k << ": "
+                << (v.is_string() ? v.get<std::string>()
+                                  : v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+                << "\n";
+    }
   }
   return kExitOk;
 }
@@ -106,13 +111,15 @@ void AddModelCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   fetch->callback(Run(r, [&] { return Fetch(g, f); }));
 
   CLI::App* info = model->add_subcommand("info", "Show a model's hyper-parameters");
-  info->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)");
+  info->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)")
+      ->check(NonEmptyValue());
   info->add_option("--chat-template", f.chat_template, "Override the chat template: chatml or llama3");
   AddCommonFlags(info, g);
   info->callback(Run(r, [&] { return Info(g, f); }));
 
   CLI::App* tok = model->add_subcommand("tokenize", "Print the token ids and pieces of TEXT ('-' reads stdin)");
-  tok->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)");
+  tok->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)")
+      ->check(NonEmptyValue());
   tok->add_option("TEXT", f.text, "Text to tokenize, or - for stdin")->required();
   AddCommonFlags(tok, g);
   tok->callback(Run(r, [&] { return Tokenize(g, f); }));

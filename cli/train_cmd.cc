@@ -184,7 +184,8 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
 void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   static TrainFlags f;
   CLI::App* t = app.add_subcommand("train", "Train a LoRA adapter on the stored feedback (one window)");
-  t->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)");
+  t->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)")
+      ->check(NonEmptyValue());
   t->add_option("--max-steps", f.max_steps, "Optimizer steps (default 60)")->check(CLI::Range(int64_t(1), int64_t(1000000)));
   t->add_option("--max-minutes", f.max_minutes, "Stop after this many minutes (default: no limit)")->check(CLI::NonNegativeNumber);
   t->add_option("--rank", f.rank, "LoRA rank (default 16)")->check(CLI::Range(int64_t(1), int64_t(1024)));

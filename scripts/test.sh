@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install, build, fetch the default
 # model (the golden and real-model tests use it), run every test, then the
-# GGUF mutation test under AddressSanitizer and the snapshot/registry
+# GGUF, feedback JSON and registry mutation tests under AddressSanitizer and
+# UBSan, and the snapshot/registry
 # concurrency tests under ThreadSanitizer (small torch-free builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +16,14 @@ if [ ! -f "$ASAN_DIR/build.ninja" ]; then
   cmake -S . -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DATTUNE_WITH_TORCH=OFF -DATTUNE_ASAN=ON -DATTUNE_BUILD_BENCH=OFF
 fi
-ninja -C "$ASAN_DIR" formats_test
+ninja -C "$ASAN_DIR" formats_test feedback_test adapters_test
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/runtime/formats_test" --gtest_filter='GgufTest.*:PreTokenizerTest.*'
+# Hostile feedback JSON and damaged registry files (STATE, payloads).
+ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
+  "$ASAN_DIR/tests/feedback/feedback_test" --gtest_filter='JsonFuzzTest.*:JsonLimitsTest.*'
+ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
+  "$ASAN_DIR/tests/adapters/adapters_test" --gtest_filter='RegistryDamageTest.*:Payload.*'
 
 # The snapshot publish/pin logic and the registry under ThreadSanitizer
 # (plain buffers; LibTorch is not instrumented).

@@ -5,7 +5,9 @@
 
 #include <bit>
 #include <cstring>
+#include <filesystem>
 #include <set>
+#include <system_error>
 #include <tuple>
 
 #include "attune/core/file.h"
@@ -160,6 +162,13 @@ std::string PayloadVersionId(std::string_view bytes) { return Sha256Hex(bytes); 
 std::string ShortVersion(std::string_view id) { return std::string(id.substr(0, 12)); }
 
 Result<Adapter> ReadPayloadFile(const std::string& path, std::string_view expected_id, std::string* id) {
+  // Refuse an oversized file before reading it, not after.
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (!ec && size > kMaxPayloadBytes) {
+    return OutOfRangeError(path + ": adapter payload is " + std::to_string(size) + " bytes, the limit is " +
+                           std::to_string(kMaxPayloadBytes));
+  }
   ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
   const std::string actual = PayloadVersionId(bytes);
   if (!expected_id.empty() && actual != expected_id) {

@@ -119,7 +119,14 @@ Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options,
   if (state.ok()) {
     impl->state = std::move(state).value();
   } else if (state.status().code() != StatusCode::kNotFound) {
-    return state.status();
+    return state.status().code() == StatusCode::kDataLoss
+               ? DataLossError(state.status().message() + std::string(internal::kRepairHint))
+               : state.status();
+  } else if (size_t n = internal::CountPayloadFiles(impl->payload_dir); n > 0) {
+    // Payloads without the state that names them: the state was lost. A
+    // new empty state here would make every payload an orphan for gc.
+    return DataLossError("adapter registry '" + dir + "': STATE is missing but " + std::to_string(n) +
+                         " payload files are present" + internal::kRepairHint);
   } else if (!options.create_if_missing && !options.read_only) {
     return NotFoundError("no adapter registry state at '" + impl->state_path + "'");
   } else {
@@ -176,15 +183,7 @@ Result<std::string> Registry::Add(const Adapter& adapter) {
   r->set_id(id);
   r->set_seq(next.next_seq());
   next.set_next_seq(next.next_seq() + 1);
-  r->set_state(Record::CANDIDATE);
-  r->set_parent_version(adapter.parent_version);
-  r->set_created_unix_ms(adapter.created_unix_ms);
-  r->set_added_unix_ms(impl_->Now());
-  r->set_payload_bytes(bytes.size());
-  for (const auto& [k, v] : adapter.metrics) (*r->mutable_metrics())[k] = v;
-  r->set_rank(adapter.rank);
-  for (LoraTarget t : adapter.targets) r->add_targets(std::string(LoraTargetName(t)));
-  r->set_base_fingerprint(adapter.base_fingerprint);
+  internal::FillCandidate(adapter, id, bytes.size(), impl_->Now(), r);
   internal::EraseDeleted(next, id);
   RETURN_IF_ERROR(impl_->Commit(std::move(next)));
   return id;
@@ -359,7 +358,16 @@ Result<Adapter> Registry::Load(const std::string& version) const {
     ASSIGN_OR_RETURN(id, impl_->Resolve(version));
   }
   // Payloads are immutable: reading needs no lock.
-  return impl_->LoadVerified(id);
+  auto adapter = impl_->LoadVerified(id);
+  if (adapter.ok() || adapter.status().code() != StatusCode::kNotFound) return adapter;
+  // Gone: removed by another process's Gc since, or lost. Only the current
+  // STATE can tell which.
+  auto now = internal::ReadStateFile(impl_->state_path);
+  if (now.ok() && internal::FindRecord(*now, id) != nullptr) {
+    return DataLossError(internal::LabelOf(*now, id) + ": payload '" + impl_->PayloadPath(id) +
+                         "' is missing, though STATE lists it" + internal::kRepairHint);
+  }
+  return adapter;
 }
 
 std::string Registry::PayloadPath(const std::string& id) const { return impl_->PayloadPath(id); }

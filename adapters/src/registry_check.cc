@@ -125,10 +125,37 @@ std::set<std::string> GcKeepSet(const v1::AdapterRegistryState& s, int keep_last
   return keep;
 }
 
+size_t CountPayloadFiles(const std::string& payload_dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(payload_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.find(".tmp.") == std::string::npos && name.size() > kPayloadSuffix.size() &&
+        name.compare(name.size() - kPayloadSuffix.size(), kPayloadSuffix.size(), kPayloadSuffix) == 0) {
+      ++n;
+    }
+  }
+  return n;
+}
+
+void FillCandidate(const Adapter& adapter, const std::string& id, uint64_t payload_bytes, int64_t now_ms, Record* r) {
+  r->set_id(id);
+  r->set_state(Record::CANDIDATE);
+  r->set_parent_version(adapter.parent_version);
+  r->set_created_unix_ms(adapter.created_unix_ms);
+  r->set_added_unix_ms(now_ms);
+  r->set_payload_bytes(payload_bytes);
+  for (const auto& [k, v] : adapter.metrics) (*r->mutable_metrics())[k] = v;
+  r->set_rank(adapter.rank);
+  for (LoraTarget t : adapter.targets) r->add_targets(std::string(LoraTargetName(t)));
+  r->set_base_fingerprint(adapter.base_fingerprint);
+}
+
 Status RemoveUnreferenced(const v1::AdapterRegistryState& s, const std::string& dir, const std::string& payload_dir,
                           GcResult& result) {
-  std::set<std::string> named;
+  std::set<std::string> named, deleted;
   for (const Record& r : s.versions()) named.insert(r.id() + std::string(kPayloadSuffix));
+  for (const auto& d : s.deleted()) deleted.insert(d.id() + std::string(kPayloadSuffix));
   auto remove = [&](const fs::path& p) -> Status {
     std::error_code ec;
     uint64_t size = fs::file_size(p, ec);
@@ -139,8 +166,9 @@ Status RemoveUnreferenced(const v1::AdapterRegistryState& s, const std::string& 
   };
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(payload_dir, ec)) {
-    if (!e.is_regular_file() || named.count(e.path().filename().string())) continue;
-    RETURN_IF_ERROR(remove(e.path()));
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || named.count(name)) continue;
+    if (deleted.count(name) || name.find(".tmp.") != std::string::npos) RETURN_IF_ERROR(remove(e.path()));
   }
   if (ec) return IoError("cannot list '" + payload_dir + "': " + ec.message());
   for (const auto& e : fs::directory_iterator(dir, ec)) {
@@ -212,8 +240,14 @@ void CheckFiles(const v1::AdapterRegistryState& s, const std::string& dir, const
   for (const auto& e : fs::directory_iterator(payload_dir, ec)) {
     const std::string name = e.path().filename().string();
     if (named.count(name)) continue;
-    rep.warnings.push_back((name.find(".tmp.") != std::string::npos ? "temporary file '" : "orphan payload '") +
-                           e.path().string() + "' (gc removes it)");
+    if (name.find(".tmp.") != std::string::npos) {
+      rep.warnings.push_back("temporary file '" + e.path().string() + "' (gc removes it)");
+    } else if (name.ends_with(kPayloadSuffix) && IsDeleted(s, name.substr(0, name.size() - kPayloadSuffix.size()))) {
+      rep.warnings.push_back("payload of a removed version '" + e.path().string() + "' (gc removes it)");
+    } else {
+      rep.warnings.push_back("payload '" + e.path().string() +
+                             "' is not in STATE (kept; `attune adapters repair` adopts it if it is valid)");
+    }
   }
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (e.path().filename().string().rfind("STATE.tmp.", 0) == 0) {

@@ -30,7 +30,22 @@ std::string DefaultRollbackTarget(const v1::AdapterRegistryState& s);
 // Versions GC must keep, by the rules in registry.h (without extra_keep).
 std::set<std::string> GcKeepSet(const v1::AdapterRegistryState& s, int keep_last, int keep_history);
 
-// Deletes payload files that `s` does not name and temporary files.
+// Points at the repair command; appended to messages about a damaged or
+// missing STATE.
+inline constexpr char kRepairHint[] =
+    " (hint: `attune adapters repair` rebuilds STATE from the payloads, each of which carries its own manifest)";
+
+// Payload files (*.adapter, not temporaries) in `payload_dir`.
+size_t CountPayloadFiles(const std::string& payload_dir);
+
+// Fills `r` (seq left as is) for `adapter` as a new candidate.
+void FillCandidate(const Adapter& adapter, const std::string& id, uint64_t payload_bytes, int64_t now_ms,
+                   v1::AdapterVersionRecord* r);
+
+// Deletes what GC can account for and nothing else: payloads of versions
+// that `s` records as deleted (left by an interrupted GC) and temporary
+// files. A payload `s` does not know at all is kept: it may be the only copy
+// of an adapter whose state was lost (repair adopts it).
 Status RemoveUnreferenced(const v1::AdapterRegistryState& s, const std::string& dir, const std::string& payload_dir,
                           GcResult& result);
 

@@ -8,11 +8,15 @@
 #include <vector>
 
 #include "attune/v1/feedback.pb.h"
+#include "json_reader.h"
 
 namespace attune::feedback {
 namespace {
 
 namespace pb = ::attune::v1;
+
+// Writers never throw on bytes that are not UTF-8: they write U+FFFD.
+constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
 
 Result<Role> RoleFromString(std::string_view s) {
   std::string lower(s);
@@ -174,11 +178,7 @@ Result<Event> ParseEventJson(std::string_view json, const JsonParseOptions& opti
   // A first pass with a JSON parser gives byte offsets for syntax errors and
   // lets "time": "" mean "unset", which the protobuf mapping would reject.
   nlohmann::json doc;
-  try {
-    doc = nlohmann::json::parse(json.begin(), json.end());
-  } catch (const nlohmann::json::parse_error& e) {
-    return InvalidArgumentError("invalid JSON at byte " + std::to_string(e.byte) + ": " + e.what());
-  }
+  RETURN_IF_ERROR(internal::ReadStrictJson(json, options.max_bytes, options.max_depth, doc));
   if (!doc.is_object()) return InvalidArgumentError("event: expected a JSON object");
   std::vector<std::string> signals;
   for (const char* name : {"rating", "correction", "preference", "demonstration", "implicit"}) {
@@ -197,8 +197,8 @@ Result<Event> ParseEventJson(std::string_view json, const JsonParseOptions& opti
   pb::FeedbackEvent p;
   google::protobuf::util::JsonParseOptions po;
   po.ignore_unknown_fields = options.ignore_unknown_fields;
-  auto s = google::protobuf::util::JsonStringToMessage(doc.dump(), &p, po);
-  if (!s.ok()) return InvalidArgumentError(ProtobufMessage(s));
+  auto s = google::protobuf::util::JsonStringToMessage(doc.dump(-1, ' ', false, kReplace), &p, po);
+  if (!s.ok()) return InvalidArgumentError(internal::Printable(ProtobufMessage(s)));
   return FromProto(p);
 }
 
@@ -212,10 +212,13 @@ std::string EventToJson(const Event& event) {
   if (!s.ok()) return "{}";  // unreachable: every Event maps to valid JSON
   // The mapping leaves out empty strings; keep the two keys readers expect.
   if (event.user_id.empty() || event.id.empty()) {
-    auto doc = nlohmann::ordered_json::parse(out);
+    // No exceptions: a string that is not UTF-8 (an unvalidated event) must
+    // not abort the writer.
+    auto doc = nlohmann::ordered_json::parse(out, nullptr, /*allow_exceptions=*/false);
+    if (!doc.is_object()) doc = nlohmann::ordered_json::object();
     doc["id"] = event.id;
     doc["user_id"] = event.user_id;
-    out = doc.dump();
+    out = doc.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   }
   return out;
 }

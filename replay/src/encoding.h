@@ -54,6 +54,12 @@ std::string EncodeRecord(const Record& r);
 // DataLoss if truncated or of an unknown record version.
 Result<Record> DecodeRecord(std::string_view value);
 
+// What max_bytes counts for one event: its record and all four keys and
+// index values.
+inline uint64_t StoredBytes(std::string_view id, std::string_view user_id, size_t value_size) {
+  return 4 * id.size() + value_size + /*seq*/ 8 + /*time*/ 20 + user_id.size() + 9;
+}
+
 // Persistent counters and the reservoir's random state. Rewritten by every
 // write; see store.h Stats for the meaning of the counters.
 struct State {

@@ -6,12 +6,6 @@
 namespace attune::replay::internal {
 namespace {
 
-// What max_bytes counts for one event: its record and all four keys and
-// index values.
-uint64_t StoredBytes(const std::string& id, const std::string& user_id, size_t value_size) {
-  return 4 * id.size() + value_size + /*seq*/ 8 + /*time*/ 20 + user_id.size() + 9;
-}
-
 Status Missing(const std::string& what) { return DataLossError("replay store index is inconsistent: " + what); }
 
 }  // namespace

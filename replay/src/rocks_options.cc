@@ -65,6 +65,19 @@ RocksSetup MakeRocksSetup(const MemoryOptions& mem, bool create_if_missing) {
   s.db.keep_log_file_num = 2;
   s.db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   s.db.enable_pipelined_write = false;
+  // Damage is reported, never skipped: paranoid checks fail the open on a
+  // corrupt file, and a write-ahead log whose records do not check out
+  // stops the open (kAbsoluteConsistency would also refuse the torn last
+  // record of a crash in mid-write, which was never acknowledged;
+  // kPointInTimeRecovery would silently drop everything after the damage).
+  s.db.paranoid_checks = true;
+  s.db.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  // The MANIFEST records the sizes of closed logs, so a missing or
+  // truncated older log fails the open instead of losing its events.
+  s.db.track_and_verify_wals_in_manifest = true;
+  // All families flush in one MANIFEST edit: they stay consistent with
+  // each other whatever the log holds.
+  s.db.atomic_flush = true;
   s.events_cf = CfOptions(s.cache, mem.write_buffer_bytes, /*bloom=*/true);
   s.index_cf = CfOptions(s.cache, mem.write_buffer_bytes / 4, /*bloom=*/false);
   return s;

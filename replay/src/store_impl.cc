@@ -5,6 +5,7 @@
 #include "attune/core/file.h"
 #include "attune/feedback/codec.h"
 #include "attune/feedback/validate.h"
+#include "open_check.h"
 
 namespace attune::replay {
 
@@ -17,20 +18,6 @@ namespace {
 
 constexpr std::string_view kFormatKey = "format_version";
 
-Status OpenError(const rocksdb::Status& s, const std::string& path) {
-  std::string msg = "replay store '" + path + "': " + s.ToString();
-  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-    return UnavailableError("replay store '" + path +
-                            "' is in use by another process (its LOCK is held); retry when "
-                            "that process exits, or open it read-only");
-  }
-  if (s.IsCorruption()) return DataLossError(msg + " (the store is corrupt)");
-  if (s.IsInvalidArgument() && s.ToString().find("does not exist") != std::string::npos) {
-    return NotFoundError(msg);
-  }
-  return FromRocks(s, "replay store '" + path + "'");
-}
-
 uint64_t Capacity(const RetentionOptions& r) { return r.max_events == 0 ? 0 : r.max_events - r.recent_window; }
 
 }  // namespace
@@ -39,6 +26,14 @@ StoreImpl::StoreImpl(const Options& options, std::string path) : options_(option
 
 StoreImpl::~StoreImpl() {
   if (!db_) return;
+  // Leave the data in checksummed, MANIFEST-listed tables rather than in
+  // the write-ahead log: damage to a log cannot always be told from a crash
+  // in mid-write, damage to a table always can.
+  if (!options_.read_only) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    db_->Flush(fo, cf_handles_).PermitUncheckedError();
+  }
   for (auto* cf : cf_handles_) db_->DestroyColumnFamilyHandle(cf).PermitUncheckedError();
   db_->Close().PermitUncheckedError();
 }
@@ -51,6 +46,16 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
   }
   if (r.max_age_seconds < 0) return InvalidArgumentError("retention.max_age_seconds is negative");
   if (options.max_group_bytes == 0) return InvalidArgumentError("max_group_bytes is 0");
+  // A writable open of a damaged store may get far enough to write (RocksDB
+  // flushes what it recovered from the log, then finds a family missing).
+  // Looking read-only first means a failing open changes nothing.
+  if (!options.read_only && PathExists(path + "/CURRENT")) {
+    Options look = options;
+    look.read_only = true;
+    auto probe = Open(look, path);
+    // NotFound: created but never initialised (a crash while creating).
+    if (!probe.ok() && probe.status().code() != StatusCode::kNotFound) return probe.status();
+  }
   std::unique_ptr<StoreImpl> store(new StoreImpl(options, path));
   RETURN_IF_ERROR(store->OpenDb());
   RETURN_IF_ERROR(store->LoadOrInitialize());
@@ -59,12 +64,31 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
 }
 
 Status StoreImpl::OpenDb() {
-  bool exists = PathExists(path_ + "/CURRENT");
+  ASSIGN_OR_RETURN(DirState dir, ProbeStoreDir(path_));
+  // Files without a CURRENT are a damaged store (or someone else's folder).
+  // RocksDB would write a new, empty store over them, so never open them.
+  if (dir == DirState::kDamaged) {
+    return DataLossError("replay store '" + path_ +
+                         "' holds files but no CURRENT file: it is damaged, or not a replay store; left untouched "
+                         "(hint: `attune feedback repair` rebuilds it and keeps a copy of the damaged one)");
+  }
+  const bool exists = dir == DirState::kStore;
+  // RocksDB would start a new log and lose whatever the deleted one held.
+  if (exists && !HasLog(path_)) {
+    return DataLossError("replay store '" + path_ +
+                         "' has no write-ahead log (*.log): it was deleted, with any events only it held; left "
+                         "untouched (hint: `attune feedback repair` rebuilds the store from what is left)");
+  }
   if (!exists && (!options_.create_if_missing || options_.read_only)) {
     return NotFoundError("replay store '" + path_ + "' does not exist");
   }
   if (!exists) RETURN_IF_ERROR(MakeDirs(path_));
-  setup_ = MakeRocksSetup(options_.memory, options_.create_if_missing);
+  // Only a new store is created: an existing one that lost CURRENT between
+  // the probe and here must fail, not be replaced.
+  setup_ = MakeRocksSetup(options_.memory, /*create_if_missing=*/!exists);
+  // An existing store has every family; one missing means a damaged
+  // MANIFEST, and creating it afresh would hide the loss.
+  setup_.db.create_missing_column_families = !exists;
   std::vector<std::string> names;
   if (exists) {
     auto s = rocksdb::DB::ListColumnFamilies(setup_.db, path_, &names);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "attune/adapters/registry.h"
@@ -136,6 +137,57 @@ TEST_F(AdaptersCliTest, LockedRegistryIsAClearError) {
   EXPECT_NE(err_.find("locked by another process"), std::string::npos) << err_;
   EXPECT_EQ(Attune("adapters ls").code, 0);  // reading needs no lock
   ::close(fd);
+}
+
+TEST_F(AdaptersCliTest, GcWithoutStateDeletesNoPayload) {
+  const std::string reg = dir_.path() + "/adapters";
+  std::filesystem::remove(reg + "/STATE");
+  Output ls = Attune("adapters ls");
+  EXPECT_EQ(ls.code, 1) << "said: " << ls.out;
+  EXPECT_NE(err_.find("STATE is missing"), std::string::npos) << err_;
+  Output gc = Attune("adapters gc");
+  EXPECT_EQ(gc.code, 1) << gc.out;
+  EXPECT_TRUE(std::filesystem::exists(reg + "/payloads/" + v1_ + ".adapter"));
+  EXPECT_TRUE(std::filesystem::exists(reg + "/payloads/" + v2_ + ".adapter"));
+  EXPECT_FALSE(std::filesystem::exists(reg + "/STATE")) << "a failed command wrote a new STATE";
+}
+
+TEST_F(AdaptersCliTest, RepairRebuildsStateAndSaysWhatWasLost) {
+  std::filesystem::remove(dir_.path() + "/adapters/STATE");
+  Output o = Attune("adapters repair");
+  ASSERT_EQ(o.code, 0) << err_;
+  EXPECT_NE(o.out.find("STATE rebuilt"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("which version was active"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("adopted " + v1_), std::string::npos) << o.out;
+  auto j = nlohmann::json::parse(Attune("adapters ls --json").out);
+  EXPECT_EQ(j["versions"].size(), 2u);
+  EXPECT_EQ(j["active"], "");
+  Output again = Attune("adapters repair --json");
+  EXPECT_EQ(nlohmann::json::parse(again.out)["state_rebuilt"], false);
+}
+
+TEST_F(AdaptersCliTest, LsFailsWhenAPayloadIsMissing) {
+  std::filesystem::remove(dir_.path() + "/adapters/payloads/" + v2_ + ".adapter");
+  Output o = Attune("adapters ls");
+  EXPECT_EQ(o.code, 1);
+  EXPECT_NE(o.out.find("v2"), std::string::npos) << "the listing is still printed";
+  EXPECT_NE(err_.find(v2_ + ".adapter' is missing"), std::string::npos) << err_;
+}
+
+TEST_F(AdaptersCliTest, WritingCommandsOnNoRegistryCreateNothing) {
+  ScratchDir empty;
+  for (const char* cmd : {"adapters gc", "adapters pin v1", "adapters promote v1", "adapters rollback"}) {
+    const std::string line =
+        std::string(ATTUNE_CLI_PATH) + " " + cmd + " --data-dir " + empty.path() + " >/dev/null 2>&1";
+    int status = std::system(line.c_str());
+    EXPECT_EQ(WEXITSTATUS(status), 1) << cmd;
+    EXPECT_FALSE(std::filesystem::exists(empty.path() + "/adapters")) << cmd << " created a registry";
+  }
+}
+
+TEST_F(AdaptersCliTest, EmptyDataDirIsAUsageError) {
+  int status = std::system((std::string(ATTUNE_CLI_PATH) + " adapters ls --data-dir '' >/dev/null 2>&1").c_str());
+  EXPECT_EQ(WEXITSTATUS(status), 2);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <google/protobuf/stubs/logging.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "attune/core/file.h"
@@ -132,4 +134,18 @@ TEST(Payload, FileReadChecksTheExpectedId) {
 }
 
 }  // namespace
+TEST(Payload, OversizedFileIsRefusedBeforeItIsRead) {
+  testing::ScratchDir dir;
+  const std::string path = dir.path() + "/big.adapter";
+  // Sparse: one byte past the limit costs no disk and, refused by its size,
+  // no memory. (A file at the limit would be read: 1 GiB, too much for a
+  // unit test on a shared machine.)
+  { std::ofstream(path) << ""; }
+  std::filesystem::resize_file(path, kMaxPayloadBytes + 1);
+  auto r = ReadPayloadFile(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(path), std::string::npos);
+}
+
 }  // namespace attune::adapters

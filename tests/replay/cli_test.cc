@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -155,6 +156,161 @@ TEST_F(FeedbackCliTest, ForgetUnknownEventExitsOne) {
 TEST_F(FeedbackCliTest, StatsOfAnEmptyDataDirAreZero) {
   auto j = nlohmann::json::parse(Run("stats --json").out);
   EXPECT_EQ(j["events"], 0);
+}
+
+// Runs `attune ARGS` as given (no --data-dir added).
+Output RunRaw(const std::string& args) {
+  testing::ScratchDir io("cli_raw");
+  std::filesystem::create_directories(io.path());
+  std::string out = io.path() + "/out", err = io.path() + "/err";
+  std::string cmd = std::string(ATTUNE_CLI) + " " + args + " </dev/null >" + out + " 2>" + err;
+  int status = std::system(cmd.c_str());
+  return Output{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+}
+
+TEST_F(FeedbackCliTest, ReadersOfADataDirThatIsAFileFailInsteadOfShowingAnEmptyStore) {
+  std::string file = WriteFile("not_a_dir", "x");
+  for (const char* cmd : {"ls", "stats", "export"}) {
+    Output o = RunRaw(std::string("feedback ") + cmd + " --data-dir " + file);
+    EXPECT_EQ(o.code, 1) << cmd << ": " << o.out;
+    EXPECT_NE(o.err.find("not a directory"), std::string::npos) << cmd << ": " << o.err;
+    EXPECT_EQ(o.out, "") << cmd;
+  }
+}
+
+TEST_F(FeedbackCliTest, EmptyDataDirIsAUsageErrorNotTheDefault) {
+  for (const char* cmd : {"ls", "add --json '{}'", "repair"}) {
+    Output o = RunRaw(std::string("feedback ") + cmd + " --data-dir ''");
+    EXPECT_EQ(o.code, 2) << cmd << ": " << o.err;
+    EXPECT_NE(o.err.find("--data-dir"), std::string::npos) << cmd << ": " << o.err;
+  }
+}
+
+TEST_F(FeedbackCliTest, LimitMustBeAnUnsignedCount) {
+  ASSERT_EQ(Run("add", kEvent).code, 0);
+  for (const char* bad : {"-1", "''", "18446744073709551616"}) {
+    Output o = Run(std::string("ls --limit ") + bad);
+    EXPECT_EQ(o.code, 2) << bad << ": " << o.out;
+  }
+  EXPECT_EQ(Run("ls --limit 1000000000").code, 0) << "the largest --limit";
+  EXPECT_EQ(Run("ls --limit 1000000001").code, 2) << "one past the largest --limit";
+}
+
+TEST_F(FeedbackCliTest, ImportOfADirectoryFails) {
+  Output o = Run("import " + dir_.path() + "_dir_input");  // absent
+  EXPECT_EQ(o.code, 1);
+  std::filesystem::create_directories(dir_.path() + "_dir_input");
+  files_.push_back(dir_.path() + "_dir_input");
+  o = Run("import " + dir_.path() + "_dir_input");
+  EXPECT_EQ(o.code, 1) << o.out;
+  EXPECT_NE(o.err.find("is a directory"), std::string::npos) << o.err;
+}
+
+TEST_F(FeedbackCliTest, ImportWithInvalidUtf8UnderJsonPrintsASummaryNotACrash) {
+  std::string bad = kEvent;
+  bad.replace(bad.find("Pixel"), 1, "\xff");
+  std::string file = WriteFile("utf8.jsonl", std::string(kEvent) + "\n" + bad + "\n");
+  Output o = Run("import --json " + file);
+  EXPECT_EQ(o.code, 1) << o.err;
+  auto j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["accepted"], 1);
+  EXPECT_EQ(j["rejected"], 1);
+  EXPECT_EQ(j["errors"][0]["line"], 2);
+}
+
+TEST_F(FeedbackCliTest, NulByteAfterAnEventIsRejectedNotStored) {
+  Output o = Run("add", std::string(kEvent) + std::string(1, '\0') + "garbage");
+  EXPECT_EQ(o.code, 1) << o.out;
+  EXPECT_NE(o.err.find("NUL byte"), std::string::npos) << o.err;
+  std::string file = WriteFile("nul.jsonl", std::string(kEvent) + std::string(1, '\0') + "x\n");
+  o = Run("import " + file);
+  EXPECT_EQ(o.code, 1);
+  EXPECT_EQ(o.out, "accepted 0, rejected 1, duplicates 0\n");
+}
+
+TEST_F(FeedbackCliTest, EndlessInputIsCutAtTheLimitNotReadForever) {
+  // /dev/zero has neither an end nor a newline.
+  std::string cmd = std::string(ATTUNE_CLI) + " feedback add --json --data-dir " + dir_.path() +
+                    " </dev/zero >/dev/null 2>" + dir_.path() + ".err";
+  int status = std::system(cmd.c_str());
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(Slurp(dir_.path() + ".err").find("more than 16777216 bytes"), std::string::npos);
+  Output imp = Run("import /dev/zero");
+  EXPECT_EQ(imp.code, 1);
+  EXPECT_NE(imp.err.find("/dev/zero:1: line longer than 16777216 bytes"), std::string::npos) << imp.err;
+  std::remove((dir_.path() + ".err").c_str());
+}
+
+TEST_F(FeedbackCliTest, ImportStopsAtAnOverlongLineAfterStoringTheLinesBefore) {
+  std::string file = WriteFile("long.jsonl", std::string(kEvent) + "\n" + std::string((16u << 20) + 1, ' ') + "\n");
+  Output o = Run("import " + file);
+  EXPECT_EQ(o.code, 1);
+  EXPECT_EQ(o.out, "accepted 1, rejected 0, duplicates 0\n");
+  EXPECT_NE(o.err.find(":2: line longer than"), std::string::npos) << o.err;
+  // A line of exactly the limit is read (and rejected as JSON, not cut).
+  std::string at_limit = WriteFile("limit.jsonl", std::string((16u << 20) - 1, ' ') + "x\n" + kEvent + "\n");
+  o = Run("import " + at_limit);
+  EXPECT_EQ(o.out, "accepted 0, rejected 1, duplicates 1\n") << o.err;
+}
+
+TEST_F(FeedbackCliTest, FailedCommandsLeaveNoStoreBehind) {
+  EXPECT_EQ(Run("forget --event nope").code, 1);
+  EXPECT_EQ(Run("forget --user nobody").code, 0);
+  EXPECT_EQ(Run("add", "{not json").code, 1);
+  EXPECT_EQ(Run("import -", "{not json\n").code, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/replay"));
+}
+
+TEST_F(FeedbackCliTest, DamagedStoreFailsEveryCommandAndRepairSaysWhatItRecovered) {
+  ASSERT_EQ(Run("add", kEvent).code, 0);
+  std::filesystem::remove(dir_.path() + "/replay/CURRENT");
+  for (const char* cmd : {"ls", "stats"}) {
+    Output o = Run(cmd);
+    EXPECT_EQ(o.code, 1) << cmd << " said: " << o.out;
+    EXPECT_NE(o.err.find("CURRENT"), std::string::npos) << o.err;
+  }
+  Output add = Run("add", std::string(kEvent).replace(7, 4, "e-99"));
+  EXPECT_EQ(add.code, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/replay/CURRENT")) << "add wrote over the damaged store";
+  Output r = Run("repair --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["needed"], true);
+  EXPECT_EQ(j["events_recovered"], 1);
+  EXPECT_TRUE(std::filesystem::exists(j["backup"].get<std::string>()));
+  std::filesystem::remove_all(j["backup"].get<std::string>());
+  EXPECT_EQ(nlohmann::json::parse(Run("ls --json").out)["events"].size(), 1u);
+  Output again = Run("repair");
+  EXPECT_EQ(again.out, "the replay store opens and verifies: nothing to repair\n");
+}
+
+TEST_F(FeedbackCliTest, UnknownSubcommandIsNamed) {
+  Output o = Run("frob");
+  EXPECT_EQ(o.code, 2);
+  EXPECT_NE(o.err.find("unknown command 'frob'"), std::string::npos) << o.err;
+}
+
+// JSON output is shared by every command (cli_common): a file name that is
+// not UTF-8 used to abort `model info --json` with an uncaught exception.
+TEST_F(FeedbackCliTest, JsonOutputWithAPathThatIsNotUtf8DoesNotAbort) {
+  const std::string bad_byte = "\xff";
+  const std::string model = dir_.path() + "_bad" + bad_byte + "name.gguf";
+  std::filesystem::copy_file(std::string(ATTUNE_FIXTURES_DIR) + "/models/tiny_llama.gguf", model);
+  files_.push_back(model);
+  Output o = RunRaw("model info --json --model " + ShellQuote(model));
+  ASSERT_EQ(o.code, 0) << o.err;
+  auto j = nlohmann::json::parse(o.out);
+  EXPECT_NE(j["path"].get<std::string>().find("\xef\xbf\xbd"), std::string::npos) << "U+FFFD for the 0xFF byte";
+  EXPECT_EQ(RunRaw("model info --model ''").code, 2) << "an empty --model is not the default model";
+}
+
+// `export --user "$U"` with U unset must not export every user's events.
+TEST_F(FeedbackCliTest, EmptyUserIsAUsageErrorNotEveryone) {
+  ASSERT_EQ(Run("add", kEvent).code, 0);
+  Output o = Run("export --user ''");
+  EXPECT_EQ(o.code, 2);
+  EXPECT_EQ(o.out, "");
+  EXPECT_EQ(Run("forget --user ''").code, 2);
 }
 
 }  // namespace

@@ -141,10 +141,38 @@ struct GcResult {
   uint64_t bytes_freed = 0;
 };
 
+// What Registry::Repair found and did.
+struct RepairResult {
+  // STATE was missing or damaged and was rebuilt from the payloads. What
+  // only STATE knew is then lost: which version was active, the states
+  // (every version comes back as a candidate), pins, gate verdicts and the
+  // activation history.
+  bool state_rebuilt = false;
+  // Why STATE had to be rebuilt (the error reading it); "" otherwise.
+  std::string damage;
+  // Where the damaged STATE was moved ("" when it was missing).
+  std::string state_backup;
+  // Ids of the payloads now listed as candidates (all of them when STATE
+  // was rebuilt; otherwise the valid payloads STATE did not name).
+  std::vector<std::string> adopted;
+  // "path: reason" for payloads that do not verify; left where they are.
+  std::vector<std::string> damaged_payloads;
+};
+
 class Registry {
  public:
+  // Rebuilds what can be rebuilt, never deleting anything: when STATE is
+  // missing or damaged, moves it aside (STATE.damaged-<ms>) and writes a new
+  // one listing every valid payload as a candidate (each payload carries its
+  // own manifest); when STATE is fine, adopts valid payloads it does not
+  // name. Under the LOCK. Errors: NotFound (no registry at `dir`),
+  // Unsupported (STATE from a newer format: left alone), Unavailable,
+  // IoError. Never runs by itself.
+  static Result<RepairResult> Repair(const RegistryOptions& options, const std::string& dir);
+
   // Opens (or creates) the registry in `dir`. DataLoss: STATE is damaged
-  // (the message names the file). Unsupported: STATE is from a newer format.
+  // (the message names the file), or missing while payloads are present
+  // (then nothing is created; see Repair). Unsupported: STATE is from a newer format.
   // Unavailable: creating it needed the lock and another process held it.
   // Inconsistencies between STATE and the payloads do not fail Open; see
   // report().
@@ -202,7 +230,9 @@ class Registry {
   // pinned, among the `keep_last` newest, named by the newest `keep_history`
   // history entries, the default rollback target, or in `extra_keep` (ids,
   // prefixes or labels: for instance the parent a training checkpoint
-  // resumes from). Also removes orphaned payloads and temporary files.
+  // resumes from). Also removes temporary files and the payloads of versions
+  // STATE records as deleted (left by an interrupted Gc). A payload STATE
+  // does not know is never deleted (see Repair).
   // Deleted versions stay resolvable by Label() for the history.
   Result<GcResult> Gc(const std::set<std::string>& extra_keep = {});
 
@@ -220,8 +250,9 @@ class Registry {
   // "v3" for a known or deleted version id, else its short form.
   std::string Label(const std::string& id) const;
 
-  // Reads and verifies the payload of `version` (DataLoss when damaged;
-  // NotFound when absent, for instance removed by a concurrent Gc).
+  // Reads and verifies the payload of `version`. DataLoss when damaged, or
+  // absent while STATE still lists the version; NotFound when a concurrent
+  // Gc removed it.
   Result<Adapter> Load(const std::string& version) const;
   // Path of the payload file of a full id (whether or not it exists).
   std::string PayloadPath(const std::string& id) const;

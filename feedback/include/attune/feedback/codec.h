@@ -7,6 +7,7 @@
 // trusting an event. Thread safety: all functions are thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -15,17 +16,33 @@
 
 namespace attune::feedback {
 
+inline constexpr size_t kMaxEventJsonBytes = size_t{16} << 20;
+inline constexpr int kMaxEventJsonDepth = 32;
+
 struct JsonParseOptions {
   // Accept (and drop) fields this build does not know. Off, an unknown field
   // is an InvalidArgument naming it, which catches typos.
   // Default: false.
   bool ignore_unknown_fields = false;
+  // Most bytes of JSON in one event. The largest valid event (4 MiB of
+  // attachments in base64, 256 KiB of context written as six-byte escapes)
+  // is about 8 MiB. See docs/limits.md.
+  // Default: 16 MiB.
+  size_t max_bytes = kMaxEventJsonBytes;
+  // Deepest nesting of objects and arrays. A valid event nests 3 levels
+  // ({"context": [{...}]}); the cap is checked before parsing, so hostile
+  // input cannot exhaust the stack.
+  // Default: 32.
+  int max_depth = kMaxEventJsonDepth;
 };
 
 // Parses one JSON object. An empty or missing "time" leaves time unset.
 // Errors: InvalidArgument naming the field or offset and what was wrong
-// (malformed JSON, unknown field, wrong type, unknown enum value, two
-// signals, a time that is not RFC 3339).
+// (malformed JSON or UTF-8, a NUL byte, more than max_bytes, nesting deeper
+// than max_depth, a key given twice or two spellings of one field such as
+// user_id and userId, unknown field, wrong type, unknown enum value, two
+// signals, a time that is not RFC 3339). Messages quote input bytes that are
+// not printable ASCII as backslash-x escapes, so they are always valid UTF-8.
 Result<Event> ParseEventJson(std::string_view json, const JsonParseOptions& options = {});
 
 // One line of JSON (no trailing newline) with snake_case field names.

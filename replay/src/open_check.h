@@ -1,0 +1,35 @@
+// What is at a store's path before RocksDB touches it, and how RocksDB's
+// open errors translate into ours. Kept apart from StoreImpl so that Open
+// and Repair make the same judgement.
+#pragma once
+
+#include <rocksdb/status.h>
+
+#include <string>
+
+#include "attune/core/result.h"
+
+namespace attune::replay::internal {
+
+enum class DirState {
+  kAbsent,   // nothing there (a new store may be created)
+  kEmpty,    // an empty directory (a new store may be created)
+  kStore,    // a directory with a CURRENT file
+  kDamaged,  // a directory with files but no CURRENT
+};
+
+// Looks at `path` without changing anything. Errors: FailedPrecondition
+// (`path` or a parent is not a directory), IoError (permission denied or
+// another OS error), each naming the path.
+Result<DirState> ProbeStoreDir(const std::string& path);
+
+// Whether `path` holds a write-ahead log (*.log). RocksDB keeps one at all
+// times, an empty one after a clean close; a store without any lost it.
+bool HasLog(const std::string& path);
+
+// RocksDB's open error as ours: Unavailable (the LOCK is held), DataLoss
+// naming the damaged or missing file (and pointing at `attune feedback
+// repair`), IoError for the OS's refusals (permission denied).
+Status OpenError(const rocksdb::Status& s, const std::string& path);
+
+}  // namespace attune::replay::internal
