@@ -57,6 +57,16 @@ struct TrainerOptions {
   int64_t heldout_every = 10;
   int64_t rotation = 0;
   int64_t checkpoint_every_steps = 20;  // Default: 20
+  // The global L2 norm of each step's gradient is clipped to this (as
+  // torch.nn.utils.clip_grad_norm_); 0 = no clipping. Default: 1
+  double max_grad_norm = 1.0;
+  // The learning rate ramps up linearly over the first warmup_steps steps of
+  // each window (every window starts a fresh AdamW). 0 = none. Default: 5
+  int64_t warmup_steps = 5;
+  // A step whose loss or gradient is not finite is skipped (no update) and
+  // counted; this many in a row end the window early with stop_reason
+  // "non_finite" and no candidate. Default: 3
+  int64_t max_nonfinite_steps = 3;
   // Prompts for the forgetting KL (scored on the base model's own greedy
   // answers to them); empty = the built-in general set.
   std::vector<std::string> forgetting_prompts;
@@ -70,6 +80,16 @@ struct TrainerOptions {
   int64_t anchor_max_tokens = 48;     // Default: 48
 };
 
+// What a training window trains on, recorded in its checkpoint so that a
+// later window resumes exactly these events from exactly this parent (every
+// window samples afresh, so the sample alone cannot find them again).
+struct WindowIdentity {
+  std::vector<std::string> new_event_ids;     // in sample order
+  std::vector<std::string> replay_event_ids;  // in sample order
+  std::string parent_version;                 // "" = trained from zero
+  uint64_t cursor_before = 0, cursor_after = 0;  // the replay store's cursors
+};
+
 struct TrainInput {
   std::vector<TextExample> new_examples;
   std::vector<TextExample> replay_examples;
@@ -77,12 +97,19 @@ struct TrainInput {
   // = start from zero.
   std::vector<at::Tensor> parent;
   std::string parent_version;
+  // Written into the checkpoint (see WindowIdentity); a checkpoint resumes
+  // only an input with the same identity. Default: empty
+  WindowIdentity window;
 };
 
 struct TrainReport {
   bool completed = false;
-  std::string stop_reason;            // "max_steps", "max_minutes", "stopped"
+  // "max_steps", "max_minutes", "stopped", "non_finite" (see
+  // TrainerOptions::max_nonfinite_steps; the notes say more)
+  std::string stop_reason;
   int64_t steps = 0, tokens = 0;
+  int64_t skipped_steps = 0;          // non-finite steps skipped
+  int64_t clipped_steps = 0;          // steps whose gradient norm was clipped
   int64_t micro_batch_size = 0;
   double wall_seconds = 0, tokens_per_second = 0, peak_rss_mb = 0;
   int64_t new_examples = 0, replay_examples = 0, heldout_examples = 0, skipped_examples = 0;
@@ -111,6 +138,10 @@ struct TrainOutcome {
   std::vector<at::Tensor> adapter;
 };
 
+// The window identity recorded in the checkpoint at `path`. NotFound when
+// there is none, DataLoss when it is corrupt.
+Result<WindowIdentity> ReadCheckpointWindow(const std::string& path);
+
 class Trainer {
  public:
   Trainer(std::shared_ptr<const runtime::Model> model, TrainerOptions options);
@@ -121,7 +152,11 @@ class Trainer {
   // checkpoint_every_steps and when stopped early, and removes it after a
   // completed run. Errors: InvalidArgument when no example is trainable (the
   // notes say why), FailedPrecondition for a checkpoint of another base
-  // model or configuration, DataLoss for a corrupt checkpoint.
+  // model or configuration, DataLoss for a corrupt checkpoint, Internal
+  // when LibTorch fails (c10::Error), Unavailable when memory runs out
+  // (std::bad_alloc; retry with a smaller budget): no exception leaves Run. A window whose steps keep coming out
+  // non-finite ends early (report.stop_reason "non_finite", no adapter, the
+  // checkpoint removed).
   Result<TrainOutcome> Run(const TrainInput& input, const std::string& checkpoint_path,
                            const std::function<bool()>& should_stop,
                            const std::function<void(const TrainProgress&)>& progress);
@@ -135,6 +170,10 @@ class Trainer {
   double ForgettingKl(const runtime::LoraWeights& lora) const;
 
  private:
+  Result<TrainOutcome> RunUnguarded(const TrainInput& input, const std::string& checkpoint_path,
+                                    const std::function<bool()>& should_stop,
+                                    const std::function<void(const TrainProgress&)>& progress);
+
   std::shared_ptr<const runtime::Model> model_;
   TrainerOptions o_;
   // (prompt + base answer, index of the first answer-predicting position).
