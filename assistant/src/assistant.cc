@@ -183,7 +183,7 @@ Result<std::unique_ptr<Assistant>> Assistant::Open(const AssistantOptions& optio
   auto impl = std::make_unique<Impl>(options);
   impl->data_dir = ResolveDataDir(options.data_dir);
   RETURN_IF_ERROR(MakeDirs(impl->data_dir + "/checkpoints"));
-  ASSIGN_OR_RETURN(std::string model_path, runtime::ResolveModelPath(options.model_path, impl->data_dir));
+  ASSIGN_OR_RETURN(std::string model_path, runtime::ResolveModelPath(options.model_path));
   runtime::EngineOptions eo;
   eo.model_path = model_path;
   eo.chat_template = options.chat_template;

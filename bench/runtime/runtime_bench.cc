@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--torch-threads") && i + 1 < argc) g_torch_threads = std::atoi(argv[++i]);
     else rest.push_back(argv[i]);
   }
-  if (g_model.empty()) g_model = DefaultModelPath(attune::ResolveDataDir(""));
+  if (g_model.empty()) g_model = DefaultModelPath();
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();
