@@ -6,10 +6,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <filesystem>
 #include <thread>
 
 #include "attune/assistant.h"
+#include "attune/core/env.h"
+#include "tests/core/fault_env.h"
 #include "tests/runtime/test_util.h"
 
 namespace attune {
@@ -116,8 +120,9 @@ TEST(AssistantSeamsTest, ShutdownDoesNotWaitForThePollInterval) {
 // The bug: publishing read the registry's active version, loaded it and set
 // it without a lock, so a slow publish of one version could land after a
 // newer activation had been published: the engine then served a version the
-// registry no longer had as active.
-TEST(AssistantSeamsTest, EngineServesTheActiveVersionWhateverThePublishersInterleaving) {
+// registry no longer had as active. The load of v1 is held up (a read hook
+// of the filesystem seam) until a rollback to v2 has been recorded.
+TEST(AssistantSeamsTest, SlowPublishCannotLandAfterANewerRollback) {
   TempDir dir("publish");
   AssistantOptions o = Options(dir.path);
   auto opened = Assistant::Open(o);
@@ -129,17 +134,51 @@ TEST(AssistantSeamsTest, EngineServesTheActiveVersionWhateverThePublishersInterl
   AddDemos(a, "b", 4);
   auto v2 = a.TrainNow();
   ASSERT_TRUE(v2.ok() && v2->promoted) << (v2.ok() ? v2->gate_summary : v2.status().ToString());
-  int mismatches = 0;
-  for (int round = 0; round < 60; ++round) {
-    std::thread t1([&] { a.Promote(v1->version, /*force=*/true).status().IgnoreError(); });
-    std::thread t2([&] { a.Promote(v2->version, /*force=*/true).status().IgnoreError(); });
-    std::thread t3([&] { a.Rollback().status().IgnoreError(); });
-    t1.join();
-    t2.join();
-    t3.join();
-    mismatches += a.engine().adapter_version() != a.GetStatus().active_version;
+
+  // Calibration: how many times a promotion of v1 reads its payload (the
+  // registry verifies it, then the publisher loads it: the last read).
+  attune::testing::FaultInjectionEnv env;
+  std::mutex mu;
+  std::condition_variable cv;
+  int reads = 0, block_at = -1;
+  bool loading = false, release = false;
+  env.SetReadHook([&](const std::string& path) {
+    if (path.find(v1->version) == std::string::npos) return;
+    std::unique_lock<std::mutex> l(mu);
+    if (++reads != block_at) return;
+    loading = true;
+    cv.notify_all();
+    cv.wait_for(l, std::chrono::seconds(30), [&] { return release; });
+  });
+  ScopedDefaultEnv scope(&env);
+  ASSERT_TRUE(a.Promote(v1->version, /*force=*/true).ok());
+  ASSERT_EQ(a.engine().adapter_version(), v1->version);
+  ASSERT_TRUE(a.Rollback().ok());
+  ASSERT_EQ(a.engine().adapter_version(), v2->version);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    ASSERT_GT(reads, 0);
+    block_at = 2 * reads;  // the publisher's load in the next promotion
   }
-  EXPECT_EQ(mismatches, 0);
+
+  std::thread promote([&] { EXPECT_TRUE(a.Promote(v1->version, /*force=*/true).ok()); });
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(30), [&] { return loading; }));
+  }
+  // v1 is active in the registry and its load is in flight: roll back.
+  std::thread rollback([&] { EXPECT_TRUE(a.Rollback().ok()); });
+  const auto t0 = Clock::now();
+  while (a.GetStatus().active_version != v2->version && Clock::now() - t0 < std::chrono::seconds(30)) std::this_thread::yield();
+  {
+    std::lock_guard<std::mutex> l(mu);
+    release = true;
+  }
+  cv.notify_all();
+  promote.join();
+  rollback.join();
+  EXPECT_EQ(a.GetStatus().active_version, v2->version);
+  EXPECT_EQ(a.engine().adapter_version(), v2->version) << "the engine serves a version the registry rolled back from";
 }
 
 // The bug: the thumbs-down counts lived in memory only; a restart in the

@@ -88,6 +88,21 @@ void FaultInjectionEnv::NoteSynced(const std::string& path, uint64_t size) {
   synced_size_[path] = size;
 }
 
+void FaultInjectionEnv::SetReadHook(std::function<void(const std::string&)> hook) {
+  std::lock_guard<std::mutex> l(mu_);
+  read_hook_ = std::move(hook);
+}
+
+Result<std::string> FaultInjectionEnv::ReadFile(const std::string& path) {
+  std::function<void(const std::string&)> hook;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    hook = read_hook_;
+  }
+  if (hook) hook(path);
+  return Env::Posix()->ReadFile(path);
+}
+
 Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile(const std::string& path) {
   RETURN_IF_ERROR(MaybeFail("cannot create", path));
   ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, Env::Posix()->NewWritableFile(path));
@@ -102,7 +117,7 @@ Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile(const s
 Status FaultInjectionEnv::RenameFile(const std::string& from, const std::string& to) {
   RETURN_IF_ERROR(MaybeFail("cannot rename '" + from + "' to", to));
   std::optional<std::string> previous;
-  if (auto old = ReadFile(to); old.ok()) previous = std::move(*old);
+  if (auto old = Env::Posix()->ReadFile(to); old.ok()) previous = std::move(*old);
   RETURN_IF_ERROR(Env::Posix()->RenameFile(from, to));
   std::lock_guard<std::mutex> l(mu_);
   auto it = synced_size_.find(from);

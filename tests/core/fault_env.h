@@ -11,6 +11,7 @@
 // For tests only; thread-safe.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,6 +40,11 @@ class FaultInjectionEnv : public Env {
   // files that were not durable are changed on the real filesystem.
   void DropUnsyncedData();
 
+  // Called before every ReadFile with its path (a test can block there to
+  // make a load slow). Set before installing the env.
+  void SetReadHook(std::function<void(const std::string&)> hook);
+
+  Result<std::string> ReadFile(const std::string& path) override;
   Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
   Status RenameFile(const std::string& from, const std::string& to) override;
   Status SyncDir(const std::string& dir) override;
@@ -61,6 +67,7 @@ class FaultInjectionEnv : public Env {
   bool injected_ = false;
   std::map<std::string, uint64_t> synced_size_;  // files this env wrote
   std::vector<Pending> pending_;
+  std::function<void(const std::string&)> read_hook_;
 };
 
 }  // namespace attune::testing

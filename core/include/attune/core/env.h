@@ -4,8 +4,8 @@
 // that drops whatever was not yet fsync'd.
 //
 // Every crash-safe file of Attune (registry STATE and payloads, training
-// checkpoints, the health watch state) is written by WriteFileAtomic
-// (file.h), which uses Env::Default(). RocksDB (the replay store) has its
+// checkpoints, the health watch state) is written by WriteFileAtomic and
+// read by ReadFile (file.h), which use Env::Default(). RocksDB (the replay store) has its
 // own Env and does not go through this one.
 //
 // Thread safety: Env methods may be called from any thread. A WritableFile
@@ -40,6 +40,8 @@ class Env {
   // The real filesystem (POSIX), whatever is installed.
   static Env* Posix();
 
+  // The whole file (NotFound if absent, IoError otherwise).
+  virtual Result<std::string> ReadFile(const std::string& path) = 0;
   // Creates a new file (fails if it exists). IoError / NotFound.
   virtual Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) = 0;
   // rename(2): atomic, durable only once the directory is synced.
