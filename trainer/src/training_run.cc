@@ -167,13 +167,37 @@ WindowIdentity IdentityOf(const replay::SampleBatch& b, const std::string& paren
   return w;
 }
 
+Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model, replay::Store& store,
+                                    adapters::Registry& registry, const std::string& checkpoint_path,
+                                    const TrainingRunOptions& options, const std::function<bool()>& should_stop,
+                                    const std::function<void(const TrainProgress&)>& progress);
+
 }  // namespace
 
+// The module edge: converting adapters to and from tensors is LibTorch work
+// too, and an exception here would end the assistant's training thread.
 Result<TrainingRunResult> RunTrainingWindow(std::shared_ptr<const runtime::Model> model, replay::Store& store,
                                             adapters::Registry& registry, const std::string& checkpoint_path,
                                             const TrainingRunOptions& options,
                                             const std::function<bool()>& should_stop,
                                             const std::function<void(const TrainProgress&)>& progress) {
+  try {
+    return RunWindow(std::move(model), store, registry, checkpoint_path, options, should_stop, progress);
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("training window failed in LibTorch: ") + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return UnavailableError("training window ran out of memory");
+  } catch (const std::exception& e) {
+    return InternalError(std::string("training window failed: ") + e.what());
+  }
+}
+
+namespace {
+
+Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model, replay::Store& store,
+                                    adapters::Registry& registry, const std::string& checkpoint_path,
+                                    const TrainingRunOptions& options, const std::function<bool()>& should_stop,
+                                    const std::function<void(const TrainProgress&)>& progress) {
   TrainingRunResult res;
   // An interrupted window resumes on exactly its own events; feedback that
   // arrived meanwhile waits for the next window.
@@ -282,5 +306,7 @@ Result<TrainingRunResult> RunTrainingWindow(std::shared_ptr<const runtime::Model
   }
   return res;
 }
+
+}  // namespace
 
 }  // namespace attune::trainer
