@@ -9,6 +9,9 @@
 #include "attune/adapters/registry.h"
 #include "attune/core/file.h"
 #include "cli/cli_common.h"
+#ifdef ATTUNE_HAVE_RUNTIME_CLI
+#include "attune/trainer/trainer.h"
+#endif
 
 namespace attune::cli {
 namespace {
@@ -240,7 +243,13 @@ int SetPin(const GlobalOptions& g, const std::string& version, bool pin) {
 int Gc(const GlobalOptions& g) {
   auto reg = OpenRegistry(g, true);
   if (!reg.ok()) return PrintError(reg.status());
-  auto r = (*reg)->Gc();
+  // An interrupted training window resumes from its parent: keep it.
+  std::set<std::string> keep;
+#ifdef ATTUNE_HAVE_RUNTIME_CLI
+  auto ck = trainer::ReadCheckpointWindow(ResolveDataDir(g.data_dir) + "/checkpoints/train.ck");
+  if (ck.ok() && !ck->parent_version.empty()) keep.insert(ck->parent_version);
+#endif
+  auto r = (*reg)->Gc(keep);
   if (!r.ok()) return PrintError(r.status());
   if (g.json) {
     PrintJson(json{{"removed_versions", r->removed_versions},

@@ -16,6 +16,7 @@
 #include "attune/core/file.h"
 #include "attune/runtime/model_store.h"
 #include "cli/cli_common.h"
+#include "cli/progress.h"
 
 namespace attune::cli {
 namespace {
@@ -156,7 +157,7 @@ class Demo {
     std::string base_dir = ResolveDataDir(g_.data_dir);
     // Always a demo/ folder of its own: the demo never touches real feedback.
     dir_ = base_dir + "/demo";
-    auto model = runtime::ResolveModelPath(f_.model, base_dir);
+    auto model = runtime::ResolveModelPath(f_.model);
     if (!model.ok()) return PrintError(model.status());
     if (!f_.keep) {
       // A fresh demo directory each run (never the user's own data dir).
@@ -186,10 +187,9 @@ class Demo {
                                                "Who wrote Romeo and Juliet?", "How do I make a cup of tea?"};
     }
     o.on_progress = [this](const trainer::TrainProgress& p) {
-      std::fprintf(stderr, "\r  training: step %lld/%lld  loss %.3f  %.0f tokens/s  ETA %.0fs   ", (long long)p.step,
-                   (long long)p.max_steps, p.loss, p.tokens_per_second, p.eta_seconds);
+      progress_.Update(p.step, p.max_steps, p.loss, p.tokens_per_second, p.eta_seconds);
       loss_curve_.push_back(p.loss);
-      if (p.step == p.max_steps) std::fprintf(stderr, "\n");
+      if (p.step == p.max_steps) progress_.Finish();
     };
     // The device starts busy and on battery: no training yet.
     trainer::DeviceState busy;
@@ -442,6 +442,7 @@ class Demo {
   std::string dir_;
   Clock::time_point t0_;
   std::vector<double> loss_curve_;
+  ProgressReporter progress_{stderr, {.prefix = "  training: "}};
 };
 
 }  // namespace

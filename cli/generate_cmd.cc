@@ -59,7 +59,7 @@ Status SelectAdapter(const GlobalOptions& g, const std::string& choice, runtime:
 }
 
 Result<std::unique_ptr<runtime::Engine>> OpenEngine(const GlobalOptions& g, const GenFlags& f) {
-  ASSIGN_OR_RETURN(std::string path, runtime::ResolveModelPath(f.model, ResolveDataDir(g.data_dir)));
+  ASSIGN_OR_RETURN(std::string path, runtime::ResolveModelPath(f.model));
   runtime::EngineOptions eo;
   eo.model_path = path;
   eo.chat_template = f.chat_template;

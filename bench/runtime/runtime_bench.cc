@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--weights") && i + 1 < argc) g_fp32 = !std::strcmp(argv[++i], "fp32");
     else rest.push_back(argv[i]);
   }
-  if (g_model.empty()) g_model = DefaultModelPath(attune::ResolveDataDir(""));
+  if (g_model.empty()) g_model = DefaultModelPath();
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();

@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
     else
       Die(std::string("unknown argument ") + argv[i] + " (see the comment at the top of swap_bench.cc)");
   }
-  if (model.empty()) model = runtime::DefaultModelPath(ResolveDataDir(""));
+  if (model.empty()) model = runtime::DefaultModelPath();
 
   runtime::EngineOptions eo;
   eo.model_path = model;

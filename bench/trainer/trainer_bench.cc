@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   Flags f = Parse(argc, argv);
   if (f.gemm) return Gemm(f);
   runtime::ConfigureThreads(f.torch_threads, f.blas_threads);
-  std::string path = f.model.empty() ? runtime::DefaultModelPath(ResolveDataDir("")) : f.model;
+  std::string path = f.model.empty() ? runtime::DefaultModelPath() : f.model;
   auto t_load = Clock::now();
   auto loaded = runtime::Model::Load(path);
   if (!loaded.ok()) {

@@ -1,5 +1,7 @@
 #include "attune/core/file.h"
 
+#include "attune/core/env.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -27,67 +29,29 @@ std::string DirName(const std::string& path) {
   return path.substr(0, pos);
 }
 
-Status WriteAll(int fd, std::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("write", path, errno);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
-Result<std::string> ReadFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("cannot open", path, errno);
-  std::string out;
-  char buf[1 << 16];
-  while (true) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return ErrnoStatus("cannot read", path, err);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
+Result<std::string> ReadFile(const std::string& path) { return Env::Default()->ReadFile(path); }
 
-Status SyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("cannot open directory", dir, errno);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return ErrnoStatus("cannot fsync directory", dir, err);
-  return Status::Ok();
-}
+Status SyncDir(const std::string& dir) { return Env::Default()->SyncDir(dir); }
 
 Status RenameDurable(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0) {
-    return ErrnoStatus("cannot rename '" + from + "' to", to, errno);
-  }
-  return SyncDir(DirName(to));
+  Env* env = Env::Default();
+  RETURN_IF_ERROR(env->RenameFile(from, to));
+  return env->SyncDir(DirName(to));
 }
 
 Status WriteFileAtomic(const std::string& path, std::string_view contents) {
+  Env* env = Env::Default();
   std::random_device rd;
   std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus("cannot create", tmp, errno);
-  Status st = WriteAll(fd, contents, tmp);
-  if (st.ok() && ::fsync(fd) != 0) st = ErrnoStatus("cannot fsync", tmp, errno);
-  ::close(fd);
+  ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, env->NewWritableFile(tmp));
+  Status st = f->Append(contents);
+  if (st.ok()) st = f->Sync();
+  Status closed = f->Close();
+  if (st.ok()) st = closed;
   if (st.ok()) st = RenameDurable(tmp, path);
-  if (!st.ok()) ::unlink(tmp.c_str());
+  if (!st.ok()) env->RemoveFile(tmp).IgnoreError();  // best effort; Gc-style cleanups find leftovers
   return st;
 }
 

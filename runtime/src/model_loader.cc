@@ -357,6 +357,9 @@ Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const 
       if (!PathExists(path)) return NotFoundError("model file '" + path + "' does not exist (hint: `attune model fetch` downloads the default model)");
       RETURN_IF_ERROR(loader.LoadGguf(path, options, m.get()));
     }
+  } catch (const nlohmann::json::exception& e) {
+    // A config.json field of the wrong type: bad input, not a bug.
+    return InvalidArgumentError("model '" + path + "': config.json has a field of the wrong type (" + e.what() + ")");
   } catch (const std::exception& e) {
     return InternalError("loading '" + path + "': " + e.what());
   }

@@ -62,11 +62,20 @@ const char* kHint =
 
 }  // namespace
 
-std::string DefaultModelPath(const std::string& data_dir) { return data_dir + "/models/" + kDefaultModelFile; }
+std::string ModelCacheDir() {
+  if (const char* c = std::getenv("ATTUNE_MODEL_CACHE"); c && *c) return c;
+  // XDG Base Directory Specification: $XDG_CACHE_HOME, else ~/.cache.
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/attune";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.cache/attune";
+}
 
-Result<std::string> FetchDefaultModel(const std::string& data_dir, const FetchOptions& options,
+std::string DefaultModelPath() { return ModelCacheDir() + "/" + kDefaultModelFile; }
+
+Result<std::string> FetchDefaultModel(const FetchOptions& options,
                                       const std::function<void(const std::string&)>& progress) {
-  const std::string target = DefaultModelPath(data_dir);
+  const std::string cache = ModelCacheDir();
+  const std::string target = DefaultModelPath();
   auto say = [&](const std::string& s) { if (progress) progress(s); };
   if (PathExists(target)) {
     ASSIGN_OR_RETURN(std::string sum, Sha256FileHex(target));
@@ -76,8 +85,8 @@ Result<std::string> FetchDefaultModel(const std::string& data_dir, const FetchOp
     }
     say("cached model has SHA-256 " + sum + ", expected " + kDefaultModelSha256 + "; fetching again");
   }
-  RETURN_IF_ERROR(MakeDirs(data_dir + "/models"));
-  std::string tmp = data_dir + "/models/.fetch-" + std::to_string(::getpid());
+  RETURN_IF_ERROR(MakeDirs(cache));
+  std::string tmp = cache + "/.fetch-" + std::to_string(::getpid());
   std::error_code ec;
   std::filesystem::remove_all(tmp, ec);
   RETURN_IF_ERROR(MakeDirs(tmp));
@@ -134,12 +143,12 @@ Result<std::string> FetchDefaultModel(const std::string& data_dir, const FetchOp
   return target;
 }
 
-Result<std::string> ResolveModelPath(const std::string& flag, const std::string& data_dir) {
+Result<std::string> ResolveModelPath(const std::string& flag) {
   if (!flag.empty()) {
     if (!PathExists(flag)) return NotFoundError("model '" + flag + "' does not exist");
     return flag;
   }
-  std::string p = DefaultModelPath(data_dir);
+  std::string p = DefaultModelPath();
   if (!PathExists(p)) {
     return NotFoundError("the default model is not in the cache (" + p + "); run `attune model fetch` or pass --model PATH");
   }

@@ -428,89 +428,101 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& g) {
 }
 
 Result<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJson(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  auto bad = [&](const std::string& what) { return InvalidArgumentError("tokenizer file '" + path + "': " + what); };
-  if (j.is_discarded() || !j.is_object()) return bad("not valid JSON");
-  if (!j.contains("model") || !j["model"].is_object()) return bad("no \"model\" object");
-  const auto& m = j["model"];
-  if (m.value("type", std::string("BPE")) != "BPE") return bad("model type '" + m.value("type", std::string()) + "' is not supported (BPE only)");
-  if (!m.contains("vocab") || !m["vocab"].is_object()) return bad("model.vocab is missing");
-  auto impl = std::make_unique<Impl>();
-  int64_t max_id = -1;
-  for (auto& [tok, id] : m["vocab"].items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > (1 << 24)) return bad("model.vocab['" + tok + "'] is not a valid id");
-    max_id = std::max(max_id, id.get<int64_t>());
-  }
-  std::vector<std::pair<std::string, int64_t>> added;
-  std::vector<bool> added_special;
-  if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
-    for (const auto& a : j["added_tokens"]) {
-      if (!a.contains("id") || !a.contains("content")) return bad("added_tokens entry lacks id or content");
-      added.emplace_back(a["content"].get<std::string>(), a["id"].get<int64_t>());
-      added_special.push_back(a.value("special", false));
-      max_id = std::max(max_id, a["id"].get<int64_t>());
+  // Fields of an unexpected JSON type make nlohmann throw: an outside file
+  // is bad input, never an exception.
+  auto parse = [&]() -> Result<std::unique_ptr<Tokenizer>> {
+    ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    auto bad = [&](const std::string& what) { return InvalidArgumentError("tokenizer file '" + path + "': " + what); };
+    if (j.is_discarded() || !j.is_object()) return bad("not valid JSON");
+    if (!j.contains("model") || !j["model"].is_object()) return bad("no \"model\" object");
+    const auto& m = j["model"];
+    if (m.value("type", std::string("BPE")) != "BPE") return bad("model type '" + m.value("type", std::string()) + "' is not supported (BPE only)");
+    if (!m.contains("vocab") || !m["vocab"].is_object()) return bad("model.vocab is missing");
+    auto impl = std::make_unique<Impl>();
+    int64_t max_id = -1;
+    for (auto& [tok, id] : m["vocab"].items()) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > (1 << 24)) return bad("model.vocab['" + tok + "'] is not a valid id");
+      max_id = std::max(max_id, id.get<int64_t>());
     }
-  }
-  impl->tokens.resize(size_t(max_id + 1));
-  impl->types.assign(size_t(max_id + 1), kNormal);
-  for (auto& [tok, id] : m["vocab"].items()) impl->tokens[size_t(id.get<int64_t>())] = tok;
-  for (size_t i = 0; i < added.size(); ++i) {
-    impl->tokens[size_t(added[i].second)] = added[i].first;
-    impl->types[size_t(added[i].second)] = added_special[i] ? kControl : kUserDefined;
-  }
-  int rank = 0;
-  if (m.contains("merges") && m["merges"].is_array()) {
-    for (const auto& mg : m["merges"]) {
-      if (mg.is_string()) impl->merge_rank.emplace(mg.get<std::string>(), rank++);
-      else if (mg.is_array() && mg.size() == 2) impl->merge_rank.emplace(mg[0].get<std::string>() + " " + mg[1].get<std::string>(), rank++);
-      else return bad("model.merges entry " + std::to_string(rank) + " is neither \"a b\" nor [a, b]");
+    std::vector<std::pair<std::string, int64_t>> added;
+    std::vector<bool> added_special;
+    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+      for (const auto& a : j["added_tokens"]) {
+        if (!a.contains("id") || !a.contains("content")) return bad("added_tokens entry lacks id or content");
+        if (!a["id"].is_number_integer() || a["id"].get<int64_t>() < 0 || a["id"].get<int64_t>() > (1 << 24)) {
+          return bad("added_tokens entry " + a["content"].dump() + " has no valid id");
+        }
+        added.emplace_back(a["content"].get<std::string>(), a["id"].get<int64_t>());
+        added_special.push_back(a.value("special", false));
+        max_id = std::max(max_id, a["id"].get<int64_t>());
+      }
     }
-  }
-  impl->byte_fallback = m.value("byte_fallback", false);
-  if (m.contains("unk_token") && m["unk_token"].is_string()) {
-    auto it = m["vocab"].find(m["unk_token"].get<std::string>());
-    if (it != m["vocab"].end()) impl->unk = int32_t(it->get<int64_t>());
-  }
-  // Pre-tokenizer: ByteLevel (GPT-2 regex), Digits, Split(regex), Metaspace, or a Sequence of them.
-  bool byte_level = false;
-  std::vector<std::string> regexes;
-  std::function<Status(const nlohmann::json&)> walk = [&](const nlohmann::json& p) -> Status {
-    if (p.is_null()) return Status::Ok();
-    std::string type = p.value("type", std::string());
-    if (type == "Sequence") {
-      for (const auto& q : p["pretokenizers"]) RETURN_IF_ERROR(walk(q));
-    } else if (type == "ByteLevel") {
-      byte_level = true;
-      if (p.value("use_regex", true)) regexes.push_back(kGpt2Regex);
-    } else if (type == "Digits") {
-      regexes.push_back(p.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)");
-    } else if (type == "Split") {
-      if (!p.contains("pattern") || !p["pattern"].contains("Regex")) return bad("Split pre-tokenizer without a Regex pattern is not supported");
-      regexes.push_back(p["pattern"]["Regex"].get<std::string>());
-    } else if (type == "Metaspace") {
-      impl->add_space_prefix = p.value("prepend_scheme", std::string("always")) != "never";
-    } else {
-      return bad("pre-tokenizer type '" + type + "' is not supported");
+    impl->tokens.resize(size_t(max_id + 1));
+    impl->types.assign(size_t(max_id + 1), kNormal);
+    for (auto& [tok, id] : m["vocab"].items()) impl->tokens[size_t(id.get<int64_t>())] = tok;
+    for (size_t i = 0; i < added.size(); ++i) {
+      impl->tokens[size_t(added[i].second)] = added[i].first;
+      impl->types[size_t(added[i].second)] = added_special[i] ? kControl : kUserDefined;
     }
-    return Status::Ok();
+    int rank = 0;
+    if (m.contains("merges") && m["merges"].is_array()) {
+      for (const auto& mg : m["merges"]) {
+        if (mg.is_string()) impl->merge_rank.emplace(mg.get<std::string>(), rank++);
+        else if (mg.is_array() && mg.size() == 2) impl->merge_rank.emplace(mg[0].get<std::string>() + " " + mg[1].get<std::string>(), rank++);
+        else return bad("model.merges entry " + std::to_string(rank) + " is neither \"a b\" nor [a, b]");
+      }
+    }
+    impl->byte_fallback = m.value("byte_fallback", false);
+    if (m.contains("unk_token") && m["unk_token"].is_string()) {
+      auto it = m["vocab"].find(m["unk_token"].get<std::string>());
+      if (it != m["vocab"].end()) impl->unk = int32_t(it->get<int64_t>());
+    }
+    // Pre-tokenizer: ByteLevel (GPT-2 regex), Digits, Split(regex), Metaspace, or a Sequence of them.
+    bool byte_level = false;
+    std::vector<std::string> regexes;
+    std::function<Status(const nlohmann::json&)> walk = [&](const nlohmann::json& p) -> Status {
+      if (p.is_null()) return Status::Ok();
+      std::string type = p.value("type", std::string());
+      if (type == "Sequence") {
+        for (const auto& q : p["pretokenizers"]) RETURN_IF_ERROR(walk(q));
+      } else if (type == "ByteLevel") {
+        byte_level = true;
+        if (p.value("use_regex", true)) regexes.push_back(kGpt2Regex);
+      } else if (type == "Digits") {
+        regexes.push_back(p.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)");
+      } else if (type == "Split") {
+        if (!p.contains("pattern") || !p["pattern"].contains("Regex")) return bad("Split pre-tokenizer without a Regex pattern is not supported");
+        regexes.push_back(p["pattern"]["Regex"].get<std::string>());
+      } else if (type == "Metaspace") {
+        impl->add_space_prefix = p.value("prepend_scheme", std::string("always")) != "never";
+      } else {
+        return bad("pre-tokenizer type '" + type + "' is not supported");
+      }
+      return Status::Ok();
+    };
+    if (j.contains("pre_tokenizer")) RETURN_IF_ERROR(walk(j["pre_tokenizer"]));
+    if (j.contains("decoder") && j["decoder"].is_object() && j["decoder"].value("type", std::string()) == "ByteLevel") byte_level = true;
+    impl->algo = byte_level ? Algo::kBpeByteLevel : Algo::kBpeChars;
+    if (!byte_level && j.contains("normalizer") && j["normalizer"].is_object()) {
+      // Llama-2-era files: normalizer Sequence[Prepend("▁"), Replace(" ", "▁")].
+      std::string dump = j["normalizer"].dump();
+      if (dump.find("Prepend") != std::string::npos) impl->add_space_prefix = true;
+    }
+    RETURN_IF_ERROR(impl->SetRegexes(regexes));
+    for (size_t i = 0; i < added.size(); ++i) {
+      const std::string& c = added[i].first;
+      if (c == "<s>" || c == "<|begin_of_text|>") impl->bos = int32_t(added[i].second);
+      if (c == "</s>" || c == "<|endoftext|>" || c == "<|end_of_text|>") impl->eos = int32_t(added[i].second);
+    }
+    RETURN_IF_ERROR(impl->Finish());
+    return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
   };
-  if (j.contains("pre_tokenizer")) RETURN_IF_ERROR(walk(j["pre_tokenizer"]));
-  if (j.contains("decoder") && j["decoder"].is_object() && j["decoder"].value("type", std::string()) == "ByteLevel") byte_level = true;
-  impl->algo = byte_level ? Algo::kBpeByteLevel : Algo::kBpeChars;
-  if (!byte_level && j.contains("normalizer") && j["normalizer"].is_object()) {
-    // Llama-2-era files: normalizer Sequence[Prepend("▁"), Replace(" ", "▁")].
-    std::string dump = j["normalizer"].dump();
-    if (dump.find("Prepend") != std::string::npos) impl->add_space_prefix = true;
+  try {
+    return parse();
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError("tokenizer file '" + path + "': a field has the wrong type or value (" + e.what() + ")");
   }
-  RETURN_IF_ERROR(impl->SetRegexes(regexes));
-  for (size_t i = 0; i < added.size(); ++i) {
-    const std::string& c = added[i].first;
-    if (c == "<s>" || c == "<|begin_of_text|>") impl->bos = int32_t(added[i].second);
-    if (c == "</s>" || c == "<|endoftext|>" || c == "<|end_of_text|>") impl->eos = int32_t(added[i].second);
-  }
-  RETURN_IF_ERROR(impl->Finish());
-  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
 Result<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bool parse_special) const {

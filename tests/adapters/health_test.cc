@@ -2,7 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <random>
+
+#include "attune/core/file.h"
 
 namespace attune::adapters {
 namespace {
@@ -111,6 +116,52 @@ TEST(HealthMonitor, VerdictDependsOnlyOnTheSequence) {
     return std::string("none");
   };
   EXPECT_EQ(run(), run());
+}
+
+std::string HealthFile(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("attune_health_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+// The bug: the counts lived in memory only, so a restart half-way through a
+// failing window forgot the thumbs-down and the bad version kept serving.
+TEST(HealthMonitor, SavedStateCarriesAFailingWindowAcrossARestart) {
+  const std::string path = HealthFile("restart");
+  {
+    HealthMonitor m(SmallWindow());
+    m.SetActive(kOld, "");
+    Feed(m, kOld, 20, 2);
+    m.SetActive(kNew, kOld);
+    EXPECT_FALSE(Feed(m, kNew, 5, 3).rollback);
+    ASSERT_TRUE(m.Save(path).ok());
+  }
+  HealthMonitor restarted(SmallWindow());
+  ASSERT_TRUE(restarted.Load(path).ok());
+  restarted.SetActive(kNew, kOld);  // the same activation, seen again at start-up
+  EXPECT_EQ(restarted.CountsFor(kOld).rated, 20);
+  HealthVerdict v = Feed(restarted, kNew, 5, 0);  // 3 of 10 down in the whole window
+  EXPECT_TRUE(v.rollback) << "the first half of the window was forgotten";
+  std::filesystem::remove(path);
+}
+
+TEST(HealthMonitor, LoadOfAnAbsentFileIsAFreshStartAndADamagedOneIsDataLoss) {
+  HealthMonitor m(SmallWindow());
+  EXPECT_TRUE(m.Load(HealthFile("absent")).ok());
+  const std::string path = HealthFile("damaged");
+  m.SetActive(kNew, kOld);
+  Feed(m, kNew, 3, 1);
+  ASSERT_TRUE(m.Save(path).ok());
+  auto good = ReadFile(path);
+  ASSERT_TRUE(good.ok());
+  for (const std::string& bad : {std::string(""), good->substr(0, good->size() - 3), *good + "count x 1 5\n",
+                                 std::string("attune-health 2\n")}) {
+    ASSERT_TRUE(WriteFileAtomic(path, bad).ok());
+    HealthMonitor other(SmallWindow());
+    Status st = other.Load(path);
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss) << bad;
+    EXPECT_NE(st.message().find(path), std::string::npos);
+    EXPECT_EQ(other.CountsFor(kNew).rated, 0) << "nothing is half-loaded";
+  }
+  std::filesystem::remove(path);
 }
 
 }  // namespace

@@ -5,8 +5,8 @@ set -euo pipefail
 ATTUNE=$1
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
-mkdir -p "$DIR/models"
-MODEL=${ATTUNE_TEST_MODEL:-$HOME/.local/share/attune/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+CACHE=${ATTUNE_MODEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/attune}
+MODEL=${ATTUNE_TEST_MODEL:-$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf}
 OUT=$("$ATTUNE" demo --quick --json --data-dir "$DIR" --model "$MODEL" 2>"$DIR/stderr" | tail -n 1) || {
   cat "$DIR/stderr" >&2
   exit 1

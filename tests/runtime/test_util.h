@@ -15,7 +15,7 @@ inline std::string Fixture(const std::string& rel) { return std::string(ATTUNE_F
 // absent. $ATTUNE_TEST_MODEL overrides.
 inline std::string DefaultModel() {
   if (const char* m = std::getenv("ATTUNE_TEST_MODEL"); m && *m) return m;
-  std::string p = runtime::DefaultModelPath(ResolveDataDir(""));
+  std::string p = runtime::DefaultModelPath();
   return PathExists(p) ? p : "";
 }
 

@@ -20,7 +20,28 @@ void Append(std::string* body, nlohmann::json* list, const std::string& name, co
   body->append(static_cast<const char*>(c.data_ptr()), c.nbytes());
 }
 
+nlohmann::json WindowToJson(const WindowIdentity& w) {
+  return {{"new_event_ids", w.new_event_ids}, {"replay_event_ids", w.replay_event_ids},
+          {"parent_version", w.parent_version}, {"cursor_before", w.cursor_before},
+          {"cursor_after", w.cursor_after}};
+}
+
+WindowIdentity WindowFromJson(const nlohmann::json& j) {
+  WindowIdentity w;
+  w.new_event_ids = j.at("new_event_ids").get<std::vector<std::string>>();
+  w.replay_event_ids = j.at("replay_event_ids").get<std::vector<std::string>>();
+  w.parent_version = j.at("parent_version").get<std::string>();
+  w.cursor_before = j.at("cursor_before").get<uint64_t>();
+  w.cursor_after = j.at("cursor_after").get<uint64_t>();
+  return w;
+}
+
 }  // namespace
+
+bool SameWindow(const WindowIdentity& a, const WindowIdentity& b) {
+  return a.new_event_ids == b.new_event_ids && a.replay_event_ids == b.replay_event_ids &&
+         a.parent_version == b.parent_version && a.cursor_before == b.cursor_before && a.cursor_after == b.cursor_after;
+}
 
 Status SaveCheckpoint(const std::string& path, const CheckpointState& s) {
   std::string body;
@@ -30,7 +51,8 @@ Status SaveCheckpoint(const std::string& path, const CheckpointState& s) {
   for (size_t i = 0; i < s.exp_avg_sq.size(); ++i) Append(&body, &tensors, "exp_avg_sq." + std::to_string(i), s.exp_avg_sq[i]);
   Append(&body, &tensors, "rng", s.rng_state);
   nlohmann::json h = {{"base_fingerprint", s.base_fingerprint}, {"config_key", s.config_key},
-                      {"examples_key", s.examples_key}, {"step", s.step}, {"epoch", s.epoch},
+                      {"examples_key", s.examples_key}, {"window", WindowToJson(s.window)},
+                      {"skipped_steps", s.skipped_steps}, {"clipped_steps", s.clipped_steps}, {"step", s.step}, {"epoch", s.epoch},
                       {"position", s.position}, {"tokens", s.tokens}, {"wall_seconds", s.wall_seconds},
                       {"loss_curve", s.loss_curve}, {"tensors", tensors}, {"body_sha256", Sha256Hex(body)}};
   std::string header = h.dump();
@@ -63,6 +85,11 @@ Result<CheckpointState> LoadCheckpoint(const std::string& path) {
     s.base_fingerprint = h.at("base_fingerprint");
     s.config_key = h.at("config_key");
     s.examples_key = h.at("examples_key");
+    if (v >= 2) {
+      s.window = WindowFromJson(h.at("window"));
+      s.skipped_steps = h.at("skipped_steps");
+      s.clipped_steps = h.at("clipped_steps");
+    }
     s.step = h.at("step");
     s.epoch = h.at("epoch");
     s.position = h.at("position");
@@ -75,8 +102,14 @@ Result<CheckpointState> LoadCheckpoint(const std::string& path) {
       if (off > body.size() || bytes > body.size() - off) return bad("tensor '" + name + "' runs past the end");
       auto shape = t.at("shape").get<std::vector<int64_t>>();
       const bool f32 = t.at("dtype") == "f32";
+      // Checked before allocating, so a damaged shape cannot ask for terabytes.
+      uint64_t count = 1;
+      for (int64_t d : shape) {
+        if (d < 0 || (d > 0 && count > body.size() / uint64_t(d))) return bad("tensor '" + name + "' has a bad shape");
+        count *= uint64_t(d);
+      }
+      if (count * (f32 ? 4 : 1) != bytes) return bad("tensor '" + name + "' size does not match its shape");
       at::Tensor x = at::empty(shape, f32 ? at::kFloat : at::kByte);
-      if (uint64_t(x.nbytes()) != bytes) return bad("tensor '" + name + "' size does not match its shape");
       std::memcpy(x.data_ptr(), body.data() + off, bytes);
       if (name == "rng") s.rng_state = x;
       else if (name.rfind("param.", 0) == 0) s.params.push_back(x);
@@ -94,3 +127,13 @@ Result<CheckpointState> LoadCheckpoint(const std::string& path) {
 }
 
 }  // namespace attune::trainer::internal
+
+namespace attune::trainer {
+
+Result<WindowIdentity> ReadCheckpointWindow(const std::string& path) {
+  if (!PathExists(path)) return NotFoundError("no checkpoint at '" + path + "'");
+  ASSIGN_OR_RETURN(internal::CheckpointState s, internal::LoadCheckpoint(path));
+  return s.window;
+}
+
+}  // namespace attune::trainer

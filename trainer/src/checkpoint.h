@@ -5,6 +5,12 @@
 // byte offset in the body) and holds the body's SHA-256; the body is the raw
 // float32 data of the LoRA tensors and AdamW moments, then the dropout RNG
 // state. Written with WriteFileAtomic: a crash leaves the old or the new one.
+//
+// Version 2 adds the window identity (event ids, parent version, replay
+// cursors: see trainer.h WindowIdentity) and the skipped and clipped step
+// counts. A
+// version 1 file loads with an empty identity, which no window matches, so
+// it is discarded rather than resumed.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,16 +20,18 @@
 #include <vector>
 
 #include "attune/core/result.h"
+#include "attune/trainer/trainer.h"
 
 namespace attune::trainer::internal {
 
-inline constexpr uint32_t kCheckpointVersion = 1;
+inline constexpr uint32_t kCheckpointVersion = 2;
 
 struct CheckpointState {
   std::string base_fingerprint;
   std::string config_key;    // options that shape the state
   std::string examples_key;  // which examples, in which split
-  int64_t step = 0, epoch = 0, position = 0, tokens = 0;
+  WindowIdentity window;
+  int64_t step = 0, epoch = 0, position = 0, tokens = 0, skipped_steps = 0, clipped_steps = 0;
   double wall_seconds = 0;
   std::vector<double> loss_curve;
   std::vector<at::Tensor> params, exp_avg, exp_avg_sq;
@@ -34,5 +42,7 @@ Status SaveCheckpoint(const std::string& path, const CheckpointState& state);
 // DataLoss (naming the file) for a truncated/corrupt file, Unsupported for a
 // newer format version.
 Result<CheckpointState> LoadCheckpoint(const std::string& path);
+
+bool SameWindow(const WindowIdentity& a, const WindowIdentity& b);
 
 }  // namespace attune::trainer::internal

@@ -123,6 +123,30 @@ int64_t PickMicroBatch(const runtime::Model& m, const TrainerOptions& o) {
   return std::clamp<int64_t>(int64_t(o.max_memory_mb * 1024 * 1024 / per_seq), 1, 16);
 }
 
+// Global L2 norm of the gradients (0 when none is defined).
+double GradNorm(const std::vector<at::Tensor>& params) {
+  double sq = 0;
+  for (const auto& p : params) {
+    if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+  }
+  return std::sqrt(sq);
+}
+
+void ScaleGrads(const std::vector<at::Tensor>& params, double factor) {
+  at::NoGradGuard ng;
+  for (const auto& p : params) {
+    if (p.grad().defined()) p.mutable_grad().mul_(factor);
+  }
+}
+
+// Linear warm-up (as transformers' get_linear_schedule_with_warmup without
+// the decay): a fresh AdamW's first steps are its largest, relative to the
+// gradient, so they start small.
+double WarmedUpLr(const TrainerOptions& o, int64_t step) {
+  if (o.warmup_steps <= 0 || step >= o.warmup_steps) return o.adamw.lr;
+  return o.adamw.lr * double(step + 1) / double(o.warmup_steps + 1);
+}
+
 // Builds LoRA weights holding `values` (LoraParams order) for evaluation.
 runtime::LoraWeights WeightsOf(const runtime::Model& m, const LoraConfig& c, const std::vector<at::Tensor>& values) {
   LoraParams p = LoraParams::Init(m, c, 0);
@@ -137,6 +161,8 @@ std::string TrainReport::ToJson() const {
   nlohmann::json j = {{"completed", completed},
                       {"stop_reason", stop_reason},
                       {"steps", steps},
+                      {"skipped_steps", skipped_steps},
+                      {"clipped_steps", clipped_steps},
                       {"tokens", tokens},
                       {"micro_batch_size", micro_batch_size},
                       {"wall_seconds", wall_seconds},
@@ -206,9 +232,25 @@ double Trainer::ForgettingKl(const runtime::LoraWeights& lora) const {
   return positions ? kl / double(positions) : kNaN;
 }
 
+// LibTorch reports failures by throwing; none of it may leave the trainer
+// (it would end the assistant's thread with std::terminate).
 Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& checkpoint_path,
                                   const std::function<bool()>& should_stop,
                                   const std::function<void(const TrainProgress&)>& progress) {
+  try {
+    return RunUnguarded(input, checkpoint_path, should_stop, progress);
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("training failed in LibTorch: ") + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return UnavailableError("training ran out of memory (hint: lower max_memory_mb, micro_batch_size or max_seq_len)");
+  } catch (const std::exception& e) {
+    return InternalError(std::string("training failed: ") + e.what());
+  }
+}
+
+Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::string& checkpoint_path,
+                                           const std::function<bool()>& should_stop,
+                                           const std::function<void(const TrainProgress&)>& progress) {
   const auto t_start = Clock::now();
   const runtime::Model& m = *model_;
   TrainOutcome out;
@@ -286,13 +328,14 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   st.base_fingerprint = m.fingerprint();
   st.config_key = ConfigKey(o_, mb);
   st.examples_key = ek.FinishHex();
+  st.window = input.window;
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   if (!checkpoint_path.empty() && PathExists(checkpoint_path)) {
     ASSIGN_OR_RETURN(internal::CheckpointState ck, internal::LoadCheckpoint(checkpoint_path));
     if (ck.base_fingerprint != st.base_fingerprint) {
       return FailedPreconditionError("checkpoint '" + checkpoint_path + "' was written for another base model (hint: remove it to start over)");
     }
-    if (ck.config_key != st.config_key || ck.examples_key != st.examples_key) {
+    if (ck.config_key != st.config_key || ck.examples_key != st.examples_key || !internal::SameWindow(ck.window, st.window)) {
       return FailedPreconditionError("checkpoint '" + checkpoint_path + "' belongs to a run with other options or other examples (hint: remove it to start over)");
     }
     RETURN_IF_ERROR(params.Assign(ck.params));
@@ -304,7 +347,7 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(ck.rng_state);
     st.step = ck.step, st.epoch = ck.epoch, st.position = ck.position, st.tokens = ck.tokens;
-    st.wall_seconds = ck.wall_seconds, st.loss_curve = ck.loss_curve;
+    st.wall_seconds = ck.wall_seconds, st.loss_curve = ck.loss_curve, st.skipped_steps = ck.skipped_steps, st.clipped_steps = ck.clipped_steps;
     r.notes.push_back("resumed from step " + std::to_string(ck.step));
   } else {
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -412,7 +455,8 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   };
 
   r.stop_reason = "max_steps";
-  bool stopped = false;
+  bool stopped = false, non_finite = false;
+  int64_t nonfinite_in_a_row = 0;
   const double prior_seconds = st.wall_seconds;
   const int64_t first_step = st.step;
   try {
@@ -445,6 +489,7 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
         break;
       }
       if (o_.l2_to_parent > 0 && has_parent) {
+        // (the pull is part of the gradient, so it is clipped with it)
         at::NoGradGuard ng;
         const auto& ps = params.parameters();
         for (size_t i = 0; i < ps.size(); ++i) {
@@ -453,7 +498,25 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
           else ps[i].mutable_grad() = g;
         }
       }
-      opt.Step(o_.adamw.lr);
+      const double grad_norm = GradNorm(params.parameters());
+      if (!std::isfinite(step_loss) || !std::isfinite(grad_norm)) {
+        // One bad batch must not poison the adapter: no update, and the
+        // next step starts from the same parameters and moments.
+        opt.ZeroGrad();
+        ++st.skipped_steps;
+        if (++nonfinite_in_a_row >= o_.max_nonfinite_steps) {
+          non_finite = true;
+          r.stop_reason = "non_finite";
+          break;
+        }
+        continue;
+      }
+      nonfinite_in_a_row = 0;
+      if (o_.max_grad_norm > 0 && grad_norm > o_.max_grad_norm) {
+        ScaleGrads(params.parameters(), o_.max_grad_norm / (grad_norm + 1e-6));
+        ++st.clipped_steps;
+      }
+      opt.Step(WarmedUpLr(o_, st.step));
       opt.ZeroGrad();
       ++st.step;
       st.tokens += step_tokens;
@@ -485,6 +548,9 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   }
 
   r.steps = st.step;
+  r.skipped_steps = st.skipped_steps;
+  r.clipped_steps = st.clipped_steps;
+  if (st.skipped_steps > 0) r.notes.push_back("skipped " + std::to_string(st.skipped_steps) + " steps whose loss or gradient was not finite");
   r.tokens = st.tokens;
   r.loss_curve = st.loss_curve;
   r.wall_seconds = prior_seconds + std::chrono::duration<double>(Clock::now() - t_start).count();
@@ -492,6 +558,15 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   if (stopped) {
     r.completed = false;
     r.peak_rss_mb = PeakRssMb();
+    return out;
+  }
+  if (non_finite) {
+    // Resuming would replay the same steps: start the next window afresh.
+    r.completed = false;
+    r.notes.push_back(std::to_string(o_.max_nonfinite_steps) + " steps in a row had a non-finite loss or gradient after " +
+                      std::to_string(st.step) + " good steps; the window ended without a candidate (hint: lower the learning rate or check the examples)");
+    r.peak_rss_mb = PeakRssMb();
+    if (!checkpoint_path.empty() && PathExists(checkpoint_path)) std::remove(checkpoint_path.c_str());
     return out;
   }
   r.completed = true;

@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include "attune/adapters/gate.h"
+#include "attune/core/file.h"
+#include "attune/core/log.h"
 #include "attune/runtime/adapter_slot.h"
 
 namespace attune::trainer {
@@ -96,13 +98,121 @@ std::vector<TextExample> ToTextExamples(const std::vector<feedback::Example>& ex
   return out;
 }
 
+namespace {
+
+// The batch an interrupted window was training on, re-read from the store,
+// or why the checkpoint cannot be resumed (then it is discarded).
+struct Resumed {
+  std::optional<replay::SampleBatch> batch;
+  std::string discard_reason;
+};
+
+Result<Resumed> ResumeBatch(const replay::Store& store, const adapters::Registry& registry, const std::string& ck_path) {
+  Resumed out;
+  auto w = ReadCheckpointWindow(ck_path);
+  if (!w.ok()) {
+    if (w.status().code() != StatusCode::kDataLoss && w.status().code() != StatusCode::kUnsupported) return w.status();
+    out.discard_reason = w.status().message();
+    return out;
+  }
+  if (w->new_event_ids.empty()) {
+    out.discard_reason = "it does not record which events it trained on (written by an older version)";
+    return out;
+  }
+  if (w->parent_version != registry.Active()) {
+    out.discard_reason = "it continues from " + (w->parent_version.empty() ? std::string("no adapter") : registry.Label(w->parent_version)) +
+                         ", but the active adapter is now " + (registry.Active().empty() ? std::string("none") : registry.Label(registry.Active())) +
+                         " (rolled back or replaced)";
+    return out;
+  }
+  ASSIGN_OR_RETURN(replay::Stats stats, store.GetStats());
+  if (stats.cursor != w->cursor_before) {
+    out.discard_reason = "the feedback store's training cursor moved since (another run recorded its training)";
+    return out;
+  }
+  replay::SampleBatch b;
+  b.cursor_before = w->cursor_before;
+  b.cursor_after = w->cursor_after;
+  for (auto [ids, dst] : {std::pair{&w->new_event_ids, &b.new_events}, std::pair{&w->replay_event_ids, &b.replay_events}}) {
+    for (const auto& id : *ids) {
+      auto e = store.Get(id);
+      if (e.ok()) {
+        dst->push_back(std::move(*e));
+        continue;
+      }
+      if (e.status().code() != StatusCode::kNotFound) return e.status();
+      out.discard_reason = "event '" + id + "' it trains on was erased or evicted";
+      return out;
+    }
+  }
+  out.batch = std::move(b);
+  return out;
+}
+
+// Removes the checkpoint and says why, so that a window never wedges on it.
+void Discard(const std::string& ck_path, const std::string& why, std::vector<std::string>* notes) {
+  std::remove(ck_path.c_str());
+  const std::string line = "discarded the checkpoint '" + ck_path + "' of an interrupted window: " + why + "; starting a fresh window";
+  ATTUNE_LOG(kWarning, line);
+  notes->push_back(line);
+}
+
+WindowIdentity IdentityOf(const replay::SampleBatch& b, const std::string& parent) {
+  WindowIdentity w;
+  for (const auto& e : b.new_events) w.new_event_ids.push_back(e.event.id);
+  for (const auto& e : b.replay_events) w.replay_event_ids.push_back(e.event.id);
+  w.parent_version = parent;
+  w.cursor_before = b.cursor_before;
+  w.cursor_after = b.cursor_after;
+  return w;
+}
+
+Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model, replay::Store& store,
+                                    adapters::Registry& registry, const std::string& checkpoint_path,
+                                    const TrainingRunOptions& options, const std::function<bool()>& should_stop,
+                                    const std::function<void(const TrainProgress&)>& progress);
+
+}  // namespace
+
+// The module edge: converting adapters to and from tensors is LibTorch work
+// too, and an exception here would end the assistant's training thread.
 Result<TrainingRunResult> RunTrainingWindow(std::shared_ptr<const runtime::Model> model, replay::Store& store,
                                             adapters::Registry& registry, const std::string& checkpoint_path,
                                             const TrainingRunOptions& options,
                                             const std::function<bool()>& should_stop,
                                             const std::function<void(const TrainProgress&)>& progress) {
+  try {
+    return RunWindow(std::move(model), store, registry, checkpoint_path, options, should_stop, progress);
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("training window failed in LibTorch: ") + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return UnavailableError("training window ran out of memory");
+  } catch (const std::exception& e) {
+    return InternalError(std::string("training window failed: ") + e.what());
+  }
+}
+
+namespace {
+
+Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model, replay::Store& store,
+                                    adapters::Registry& registry, const std::string& checkpoint_path,
+                                    const TrainingRunOptions& options, const std::function<bool()>& should_stop,
+                                    const std::function<void(const TrainProgress&)>& progress) {
   TrainingRunResult res;
-  ASSIGN_OR_RETURN(replay::SampleBatch batch, store.Sample(options.sample));
+  // An interrupted window resumes on exactly its own events; feedback that
+  // arrived meanwhile waits for the next window.
+  std::optional<replay::SampleBatch> resumed;
+  if (!checkpoint_path.empty() && PathExists(checkpoint_path)) {
+    ASSIGN_OR_RETURN(Resumed r, ResumeBatch(store, registry, checkpoint_path));
+    if (r.batch) resumed = std::move(r.batch);
+    else Discard(checkpoint_path, r.discard_reason, &res.report.notes);
+  }
+  replay::SampleBatch batch;
+  if (resumed) {
+    batch = std::move(*resumed);
+  } else {
+    ASSIGN_OR_RETURN(batch, store.Sample(options.sample));
+  }
   if (batch.new_events.empty()) {
     res.skipped_reason = "no new feedback since the last training run";
     return res;
@@ -137,8 +247,16 @@ Result<TrainingRunResult> RunTrainingWindow(std::shared_ptr<const runtime::Model
       res.report.notes.push_back("starting from zero: " + tensors.status().message());
     }
   }
+  in.window = IdentityOf(batch, in.parent_version);
   Trainer trainer(model, to);
-  ASSIGN_OR_RETURN(TrainOutcome out, trainer.Run(in, checkpoint_path, should_stop, progress));
+  auto ran = trainer.Run(in, checkpoint_path, should_stop, progress);
+  if (!ran.ok() && resumed && PathExists(checkpoint_path) &&
+      (ran.status().code() == StatusCode::kFailedPrecondition || ran.status().code() == StatusCode::kDataLoss)) {
+    // The options changed since (rank, steps, ...): the same events, afresh.
+    Discard(checkpoint_path, ran.status().message(), &res.report.notes);
+    ran = trainer.Run(in, checkpoint_path, should_stop, progress);
+  }
+  ASSIGN_OR_RETURN(TrainOutcome out, std::move(ran));
   out.report.notes.insert(out.report.notes.begin(), res.report.notes.begin(), res.report.notes.end());
   res.report = out.report;
   res.trained = true;
@@ -188,5 +306,7 @@ Result<TrainingRunResult> RunTrainingWindow(std::shared_ptr<const runtime::Model
   }
   return res;
 }
+
+}  // namespace
 
 }  // namespace attune::trainer

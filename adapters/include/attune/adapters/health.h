@@ -13,8 +13,9 @@
 //
 // The monitor only decides; ApplyVerdict performs the rollback on a Registry
 // (guarded by expected_active, so a verdict about an old version never undoes
-// a newer promotion). Counts live in memory: after a restart, feed the rated
-// events from the replay store again to rebuild them.
+// a newer promotion). Counts live in memory; Save and Load keep them across
+// restarts in a small file next to the registry (adapters/HEALTH), so that a
+// restarted app still knows the active adapter was going bad.
 //
 // Deterministic: the verdict depends only on the sequence of calls.
 // Thread safety: all methods may be called from several threads.
@@ -46,7 +47,8 @@ class HealthMonitor {
 
   // Starts watching `active` (may be "" for none), judged against `previous`
   // ("" = the bare base model). Call after every activation. Ratings already
-  // recorded for either version are kept.
+  // recorded for either version are kept. Calling it again with the same
+  // pair (after a restart, say) keeps the window collected so far.
   void SetActive(const std::string& active, const std::string& previous);
 
   // Records one rated response produced by `version`. Returns a verdict
@@ -63,6 +65,14 @@ class HealthMonitor {
     int64_t down = 0;
   };
   Counts CountsFor(const std::string& version) const;
+
+  // Writes the whole state to `path` atomically (WriteFileAtomic): a crash
+  // leaves the previous file. IoError on failure.
+  Status Save(const std::string& path) const;
+  // Replaces the state with the one saved at `path`. An absent file is not
+  // an error (nothing was saved yet). DataLoss naming the file and line when
+  // it is damaged; the state is then unchanged.
+  Status Load(const std::string& path);
 
  private:
   HealthOptions options_;

@@ -27,6 +27,16 @@ namespace attune::trainer {
 
 // TrainerOptions, TrainReport and TrainProgress live in trainer_options.h.
 
+// What a training window trains on, recorded in its checkpoint so that a
+// later window resumes exactly these events from exactly this parent (every
+// window samples afresh, so the sample alone cannot find them again).
+struct WindowIdentity {
+  std::vector<std::string> new_event_ids;     // in sample order
+  std::vector<std::string> replay_event_ids;  // in sample order
+  std::string parent_version;                 // "" = trained from zero
+  uint64_t cursor_before = 0, cursor_after = 0;  // the replay store's cursors
+};
+
 struct TrainInput {
   std::vector<TextExample> new_examples;
   std::vector<TextExample> replay_examples;
@@ -34,6 +44,9 @@ struct TrainInput {
   // = start from zero.
   std::vector<at::Tensor> parent;
   std::string parent_version;
+  // Written into the checkpoint (see WindowIdentity); a checkpoint resumes
+  // only an input with the same identity. Default: empty
+  WindowIdentity window;
 };
 
 struct TrainOutcome {
@@ -43,6 +56,10 @@ struct TrainOutcome {
   std::vector<std::string> names;
   std::vector<at::Tensor> adapter;
 };
+
+// The window identity recorded in the checkpoint at `path`. NotFound when
+// there is none, DataLoss when it is corrupt.
+Result<WindowIdentity> ReadCheckpointWindow(const std::string& path);
 
 class Trainer {
  public:
@@ -54,7 +71,11 @@ class Trainer {
   // checkpoint_every_steps and when stopped early, and removes it after a
   // completed run. Errors: InvalidArgument when no example is trainable (the
   // notes say why), FailedPrecondition for a checkpoint of another base
-  // model or configuration, DataLoss for a corrupt checkpoint.
+  // model or configuration, DataLoss for a corrupt checkpoint, Internal
+  // when LibTorch fails (c10::Error), Unavailable when memory runs out
+  // (std::bad_alloc; retry with a smaller budget): no exception leaves Run. A window whose steps keep coming out
+  // non-finite ends early (report.stop_reason "non_finite", no adapter, the
+  // checkpoint removed).
   Result<TrainOutcome> Run(const TrainInput& input, const std::string& checkpoint_path,
                            const std::function<bool()>& should_stop,
                            const std::function<void(const TrainProgress&)>& progress);
@@ -68,6 +89,10 @@ class Trainer {
   double ForgettingKl(const runtime::LoraWeights& lora) const;
 
  private:
+  Result<TrainOutcome> RunUnguarded(const TrainInput& input, const std::string& checkpoint_path,
+                                    const std::function<bool()>& should_stop,
+                                    const std::function<void(const TrainProgress&)>& progress);
+
   std::shared_ptr<const runtime::Model> model_;
   TrainerOptions o_;
   // (prompt + base answer, index of the first answer-predicting position).

@@ -70,6 +70,16 @@ struct TrainerOptions {
   int64_t heldout_every = 10;
   int64_t rotation = 0;
   int64_t checkpoint_every_steps = 20;  // Default: 20
+  // The global L2 norm of each step's gradient is clipped to this (as
+  // torch.nn.utils.clip_grad_norm_); 0 = no clipping. Default: 1
+  double max_grad_norm = 1.0;
+  // The learning rate ramps up linearly over the first warmup_steps steps of
+  // each window (every window starts a fresh AdamW). 0 = none. Default: 5
+  int64_t warmup_steps = 5;
+  // A step whose loss or gradient is not finite is skipped (no update) and
+  // counted; this many in a row end the window early with stop_reason
+  // "non_finite" and no candidate. Default: 3
+  int64_t max_nonfinite_steps = 3;
   // Prompts for the forgetting KL (scored on the base model's own greedy
   // answers to them); empty = the built-in general set.
   std::vector<std::string> forgetting_prompts;
@@ -85,8 +95,12 @@ struct TrainerOptions {
 
 struct TrainReport {
   bool completed = false;
-  std::string stop_reason;            // "max_steps", "max_minutes", "stopped"
+  // "max_steps", "max_minutes", "stopped", "non_finite" (see
+  // TrainerOptions::max_nonfinite_steps; the notes say more)
+  std::string stop_reason;
   int64_t steps = 0, tokens = 0;
+  int64_t skipped_steps = 0;          // non-finite steps skipped
+  int64_t clipped_steps = 0;          // steps whose gradient norm was clipped
   int64_t micro_batch_size = 0;
   double wall_seconds = 0, tokens_per_second = 0, peak_rss_mb = 0;
   int64_t new_examples = 0, replay_examples = 0, heldout_examples = 0, skipped_examples = 0;

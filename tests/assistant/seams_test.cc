@@ -1,0 +1,218 @@
+// The assistant's seams between threads and restarts: the engine serves the
+// registry's active version whatever the interleaving of publishers, a
+// device-state change wakes the background trainer at once, shutdown does
+// not wait for a poll interval, and the health watch survives a restart.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <filesystem>
+#include <thread>
+
+#include "attune/assistant.h"
+#include "attune/core/env.h"
+#include "tests/core/fault_env.h"
+#include "tests/runtime/test_util.h"
+
+namespace attune {
+namespace {
+
+using attune::testing::Fixture;
+using Clock = std::chrono::steady_clock;
+
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& name) {
+    path = (std::filesystem::temp_directory_path() / ("attune_seams_" + std::to_string(::getpid()) + "_" + name)).string();
+    std::filesystem::remove_all(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+};
+
+trainer::DeviceState Idle(bool idle) {
+  trainer::DeviceState s;
+  s.external_power = idle;
+  s.battery_percent = 90;
+  s.idle_minutes = idle ? 30 : 0;
+  s.temperature_c = 30;
+  return s;
+}
+
+AssistantOptions Options(const std::string& dir) {
+  AssistantOptions o;
+  o.data_dir = dir;
+  o.model_path = Fixture("models/tiny_llama.gguf");
+  o.chat_template = "chatml";
+  o.generation.max_tokens = 4;
+  o.background_training = false;
+  o.window.min_new_events = 4;
+  o.window.min_idle_minutes = 5;
+  auto& t = o.training.trainer;
+  t.lora.rank = 4;
+  t.lora.alpha = 8;
+  t.max_steps = 4;
+  t.micro_batch_size = 4;
+  t.grad_accum_steps = 1;
+  t.encode.max_seq_len = 48;
+  t.anchor_examples = 0;
+  t.forgetting_prompts = {"hi"};
+  o.training.force = true;  // these tests need versions, not the gate's opinion
+  o.health.window = 4;
+  return o;
+}
+
+feedback::Event Demo(const std::string& id) {
+  feedback::Event e;
+  e.id = id;
+  e.user_id = "u";
+  e.context = {{feedback::Role::kUser, "my pet?"}};
+  e.signal = feedback::Demonstration{"cat " + id};
+  return e;
+}
+
+void AddDemos(Assistant& a, const std::string& prefix, int n) {
+  for (int i = 0; i < n; ++i) ASSERT_TRUE(a.Record(Demo(prefix + std::to_string(i))).ok());
+}
+
+// The bug: SetDeviceState notified the condition variable, but the wait's
+// predicate looked only at `stopping`, so the trainer slept on until the
+// next poll (30 s by default).
+TEST(AssistantSeamsTest, SetDeviceStateWakesTheBackgroundTrainerAtOnce) {
+  TempDir dir("wake");
+  AssistantOptions o = Options(dir.path);
+  o.background_training = true;
+  o.poll_interval = std::chrono::seconds(600);
+  auto busy = std::make_shared<trainer::PushedDeviceStateSource>();
+  busy->Set(Idle(false));
+  o.device = busy;
+  auto opened = Assistant::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  AddDemos(a, "d", 5);
+  a.SetDeviceState(Idle(true));
+  const auto t0 = Clock::now();
+  bool started = false;
+  while (!started && Clock::now() - t0 < std::chrono::seconds(20)) {
+    auto s = a.GetStatus();
+    started = s.training || s.last_run.has_value();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(started) << "the window opened but the trainer did not wake up";
+  a.SetDeviceState(Idle(false));
+}
+
+TEST(AssistantSeamsTest, ShutdownDoesNotWaitForThePollInterval) {
+  TempDir dir("shutdown");
+  AssistantOptions o = Options(dir.path);
+  o.background_training = true;
+  o.poll_interval = std::chrono::seconds(600);
+  for (int i = 0; i < 20; ++i) {
+    auto a = Assistant::Open(o);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    const auto t0 = Clock::now();
+    a->reset();
+    EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+  }
+}
+
+// The bug: publishing read the registry's active version, loaded it and set
+// it without a lock, so a slow publish of one version could land after a
+// newer activation had been published: the engine then served a version the
+// registry no longer had as active. The load of v1 is held up (a read hook
+// of the filesystem seam) until a rollback to v2 has been recorded.
+TEST(AssistantSeamsTest, SlowPublishCannotLandAfterANewerRollback) {
+  TempDir dir("publish");
+  AssistantOptions o = Options(dir.path);
+  auto opened = Assistant::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  AddDemos(a, "a", 4);
+  auto v1 = a.TrainNow();
+  ASSERT_TRUE(v1.ok() && v1->promoted) << (v1.ok() ? v1->gate_summary : v1.status().ToString());
+  AddDemos(a, "b", 4);
+  auto v2 = a.TrainNow();
+  ASSERT_TRUE(v2.ok() && v2->promoted) << (v2.ok() ? v2->gate_summary : v2.status().ToString());
+
+  // Calibration: how many times a promotion of v1 reads its payload (the
+  // registry verifies it, then the publisher loads it: the last read).
+  attune::testing::FaultInjectionEnv env;
+  std::mutex mu;
+  std::condition_variable cv;
+  int reads = 0, block_at = -1;
+  bool loading = false, release = false;
+  env.SetReadHook([&](const std::string& path) {
+    if (path.find(v1->version) == std::string::npos) return;
+    std::unique_lock<std::mutex> l(mu);
+    if (++reads != block_at) return;
+    loading = true;
+    cv.notify_all();
+    cv.wait_for(l, std::chrono::seconds(30), [&] { return release; });
+  });
+  ScopedDefaultEnv scope(&env);
+  ASSERT_TRUE(a.Promote(v1->version, /*force=*/true).ok());
+  ASSERT_EQ(a.engine().adapter_version(), v1->version);
+  ASSERT_TRUE(a.Rollback().ok());
+  ASSERT_EQ(a.engine().adapter_version(), v2->version);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    ASSERT_GT(reads, 0);
+    block_at = 2 * reads;  // the publisher's load in the next promotion
+  }
+
+  std::thread promote([&] { EXPECT_TRUE(a.Promote(v1->version, /*force=*/true).ok()); });
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(30), [&] { return loading; }));
+  }
+  // v1 is active in the registry and its load is in flight: roll back.
+  std::thread rollback([&] { EXPECT_TRUE(a.Rollback().ok()); });
+  const auto t0 = Clock::now();
+  while (a.GetStatus().active_version != v2->version && Clock::now() - t0 < std::chrono::seconds(30)) std::this_thread::yield();
+  {
+    std::lock_guard<std::mutex> l(mu);
+    release = true;
+  }
+  cv.notify_all();
+  promote.join();
+  rollback.join();
+  EXPECT_EQ(a.GetStatus().active_version, v2->version);
+  EXPECT_EQ(a.engine().adapter_version(), v2->version) << "the engine serves a version the registry rolled back from";
+}
+
+// The bug: the thumbs-down counts lived in memory only; a restart in the
+// middle of a failing window forgot it and the bad adapter kept serving.
+TEST(AssistantSeamsTest, HealthWatchRemembersThumbsDownAcrossARestart) {
+  TempDir dir("health");
+  AssistantOptions o = Options(dir.path);
+  std::string bad;
+  auto down = [](Assistant& a) {
+    auto r = a.Chat({{"user", "my pet?"}});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    feedback::Event e;
+    e.user_id = "u";
+    e.signal = feedback::Rating{feedback::Thumb::kDown};
+    ASSERT_TRUE(a.Record(e, r->response_id).ok());
+  };
+  {
+    auto a = Assistant::Open(o);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    AddDemos(**a, "d", 4);
+    auto v = (*a)->TrainNow();
+    ASSERT_TRUE(v.ok() && v->promoted);
+    bad = v->version;
+    down(**a);
+    down(**a);  // half of the window of 4
+    EXPECT_EQ((*a)->GetStatus().active_version, bad);
+  }
+  auto a = Assistant::Open(o);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ((*a)->GetStatus().active_version, bad);
+  down(**a);
+  down(**a);  // completes the window only if the first half was remembered
+  EXPECT_EQ((*a)->GetStatus().active_version, "") << "four thumbs-down out of four roll the adapter back";
+}
+
+}  // namespace
+}  // namespace attune
