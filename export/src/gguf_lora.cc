@@ -1,5 +1,6 @@
 #include "attune/export/gguf_lora.h"
 
+#include <algorithm>
 #include <cmath>
 #include <regex>
 

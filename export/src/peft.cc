@@ -1,5 +1,6 @@
 #include "attune/export/peft.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <regex>
