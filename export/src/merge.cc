@@ -105,9 +105,6 @@ Status CheckOptions(const std::vector<MergeInput>& in, const MergeOptions& o) {
   }
   for (double w : o.weights) {
     if (!std::isfinite(w)) return InvalidArgumentError("a merge weight is not finite");
-    if (o.method == MergeMethod::kLinear && w < 0) {
-      return InvalidArgumentError("linear merging takes square roots of the weights; they must not be negative");
-    }
   }
   if (o.rank < 0 || o.rank > adapters::kMaxRank) return InvalidArgumentError("--rank " + std::to_string(o.rank) + " is out of range");
   if (o.method == MergeMethod::kLinear) {
@@ -171,11 +168,14 @@ Result<Adapter> Merge(const std::vector<MergeInput>& in, const MergeOptions& o, 
       } else if (o.method == MergeMethod::kLinear) {
         b = Mat::Zero(d.out, out.rank);
         a = Mat::Zero(out.rank, d.in);
+        // peft/tuners/lora/model.py _generalized_task_arithmetic_weighted_adapter:
+        // √|w·s| on both sides, the sign on A.
         for (size_t k = 0; k < in.size(); ++k) {
           const auto& p = in[k].adapter->layers[size_t(l)][size_t(t)];
           if (p.empty()) continue;
-          b += ToEigen(p.b) * std::sqrt(w[k]);
-          a += ToEigen(p.a) * (std::sqrt(w[k]) * Scale(*in[k].adapter));
+          const double ws = w[k] * Scale(*in[k].adapter), root = std::sqrt(std::abs(ws));
+          b += ToEigen(p.b) * root;
+          a += ToEigen(p.a) * (ws < 0 ? -root : root);
         }
       } else {
         double err = TruncatedSvd(bc, ac, out.rank, &b, &a);

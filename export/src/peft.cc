@@ -129,6 +129,14 @@ Status CheckUnsupported(const json& cfg, const std::string& where) {
       return Refuse(cfg, k, where, "fully trained modules and extra parameters are not supported");
     }
   }
+  if (truthy("use_qalora")) return Refuse(cfg, "use_qalora", where, "QALoRA is not supported");
+  // LoRA variants that change the forward pass (peft 0.21 tuners/lora/config.py).
+  for (const char* k : {"use_bdlora", "kasa_config", "monteclora_config", "arrow_config", "alora_invocation_tokens",
+                        "layer_replication"}) {
+    if (cfg.contains(k) && !IsEmptyOrNull(cfg[k]) && !(cfg[k].is_boolean() && !cfg[k].get<bool>())) {
+      return Refuse(cfg, k, where, "this LoRA variant is not supported");
+    }
+  }
   return Status::Ok();
 }
 

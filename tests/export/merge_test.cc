@@ -120,19 +120,19 @@ TEST_F(MergeTest, LinearFollowsPeftsDefinition) {
   c.alpha = 2;
   MergeOptions o;
   o.method = MergeMethod::kLinear;
-  o.weights = {0.25, 0.75};
+  o.weights = {0.25, -0.75};
   auto m = Merge({{&a_, kIdA}, {&c, kIdB}}, o);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->rank, 4);
-  // PEFT: A = Σ √w·s·A, B = Σ √w·B, scale 1.
+  // PEFT 0.21: c = w·s; A = Σ sign(c)·√|c|·A, B = Σ √|c|·B, scale 1.
   const auto& pa = a_.layers[0][2];
   const auto& pc = c.layers[0][2];
-  const double sa = a_.alpha / 4, sc = c.alpha / 4;
+  const double ca = 0.25 * a_.alpha / 4, cc = -0.75 * c.alpha / 4;
   for (size_t i : {size_t(0), size_t(17), pa.a.data.size() - 1}) {
-    EXPECT_NEAR(m->layers[0][2].a.data[i], std::sqrt(0.25) * sa * pa.a.data[i] + std::sqrt(0.75) * sc * pc.a.data[i], 1e-5);
+    EXPECT_NEAR(m->layers[0][2].a.data[i], std::sqrt(ca) * pa.a.data[i] - std::sqrt(-cc) * pc.a.data[i], 1e-5);
   }
   for (size_t i : {size_t(0), size_t(9), pa.b.data.size() - 1}) {
-    EXPECT_NEAR(m->layers[0][2].b.data[i], std::sqrt(0.25) * pa.b.data[i] + std::sqrt(0.75) * pc.b.data[i], 1e-5);
+    EXPECT_NEAR(m->layers[0][2].b.data[i], std::sqrt(ca) * pa.b.data[i] + std::sqrt(-cc) * pc.b.data[i], 1e-5);
   }
   EXPECT_DOUBLE_EQ(m->alpha, 4.0);
 }

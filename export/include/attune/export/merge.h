@@ -3,8 +3,9 @@
 // adapter's scale, alpha/r or alpha/sqrt(r)) per layer and target:
 //   kCat     exact: ΔW = Σ wᵢ·ΔWᵢ, as one adapter of rank Σ rᵢ
 //            (A stacked, B side by side, alpha = rank so the scale is 1);
-//   kLinear  PEFT's "linear" add_weighted_adapter: A = Σ √wᵢ·sᵢ·Aᵢ,
-//            B = Σ √wᵢ·Bᵢ (same ranks and targets required; not ΔW-exact);
+//   kLinear  PEFT's "linear" add_weighted_adapter (peft 0.21): with
+//            cᵢ = wᵢ·sᵢ, A = Σ sign(cᵢ)·√|cᵢ|·Aᵢ, B = Σ √|cᵢ|·Bᵢ, scale 1
+//            (same ranks and targets required; not ΔW-exact: cross terms);
 //   kSvd     Σ wᵢ·ΔWᵢ truncated to rank R by SVD (Eckart–Young: the best
 //            rank-R approximation in the Frobenius norm), B = U_R·S_R,
 //            A = V_Rᵀ, alpha = R. Each pair's relative Frobenius error is
@@ -49,8 +50,7 @@ struct MergeReport {
 };
 
 // Merges two or more adapters. InvalidArgument: fewer than two inputs, a
-// weight count that differs from the input count, a negative weight for
-// kLinear, a rank out of range, or (kLinear) ranks or targets that differ.
+// weight count that differs from the input count, a rank out of range, or (kLinear) ranks or targets that differ.
 // FailedPrecondition: inputs for different base models. The result is valid
 // (Adapter::Validate), a candidate whose parent is the first input, with the
 // union of the inputs' lineage and the merge recorded in training_config.

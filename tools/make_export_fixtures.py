@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Golden fixtures for the export/ module (PEFT and GGUF-LoRA interop).
+
+Reference implementations: Hugging Face transformers + PEFT (LoRA forward pass, adapter
+files) and llama.cpp through llama-cpp-python (GGUF-LoRA loading, forward pass, greedy
+decoding). Everything runs on the tiny test model (tests/fixtures/models/tiny_llama and
+tiny_llama.gguf), so the C++ tests that compare against these files take milliseconds.
+
+Writes under tests/fixtures/export/:
+  peft_trained/                 a LoRA adapter created by PEFT and stepped by torch.optim
+                                (B non-zero), saved by save_pretrained: the import check
+  attune_peft/, attune_lora.gguf  the Attune fixture adapter exported by our C++ writers
+                                (build/tests/export/export_fixture_tool): the export checks
+  export_logits.json            logits and greedy tokens of each adapter on the golden
+                                prompts, computed by PEFT (HF base) and llama.cpp (GGUF base)
+
+Usage (from the repository root, after building export_fixture_tool):
+  HF_HUB_OFFLINE=1 python tools/make_export_fixtures.py --tool build/tests/export/export_fixture_tool
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_runtime_fixtures import f32_list, seed_everything, write_json  # noqa: E402
+
+SEED = 20261202
+# Golden prompts: token ids of the tiny model's 128-token vocabulary.
+PROMPTS = [
+    [127, 1, 2, 3, 4, 40, 50, 60, 70],
+    [127, 116, 104, 101, 32, 99, 97, 116],
+    [127, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110],
+]
+N_GREEDY = 12
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "transformers", "peft", "gguf", "numpy", "safetensors", "llama_cpp_python"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# PEFT
+
+
+def load_hf_base(models: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(models / "tiny_llama", dtype=torch.float32).eval()
+
+
+def peft_logits_and_greedy(model, prompt: list[int]) -> tuple[np.ndarray, list[int]]:
+    import torch
+
+    with torch.no_grad():
+        ids = torch.tensor([prompt])
+        logits = model(ids).logits[0].float().numpy()
+        out = list(prompt)
+        for _ in range(N_GREEDY):
+            nxt = int(model(torch.tensor([out])).logits[0, -1].argmax())
+            out.append(nxt)
+    return logits, out[len(prompt):]
+
+
+def make_peft_trained(models: Path, out_dir: Path) -> None:
+    """A LoRA adapter created by PEFT (B = 0 at init) and stepped 5 times with Adam on a
+    fixed sequence, so that both matrices are non-zero."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    seed_everything(SEED)
+    base = load_hf_base(models)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(base, cfg)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    ids = torch.tensor([[127, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]])
+    model.train()
+    for _ in range(5):
+        loss = model(ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    model.save_pretrained(out_dir)
+    # The absolute base path PEFT records is machine-specific: keep it relative.
+    cfg_path = out_dir / "adapter_config.json"
+    j = json.loads(cfg_path.read_text())
+    j["base_model_name_or_path"] = "tests/fixtures/models/tiny_llama"
+    cfg_path.write_text(json.dumps(j, indent=2, sort_keys=True) + "\n")
+    print(f"  wrote {out_dir}")
+
+
+def peft_reference(models: Path, adapter_dir: Path) -> dict:
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_hf_base(models), adapter_dir).eval()
+    cases = []
+    for p in PROMPTS:
+        logits, greedy = peft_logits_and_greedy(model, p)
+        cases.append({"ids": p, "logits": [f32_list(r) for r in logits], "greedy_ids": greedy})
+    base_logits, _ = peft_logits_and_greedy(load_hf_base(models), PROMPTS[0])
+    diff = float(np.abs(np.array(cases[0]["logits"]) - base_logits).max())
+    print(f"  {adapter_dir.name}: PEFT max |logit change| vs base = {diff:.3g}")
+    assert diff > 1e-2, "the adapter must change the logits measurably"
+    return {"cases": cases}
+
+
+# --------------------------------------------------------------------------------------
+# llama.cpp
+
+
+def llamacpp_reference(models: Path, lora: Path) -> dict:
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(models / "tiny_llama.gguf"),
+        lora_path=str(lora),
+        n_ctx=64,
+        n_batch=64,
+        n_threads=1,
+        logits_all=True,
+        seed=SEED,
+        verbose=False,
+    )
+    cases = []
+    for p in PROMPTS:
+        llm.reset()
+        llm.eval(p)
+        logits = np.array(llm.scores[: len(p)], dtype=np.float32)
+        greedy = []
+        for _ in range(N_GREEDY):
+            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            greedy.append(nxt)
+            llm.eval([nxt])
+        cases.append({"ids": p, "logits": [f32_list(r) for r in logits], "greedy_ids": greedy})
+    return {"cases": cases}
+
+
+# --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tool", type=Path, required=True, help="build/tests/export/export_fixture_tool")
+    ap.add_argument("--fixtures", type=Path, default=Path("tests/fixtures"))
+    args = ap.parse_args()
+    models = args.fixtures / "models"
+    out = args.fixtures / "export"
+    out.mkdir(parents=True, exist_ok=True)
+
+    print("[peft_trained]")
+    make_peft_trained(models, out / "peft_trained")
+
+    print("[attune exports]")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([str(args.tool), tmp], check=True)
+        if (out / "attune_peft").exists():
+            shutil.rmtree(out / "attune_peft")
+        shutil.copytree(Path(tmp) / "attune_peft", out / "attune_peft")
+        shutil.copy(Path(tmp) / "attune_lora.gguf", out / "attune_lora.gguf")
+
+    print("[references]")
+    ref = {
+        "source": "tools/make_export_fixtures.py; " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "peft_trained": peft_reference(models, out / "peft_trained"),
+        "attune_peft": peft_reference(models, out / "attune_peft"),
+        "attune_lora_gguf": llamacpp_reference(models, out / "attune_lora.gguf"),
+        "base_gguf": llamacpp_reference_base(models),
+    }
+    write_json(out / "export_logits.json", ref, compact=True)
+    return 0
+
+
+def llamacpp_reference_base(models: Path) -> dict:
+    """The GGUF base without an adapter, to show the adapter changes llama.cpp's output."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(models / "tiny_llama.gguf"), n_ctx=64, n_threads=1, logits_all=True, verbose=False)
+    llm.eval(PROMPTS[0])
+    return {"logits": [f32_list(r) for r in np.array(llm.scores[: len(PROMPTS[0])], dtype=np.float32)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
