@@ -11,8 +11,10 @@ Writes under tests/fixtures/export/:
                                 (B non-zero), saved by save_pretrained: the import check
   attune_peft/, attune_lora.gguf  the Attune fixture adapter exported by our C++ writers
                                 (build/tests/export/export_fixture_tool): the export checks
-  export_logits.json            logits and greedy tokens of each adapter on the golden
-                                prompts, computed by PEFT (HF base) and llama.cpp (GGUF base)
+  peft_logits.json              logits and greedy tokens of peft_trained and attune_peft on
+                                the golden prompts, computed by transformers + PEFT (HF base)
+  llamacpp_logits.json          the same for attune_lora.gguf, computed by llama.cpp on
+                                tiny_llama.gguf (and the base without adapter)
 
 Usage (from the repository root, after building export_fixture_tool):
   HF_HUB_OFFLINE=1 python tools/make_export_fixtures.py --tool build/tests/export/export_fixture_tool
@@ -163,13 +165,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tool", type=Path, required=True, help="build/tests/export/export_fixture_tool")
     ap.add_argument("--fixtures", type=Path, default=Path("tests/fixtures"))
+    ap.add_argument("--only", default="peft,gguf", help="comma list of fixture groups: peft, gguf")
     args = ap.parse_args()
+    groups = set(args.only.split(","))
     models = args.fixtures / "models"
     out = args.fixtures / "export"
     out.mkdir(parents=True, exist_ok=True)
-
-    print("[peft_trained]")
-    make_peft_trained(models, out / "peft_trained")
+    source = "tools/make_export_fixtures.py; " + ", ".join(f"{k} {v}" for k, v in versions().items())
 
     print("[attune exports]")
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,15 +181,23 @@ def main() -> int:
         shutil.copytree(Path(tmp) / "attune_peft", out / "attune_peft")
         shutil.copy(Path(tmp) / "attune_lora.gguf", out / "attune_lora.gguf")
 
-    print("[references]")
-    ref = {
-        "source": "tools/make_export_fixtures.py; " + ", ".join(f"{k} {v}" for k, v in versions().items()),
-        "peft_trained": peft_reference(models, out / "peft_trained"),
-        "attune_peft": peft_reference(models, out / "attune_peft"),
-        "attune_lora_gguf": llamacpp_reference(models, out / "attune_lora.gguf"),
-        "base_gguf": llamacpp_reference_base(models),
-    }
-    write_json(out / "export_logits.json", ref, compact=True)
+    if "peft" in groups:
+        print("[peft]")
+        make_peft_trained(models, out / "peft_trained")
+        ref = {
+            "source": source,
+            "peft_trained": peft_reference(models, out / "peft_trained"),
+            "attune_peft": peft_reference(models, out / "attune_peft"),
+        }
+        write_json(out / "peft_logits.json", ref, compact=True)
+    if "gguf" in groups:
+        print("[gguf]")
+        ref = {
+            "source": source,
+            "attune_lora_gguf": llamacpp_reference(models, out / "attune_lora.gguf"),
+            "base_gguf": llamacpp_reference_base(models),
+        }
+        write_json(out / "llamacpp_logits.json", ref, compact=True)
     return 0
 
 
