@@ -15,9 +15,11 @@ if [ ! -f "$ASAN_DIR/build.ninja" ]; then
   cmake -S . -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DATTUNE_WITH_TORCH=OFF -DATTUNE_ASAN=ON -DATTUNE_BUILD_BENCH=OFF
 fi
-ninja -C "$ASAN_DIR" formats_test
+ninja -C "$ASAN_DIR" formats_test export_mutation_test
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/runtime/formats_test" --gtest_filter='GgufTest.*:PreTokenizerTest.*'
+# The PEFT, GGUF-LoRA and bundle readers under the same mutations.
+ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} "$ASAN_DIR/tests/export/export_mutation_test"
 
 # The snapshot publish/pin logic and the registry under ThreadSanitizer
 # (plain buffers; LibTorch is not instrumented).
