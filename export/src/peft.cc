@@ -163,6 +163,7 @@ Result<std::vector<LoraTarget>> ParseTargets(const json& cfg, const std::string&
     }
   }
   if (out.empty()) return DataLossError(where + ": field 'target_modules' is empty");
+  std::sort(out.begin(), out.end());  // PEFT's list is a set; keep our canonical order
   return out;
 }
 
