@@ -108,6 +108,10 @@ int Import(const GlobalOptions& g, const ExportFlags& f) {
   if (!in.ok()) return PrintError(in.status());
   auto reg = OpenRegistry(g, true, base ? &*base : nullptr);
   if (!reg.ok()) return PrintError(reg.status());
+  if (!base) {
+    Status same = export_::CheckSameBaseAsRegistry(**reg, in->adapter);
+    if (!same.ok()) return PrintError(same.WithContext(f.path));
+  }
   auto id = export_::AddImported(**reg, std::move(in->adapter));
   if (!id.ok()) return PrintError(id.status().WithContext(f.path));
   std::optional<adapters::PromoteResult> promoted;

@@ -197,6 +197,10 @@ def main() -> int:
             "attune_lora_gguf": llamacpp_reference(models, out / "attune_lora.gguf"),
             "base_gguf": llamacpp_reference_base(models),
         }
+        with_adapter = np.array(ref["attune_lora_gguf"]["cases"][0]["logits"])
+        diff = float(np.abs(with_adapter - np.array(ref["base_gguf"]["logits"])).max())
+        print(f"  attune_lora.gguf: llama.cpp max |logit change| vs base = {diff:.3g}")
+        assert diff > 1e-2, "the adapter must change llama.cpp's logits measurably"
         write_json(out / "llamacpp_logits.json", ref, compact=True)
     return 0
 

@@ -72,6 +72,17 @@ Result<ImportedAdapter> ReadAdapter(const std::string& path, const BaseModel* ba
   return out;
 }
 
+Status CheckSameBaseAsRegistry(const adapters::Registry& registry, const adapters::Adapter& adapter) {
+  auto versions = registry.List();
+  if (versions.empty()) return Status::Ok();
+  for (const auto& v : versions) {
+    if (v.base_fingerprint == adapter.base_fingerprint) return Status::Ok();
+  }
+  return FailedPreconditionError("adapter was trained for base model " + adapter.base_fingerprint.substr(0, 12) + " (" +
+                                 adapter.arch + "), which no version here uses (hint: maybe wrong base model? --model "
+                                 "checks against a model file)");
+}
+
 Result<std::string> AddImported(adapters::Registry& registry, adapters::Adapter adapter) {
   if (!adapter.parent_version.empty() && !registry.Get(adapter.parent_version).ok()) {
     adapter.training_config["import.parent_version"] = adapter.parent_version;

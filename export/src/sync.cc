@@ -8,6 +8,7 @@
 #include "attune/core/file.h"
 #include "attune/core/sha256.h"
 #include "attune/export/bundle.h"
+#include "attune/export/files.h"
 #include "attune/export/merge.h"
 #include "src/names.h"
 #include "src/sync_state.h"
@@ -191,13 +192,7 @@ Status SyncRun::ApplyTombstones(const std::string& outbox) {
 
 Status SyncRun::CheckBase(const BundleContents& b) const {
   if (o_.base_model) return b.adapter.CheckCompatible(*o_.base_model);
-  auto versions = reg_.List();
-  if (versions.empty()) return Status::Ok();
-  for (const auto& v : versions) {
-    if (v.base_fingerprint == b.adapter.base_fingerprint) return Status::Ok();
-  }
-  return FailedPreconditionError("adapter was trained for base model " + b.adapter.base_fingerprint.substr(0, 12) +
-                                 ", which no version here uses (hint: maybe wrong base model?)");
+  return CheckSameBaseAsRegistry(reg_, b.adapter);
 }
 
 Result<std::string> SyncRun::AddImported(const BundleContents& b) {

@@ -147,6 +147,19 @@ TEST_F(SyncTest, UntrustedDeviceIsRefused) {
   EXPECT_NE(r->refused[0].reason.find("not trusted"), std::string::npos);
 }
 
+TEST_F(SyncTest, AdapterForAnotherBaseModelIsRefused) {
+  laptop_.Learn(2);
+  auto other = testing::RandomAdapter(testing::TinyBase(std::string(64, 'f')), 2, 9, {adapters::LoraTarget::kV});
+  std::string id = *phone_.reg->Add(other);
+  ASSERT_TRUE(phone_.reg->Promote(id, std::nullopt, true).ok());
+  ASSERT_TRUE(phone_.SyncWith(Shared()).ok());
+  auto r = laptop_.SyncWith(Shared());
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->refused.size(), 1u);
+  EXPECT_NE(r->refused[0].reason.find("base model"), std::string::npos) << r->refused[0].reason;
+  EXPECT_FALSE(laptop_.reg->Get(id).ok());
+}
+
 TEST_F(SyncTest, DivergedVersionsAreMergedIntoOneCandidate) {
   std::string p = phone_.Learn(1);
   ASSERT_TRUE(phone_.SyncWith(Shared()).ok());

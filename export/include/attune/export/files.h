@@ -41,6 +41,11 @@ struct ImportedAdapter {
 // adapter for another base model is refused (FailedPrecondition).
 Result<ImportedAdapter> ReadAdapter(const std::string& path, const BaseModel* base, const KeyStore* keys);
 
+// Without a loaded base model: FailedPrecondition when the registry holds
+// versions and none of them was trained for the adapter's base fingerprint
+// (an adapter for another base model). OK for an empty registry.
+Status CheckSameBaseAsRegistry(const adapters::Registry& registry, const adapters::Adapter& adapter);
+
 // Adds an imported adapter to the registry as a candidate. A parent version
 // unknown here is moved to training_config["import.parent_version"] (the
 // registry requires known parents). Returns the local version id.
