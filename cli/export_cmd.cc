@@ -285,8 +285,9 @@ int KeysRevoke(const GlobalOptions& g, const std::string& id) {
   return kExitOk;
 }
 
-void AddModelFlag(CLI::App* cmd, ExportFlags& f) {
-  cmd->add_option("--model", f.model, "Base model: GGUF file or Hugging Face directory (default: the cached default model)");
+void AddModelFlag(CLI::App* cmd, ExportFlags& f,
+                  const char* help = "Base model: GGUF file or Hugging Face directory (default: the cached default model)") {
+  cmd->add_option("--model", f.model, help);
 }
 
 }  // namespace
@@ -310,7 +311,8 @@ void AddExportCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
 
   CLI::App* imp = app.add_subcommand("import", "Add a PEFT directory, GGUF-LoRA file or bundle as a candidate");
   AddCommonFlags(imp, g);
-  AddModelFlag(imp, f);
+  AddModelFlag(imp, f,
+               "Base model; needed for PEFT and GGUF (default: the cached default model), optional for bundles");
   imp->add_option("path", f.path, "PEFT directory, GGUF-LoRA file or .bundle")->required();
   imp->add_flag("--force", f.force, "Promote it without the gate (recorded in the history)");
   imp->callback(Run(r, [&g] { return Import(g, f); }));
@@ -325,7 +327,8 @@ void AddExportCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
 
   CLI::App* sync = app.add_subcommand("sync", "Exchange adapters with this user's other devices through DIR");
   AddCommonFlags(sync, g);
-  AddModelFlag(sync, f);
+  AddModelFlag(sync, f,
+               "Refuse bundles that do not fit this base model (default: refuse base models no local version uses)");
   sync->add_option("dir", f.dir, "A folder the devices share")->required();
   sync->add_flag("--no-merge", f.no_merge, "Do not merge versions that diverged from a common parent");
   sync->callback(Run(r, [&g] { return Sync(g, f); }));
