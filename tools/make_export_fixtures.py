@@ -11,6 +11,8 @@ Writes under tests/fixtures/export/:
                                 (B non-zero), saved by save_pretrained: the import check
   attune_peft/, attune_lora.gguf  the Attune fixture adapter exported by our C++ writers
                                 (build/tests/export/export_fixture_tool): the export checks
+  peft_linear_merge/, peft_cat_merge/  PEFT's add_weighted_adapter(["peft_trained", "attune_peft"],
+                                [0.7, -0.4]) with combination_type "linear" and "cat"
   peft_logits.json              logits and greedy tokens of peft_trained and attune_peft on
                                 the golden prompts, computed by transformers + PEFT (HF base)
   llamacpp_logits.json          the same for attune_lora.gguf, computed by llama.cpp on
@@ -43,6 +45,8 @@ PROMPTS = [
     [127, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110],
 ]
 N_GREEDY = 12
+# Weights of the PEFT merge fixtures (peft_trained, attune_peft).
+MERGE_WEIGHTS = [0.7, -0.4]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -127,6 +131,30 @@ def peft_reference(models: Path, adapter_dir: Path) -> dict:
     return {"cases": cases}
 
 
+def make_peft_merges(models: Path, out: Path) -> None:
+    """PEFT's own add_weighted_adapter on peft_trained (a) and attune_peft (b): the
+    "linear" and "cat" results, saved like any adapter, for the C++ merge to match."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_hf_base(models), out / "peft_trained", adapter_name="a")
+    model.load_adapter(out / "attune_peft", adapter_name="b")
+    for method in ("linear", "cat"):
+        name = f"merged_{method}"
+        model.add_weighted_adapter(["a", "b"], MERGE_WEIGHTS, name, combination_type=method)
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp, selected_adapters=[name])
+            src = Path(tmp) / name
+            dst = out / f"peft_{method}_merge"
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+            cfg = dst / "adapter_config.json"
+            j = json.loads(cfg.read_text())
+            j["base_model_name_or_path"] = "tests/fixtures/models/tiny_llama"
+            cfg.write_text(json.dumps(j, indent=2, sort_keys=True) + "\n")
+        print(f"  wrote {dst}")
+
+
 # --------------------------------------------------------------------------------------
 # llama.cpp
 
@@ -190,6 +218,7 @@ def main() -> int:
             "attune_peft": peft_reference(models, out / "attune_peft"),
         }
         write_json(out / "peft_logits.json", ref, compact=True)
+        make_peft_merges(models, out)
     if "gguf" in groups:
         print("[gguf]")
         ref = {

@@ -1,5 +1,6 @@
 // Merging against dense ΔW references computed with plain loops.
 #include "attune/export/merge.h"
+#include "attune/export/peft.h"
 
 #include <gtest/gtest.h>
 
@@ -156,6 +157,65 @@ TEST_F(MergeTest, RefusesWrongWeightCount) {
   MergeOptions o;
   o.weights = {1.0};
   EXPECT_EQ(Merge({{&a_, kIdA}, {&b_, kIdB}}, o).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace attune::export_
+
+namespace attune::export_ {
+namespace {
+
+// Against PEFT's own add_weighted_adapter (tools/make_export_fixtures.py):
+// merging the imported fixtures gives PEFT's merged adapter.
+class PeftMergeTest : public ::testing::Test {
+ protected:
+  static std::string Fixture(const std::string& rel) { return std::string(ATTUNE_FIXTURES_DIR) + "/export/" + rel; }
+  void SetUp() override {
+    a_ = *ReadPeft(Fixture("peft_trained"), base_);
+    b_ = *ReadPeft(Fixture("attune_peft"), base_);
+  }
+  Result<Adapter> MergeAs(MergeMethod method) {
+    MergeOptions o;
+    o.method = method;
+    o.weights = {0.7, -0.4};
+    return Merge({{&a_, kIdA}, {&b_, kIdB}}, o);
+  }
+  BaseModel base_ = testing::TinyBase();
+  Adapter a_, b_;
+};
+
+TEST_F(PeftMergeTest, LinearEqualsPeftsLinearTensorForTensor) {
+  auto ours = MergeAs(MergeMethod::kLinear);
+  ASSERT_TRUE(ours.ok()) << ours.status().ToString();
+  auto peft = ReadPeft(Fixture("peft_linear_merge"), base_);
+  ASSERT_TRUE(peft.ok()) << peft.status().ToString();
+  EXPECT_EQ(ours->rank, peft->rank);
+  EXPECT_DOUBLE_EQ(ours->alpha, peft->alpha);
+  for (int64_t l = 0; l < 2; ++l) {
+    for (auto t : ours->targets) {
+      for (bool is_b : {false, true}) {
+        const auto& x = is_b ? ours->layers[size_t(l)][size_t(t)].b : ours->layers[size_t(l)][size_t(t)].a;
+        const auto& y = is_b ? peft->layers[size_t(l)][size_t(t)].b : peft->layers[size_t(l)][size_t(t)].a;
+        ASSERT_EQ(x.shape, y.shape) << adapters::TensorName(l, t, is_b);
+        for (size_t i = 0; i < x.data.size(); ++i) {
+          ASSERT_NEAR(x.data[i], y.data[i], 1e-5) << adapters::TensorName(l, t, is_b) << " [" << i << "]";
+        }
+      }
+    }
+  }
+}
+
+TEST_F(PeftMergeTest, CatHasPeftsDeltaWeights) {
+  auto ours = MergeAs(MergeMethod::kCat);
+  ASSERT_TRUE(ours.ok()) << ours.status().ToString();
+  auto peft = ReadPeft(Fixture("peft_cat_merge"), base_);
+  ASSERT_TRUE(peft.ok()) << peft.status().ToString();
+  EXPECT_EQ(ours->rank, peft->rank);
+  for (int64_t l = 0; l < 2; ++l) {
+    for (auto t : ours->targets) {
+      EXPECT_LT(RelativeError(DenseDelta(*ours, l, t), DenseDelta(*peft, l, t)), 1e-5) << "layer " << l;
+    }
+  }
 }
 
 }  // namespace
