@@ -155,6 +155,50 @@ def make_peft_merges(models: Path, out: Path) -> None:
         print(f"  wrote {dst}")
 
 
+def make_smollm2(model_path: Path, fixtures: Path, out: Path) -> None:
+    """A rank-2 q/v adapter with random A and B (init_lora_weights=False) on SmolLM2-135M
+    (the Q4_1 GGUF dequantized by transformers), and PEFT's logits for the first prompt of
+    logits/smollm2_logits.json: top-10 and probe logits at every position, 8 greedy ids."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    seed_everything(SEED)
+    base = AutoModelForCausalLM.from_pretrained(str(model_path.parent), gguf_file=model_path.name, dtype=torch.float32)
+    cfg = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(base, cfg).eval()
+    dst = out / "smollm2_peft"
+    if dst.exists():
+        shutil.rmtree(dst)
+    model.save_pretrained(dst)
+    cfg_path = dst / "adapter_config.json"
+    j = json.loads(cfg_path.read_text())
+    j["base_model_name_or_path"] = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    cfg_path.write_text(json.dumps(j, indent=2, sort_keys=True) + "\n")
+    ref = json.loads((fixtures / "logits" / "smollm2_logits.json").read_text())
+    probe = ref["probe_ids"]
+    ids = ref["prompts"][0]["ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+        with model.disable_adapter():
+            base_logits = model(torch.tensor([ids])).logits[0].float()
+        out_ids = list(ids)
+        for _ in range(8):
+            out_ids.append(int(model(torch.tensor([out_ids])).logits[0, -1].argmax()))
+    diff = float((logits - base_logits).abs().max())
+    print(f"  smollm2_peft: PEFT max |logit change| vs base = {diff:.3g}")
+    assert diff > 0.1, "the adapter must change the logits measurably"
+    positions = []
+    for row in logits:
+        top = torch.topk(row, 10)
+        positions.append({"top_ids": [int(i) for i in top.indices], "top_logits": f32_list(top.values),
+                          "probe_logits": f32_list(row[probe])})
+    write_json(out / "smollm2_peft_logits.json", {
+        "source": "tools/make_export_fixtures.py; " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "probe_ids": probe, "ids": ids, "positions": positions, "greedy_ids": out_ids[len(ids):],
+        "max_abs_change": diff}, compact=True)
+
+
 # --------------------------------------------------------------------------------------
 # llama.cpp
 
@@ -193,7 +237,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tool", type=Path, required=True, help="build/tests/export/export_fixture_tool")
     ap.add_argument("--fixtures", type=Path, default=Path("tests/fixtures"))
-    ap.add_argument("--only", default="peft,gguf", help="comma list of fixture groups: peft, gguf")
+    ap.add_argument("--only", default="peft,gguf", help="comma list of fixture groups: peft, gguf, smollm2")
+    ap.add_argument("--model", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (group smollm2)")
     args = ap.parse_args()
     groups = set(args.only.split(","))
     models = args.fixtures / "models"
@@ -219,6 +264,11 @@ def main() -> int:
         }
         write_json(out / "peft_logits.json", ref, compact=True)
         make_peft_merges(models, out)
+    if "smollm2" in groups:
+        print("[smollm2]")
+        if args.model is None or not args.model.is_file():
+            ap.error("--model must point to the SmolLM2 GGUF file for the smollm2 group")
+        make_smollm2(args.model, args.fixtures, out)
     if "gguf" in groups:
         print("[gguf]")
         ref = {

@@ -16,6 +16,7 @@
 #include "attune/export/peft.h"
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/model.h"
+#include "attune/runtime/model_store.h"
 #include "tests/export/fixture_adapter.h"
 
 namespace attune::export_ {
@@ -49,16 +50,16 @@ json LoadJson(const std::string& rel) {
 }
 
 // Logits [T, vocab] of a full-sequence forward pass, and 12 greedy tokens.
-struct Run {
+struct AdapterRun {
   at::Tensor logits;
   std::vector<int64_t> greedy;
 };
 
-Run RunAdapter(const runtime::Model& m, const adapters::Adapter& a, const std::vector<int64_t>& ids, size_t n_greedy) {
+AdapterRun RunAdapter(const runtime::Model& m, const adapters::Adapter& a, const std::vector<int64_t>& ids, size_t n_greedy) {
   auto active = runtime::MakeActiveAdapter(m, a, "fixture");
   EXPECT_TRUE(active.ok()) << active.status().ToString();
   at::NoGradGuard ng;
-  Run r;
+  AdapterRun r;
   r.logits = runtime::Forward(m, &(*active)->weights, at::tensor(ids, at::kLong).view({1, -1}), nullptr)[0];
   std::vector<int64_t> seq = ids;
   for (size_t i = 0; i < n_greedy; ++i) {
@@ -75,7 +76,7 @@ void ExpectMatches(const runtime::Model& m, const adapters::Adapter& a, const js
   for (const auto& c : ref["cases"]) {
     auto ids = c["ids"].get<std::vector<int64_t>>();
     auto greedy = c["greedy_ids"].get<std::vector<int64_t>>();
-    Run r = RunAdapter(m, a, ids, greedy.size());
+    AdapterRun r = RunAdapter(m, a, ids, greedy.size());
     auto want = c["logits"].get<std::vector<std::vector<float>>>();
     ASSERT_EQ(r.logits.size(0), int64_t(want.size()));
     double max_diff = 0;
@@ -111,6 +112,36 @@ TEST(InteropTest, OurPeftExportIsWhatPeftRanAndGivesOurLogits) {
     EXPECT_EQ(*ReadFile(dir + "/" + f), *ReadFile(Fixture("export/attune_peft/") + f)) << f << " changed";
   }
   ExpectMatches(*m, a, LoadJson("export/peft_logits.json")["attune_peft"], 1e-4);
+}
+
+// SmolLM2-135M (the cached default model, Q4_1): an adapter made by PEFT on
+// transformers' dequantization of the same GGUF, imported here, gives PEFT's
+// logits. Both sides compute in fp32 from identical weights, so only the
+// summation order differs (2e-3 on the bare model, see runtime's model_test).
+TEST(InteropTest, PeftAdapterOnSmolLm2GivesPeftsLogits) {
+  auto path = runtime::ResolveModelPath("", ResolveDataDir(""));
+  ASSERT_TRUE(path.ok()) << "default model missing: run `attune model fetch` (the test script does)";
+  runtime::LoadOptions lo;
+  lo.allow_missing_tokenizer = true;
+  auto m = runtime::Model::Load(*path, lo);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto a = ReadPeft(Fixture("export/smollm2_peft"), BaseOf(**m));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  json ref = LoadJson("export/smollm2_peft_logits.json");
+  auto ids = ref["ids"].get<std::vector<int64_t>>();
+  auto greedy = ref["greedy_ids"].get<std::vector<int64_t>>();
+  AdapterRun r = RunAdapter(**m, *a, ids, greedy.size());
+  at::Tensor probe = at::tensor(ref["probe_ids"].get<std::vector<int64_t>>(), at::kLong);
+  double worst = 0;
+  for (size_t t = 0; t < ref["positions"].size(); ++t) {
+    const auto& pos = ref["positions"][t];
+    at::Tensor row = r.logits[int64_t(t)];
+    at::Tensor top = at::tensor(pos["top_ids"].get<std::vector<int64_t>>(), at::kLong);
+    worst = std::max(worst, (row.index_select(0, top) - at::tensor(pos["top_logits"].get<std::vector<float>>())).abs().max().item<double>());
+    worst = std::max(worst, (row.index_select(0, probe) - at::tensor(pos["probe_logits"].get<std::vector<float>>())).abs().max().item<double>());
+  }
+  EXPECT_LT(worst, 5e-3);
+  EXPECT_EQ(r.greedy, greedy);
 }
 
 }  // namespace
