@@ -206,5 +206,27 @@ TEST_F(SyncTest, TombstoneRetiresTheErasedVersionOnThePeer) {
   EXPECT_TRUE(r->imported.empty());
 }
 
+TEST_F(SyncTest, UnknownParentIsKeptInTheConfigAndTombstonesStillFindTheCopy) {
+  std::string v1 = phone_.Learn(1);
+  std::string v2 = phone_.Learn(2, v1);
+  ASSERT_TRUE(phone_.SyncWith(Shared()).ok());
+  fs::remove(Shared() + "/" + phone_.keys->device().device_id + "/" + v1 + ".bundle");  // never arrived
+  auto r = laptop_.SyncWith(Shared());
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->imported.size(), 1u);
+  EXPECT_EQ(r->imported[0].origin_id, v2);
+  const std::string local = r->imported[0].local_id;
+  EXPECT_NE(local, v2);
+  auto a = laptop_.reg->Load(local);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->parent_version, "");
+  EXPECT_EQ(a->training_config.at("sync.parent_version"), v1);
+  ASSERT_TRUE(RecordErasure(*phone_.keys, phone_.data + "/sync", {v2}, "forget").ok());
+  ASSERT_TRUE(phone_.SyncWith(Shared()).ok());
+  r = laptop_.SyncWith(Shared());
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(laptop_.reg->Get(local).ok()) << "the re-parented copy of an erased version survived";
+}
+
 }  // namespace
 }  // namespace attune::export_
