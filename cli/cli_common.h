@@ -8,6 +8,7 @@
 #include <istream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "attune/core/status.h"
 
@@ -72,5 +73,10 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddAdaptersCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddDemoCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
+void AddExportCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
+
+// Writes a signed tombstone for adapter versions built from erased events;
+// the next `attune sync` publishes it (export_cmd.cc).
+Status RecordErasureForSync(const GlobalOptions& g, const std::vector<std::string>& versions, const std::string& reason);
 
 }  // namespace attune::cli

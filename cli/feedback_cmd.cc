@@ -300,6 +300,10 @@ int Forget(const GlobalOptions& g, const std::string& user, const std::string& e
   if (!store.ok()) return PrintError(store.status());
   auto r = user.empty() ? (*store)->ForgetEvent(event) : (*store)->ForgetUser(user);
   if (!r.ok()) return PrintError(r.status());
+  // Erasure follows the data: the next `attune sync` tells the other devices.
+  Status tomb = RecordErasureForSync(g, r->affected_adapter_versions,
+                                     user.empty() ? "forget --event " + event : "forget --user " + user);
+  if (!tomb.ok()) return PrintError(tomb.WithContext("events erased, but the tombstone for synced devices failed"));
   if (g.json) {
     PrintJson({{"events_erased", r->events_erased}, {"affected_adapter_versions", r->affected_adapter_versions}});
     return kExitOk;

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
 #endif
   AddFeedbackCommands(app, g, r);
   AddAdaptersCommands(app, g, r);
+  AddExportCommands(app, g, r);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -8,6 +8,7 @@ PACKAGES=(
   libtorch-dev            # LibTorch (runtime, trainer)
   libopenblas0-pthread    # fast BLAS behind LibTorch (the reference BLAS is ~40x slower)
   libeigen3-dev           # adapters/export math
+  libssl-dev              # OpenSSL 3: SHA-256 (core), Ed25519 bundle signatures (export)
   libprotobuf-dev protobuf-compiler
   librocksdb-dev          # replay store
   libgtest-dev libgmock-dev libbenchmark-dev

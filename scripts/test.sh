@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install, build, fetch the default
 # model (the golden and real-model tests use it), run every test, then the
-# GGUF, feedback JSON and registry mutation tests under AddressSanitizer and
-# UBSan, and the snapshot/registry
+# GGUF, feedback JSON, registry and export mutation tests and the quantized
+# kernels under AddressSanitizer and UBSan, and the snapshot/registry
 # concurrency tests under ThreadSanitizer (small torch-free builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ if [ ! -f "$ASAN_DIR/build.ninja" ]; then
   cmake -S . -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DATTUNE_WITH_TORCH=OFF -DATTUNE_ASAN=ON -DATTUNE_BUILD_BENCH=OFF
 fi
-ninja -C "$ASAN_DIR" formats_test feedback_test adapters_test
+ninja -C "$ASAN_DIR" formats_test feedback_test adapters_test export_mutation_test kernels_test
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/runtime/formats_test" --gtest_filter='GgufTest.*:PreTokenizerTest.*'
 # Hostile feedback JSON and damaged registry files (STATE, payloads).
@@ -24,6 +24,10 @@ ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/feedback/feedback_test" --gtest_filter='JsonFuzzTest.*:JsonLimitsTest.*'
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/adapters/adapters_test" --gtest_filter='RegistryDamageTest.*:Payload.*'
+# The PEFT, GGUF-LoRA and bundle readers under the same mutations.
+ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} "$ASAN_DIR/tests/export/export_mutation_test"
+# Quantized kernels on odd shapes, every instruction set of this CPU and the scalar path.
+"$ASAN_DIR/tests/runtime/kernels_test"
 
 # The snapshot publish/pin logic and the registry under ThreadSanitizer
 # (plain buffers; LibTorch is not instrumented).

@@ -402,4 +402,32 @@ std::string_view ActivationCauseName(ActivationCause cause) {
   return "?";
 }
 
+// Erasure (see registry.h): the same state-first, files-after order as Gc.
+Status Registry::Erase(const std::string& version) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  ASSIGN_OR_RETURN(internal::LockFile file_lock, impl_->BeginWrite());
+  ASSIGN_OR_RETURN(std::string id, impl_->Resolve(version));
+  if (impl_->state.active_version() == id) {
+    return FailedPreconditionError("adapter " + internal::LabelOf(impl_->state, id) +
+                                   " is active; roll back before erasing it");
+  }
+  State next = impl_->state;
+  next.clear_versions();
+  for (const Record& r : impl_->state.versions()) {
+    if (r.id() != id) {
+      *next.add_versions() = r;
+      continue;
+    }
+    v1::AdapterDeletedVersion* d = next.add_deleted();
+    d->set_id(r.id());
+    d->set_seq(r.seq());
+    d->set_deleted_unix_ms(impl_->Now());
+  }
+  RETURN_IF_ERROR(impl_->Commit(std::move(next)));
+  GcResult ignored;
+  RETURN_IF_ERROR(internal::RemoveUnreferenced(impl_->state, impl_->dir, impl_->payload_dir, ignored));
+  impl_->report = internal::CheckRegistry(impl_->state, impl_->dir, impl_->payload_dir, false);
+  return Status::Ok();
+}
+
 }  // namespace attune::adapters

@@ -236,6 +236,13 @@ class Registry {
   // Deleted versions stay resolvable by Label() for the history.
   Result<GcResult> Gc(const std::set<std::string>& extra_keep = {});
 
+  // Erasure: deletes one version's record and payload whatever its pins or
+  // GC policy, for data a user asked to forget (an imported version named by
+  // a peer's tombstone, say). The id stays resolvable by Label() like a
+  // GC'd version. FailedPrecondition: it is the active version (roll back
+  // first). NotFound: unknown. On failure nothing changes.
+  Status Erase(const std::string& version);
+
   // Resolves an id, unique id prefix (>= 4 chars) or label to a full id.
   // NotFound / InvalidArgument (ambiguous prefix).
   Result<std::string> Resolve(const std::string& version) const;

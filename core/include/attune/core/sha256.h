@@ -1,4 +1,5 @@
-// SHA-256 (FIPS 180-4). Streaming; one object per digest, not thread-safe.
+// SHA-256 (FIPS 180-4), computed by OpenSSL's EVP interface. Streaming; one
+// object per digest, not thread-safe. Move-only.
 #pragma once
 
 #include <array>
@@ -14,6 +15,11 @@ namespace attune {
 class Sha256 {
  public:
   Sha256();
+  ~Sha256();
+  Sha256(Sha256&& other) noexcept;
+  Sha256& operator=(Sha256&& other) noexcept;
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
   void Update(const void* data, size_t len);
   void Update(std::string_view s) { Update(s.data(), s.size()); }
   // Finishes the digest; the object must not be updated afterwards.
@@ -22,11 +28,8 @@ class Sha256 {
   std::string FinishHex();
 
  private:
-  void Block(const uint8_t* p);
-  uint32_t h_[8];
-  uint8_t buf_[64];
-  size_t buf_len_ = 0;
-  uint64_t total_ = 0;
+  // An EVP_MD_CTX*, kept opaque so that OpenSSL's headers stay out of ours.
+  void* ctx_ = nullptr;
 };
 
 std::string Sha256Hex(std::string_view data);
