@@ -48,5 +48,6 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddAdaptersCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddDemoCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
+void AddServeCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 
 }  // namespace attune::cli

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "attune/adapters/health.h"
+#include "attune/adapters/registry.h"
 #include "attune/core/result.h"
 #include "attune/feedback/event.h"
 #include "attune/runtime/engine.h"
@@ -61,6 +62,15 @@ struct AssistantOptions {
   std::function<void(const trainer::TrainingRunResult&)> on_trained;
   // Responses remembered for Record(); the oldest are forgotten. Default: 1024
   size_t remembered_responses = 1024;
+  // Consulted together with the window policy (before a window starts, between
+  // micro-steps, and in GetStatus): returns why the host keeps the window
+  // closed (for example "outside the schedule 01:00-06:00"), or "" to allow.
+  // Default: none (the policy alone decides)
+  std::function<std::string()> host_window;
+  // Called on the training thread between micro-steps. It may block to pause
+  // training (a server waits here while requests are in flight); it must
+  // return promptly once the Assistant is being destroyed. Default: none
+  std::function<void()> between_steps;
 };
 
 struct ChatReply {
@@ -69,6 +79,7 @@ struct ChatReply {
   std::string adapter_version;  // full id of the adapter that produced every token; "" = base
   std::string adapter_label;    // "v3", for display
   std::string finish_reason;
+  int prompt_tokens = 0, completion_tokens = 0;
 };
 
 struct AssistantStatus {
@@ -108,6 +119,26 @@ class Assistant {
   Result<std::string> Promote(const std::string& version, bool force);
 
   const runtime::Engine& engine() const;
+
+  // --- For services that serve chosen versions with per-request options ---
+  struct PinnedAdapter {
+    std::shared_ptr<const runtime::ActiveAdapter> snapshot;  // null: the base model
+    std::string version;  // full id; "" for the base model
+    std::string label;    // "vN" or "base"
+  };
+  // Pins a version before a request starts, so the caller knows which one
+  // will answer: "" = the active one now, "base", "vN" or a full id.
+  // NotFound names an unknown version. Snapshots are cached (a few).
+  Result<PinnedAdapter> Pin(const std::string& which);
+  // Chat with per-request generation options; `options.adapter` (from Pin)
+  // chooses the version, else the active one is pinned as in Chat above.
+  Result<ChatReply> Chat(const std::vector<runtime::ChatMessage>& messages, const runtime::GenerateOptions& options,
+                         const runtime::TextCallback& on_text);
+  // Erases every stored event of `user_id`; returns how many.
+  Result<uint64_t> ForgetUser(const std::string& user_id);
+  // The registry (thread-safe) for listing versions; change it through
+  // Promote/Rollback so the engine follows.
+  const adapters::Registry& registry() const;
 
   struct Impl;
 
