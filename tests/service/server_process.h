@@ -32,13 +32,18 @@ struct TempDir {
 
 // The tiny model, trained quickly; training windows open on new feedback
 // alone (no power or idle requirement) so tests decide when data arrives.
-inline std::string TinyConfig(const std::string& extra_server = "", const std::string& extra_training = "") {
+// `extra_training` lines replace the defaults of the keys they set.
+inline std::string TinyConfig(const std::string& extra_server = "", std::string extra_training = "") {
+  for (const char* d : {"background = false", "poll_seconds = 0.1", "quiet_seconds = 0.2"}) {
+    const std::string key = std::string(d).substr(0, std::string(d).find(' '));
+    if (extra_training.find(key) == std::string::npos) extra_training += std::string("\n") + d;
+  }
   return "[server]\nport = 0\n" + extra_server + "\n[model]\npath = \"" + Fixture("models/tiny_llama.gguf") +
          "\"\nchat_template = \"chatml\"\ndefault_max_tokens = 8\n"
-         "[training]\nbackground = false\npoll_seconds = 0.1\nquiet_seconds = 0.2\nrequire_external_power = false\n"
+         "[training]\nrequire_external_power = false\n"
          "min_idle_minutes = 0\nmax_temperature_c = 1000\nmin_new_events = 4\nmax_steps = 30\n" +
          extra_training +
-         "\n[trainer]\nrank = 4\nalpha = 8\ndropout = 0.0\nlearning_rate = 0.01\nmicro_batch_size = 4\n"
+         "\n\n[trainer]\nrank = 4\nalpha = 8\ndropout = 0.0\nlearning_rate = 0.01\nmicro_batch_size = 4\n"
          "grad_accum_steps = 1\nmax_seq_len = 64\nanchor_examples = 2\nanchor_max_tokens = 8\n"
          "forgetting_prompts = [\"hi\"]\n[gate]\nmax_forgetting_kl = 100\n";
 }
@@ -48,6 +53,11 @@ class ServerProcess {
   // Starts `attune serve --config <dir>/serve.toml --data-dir <dir>/data
   // --json [args]` and waits (bounded) for its "listening" line.
   bool Start(const std::string& dir, const std::string& config, const std::vector<std::string>& args = {}) {
+    return Spawn(dir, config, args) && WaitListening();
+  }
+
+  // Starts the process without waiting for it to listen.
+  bool Spawn(const std::string& dir, const std::string& config, const std::vector<std::string>& args = {}) {
     const std::string config_path = dir + "/serve.toml";
     std::ofstream(config_path) << config;
     stderr_path_ = dir + "/serve.stderr";
@@ -70,6 +80,11 @@ class ServerProcess {
     }
     close(out[1]);
     out_ = fdopen(out[0], "r");
+    return pid_ > 0;
+  }
+
+  // Reads the "listening" line (false when the process ends first).
+  bool WaitListening() {
     char line[512];
     if (!std::fgets(line, sizeof(line), out_)) return false;  // the process ended
     auto j = nlohmann::json::parse(line, nullptr, false);
@@ -85,6 +100,9 @@ class ServerProcess {
     }
     if (out_) std::fclose(out_);
   }
+  ServerProcess() = default;
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
 
   httplib::Client Client() const {
     httplib::Client c("127.0.0.1", port_);
