@@ -204,6 +204,10 @@ void Server::Impl::Routes() {
       e.param = "body";
       e.message = "the request body is larger than server.max_body_bytes (" +
                   std::to_string(config.server.max_body_bytes) + ")";
+    } else if (res.status == 400) {
+      // The library refuses a POST it cannot frame before any handler runs.
+      e.message = "the request could not be read: a POST needs a Content-Length or a chunked body "
+                  "(hint: curl -d '' sends an empty one)";
     } else {
       e.message = "HTTP " + std::to_string(res.status);
     }
