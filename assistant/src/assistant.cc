@@ -99,7 +99,7 @@ struct Assistant::Impl {
     }
     auto stats = store->GetStats();
     auto should_stop = [&]() {
-      if (o.between_steps && !stopping.load()) o.between_steps();
+      if (o.between_steps && !stopping.load() && o.between_steps()) return true;
       if (stopping.load()) return true;
       if (!check_window) return false;
       if (!HostWindowClosed().empty()) return true;

@@ -165,6 +165,10 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   o.between_steps = [impl]() {
     LowerThreadPriority();
     impl->traffic->WaitForQuiet();
+    // Shutting down: stop the window (checkpointed) so that a POST /v1/train
+    // in progress does not hold up the exit.
+    std::lock_guard<std::mutex> l(impl->stop_mu);
+    return impl->stop_requested;
   };
   o.on_trained = [impl](const trainer::TrainingRunResult& r) {
     impl->metrics.CountWindow();
@@ -279,6 +283,7 @@ Status Server::Run() {
 // The library's stop() only acts on a running server; a Stop() that comes
 // before Run() starts listening is remembered and repeated by the caller.
 void Server::Stop() {
+  impl_->traffic->Shutdown();  // a training window waiting for quiet goes on to stop
   std::lock_guard<std::mutex> l(impl_->stop_mu);
   impl_->stop_requested = true;
   if (!impl_->http_stopped && impl_->http.is_running()) {

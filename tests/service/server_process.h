@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace attune::service::testing {
@@ -34,14 +35,14 @@ struct TempDir {
 // alone (no power or idle requirement) so tests decide when data arrives.
 // `extra_training` lines replace the defaults of the keys they set.
 inline std::string TinyConfig(const std::string& extra_server = "", std::string extra_training = "") {
-  for (const char* d : {"background = false", "poll_seconds = 0.1", "quiet_seconds = 0.2"}) {
+  for (const char* d : {"background = false", "poll_seconds = 0.1", "quiet_seconds = 0.2", "max_steps = 30"}) {
     const std::string key = std::string(d).substr(0, std::string(d).find(' '));
     if (extra_training.find(key) == std::string::npos) extra_training += std::string("\n") + d;
   }
   return "[server]\nport = 0\n" + extra_server + "\n[model]\npath = \"" + Fixture("models/tiny_llama.gguf") +
          "\"\nchat_template = \"chatml\"\ndefault_max_tokens = 8\n"
          "[training]\nrequire_external_power = false\n"
-         "min_idle_minutes = 0\nmax_temperature_c = 1000\nmin_new_events = 4\nmax_steps = 30\n" +
+         "min_idle_minutes = 0\nmax_temperature_c = 1000\nmin_new_events = 4\n" +
          extra_training +
          "\n\n[trainer]\nrank = 4\nalpha = 8\ndropout = 0.0\nlearning_rate = 0.01\nmicro_batch_size = 4\n"
          "grad_accum_steps = 1\nmax_seq_len = 64\nanchor_examples = 2\nanchor_max_tokens = 8\n"
@@ -118,6 +119,20 @@ class ServerProcess {
     if (pid_ <= 0 || waitpid(pid_, &status, 0) != pid_) return -1;
     pid_ = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  // Wait() bounded by `seconds`; -2 when the process is still running.
+  int WaitFor(double seconds) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      int status = 0;
+      pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -2;
   }
   std::string Stderr() const {
     std::ifstream f(stderr_path_);

@@ -274,6 +274,28 @@ TEST_F(ServeTest, SigtermLetsAnOpenStreamFinishAndExitsZero) {
   EXPECT_NE(server.Stderr().find("stopped"), std::string::npos);
 }
 
+TEST(ServeShutdownTest, SigtermDuringATrainingWindowStopsItWithACheckpoint) {
+  TempDir dir;
+  ServerProcess server;
+  // A window far longer than the test: only a stop ends it.
+  ASSERT_TRUE(server.Start(dir.path, TinyConfig("", "max_steps = 1000000"))) << server.Stderr();
+  auto c = server.Client();
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(Post(c, "/v1/feedback", Demo("d" + std::to_string(i), "u", "q?", "a"))->status, 200);
+  std::thread trainer([&] {
+    auto tc = server.Client();
+    tc.Post("/v1/train", "", "application/json");
+  });
+  bool stepping = false;
+  for (int i = 0; i < 3000 && !stepping; ++i) {
+    stepping = Body(c.Get("/v1/status"))["training"]["step"].get<int>() > 0;
+  }
+  ASSERT_TRUE(stepping);
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.WaitFor(60), 0) << server.Stderr();
+  trainer.join();
+  EXPECT_TRUE(std::filesystem::exists(dir.path + "/data/checkpoints/train.ck"));
+}
+
 TEST(ServeLimitsTest, AFullQueueAnswers503WithRetryAfter) {
   TempDir dir;
   ServerProcess server;

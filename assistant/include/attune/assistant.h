@@ -68,9 +68,10 @@ struct AssistantOptions {
   // Default: none (the policy alone decides)
   std::function<std::string()> host_window;
   // Called on the training thread between micro-steps. It may block to pause
-  // training (a server waits here while requests are in flight); it must
+  // training (a server waits here while requests are in flight) and returns
+  // true to stop the window now (checkpointed, as when it closes); it must
   // return promptly once the Assistant is being destroyed. Default: none
-  std::function<void()> between_steps;
+  std::function<bool()> between_steps;
 };
 
 struct ChatReply {
