@@ -112,6 +112,9 @@ struct Assistant::Impl {
       }
       if (o.on_progress) o.on_progress(p);
     };
+    // The window's set-up (reference answers, evaluation) has no micro-step
+    // boundaries: let the host hold it back until serving is quiet.
+    if (o.between_steps) (void)o.between_steps();
     auto res = trainer::RunTrainingWindow(engine->model(), *store, *registry, data_dir + "/checkpoints/train.ck", run_options,
                                           should_stop, on_progress);
     if (res.ok() && res->promoted) {

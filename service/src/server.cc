@@ -132,6 +132,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   o.model_path = c.model.path;
   o.chat_template = c.model.chat_template;
   o.background_training = c.training.background;
+  o.remembered_responses = 4096;  // as many as ResponseIds keeps
   o.poll_interval = std::chrono::milliseconds(int64_t(c.training.poll_seconds * 1000));
   o.training.trainer.max_steps = c.training.max_steps;
   o.training.trainer.max_minutes = c.training.max_minutes;

@@ -46,6 +46,17 @@ std::vector<std::string> SseData(const std::string& body) {
   return out;
 }
 
+// Polls `done` every 10 ms for up to `seconds`.
+template <typename F>
+bool PollFor(double seconds, F done) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 class ServeTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(server.Start(dir.path, TinyConfig())) << server.Stderr(); }
@@ -230,10 +241,8 @@ TEST_F(ServeTest, TrainingPausesWhileRequestsAreInFlight) {
     train_status = r ? r->status : -1;
     train = Body(r);
   });
-  bool running = false;
-  for (int i = 0; i < 2000 && !running; ++i) {
-    running = Body(c.Get("/v1/status"))["training"]["running"].get<bool>();
-  }
+  const bool running = PollFor(30, [&] { return Body(c.Get("/v1/status"))["training"]["running"].get<bool>(); });
+  if (!running) trainer.detach();
   ASSERT_TRUE(running);
   // Requests while the window runs: it pauses for them, then resumes.
   for (int i = 0; i < 10; ++i) ASSERT_EQ(Post(c, "/v1/chat/completions", Chat("attune", "hi", 30))->status, 200);
@@ -264,7 +273,7 @@ TEST_F(ServeTest, SigtermLetsAnOpenStreamFinishAndExitsZero) {
     httplib::Error error;
     c.send(r, res, error);
   });
-  for (int i = 0; i < 3000 && !first_chunk.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  PollFor(30, [&] { return first_chunk.load(); });
   server.Signal(SIGTERM);
   client.join();
   EXPECT_EQ(server.Wait(), 0) << server.Stderr();
@@ -285,10 +294,8 @@ TEST(ServeShutdownTest, SigtermDuringATrainingWindowStopsItWithACheckpoint) {
     auto tc = server.Client();
     tc.Post("/v1/train", "", "application/json");
   });
-  bool stepping = false;
-  for (int i = 0; i < 3000 && !stepping; ++i) {
-    stepping = Body(c.Get("/v1/status"))["training"]["step"].get<int>() > 0;
-  }
+  const bool stepping = PollFor(30, [&] { return Body(c.Get("/v1/status"))["training"]["step"].get<int>() > 0; });
+  if (!stepping) trainer.detach();  // the process is killed at the end of the test
   ASSERT_TRUE(stepping);
   server.Signal(SIGTERM);
   EXPECT_EQ(server.WaitFor(60), 0) << server.Stderr();
