@@ -78,5 +78,6 @@ void AddExportCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 // Writes a signed tombstone for adapter versions built from erased events;
 // the next `attune sync` publishes it (export_cmd.cc).
 Status RecordErasureForSync(const GlobalOptions& g, const std::vector<std::string>& versions, const std::string& reason);
+void AddServeCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 
 }  // namespace attune::cli

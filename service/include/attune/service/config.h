@@ -1,0 +1,93 @@
+// Configuration of `attune serve`: one TOML file (docs/serve.md lists every
+// key), overridden by command-line flags. Every key is validated: an unknown
+// key, a wrong type or a value out of range is InvalidArgument naming the
+// file and the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attune/core/result.h"
+#include "attune/service/schedule.h"
+
+namespace attune::service {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";  // Default: 127.0.0.1 (loopback only)
+  int port = 8080;                  // Default: 8080
+  // Bearer token file (mode 0600); required for a non-loopback host.
+  // Default: "" (no authentication; loopback only)
+  std::string api_key_file;
+  int64_t max_body_bytes = 1 << 20;  // larger bodies get 413. Default: 1 MiB
+  int max_messages = 256;            // messages per chat request. Default: 256
+  int max_tokens_limit = 4096;       // cap on a request's max_tokens. Default: 4096
+  int max_concurrent = 2;            // generations running at once. Default: 2
+  int max_queue = 16;                // requests waiting for a slot; more get 503. Default: 16
+  int retry_after_seconds = 1;       // Retry-After of a 503. Default: 1
+};
+
+struct ModelConfig {
+  std::string path;           // Default: "" (the cached default model)
+  std::string data_dir;       // Default: "" ($ATTUNE_HOME or ~/.local/share/attune)
+  std::string chat_template;  // "chatml" | "llama3". Default: "" (detect)
+  int default_max_tokens = 256;  // when a request gives none. Default: 256
+};
+
+struct TrainingConfig {
+  bool background = true;         // train in windows on a background thread. Default: true
+  std::string schedule;           // "HH:MM-HH:MM" local time; "" = any time. Default: ""
+  double quiet_seconds = 2.0;     // serving quiet this long before training resumes. Default: 2
+  double poll_seconds = 30;       // how often the window is checked. Default: 30
+  int64_t max_steps = 60;         // optimizer steps per window. Default: 60
+  double max_minutes = 0;         // wall-clock cap per window; 0 = none. Default: 0
+  // Device-state policy (trainer::WindowPolicy).
+  bool require_external_power = true;  // Default: true
+  double min_battery_percent = 50;     // Default: 50
+  double min_idle_minutes = 5;         // Default: 5
+  double max_temperature_c = 45;       // Default: 45
+  int64_t min_new_events = 1;          // Default: 1
+  std::string unknown = "allow";       // "allow" | "deny" an unreadable condition. Default: allow
+};
+
+// LoRA trainer knobs (trainer::TrainerOptions); defaults are the trainer's.
+struct TrainerConfig {
+  int64_t rank = 16;                // Default: 16
+  double alpha = 32;                // Default: 32
+  double dropout = 0.05;            // Default: 0.05
+  double learning_rate = 1e-3;      // Default: 1e-3
+  int64_t micro_batch_size = 0;     // 0 = the largest that fits. Default: 0
+  int64_t grad_accum_steps = 2;     // Default: 2
+  int64_t max_seq_len = 256;        // Default: 256
+  int64_t anchor_examples = 16;     // anti-forgetting anchors. Default: 16
+  int64_t anchor_max_tokens = 48;   // Default: 48
+  std::vector<std::string> forgetting_prompts;  // Default: none (the built-in set)
+};
+
+// Promotion gate thresholds (adapters::GateOptions); defaults are the gate's.
+struct GateConfig {
+  double min_new_loss_improvement = 0.02;  // Default: 0.02
+  double max_replay_regression = 0.02;     // Default: 0.02
+  double max_heldout_regression = 0.0;     // Default: 0
+  double max_forgetting_kl = 0.25;         // Default: 0.25
+};
+
+struct ServiceConfig {
+  ServerConfig server;
+  ModelConfig model;
+  TrainingConfig training;
+  TrainerConfig trainer;
+  GateConfig gate;
+};
+
+// Parses TOML text; `where` names the file in errors.
+Result<ServiceConfig> ParseServiceConfig(const std::string& toml_text, const std::string& where);
+// Reads and parses `path`.
+Result<ServiceConfig> LoadServiceConfig(const std::string& path);
+// Checks cross-field rules (ranges, schedule syntax, auth for non-loopback
+// hosts); run after flags are applied.
+Status ValidateServiceConfig(const ServiceConfig& config);
+
+bool IsLoopbackHost(const std::string& host);
+
+}  // namespace attune::service
