@@ -51,7 +51,7 @@ Result<std::unique_ptr<adapters::Registry>> OpenRegistry(const GlobalOptions& g,
 // default model.
 Result<BaseModel> LoadBase(const GlobalOptions& g, const std::string& model) {
 #ifdef ATTUNE_HAVE_RUNTIME_CLI
-  ASSIGN_OR_RETURN(std::string path, runtime::ResolveModelPath(model, DataDir(g)));
+  ASSIGN_OR_RETURN(std::string path, runtime::ResolveModelPath(model));
   runtime::LoadOptions lo;
   lo.allow_missing_tokenizer = true;
   ASSIGN_OR_RETURN(auto m, runtime::Model::Load(path, lo));

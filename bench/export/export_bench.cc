@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const std::string path = OrDie(runtime::ResolveModelPath(model, ResolveDataDir("")), "model");
+  const std::string path = OrDie(runtime::ResolveModelPath(model), "model");
   runtime::LoadOptions lo;
   lo.allow_missing_tokenizer = true;
   auto m = OrDie(runtime::Model::Load(path, lo), "load");

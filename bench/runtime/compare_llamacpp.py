@@ -8,6 +8,10 @@ Usage (llama-cpp-python installed in a virtual environment outside the repo):
 Both sides: prefill = one forward pass over a 128-token prompt; decode = 128
 greedy steps of one token with a KV cache after a 16-token prompt. Peak RSS is
 each process's own high-water mark (ru_maxrss / VmHWM), model load included.
+
+--busy also measures both sides again while another process keeps one core
+busy (a shell loop), and prints each side's busy / quiet decode ratio.
+--weights fp32 runs ours with fp32 weights instead of quantized ones.
 """
 import argparse
 import json
@@ -46,9 +50,9 @@ def run_llamacpp(model, threads, repeats):
     return {"prefill_tps": 128 / min(prefill), "decode_tps": 128 / min(decode), "peak_rss_mb": rss}
 
 
-def run_attune(bench, model, threads):
-    cmd = [bench, "--threads", str(threads), "--benchmark_format=json", "--benchmark_repetitions=3",
-           "--benchmark_report_aggregates_only=false"]
+def run_attune(bench, model, threads, weights="quantized"):
+    cmd = [bench, "--threads", str(threads), "--weights", weights, "--benchmark_format=json",
+           "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=false"]
     if model:
         cmd += ["--model", model]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -68,20 +72,38 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bench", default="build/bench/runtime/runtime_bench")
+    ap.add_argument("--weights", choices=["quantized", "fp32"], default="quantized")
+    ap.add_argument("--busy", action="store_true", help="also measure with one core kept busy by another process")
     ap.add_argument("--side", choices=["both", "llamacpp"], default="both", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side == "llamacpp":
         print(json.dumps(run_llamacpp(a.model, a.threads, a.repeats)))
         return
-    ours = run_attune(a.bench, a.model, a.threads)
-    # llama.cpp in its own process so that its peak RSS is its own.
-    peer = json.loads(subprocess.run([sys.executable, __file__, "--side", "llamacpp", "--model", a.model,
-                                      "--threads", str(a.threads), "--repeats", str(a.repeats)],
-                                     check=True, capture_output=True, text=True).stdout)
-    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  threads={a.threads}")
+
+    def measure():
+        ours = run_attune(a.bench, a.model, a.threads, a.weights)
+        # llama.cpp in its own process so that its peak RSS is its own.
+        peer = json.loads(subprocess.run([sys.executable, __file__, "--side", "llamacpp", "--model", a.model,
+                                          "--threads", str(a.threads), "--repeats", str(a.repeats)],
+                                         check=True, capture_output=True, text=True).stdout)
+        return ours, peer
+
+    ours, peer = measure()
+    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  threads={a.threads}  weights={a.weights}")
     print(f"{'metric':<14}{'attune':>12}{'llama.cpp':>12}{'ratio':>9}")
     for k in ("prefill_tps", "decode_tps", "peak_rss_mb"):
         print(f"{k:<14}{ours[k]:>12.1f}{peer[k]:>12.1f}{ours[k] / peer[k]:>9.2f}")
+    if a.busy:
+        hog = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+        try:
+            ours_b, peer_b = measure()
+        finally:
+            hog.kill()
+        print("with one core busy (another process):")
+        print(f"{'decode_tps':<14}{ours_b['decode_tps']:>12.1f}{peer_b['decode_tps']:>12.1f}"
+              f"{ours_b['decode_tps'] / peer_b['decode_tps']:>9.2f}")
+        print(f"busy/quiet decode: attune {ours_b['decode_tps'] / ours['decode_tps']:.2f}, "
+              f"llama.cpp {peer_b['decode_tps'] / peer['decode_tps']:.2f}")
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ TEST(InteropTest, OurPeftExportIsWhatPeftRanAndGivesOurLogits) {
 // logits. Both sides compute in fp32 from identical weights, so only the
 // summation order differs (2e-3 on the bare model, see runtime's model_test).
 TEST(InteropTest, PeftAdapterOnSmolLm2GivesPeftsLogits) {
-  auto path = runtime::ResolveModelPath("", ResolveDataDir(""));
+  auto path = runtime::ResolveModelPath("");
   ASSERT_TRUE(path.ok()) << "default model missing: run `attune model fetch` (the test script does)";
   runtime::LoadOptions lo;
   lo.allow_missing_tokenizer = true;
