@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install, build, fetch the default
 # model (the golden and real-model tests use it), run every test, then the
-# GGUF mutation test under AddressSanitizer and the snapshot/registry
+# GGUF mutation test and the parser fuzz tests under AddressSanitizer and
+# UndefinedBehaviorSanitizer, and the snapshot/registry
 # concurrency tests under ThreadSanitizer (small torch-free builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,11 @@ fi
 ninja -C "$ASAN_DIR" formats_test
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/runtime/formats_test" --gtest_filter='GgufTest.*:PreTokenizerTest.*'
+# Every torch-free parser of outside input, mutated, under ASan and UBSan.
+ninja -C "$ASAN_DIR" formats_fuzz_test feedback_fuzz_test adapters_fuzz_test adapters_fault_test
+for t in runtime/formats_fuzz_test feedback/feedback_fuzz_test adapters/adapters_fuzz_test adapters/adapters_fault_test; do
+  ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} "$ASAN_DIR/tests/$t"
+done
 
 # The snapshot publish/pin logic and the registry under ThreadSanitizer
 # (plain buffers; LibTorch is not instrumented).
