@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install, build, fetch the default
 # model (the golden and real-model tests use it), run every test, then the
-# GGUF, feedback JSON, registry and export mutation tests and the quantized
-# kernels under AddressSanitizer and UBSan, and the snapshot/registry
-# concurrency tests under ThreadSanitizer (small torch-free builds).
+# GGUF, feedback JSON, registry and export mutation tests, the parser fuzz
+# tests and the quantized kernels under AddressSanitizer and UBSan, and the
+# snapshot/registry concurrency tests under ThreadSanitizer (small torch-free
+# builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
@@ -28,6 +29,11 @@ ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} "$ASAN_DIR/tests/export/export_mutation_test"
 # Quantized kernels on odd shapes, every instruction set of this CPU and the scalar path.
 "$ASAN_DIR/tests/runtime/kernels_test"
+# Every torch-free parser of outside input, mutated, under ASan and UBSan.
+ninja -C "$ASAN_DIR" formats_fuzz_test feedback_fuzz_test adapters_fuzz_test adapters_fault_test
+for t in runtime/formats_fuzz_test feedback/feedback_fuzz_test adapters/adapters_fuzz_test adapters/adapters_fault_test; do
+  ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} "$ASAN_DIR/tests/$t"
+done
 
 # The snapshot publish/pin logic and the registry under ThreadSanitizer
 # (plain buffers; LibTorch is not instrumented).

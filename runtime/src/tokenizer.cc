@@ -485,7 +485,9 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJson(const std::string& path
       if (p.is_null()) return Status::Ok();
       std::string type = p.value("type", std::string());
       if (type == "Sequence") {
-        for (const auto& q : p["pretokenizers"]) RETURN_IF_ERROR(walk(q));
+        // (operator[] on a const json with a missing key reads out of bounds)
+        if (!p.contains("pretokenizers") || !p.at("pretokenizers").is_array()) return bad("Sequence pre-tokenizer without a pretokenizers array");
+        for (const auto& q : p.at("pretokenizers")) RETURN_IF_ERROR(walk(q));
       } else if (type == "ByteLevel") {
         byte_level = true;
         if (p.value("use_regex", true)) regexes.push_back(kGpt2Regex);
@@ -493,7 +495,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromHfJson(const std::string& path
         regexes.push_back(p.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)");
       } else if (type == "Split") {
         if (!p.contains("pattern") || !p["pattern"].contains("Regex")) return bad("Split pre-tokenizer without a Regex pattern is not supported");
-        regexes.push_back(p["pattern"]["Regex"].get<std::string>());
+        regexes.push_back(p.at("pattern").at("Regex").get<std::string>());
       } else if (type == "Metaspace") {
         impl->add_space_prefix = p.value("prepend_scheme", std::string("always")) != "never";
       } else {
