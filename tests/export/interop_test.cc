@@ -98,6 +98,7 @@ TEST(InteropTest, PeftTrainedAdapterImportsAndGivesPeftsLogits) {
   EXPECT_EQ(a->rank, 4);
   EXPECT_EQ(a->alpha, 8);
   EXPECT_EQ(a->targets.size(), 7u);
+  // Measured: at most 3.7e-6.
   ExpectMatches(*m, *a, LoadJson("export/peft_logits.json")["peft_trained"], 1e-4);
 }
 
@@ -112,6 +113,37 @@ TEST(InteropTest, OurPeftExportIsWhatPeftRanAndGivesOurLogits) {
     EXPECT_EQ(*ReadFile(dir + "/" + f), *ReadFile(Fixture("export/attune_peft/") + f)) << f << " changed";
   }
   ExpectMatches(*m, a, LoadJson("export/peft_logits.json")["attune_peft"], 1e-4);
+}
+
+TEST(InteropTest, OurGgufExportIsWhatLlamaCppRanAndGivesItsLogits) {
+  auto m = LoadModel("models/tiny_llama.gguf");
+  ASSERT_NE(m, nullptr);
+  BaseModel base = BaseOf(*m);
+  adapters::Adapter a = testing::FixtureAdapter(base);
+  const std::string path = ::testing::TempDir() + "/attune_interop.gguf";
+  ASSERT_TRUE(WriteGgufLora(a, base, path).ok());
+  EXPECT_EQ(*ReadFile(path), *ReadFile(Fixture("export/attune_lora.gguf"))) << "the GGUF export changed";
+  // llama.cpp computes with f16 weights in ggml and rounds activations to f16
+  // for them; ours dequantizes to fp32. Measured: at most 9.3e-3, while the
+  // adapter moves llama.cpp's logits by up to 4.95.
+  json ref = LoadJson("export/llamacpp_logits.json");
+  ExpectMatches(*m, a, ref["attune_lora_gguf"], 2e-2);
+  // Imported back (q/k rows un-permuted), it gives the same numbers.
+  auto back = ReadGgufLora(Fixture("export/attune_lora.gguf"), base);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ExpectMatches(*m, *back, ref["attune_lora_gguf"], 2e-2);
+}
+
+TEST(InteropTest, LlamaCppLogitsShowTheAdapterMatters) {
+  // Guards the fixture: with the adapter, llama.cpp's logits differ from the
+  // base's by far more than the tolerance above.
+  json ref = LoadJson("export/llamacpp_logits.json");
+  auto with = ref["attune_lora_gguf"]["cases"][0]["logits"].get<std::vector<std::vector<float>>>();
+  auto without = ref["base_gguf"]["logits"].get<std::vector<std::vector<float>>>();
+  double max_diff = 0;
+  for (size_t t = 0; t < with.size(); ++t)
+    for (size_t v = 0; v < with[t].size(); ++v) max_diff = std::max(max_diff, double(std::abs(with[t][v] - without[t][v])));
+  EXPECT_GT(max_diff, 0.5);
 }
 
 // SmolLM2-135M (the cached default model, Q4_1): an adapter made by PEFT on
