@@ -54,8 +54,9 @@ json RunJson(const trainer::TrainingRunResult& r) {
 // connection thread keeps its normal priority for later requests) and still
 // yields to serving between micro-steps.
 void HandleTrain(Server::Impl* impl, httplib::Response& res) {
-  if (impl->manual_training.exchange(true) || impl->assistant->GetStatus().training) {
-    impl->manual_training.store(false);
+  const bool manual_running = impl->manual_training.exchange(true);
+  if (manual_running || impl->assistant->GetStatus().training) {
+    if (!manual_running) impl->manual_training.store(false);  // only the owner clears it
     ApiError e;
     e.status = 409;
     e.type = "conflict";

@@ -74,10 +74,10 @@ struct AssistantOptions {
   // Default: none (the policy alone decides)
   std::function<std::string()> host_window;
   // Called on the training thread before a window starts and between its
-  // micro-steps. It may block to pause
-  // training (a server waits here while requests are in flight) and returns
-  // true to stop the window now (checkpointed, as when it closes); it must
-  // return promptly once the Assistant is being destroyed. Default: none
+  // micro-steps. It may block to pause training (a server waits here while
+  // requests are in flight) and returns true to stop the window now
+  // (checkpointed, as when it closes); it must return promptly once the
+  // Assistant is being destroyed. Default: none
   std::function<bool()> between_steps;
 };
 
