@@ -346,6 +346,19 @@ Status ModelLoader::LoadHf(const std::string& dir, const LoadOptions& opts, Mode
   return Status::Ok();
 }
 
+namespace {
+
+// A tokenizer that can produce ids the embedding has no row for would make
+// generation read past the matrix; such a pair is refused at load.
+Status CheckTokenizerFitsVocabulary(const Model& m, const std::string& path) {
+  if (!m.tokenizer() || m.tokenizer()->vocab_size() <= m.config().vocab_size) return Status::Ok();
+  return InvalidArgumentError("model '" + path + "': the tokenizer has " + std::to_string(m.tokenizer()->vocab_size()) +
+                              " tokens but the embedding only " + std::to_string(m.config().vocab_size) +
+                              " rows (hint: tokenizer and weights of different models?)");
+}
+
+}  // namespace
+
 Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const LoadOptions& options) {
   std::shared_ptr<Model> m(new Model());
   m->path_ = path;
@@ -363,6 +376,7 @@ Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const 
   } catch (const std::exception& e) {
     return InternalError("loading '" + path + "': " + e.what());
   }
+  RETURN_IF_ERROR(CheckTokenizerFitsVocabulary(*m, path));
   return std::shared_ptr<const Model>(std::move(m));
 }
 

@@ -145,6 +145,18 @@ TEST(ModelLoadTest, RefusesLlama3RopeScalingAndSlidingWindows) {
   std::filesystem::remove_all(sw);
 }
 
+TEST(ModelLoadTest, TokenizerLargerThanTheVocabularyIsRefused) {
+  // tiny_llama has 128 embedding rows; SmolLM2's tokenizer has 49152 tokens.
+  auto dir = TinyLlamaWith("torch_dtype", "float32");
+  std::filesystem::copy_file(Fixture("tokenizer/smollm2_hf/tokenizer.json"), dir / "tokenizer.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  auto m = Model::Load(dir.string());
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("49152"), std::string::npos) << m.status().message();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ModelLoadTest, MissingTokenizerIsAClearError) {
   auto m = Model::Load(Fixture("models/tiny_llama"));
   ASSERT_FALSE(m.ok());
