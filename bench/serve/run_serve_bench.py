@@ -164,6 +164,8 @@ def bench_llamacpp(args):
     port = 18000 + os.getpid() % 1000
     proc = subprocess.Popen([args.llama_python, "-m", "llama_cpp.server", "--model", args.model, "--n_threads",
                              str(args.threads), "--n_threads_batch", str(args.threads), "--n_ctx", "2048",
+                             # Its default lets a new request interrupt a running stream; queue them instead.
+                             "--interrupt_requests", "False",
                              "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -187,7 +189,12 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=6)
     p.add_argument("--json", default="")
+    p.add_argument("--peer-only", action="store_true", help="run only the llama.cpp phase")
     args = p.parse_args()
+    if args.peer_only:  # re-measures the peer alone (for example after fixing its flags)
+        result = bench_llamacpp(args)
+        print(json.dumps(result))
+        return 0 if result["requests_failed"] == 0 else 1
     with tempfile.TemporaryDirectory() as tmp:
         results = bench_attune(args, tmp)
     if args.llama_python:

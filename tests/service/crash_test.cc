@@ -72,6 +72,17 @@ TEST(ServeCrashTest, AcknowledgedFeedbackSurvivesFiftyKills) {
     // and publish, so later kills also land on registry writes.
     const int life_ms = k % 8 == 7 ? 3000 : 50 + int(rng() % 600);
     std::this_thread::sleep_for(std::chrono::milliseconds(life_ms));
+    if (k == 7) {
+      // One life waits (bounded) for a window to finish, so that the registry
+      // certainly holds a version that the later kills must keep consistent.
+      auto c = server.Client();
+      const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+      while (std::chrono::steady_clock::now() < end) {
+        auto st = c.Get("/v1/status");
+        if (st && !json::parse(st->body, nullptr, false).value("last_run", json()).is_null()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
     server.Signal(SIGKILL);
     server.Wait();
     stop.store(true);
