@@ -32,22 +32,18 @@ void Rope(float* v, int64_t heads, int64_t dim, const float* cos, const float* s
 
 bool DenseFloat(const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 2; }
 
-// y[out] += scale * B (A x): the unmerged LoRA term of one projection.
+// y[out] += scale * B (A x): the unmerged LoRA term of one projection, with
+// the fp32 row kernels (A and B are dense fp32 matrices).
 void AddLora(const LoraWeights::Pair& p, double scale, const float* x, float* y, DecodeScratch* s) {
   const int64_t r = p.a.size(0), in = p.a.size(1), out = p.b.size(0);
   s->lora_tmp.resize(size_t(r));
-  const float* a = p.a.data_ptr<float>();
-  const float* b = p.b.data_ptr<float>();
-  for (int64_t j = 0; j < r; ++j) {
-    float acc = 0;
-    for (int64_t i = 0; i < in; ++i) acc += a[j * in + i] * x[i];
-    s->lora_tmp[size_t(j)] = acc * float(scale);
-  }
-  for (int64_t o = 0; o < out; ++o) {
-    float acc = 0;
-    for (int64_t j = 0; j < r; ++j) acc += b[o * r + j] * s->lora_tmp[size_t(j)];
-    y[o] += acc;
-  }
+  s->lora_out.resize(size_t(out));
+  const auto* a = reinterpret_cast<const uint8_t*>(p.a.data_ptr<float>());
+  const auto* b = reinterpret_cast<const uint8_t*>(p.b.data_ptr<float>());
+  kernels::DotRows(GgmlType::kF32, a, size_t(in) * sizeof(float), r, x, in, s->lora_tmp.data());
+  for (auto& v : s->lora_tmp) v *= float(scale);
+  kernels::DotRows(GgmlType::kF32, b, size_t(r) * sizeof(float), out, s->lora_tmp.data(), r, s->lora_out.data());
+  for (int64_t o = 0; o < out; ++o) y[o] += s->lora_out[size_t(o)];
 }
 
 void Project(const Model& m, const LoraWeights* lora, size_t layer, int target, const float* x, float* y, DecodeScratch* s) {

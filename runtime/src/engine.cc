@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 
-
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/generate.h"
 #include "attune/runtime/model.h"

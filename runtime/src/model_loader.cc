@@ -11,6 +11,7 @@
 #include "attune/runtime/gguf.h"
 #include "attune/runtime/model.h"
 #include "attune/runtime/safetensors.h"
+#include "runtime/src/kernels/quant_dot.h"
 
 namespace attune::runtime {
 
@@ -31,14 +32,11 @@ struct RawTensor {
   bool present() const { return data != nullptr; }
 };
 
-// Dequantizes a raw tensor into a new fp32 tensor.
+// Dequantizes a raw tensor into a new fp32 tensor (the kernels' SIMD rows).
 at::Tensor ToFloat(const RawTensor& t) {
   at::Tensor out = at::empty(t.shape, at::kFloat);
-  int64_t n = out.numel();
-  int64_t row = t.shape.back();
-  float* dst = out.data_ptr<float>();
-  size_t row_bytes = GgmlRowBytes(t.type, size_t(row));
-  for (int64_t r = 0; r < n / row; ++r) DequantizeRow(t.type, t.data + r * row_bytes, dst + r * row, size_t(row));
+  const int64_t row = t.shape.back(), rows = out.numel() / row;
+  kernels::DequantizeRows(t.type, t.data, GgmlRowBytes(t.type, size_t(row)), rows, row, out.data_ptr<float>());
   return out;
 }
 
