@@ -107,7 +107,8 @@ class ServerProcess {
 
   httplib::Client Client() const {
     httplib::Client c("127.0.0.1", port_);
-    c.set_read_timeout(60, 0);
+    // A training window on a loaded 2-core machine can take minutes.
+    c.set_read_timeout(300, 0);
     return c;
   }
   int port() const { return port_; }
