@@ -12,7 +12,11 @@
 #include "attune/adapters/registry.h"
 #include "attune/core/file.h"
 #include "attune/core/log.h"
+#include "attune/export/files.h"
+#include "attune/export/keys.h"
+#include "attune/export/sync.h"
 #include "attune/replay/store.h"
+#include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/model_store.h"
 #include "attune/trainer/training_run.h"
 
@@ -45,6 +49,7 @@ feedback::Role ToRole(const std::string& r) {
 struct Assistant::Impl {
   AssistantOptions o;
   std::string data_dir;
+  std::string model_path;
   std::unique_ptr<runtime::Engine> engine;
   std::unique_ptr<replay::Store> store;
   std::unique_ptr<adapters::Registry> registry;
@@ -73,6 +78,28 @@ struct Assistant::Impl {
 
   std::mutex pins_mu;  // prepared snapshots for Pin(), by version id
   std::map<std::string, std::shared_ptr<const runtime::ActiveAdapter>> pins;
+
+  std::mutex keys_mu;  // opens the key store once and serialises Trust
+  std::unique_ptr<export_::KeyStore> keys;
+
+  // This device's keys under <data_dir>/keys, created on first use.
+  Result<export_::KeyStore*> Keys() {
+    std::lock_guard<std::mutex> l(keys_mu);
+    if (!keys) {
+      ASSIGN_OR_RETURN(keys, export_::KeyStore::Open(data_dir + "/keys"));
+    }
+    return keys.get();
+  }
+
+  export_::BaseModel Base() const {
+    const auto model = engine->model();
+    export_::BaseModel b;
+    b.info = runtime::BaseInfo(*model);
+    b.n_heads = model->config().n_heads;
+    b.n_kv_heads = model->config().n_kv_heads;
+    b.name_or_path = model_path;
+    return b;
+  }
 
   std::string HostWindowClosed() const { return o.host_window ? o.host_window() : std::string(); }
 
@@ -198,6 +225,7 @@ Result<std::unique_ptr<Assistant>> Assistant::Open(const AssistantOptions& optio
   ASSIGN_OR_RETURN(std::string model_path, runtime::ResolveModelPath(options.model_path));
   runtime::EngineOptions eo;
   eo.model_path = model_path;
+  impl->model_path = model_path;
   eo.chat_template = options.chat_template;
   auto engine = runtime::Engine::Open(eo);
   if (!engine.ok()) return engine.status().WithContext("model");
@@ -207,6 +235,8 @@ Result<std::unique_ptr<Assistant>> Assistant::Open(const AssistantOptions& optio
   impl->store = std::move(*store);
   adapters::RegistryOptions ro;
   ro.gate = options.gate;
+  // Adapters for another base model (imported, synced) are refused.
+  ro.base_model = runtime::BaseInfo(*impl->engine->model());
   auto reg = adapters::Registry::Open(ro, impl->data_dir + "/adapters");
   if (!reg.ok()) return reg.status().WithContext("adapter registry");
   impl->registry = std::move(*reg);
@@ -358,6 +388,72 @@ Result<ForgetReport> Assistant::ForgetUser(const std::string& user_id) {
 Result<ForgetReport> Assistant::ForgetEvent(const std::string& event_id) {
   ASSIGN_OR_RETURN(replay::ForgetResult r, impl_->store->ForgetEvent(event_id));
   return ToReport(r);
+}
+
+Result<ExportResult> Assistant::Export(const std::string& version, const std::string& format,
+                                      const std::string& path) {
+  ASSIGN_OR_RETURN(export_::AdapterFormat f, export_::ParseAdapterFormat(format));
+  std::string which = version;
+  if (which.empty()) {
+    which = impl_->registry->Active();
+    if (which.empty()) return FailedPreconditionError("no adapter is active: the base model serves; name a version");
+  }
+  const export_::BaseModel base = impl_->Base();
+  export_::KeyStore* keys = nullptr;
+  if (f == export_::AdapterFormat::kBundle) {
+    ASSIGN_OR_RETURN(keys, impl_->Keys());
+  }
+  ASSIGN_OR_RETURN(std::string id, export_::ExportVersion(*impl_->registry, which, f, &base, keys, path));
+  return ExportResult{id, impl_->registry->Label(id), std::string(export_::AdapterFormatName(f)), path};
+}
+
+Result<ImportResult> Assistant::Import(const std::string& path, bool force_promote) {
+  ASSIGN_OR_RETURN(export_::KeyStore * keys, impl_->Keys());
+  const export_::BaseModel base = impl_->Base();
+  ASSIGN_OR_RETURN(export_::ImportedAdapter in, export_::ReadAdapter(path, &base, keys));
+  ImportResult r;
+  r.format = std::string(export_::AdapterFormatName(in.format));
+  if (in.bundle) r.signer_device_id = in.bundle->signer_device_id;
+  auto id = export_::AddImported(*impl_->registry, std::move(in.adapter));
+  if (!id.ok()) return id.status().WithContext(path);
+  r.version = *id;
+  r.label = impl_->registry->Label(*id);
+  if (force_promote) {
+    ASSIGN_OR_RETURN(std::string promoted, Promote(*id, /*force=*/true));
+    r.promoted = promoted == *id;
+  }
+  return r;
+}
+
+Result<SyncResult> Assistant::Sync(const std::string& dir) {
+  if (dir.empty()) return InvalidArgumentError("sync: the folder is empty");
+  ASSIGN_OR_RETURN(export_::KeyStore * keys, impl_->Keys());
+  export_::SyncOptions o;
+  o.base_model = runtime::BaseInfo(*impl_->engine->model());
+  ASSIGN_OR_RETURN(export_::SyncReport rep, export_::Sync(*impl_->registry, *keys, dir, impl_->data_dir + "/sync", o));
+  // An applied erasure may have rolled the active version back.
+  RETURN_IF_ERROR(impl_->PublishActive());
+  SyncResult r;
+  r.device_id = keys->device().device_id;
+  r.exported = rep.exported;
+  for (const auto& i : rep.imported) r.imported.push_back(i.local_id);
+  r.merged = rep.merged;
+  r.erased = rep.erased;
+  for (const auto& x : rep.refused) r.refused.push_back(x.path + ": " + x.reason);
+  r.active_version = impl_->registry->Active();
+  return r;
+}
+
+Result<std::string> Assistant::DeviceKey() {
+  ASSIGN_OR_RETURN(export_::KeyStore * keys, impl_->Keys());
+  return keys->device().line();
+}
+
+Result<std::string> Assistant::TrustDevice(const std::string& public_key_line) {
+  ASSIGN_OR_RETURN(export_::KeyStore * keys, impl_->Keys());
+  std::lock_guard<std::mutex> l(impl_->keys_mu);
+  ASSIGN_OR_RETURN(export_::PeerKey peer, keys->Trust(public_key_line, "the public key line"));
+  return peer.device_id;
 }
 
 const runtime::Engine& Assistant::engine() const { return *impl_->engine; }

@@ -1,7 +1,8 @@
 /* The C ABI from C: every bad input gives a code and a message (never a
  * crash), and the app's path works end to end on the tiny model: open,
  * stream a reply, cancel one, record feedback by response id, push device
- * state, read status, train, roll back, promote, forget, close.
+ * state, read status, train, roll back, promote, forget, close; and between
+ * two devices: export, trust, import, sync.
  * Usage: capi_test FIXTURES_DIR. Also built with ASan/UBSan (capi_asan_test). */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
@@ -106,6 +107,12 @@ static void TestNullHandleIsAnErrorEverywhere(void) {
   CHECK_ERROR(attune_promote(NULL, "v1", 0, NULL), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
   CHECK_ERROR(attune_forget_user(NULL, "u", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
   CHECK_ERROR(attune_forget_event(NULL, "e", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
+  CHECK_ERROR(attune_export(NULL, "", "bundle", "/tmp/x", &out), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
+  CHECK_ERROR(attune_import(NULL, "/tmp/x", 0, &out), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
+  CHECK_ERROR(attune_sync(NULL, "/tmp/x", &out), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
+  CHECK_ERROR(attune_device_key(NULL, &out), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
+  CHECK_ERROR(attune_trust_device(NULL, "k", &out), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
+  CHECK(out == NULL);
   CHECK_ERROR(attune_close(NULL), ATTUNE_ERR_INVALID_ARGUMENT, "handle is null");
   /* A handle that was never opened is treated like a closed one. */
   CHECK_ERROR(attune_get_status((attune_assistant*)(size_t)0x7777777, &out), ATTUNE_ERR_CLOSED, "closed");
@@ -259,6 +266,11 @@ static void TestCallsAfterCloseAreClosedErrors(void) {
   CHECK_ERROR(attune_get_status(a, &out), ATTUNE_ERR_CLOSED, "closed");
   CHECK_ERROR(attune_record_feedback(a, "{}", NULL, &out), ATTUNE_ERR_CLOSED, "closed");
   CHECK_ERROR(attune_train_now(a, NULL, &out), ATTUNE_ERR_CLOSED, "closed");
+  CHECK_ERROR(attune_export(a, "", "bundle", "/tmp/x", &out), ATTUNE_ERR_CLOSED, "closed");
+  CHECK_ERROR(attune_import(a, "/tmp/x", 0, &out), ATTUNE_ERR_CLOSED, "closed");
+  CHECK_ERROR(attune_sync(a, "/tmp/x", &out), ATTUNE_ERR_CLOSED, "closed");
+  CHECK_ERROR(attune_device_key(a, &out), ATTUNE_ERR_CLOSED, "closed");
+  CHECK_ERROR(attune_trust_device(a, "k", &out), ATTUNE_ERR_CLOSED, "closed");
   CHECK_ERROR(attune_close(a), ATTUNE_ERR_CLOSED, "already closed");
   CHECK(out == NULL);
   /* Closing released the data directory: it opens again. */
@@ -452,6 +464,121 @@ static void TestTrainRollbackPromoteForget(void) {
   RemoveTempDir(&dir);
 }
 
+/* Copies `from` to `to`, flipping one byte in the middle when `flip`. */
+static int CopyFile(const char* from, const char* to, int flip) {
+  FILE* in = fopen(from, "rb");
+  if (!in) return 0;
+  static char buf[1 << 20];
+  size_t n = fread(buf, 1, sizeof buf, in);
+  fclose(in);
+  if (n == 0 || n == sizeof buf) return 0;
+  if (flip) buf[n / 2] ^= 0x40;
+  FILE* out = fopen(to, "wb");
+  if (!out) return 0;
+  int ok = fwrite(buf, 1, n, out) == n;
+  fclose(out);
+  return ok;
+}
+
+/* Trains v1 on device A, exports it in every format and moves it to device
+ * B (a bundle, once B trusts A's key; a PEFT directory) and to device C
+ * through a sync folder. Untrusted and tampered bundles are refused. */
+static void TestExportImportAndSyncBetweenDevices(void) {
+  TempDir da, db, dc, shared;
+  attune_assistant* a = OpenTiny(&da);
+  attune_assistant* b = OpenTiny(&db);
+  attune_assistant* c = OpenTiny(&dc);
+  MakeTempDir(&shared);
+  char* out = NULL;
+  CHECK_ERROR(attune_export(a, "", "bundle", "/tmp/never-written", &out), ATTUNE_ERR_FAILED_PRECONDITION,
+              "no adapter is active");
+  for (int i = 0; i < 4; ++i) {
+    char event[512];
+    snprintf(event, sizeof event,
+             "{\"id\": \"s-%d\", \"user_id\": \"u\", \"context\": [{\"role\": \"user\", \"content\": \"Fact %d?\"}], "
+             "\"demonstration\": {\"text\": \"Answer %d.\"}}",
+             i, i, i);
+    CHECK_OK(attune_record_feedback(a, event, NULL, NULL));
+  }
+  CHECK_OK(attune_train_now(a, "{\"max_steps\": 2}", &out));
+  char version[128] = {0};
+  const char* p = out ? strstr(out, "\"version\":\"") : NULL;
+  CHECK(p != NULL);
+  if (p) sscanf(p + strlen("\"version\":\""), "%127[^\"]", version);
+  attune_string_free(out);
+
+  char bundle[512], tampered[512], peft[512], gguf[512];
+  snprintf(bundle, sizeof bundle, "%s/v1.bundle", da.path);
+  snprintf(tampered, sizeof tampered, "%s/tampered.bundle", da.path);
+  snprintf(peft, sizeof peft, "%s/v1-peft", da.path);
+  snprintf(gguf, sizeof gguf, "%s/v1-lora.gguf", da.path);
+  CHECK_OK(attune_export(a, "", "bundle", bundle, &out)); /* "" = the active version */
+  CHECK(out != NULL && strstr(out, version) != NULL && strstr(out, "\"format\":\"bundle\"") != NULL);
+  attune_string_free(out);
+  CHECK_OK(attune_export(a, "v1", "peft", peft, NULL));
+  CHECK_OK(attune_export(a, "v1", "gguf", gguf, NULL));
+  CHECK(access(gguf, R_OK) == 0);
+  char peft_config[600];
+  snprintf(peft_config, sizeof peft_config, "%s/adapter_config.json", peft);
+  CHECK(access(peft_config, R_OK) == 0);
+  CHECK_ERROR(attune_export(a, "v9", "peft", "/tmp/never-written", NULL), ATTUNE_ERR_NOT_FOUND, "v9");
+  CHECK_ERROR(attune_export(a, "v1", "onnx", "/tmp/never-written", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "onnx");
+  CHECK_ERROR(attune_export(a, "v1", "peft", "", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "path is empty");
+  CHECK(access("/tmp/never-written", F_OK) != 0);
+
+  /* B does not know A yet: the bundle is refused, nothing is added. */
+  CHECK_ERROR(attune_import(b, bundle, 1, &out), ATTUNE_ERR_FAILED_PRECONDITION, "not trusted");
+  CHECK(out == NULL);
+  char* key = NULL;
+  CHECK_OK(attune_device_key(a, &key));
+  CHECK(key != NULL && strncmp(key, "attune-device-key v1 ", 21) == 0);
+  char* id = NULL;
+  CHECK_OK(attune_trust_device(b, key, &id));
+  CHECK(id != NULL && key != NULL && strstr(key, id) != NULL);
+  attune_string_free(id);
+  CHECK_ERROR(attune_trust_device(b, "attune-device-key v1 nonsense", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "");
+  char* own = NULL;
+  CHECK_OK(attune_device_key(b, &own));
+  CHECK_ERROR(attune_trust_device(b, own, NULL), ATTUNE_ERR_FAILED_PRECONDITION, "");
+  attune_string_free(own);
+
+  /* A tampered copy fails its signature; the real one imports, promoted. */
+  CHECK(CopyFile(bundle, tampered, 1));
+  CHECK_ERROR(attune_import(b, tampered, 1, &out), ATTUNE_ERR_DATA_LOSS, "tampered.bundle");
+  CHECK_OK(attune_import(b, bundle, 1, &out));
+  CHECK(out != NULL && strstr(out, version) != NULL && strstr(out, "\"promoted\":true") != NULL);
+  CHECK(out != NULL && strstr(out, "\"format\":\"bundle\"") != NULL);
+  attune_string_free(out);
+  char* reply = NULL;
+  CHECK_OK(attune_chat(b, kHello, NULL, NULL, NULL, &reply));
+  CHECK(reply != NULL && strstr(reply, version) != NULL);
+  attune_string_free(reply);
+  /* A PEFT directory needs no key; it arrives as a candidate. */
+  CHECK_OK(attune_import(b, peft, 0, &out));
+  CHECK(out != NULL && strstr(out, "\"format\":\"peft\"") != NULL && strstr(out, "\"promoted\":false") != NULL);
+  attune_string_free(out);
+  CHECK_ERROR(attune_import(b, "/nonexistent/adapter", 0, NULL), ATTUNE_ERR_NOT_FOUND, "/nonexistent/adapter");
+
+  /* Sync: A publishes v1 into the shared folder, C (trusting A) picks it up. */
+  CHECK_OK(attune_sync(a, shared.path, &out));
+  CHECK(out != NULL && strstr(out, version) != NULL);
+  attune_string_free(out);
+  CHECK_OK(attune_trust_device(c, key, NULL));
+  CHECK_OK(attune_sync(c, shared.path, &out));
+  CHECK(out != NULL && strstr(out, "\"imported\":[\"") != NULL && strstr(out, "\"refused\":[]") != NULL);
+  attune_string_free(out);
+  CHECK_ERROR(attune_sync(c, "", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "dir is empty");
+  attune_string_free(key);
+
+  CHECK_OK(attune_close(a));
+  CHECK_OK(attune_close(b));
+  CHECK_OK(attune_close(c));
+  RemoveTempDir(&da);
+  RemoveTempDir(&db);
+  RemoveTempDir(&dc);
+  RemoveTempDir(&shared);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s FIXTURES_DIR\n", argv[0]);
@@ -471,6 +598,7 @@ int main(int argc, char** argv) {
   TestChatsFromSeveralThreads();
   TestCloseStopsTheBackgroundTrainer();
   TestTrainRollbackPromoteForget();
+  TestExportImportAndSyncBetweenDevices();
   if (g_failures) {
     fprintf(stderr, "%d check(s) failed\n", g_failures);
     return 1;

@@ -100,6 +100,31 @@ struct AssistantStatus {
   uint64_t stored_events = 0, new_events = 0;
 };
 
+// Export()'s result.
+struct ExportResult {
+  std::string version;  // full id exported
+  std::string label;    // "v3"
+  std::string format;   // "peft" | "gguf" | "bundle"
+  std::string path;
+};
+
+// Import()'s result.
+struct ImportResult {
+  std::string version;  // its id in this device's registry
+  std::string label;
+  std::string format;            // detected: "peft" | "gguf" | "bundle"
+  std::string signer_device_id;  // bundles only: the device that signed it
+  bool promoted = false;         // promoted by force and now serving
+};
+
+// Sync()'s result (ids are full version ids).
+struct SyncResult {
+  std::string device_id;  // this device
+  std::vector<std::string> exported, imported, merged, erased;
+  std::vector<std::string> refused;  // "path: reason", looked at again next time
+  std::string active_version;        // serving after the sync; "" = base
+};
+
 struct ForgetReport {
   uint64_t events_erased = 0;
   // Adapter versions trained on erased data (sorted): they still carry it
@@ -137,6 +162,29 @@ class Assistant {
   // trained on the data are reported, not changed.
   Result<ForgetReport> ForgetUser(const std::string& user_id);
   Result<ForgetReport> ForgetEvent(const std::string& event_id);
+
+  // --- Export, import and sync between the user's devices (docs/export.md) ---
+  // Writes a registry version ("" = the active one, "vN", a full id or a
+  // unique prefix) to `path` as `format`: "peft" (a directory PEFT's
+  // from_pretrained reads), "gguf" (a GGUF-LoRA file for llama.cpp --lora) or
+  // "bundle" (signed with this device's key, for Import/Sync on the user's
+  // other devices). Nothing is left at `path` on failure.
+  Result<ExportResult> Export(const std::string& version, const std::string& format, const std::string& path);
+  // Adds the adapter at `path` (format detected) as a candidate. A bundle
+  // must be signed by this device or a trusted one (TrustDevice) and verify;
+  // PEFT and GGUF files must fit the loaded base model. With
+  // `force_promote` it is promoted past the gate (recorded in the history)
+  // and serves the next reply; otherwise Promote() it.
+  Result<ImportResult> Import(const std::string& path, bool force_promote);
+  // Exchanges adapters with the user's other devices through folder `dir`
+  // (a synced folder, a USB stick): publishes this device's promoted
+  // versions, imports trusted peers' as candidates, applies erasures.
+  Result<SyncResult> Sync(const std::string& dir);
+  // This device's public key line (created on first use), to give to the
+  // user's other devices.
+  Result<std::string> DeviceKey();
+  // Trusts the device of a public key line; returns its device id.
+  Result<std::string> TrustDevice(const std::string& public_key_line);
 
   const runtime::Engine& engine() const;
 

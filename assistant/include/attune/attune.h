@@ -40,6 +40,10 @@
  *       optional input key required.
  *   Any of those bumps ATTUNE_ABI_VERSION (and the soname). The exported
  *   symbol list is pinned by a test (tests/capi/exported_symbols.txt).
+ *   Functions added within a major version carry a minor version node
+ *   (ATTUNE_1.1: attune_export, attune_import, attune_sync,
+ *   attune_device_key, attune_trust_device), so a program built against them
+ *   fails to load, with a clear message, on an older libattune.so.1.
  */
 #ifndef ATTUNE_ATTUNE_H_
 #define ATTUNE_ATTUNE_H_
@@ -217,8 +221,53 @@ ATTUNE_API attune_error attune_rollback(attune_assistant* assistant, char** vers
  * *promoted (may be NULL) is the promoted full id. Thread safety: any thread. */
 ATTUNE_API attune_error attune_promote(attune_assistant* assistant, const char* version, int force, char** promoted);
 
-/* Adapter export and import (bundles for sync across devices) will be added
- * here, as new functions, once the export module exists. */
+/* ---- Export, import and sync across the user's devices (since ABI 1.1) --- */
+
+/* Writes adapter `version` ("" = the active one, "v3", a full id or a unique
+ * prefix) to `path` as `format`: "peft" (a directory that PEFT's
+ * PeftModel.from_pretrained reads), "gguf" (a GGUF-LoRA file for llama.cpp's
+ * --lora) or "bundle" (signed with this device's key, for attune_import or
+ * attune_sync on the user's other devices). Nothing is left at `path` on
+ * failure. *result_json (may be NULL) is {"version", "label", "format",
+ * "path"}. Unknown version: ATTUNE_ERR_NOT_FOUND; no active adapter with
+ * version "": ATTUNE_ERR_FAILED_PRECONDITION. Thread safety: any thread. */
+ATTUNE_API attune_error attune_export(attune_assistant* assistant, const char* version, const char* format,
+                                      const char* path, char** result_json);
+
+/* Adds the adapter at `path` (a PEFT directory, a GGUF-LoRA file or a
+ * bundle; the format is detected) as a candidate version. A bundle must be
+ * signed by this device or one trusted with attune_trust_device (else
+ * ATTUNE_ERR_FAILED_PRECONDITION naming the signer) and must verify (else
+ * ATTUNE_ERR_DATA_LOSS); an adapter for another base model is
+ * ATTUNE_ERR_FAILED_PRECONDITION. With force_promote != 0 it is promoted past
+ * the gate (recorded in the history) and serves the next chat; otherwise
+ * promote it with attune_promote. *result_json (may be NULL) is {"version",
+ * "label", "format", "signer_device_id", "promoted"}.
+ * Thread safety: any thread. */
+ATTUNE_API attune_error attune_import(attune_assistant* assistant, const char* path, int force_promote,
+                                      char** result_json);
+
+/* Exchanges adapters with the user's other devices through the folder `dir`
+ * (a synced folder, a USB stick): publishes this device's promoted versions
+ * as signed bundles, imports trusted devices' bundles as candidates, applies
+ * their erasure notices. Files that do not verify are listed in "refused"
+ * and looked at again next time. *report_json (may be NULL) is
+ * {"device_id", "exported": [...], "imported": [...], "merged": [...],
+ * "erased": [...], "refused": ["path: reason", ...], "active_version"}.
+ * Another sync of the same folder in progress: ATTUNE_ERR_UNAVAILABLE.
+ * Thread safety: any thread. */
+ATTUNE_API attune_error attune_sync(attune_assistant* assistant, const char* dir, char** report_json);
+
+/* *key_line is this device's public key line ("attune-device-key v1 <id>
+ * <hex>"; the key pair is created on first use under the data directory),
+ * to be trusted on the user's other devices. Thread safety: any thread. */
+ATTUNE_API attune_error attune_device_key(attune_assistant* assistant, char** key_line);
+
+/* Trusts the device of a public key line (from attune_device_key on that
+ * device); its bundles are then accepted. *device_id (may be NULL) is its id.
+ * A malformed line: ATTUNE_ERR_INVALID_ARGUMENT; a revoked key or this
+ * device's own: ATTUNE_ERR_FAILED_PRECONDITION. Thread safety: any thread. */
+ATTUNE_API attune_error attune_trust_device(attune_assistant* assistant, const char* key_line, char** device_id);
 
 #ifdef __cplusplus
 } /* extern "C" */

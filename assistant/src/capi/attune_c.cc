@@ -290,4 +290,79 @@ attune_error attune_promote(attune_assistant* handle, const char* version, int f
   });
 }
 
+attune_error attune_export(attune_assistant* handle, const char* version, const char* format, const char* path,
+                           char** result_json) {
+  const char* fn = "attune_export";
+  return Guard(fn, [&]() -> attune_error {
+    Clear(result_json);
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
+    std::string v, f, p;
+    CAPI_RETURN_IF_ERROR(CheckString(version, fn, "version", v));
+    CAPI_RETURN_IF_ERROR(CheckString(format, fn, "format", f));
+    CAPI_RETURN_IF_ERROR(CheckString(path, fn, "path", p));
+    if (p.empty()) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, std::string(fn) + ": path is empty");
+    auto r = s->assistant->Export(v, f, p);
+    if (!r.ok()) return FailWith(r.status(), fn);
+    return Give(Dump(ExportToJson(*r)), result_json, fn);
+  });
+}
+
+attune_error attune_import(attune_assistant* handle, const char* path, int force_promote, char** result_json) {
+  const char* fn = "attune_import";
+  return Guard(fn, [&]() -> attune_error {
+    Clear(result_json);
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
+    std::string p;
+    CAPI_RETURN_IF_ERROR(CheckString(path, fn, "path", p));
+    if (p.empty()) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, std::string(fn) + ": path is empty");
+    auto r = s->assistant->Import(p, force_promote != 0);
+    if (!r.ok()) return FailWith(r.status(), fn);
+    return Give(Dump(ImportToJson(*r)), result_json, fn);
+  });
+}
+
+attune_error attune_sync(attune_assistant* handle, const char* dir, char** report_json) {
+  const char* fn = "attune_sync";
+  return Guard(fn, [&]() -> attune_error {
+    Clear(report_json);
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
+    std::string d;
+    CAPI_RETURN_IF_ERROR(CheckString(dir, fn, "dir", d));
+    if (d.empty()) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, std::string(fn) + ": dir is empty");
+    auto r = s->assistant->Sync(d);
+    if (!r.ok()) return FailWith(r.status(), fn);
+    return Give(Dump(SyncToJson(*r)), report_json, fn);
+  });
+}
+
+attune_error attune_device_key(attune_assistant* handle, char** key_line) {
+  const char* fn = "attune_device_key";
+  return Guard(fn, [&]() -> attune_error {
+    Clear(key_line);
+    if (key_line == nullptr) return Fail(ATTUNE_ERR_INVALID_ARGUMENT, std::string(fn) + ": key_line is null");
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
+    auto r = s->assistant->DeviceKey();
+    if (!r.ok()) return FailWith(r.status(), fn);
+    return Give(*r, key_line, fn);
+  });
+}
+
+attune_error attune_trust_device(attune_assistant* handle, const char* key_line, char** device_id) {
+  const char* fn = "attune_trust_device";
+  return Guard(fn, [&]() -> attune_error {
+    Clear(device_id);
+    std::shared_ptr<OpenAssistant> s;
+    CAPI_RETURN_IF_ERROR(FindOpen(handle, fn, s));
+    std::string line;
+    CAPI_RETURN_IF_ERROR(CheckString(key_line, fn, "key_line", line));
+    auto r = s->assistant->TrustDevice(line);
+    if (!r.ok()) return FailWith(r.status(), fn);
+    return Give(*r, device_id, fn);
+  });
+}
+
 }  // extern "C"

@@ -45,6 +45,24 @@ nlohmann::json ForgetToJson(const ForgetReport& r) {
   return {{"events_erased", r.events_erased}, {"affected_adapter_versions", r.affected_adapter_versions}};
 }
 
+nlohmann::json ExportToJson(const ExportResult& r) {
+  return {{"version", r.version}, {"label", r.label}, {"format", r.format}, {"path", r.path}};
+}
+
+nlohmann::json ImportToJson(const ImportResult& r) {
+  return {{"version", r.version},
+          {"label", r.label},
+          {"format", r.format},
+          {"signer_device_id", r.signer_device_id},
+          {"promoted", r.promoted}};
+}
+
+nlohmann::json SyncToJson(const SyncResult& r) {
+  return {{"device_id", r.device_id}, {"exported", r.exported}, {"imported", r.imported},
+          {"merged", r.merged},       {"erased", r.erased},     {"refused", r.refused},
+          {"active_version", r.active_version}};
+}
+
 std::string Dump(const nlohmann::json& value) {
   return value.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
 }
