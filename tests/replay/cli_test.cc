@@ -1,6 +1,7 @@
 // The `attune feedback` commands, run as a user would run them.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -176,6 +177,62 @@ TEST_F(FeedbackCliTest, ReadersOfADataDirThatIsAFileFailInsteadOfShowingAnEmptyS
     EXPECT_NE(o.err.find("not a directory"), std::string::npos) << cmd << ": " << o.err;
     EXPECT_EQ(o.out, "") << cmd;
   }
+}
+
+// A command prefix that runs as an unprivileged user: as root (whom file
+// modes do not stop), through setpriv as nobody (uid/gid 65534); otherwise as
+// the user running the test. The binary is copied into a folder everyone may
+// read, since the build folder may be private.
+std::string Unprivileged(const std::string& bin_dir) {
+  std::filesystem::create_directories(bin_dir);
+  std::filesystem::permissions(bin_dir, std::filesystem::perms(0755));
+  const std::string bin = bin_dir + "/attune";
+  std::filesystem::copy_file(ATTUNE_CLI, bin, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::permissions(bin, std::filesystem::perms(0755));
+  return (::geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups -- " : "") + bin;
+}
+
+void ChmodTree(const std::string& path, std::filesystem::perms dirs, std::filesystem::perms files) {
+  for (const auto& e : std::filesystem::recursive_directory_iterator(path)) {
+    std::filesystem::permissions(e.path(), e.is_directory() ? dirs : files);
+  }
+  std::filesystem::permissions(path, dirs);
+}
+
+TEST_F(FeedbackCliTest, PermissionDeniedIsReportedAsSuchNotAsALockHeldByAnotherProcess) {
+  ASSERT_EQ(Run("add", kEvent).code, 0);
+  const std::string user = Unprivileged(dir_.path() + "_bin");
+  const std::string input = WriteFile("event.json", kEvent);
+  std::filesystem::permissions(dir_.path(), std::filesystem::perms(0755));
+  const std::string store = dir_.path() + "/replay";
+  ChmodTree(store, std::filesystem::perms(0555), std::filesystem::perms(0444));  // nobody may write
+  auto run = [&](const std::string& args) {
+    testing::ScratchDir io("cli_user");
+    std::filesystem::create_directories(io.path());
+    std::string out = io.path() + "/out", err = io.path() + "/err";
+    int status = std::system((user + " " + args + " >" + out + " 2>" + err).c_str());
+    return Output{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+  };
+  Output add = run("feedback add --data-dir " + dir_.path() + " <" + input);
+  EXPECT_EQ(add.code, 1) << add.out;
+  EXPECT_NE(add.err.find("ermission denied"), std::string::npos) << add.err;
+  EXPECT_EQ(add.err.find("in use by another process"), std::string::npos) << add.err;
+  EXPECT_NE(add.err.find(store), std::string::npos) << "names the store: " << add.err;
+
+  // A store nobody may read: the readers say so instead of showing an empty store.
+  std::filesystem::permissions(store, std::filesystem::perms::none);
+  for (const char* cmd : {"ls", "stats"}) {
+    Output o = run(std::string("feedback ") + cmd + " --data-dir " + dir_.path());
+    EXPECT_EQ(o.code, 1) << cmd << ": " << o.out;
+    EXPECT_NE(o.err.find("ermission denied"), std::string::npos) << cmd << ": " << o.err;
+    EXPECT_EQ(o.out, "") << cmd;
+  }
+  // Nothing was lost: the owner reads the event back.
+  ChmodTree(store, std::filesystem::perms(0755), std::filesystem::perms(0644));
+  Output ls = Run("ls --json");
+  EXPECT_EQ(ls.code, 0) << ls.err;
+  EXPECT_NE(ls.out.find("e-17"), std::string::npos) << ls.out;
+  std::filesystem::remove_all(dir_.path() + "_bin");
 }
 
 TEST_F(FeedbackCliTest, EmptyDataDirIsAUsageErrorNotTheDefault) {
