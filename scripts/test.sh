@@ -2,7 +2,8 @@
 # The whole test suite on a fresh machine: install, build, fetch the default
 # model (the golden and real-model tests use it), run every test, then the
 # GGUF, feedback JSON, registry and export mutation tests, the parser fuzz
-# tests and the quantized kernels under AddressSanitizer and UBSan, and the
+# tests, the replay store's damage tests and the quantized kernels under
+# AddressSanitizer and UBSan, and the
 # snapshot/registry concurrency tests under ThreadSanitizer (small torch-free
 # builds).
 set -euo pipefail
@@ -17,7 +18,7 @@ if [ ! -f "$ASAN_DIR/build.ninja" ]; then
   cmake -S . -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DATTUNE_WITH_TORCH=OFF -DATTUNE_ASAN=ON -DATTUNE_BUILD_BENCH=OFF
 fi
-ninja -C "$ASAN_DIR" formats_test feedback_test adapters_test export_mutation_test kernels_test
+ninja -C "$ASAN_DIR" formats_test feedback_test adapters_test export_mutation_test kernels_test replay_test
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/runtime/formats_test" --gtest_filter='GgufTest.*:PreTokenizerTest.*'
 # Hostile feedback JSON and damaged registry files (STATE, payloads).
@@ -25,6 +26,9 @@ ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/feedback/feedback_test" --gtest_filter='JsonFuzzTest.*:JsonLimitsTest.*'
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} \
   "$ASAN_DIR/tests/adapters/adapters_test" --gtest_filter='RegistryDamageTest.*:Payload.*'
+# The replay store's damage and repair tests and its corruption matrix (our
+# code instrumented; RocksDB below it is Debian's build).
+"$ASAN_DIR/tests/replay/replay_test" --gtest_filter='DamageTest.*:RepairTest.*:CorruptionMatrixTest.*'
 # The PEFT, GGUF-LoRA and bundle readers under the same mutations.
 ATTUNE_FUZZ_ITERATIONS=${ATTUNE_FUZZ_ITERATIONS:-4000} "$ASAN_DIR/tests/export/export_mutation_test"
 # Quantized kernels on odd shapes, every instruction set of this CPU and the scalar path.
