@@ -5,6 +5,7 @@
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/generate.h"
 #include "attune/runtime/model.h"
+#include "attune/runtime/prompt_cache.h"
 
 namespace attune::runtime {
 
@@ -15,15 +16,26 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   lo.chat_template = options.chat_template;
   lo.weights = options.weights;
   ASSIGN_OR_RETURN(auto model, Model::Load(options.model_path, lo));
-  return std::unique_ptr<Engine>(new Engine(std::move(model), options.merged_adapters));
+  return std::unique_ptr<Engine>(new Engine(std::move(model), options.merged_adapters, options.prompt_cache_bytes));
 }
 
 struct Engine::Slot {
   AdapterSlot slot;
+  std::unique_ptr<PromptCache> prompts;  // null: disabled
 };
 
-Engine::Engine(std::shared_ptr<const Model> model, bool merged)
-    : model_(std::move(model)), merged_(merged), slot_(std::make_unique<Slot>()) {}
+Engine::Engine(std::shared_ptr<const Model> model, bool merged, size_t prompt_cache_bytes)
+    : model_(std::move(model)), merged_(merged), slot_(std::make_unique<Slot>()) {
+  if (prompt_cache_bytes > 0) {
+    PromptCacheOptions o;
+    o.max_bytes = prompt_cache_bytes;
+    slot_->prompts = std::make_unique<PromptCache>(o);
+  }
+}
+
+PromptCacheStats Engine::prompt_cache_stats() const {
+  return slot_->prompts ? slot_->prompts->stats() : PromptCacheStats{};
+}
 Engine::~Engine() = default;
 
 Result<std::shared_ptr<const ActiveAdapter>> Engine::PrepareAdapter(const adapters::Adapter& adapter,
@@ -78,7 +90,11 @@ Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, c
   // Merged mode serves a model with the adapter folded in, with no LoRA term.
   const Model& model = adapter && adapter->merged ? *adapter->merged : *model_;
   const LoraWeights* lora = adapter && !adapter->merged ? &adapter->weights : nullptr;
-  ASSIGN_OR_RETURN(GenerateResult result, Generate(model, lora, prompt, options, on_text));
+  // The cache is keyed by this exact snapshot: what one adapter computed
+  // never serves another.
+  PromptReuse reuse{slot_->prompts.get(), adapter};
+  ASSIGN_OR_RETURN(GenerateResult result,
+                   Generate(model, lora, prompt, options, on_text, slot_->prompts ? &reuse : nullptr));
   result.adapter_version = adapter ? adapter->version : "";
   return result;
 }

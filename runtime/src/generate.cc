@@ -135,7 +135,7 @@ Result<std::vector<int32_t>> PromptIds(const Model& model, const std::vector<Cha
 }
 
 Result<GenerateResult> Generate(const Model& model, const LoraWeights* lora, const std::vector<int32_t>& prompt,
-                                const GenerateOptions& options, const TextCallback& on_text) {
+                                const GenerateOptions& options, const TextCallback& on_text, const PromptReuse* reuse) {
   const ModelConfig& c = model.config();
   if (prompt.empty()) return InvalidArgumentError("the prompt is empty");
   if (options.max_tokens < 0) return InvalidArgumentError("max tokens must be >= 0");
@@ -168,7 +168,9 @@ Result<GenerateResult> Generate(const Model& model, const LoraWeights* lora, con
     at::NoGradGuard no_grad;
     KvCache cache = model.NewCache(capacity);
     auto t0 = Clock::now();
-    at::Tensor input = at::tensor(std::vector<int64_t>(prompt.begin(), prompt.end()), at::kLong).view({1, -1});
+    const int64_t reused = reuse && reuse->cache ? reuse->cache->Restore(reuse->adapter, prompt, &cache) : 0;
+    result.cached_prompt_tokens = int(reused);
+    at::Tensor input = at::tensor(std::vector<int64_t>(prompt.begin() + reused, prompt.end()), at::kLong).view({1, -1});
     ForwardOptions fo;
     fo.last_logits_only = true;
     at::Tensor logits = Forward(model, lora, input, &cache, fo).reshape({-1}).contiguous();
@@ -209,6 +211,8 @@ Result<GenerateResult> Generate(const Model& model, const LoraWeights* lora, con
       }
     }
     result.decode_seconds = Seconds(t1, Clock::now());
+    // A broken adapter's state is not worth keeping.
+    if (reuse && reuse->cache && result.finish_reason != "non_finite") reuse->cache->Store(reuse->adapter, history, cache);
   } catch (const c10::Error& e) {
     return InternalError(std::string("generation failed in LibTorch: ") + e.what_without_backtrace());
   }

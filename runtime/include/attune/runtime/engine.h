@@ -42,6 +42,10 @@ struct EngineOptions {
   // Base weights quantized in memory (the file's blocks) or fp32.
   // Default: kQuantized.
   WeightStorage weights = WeightStorage::kQuantized;
+  // Keys and values of recent prompts and replies kept for conversations
+  // that resend their history (prompt_cache.h); 0 disables.
+  // Default: 64 MiB
+  size_t prompt_cache_bytes = size_t{64} << 20;
 };
 
 struct GenerateOptions {
@@ -61,6 +65,9 @@ struct GenerateResult {
   std::string text;
   std::vector<int32_t> tokens;  // generated ids
   int prompt_tokens = 0;
+  // Of prompt_tokens, how many were restored from the prompt cache instead
+  // of computed.
+  int cached_prompt_tokens = 0;
   // "stop" (EOS, end of turn or a stop string), "length" (max_tokens),
   // "context" (the model's context is full), "cancelled" (callback said so),
   // "non_finite" (the logits held NaN or Inf: the adapter is broken).
@@ -73,6 +80,8 @@ struct GenerateResult {
 // Receives text as it is produced, in whole UTF-8 characters, never
 // including (a prefix of) a stop string. Return false to stop.
 using TextCallback = std::function<bool(std::string_view)>;
+
+struct PromptCacheStats;
 
 class Engine {
  public:
@@ -111,10 +120,12 @@ class Engine {
   int64_t parameter_count() const;
   const std::string& fingerprint() const;
   std::shared_ptr<const Model> model() const { return model_; }
+  // Hits and reused positions of the prompt cache (prompt_cache.h).
+  PromptCacheStats prompt_cache_stats() const;
 
  private:
   struct Slot;
-  Engine(std::shared_ptr<const Model> model, bool merged);
+  Engine(std::shared_ptr<const Model> model, bool merged, size_t prompt_cache_bytes);
   std::shared_ptr<const Model> model_;
   bool merged_ = false;
   std::unique_ptr<Slot> slot_;

@@ -12,6 +12,7 @@
 #include "attune/core/result.h"
 #include "attune/runtime/engine.h"
 #include "attune/runtime/model.h"
+#include "attune/runtime/prompt_cache.h"
 
 namespace attune::runtime {
 
@@ -24,13 +25,25 @@ Result<std::vector<int32_t>> TextIds(const Model& model, const std::string& text
 // FailedPrecondition when the model has no recognised chat template.
 Result<std::vector<int32_t>> PromptIds(const Model& model, const std::vector<ChatMessage>& messages);
 
+// A prompt cache and the snapshot whose weights (`lora`, or the merged
+// model) a generation runs with: null for the base model.
+struct PromptReuse {
+  PromptCache* cache = nullptr;
+  std::shared_ptr<const ActiveAdapter> adapter;
+};
+
 // Prefill `prompt`, then decode up to options.max_tokens tokens with
 // `lora` (null: the base model). options.adapter/use_active_adapter are
 // ignored here (the engine resolves them); result.adapter_version is left
-// empty. InvalidArgument for bad options or token ids, FailedPrecondition
-// when the prompt does not fit the context, Internal when LibTorch fails.
+// empty. With `reuse`, the longest prefix of the prompt cached under
+// reuse->adapter is restored instead of computed
+// (result.cached_prompt_tokens), and the prompt with its reply is cached
+// afterwards. InvalidArgument for bad options or token ids,
+// FailedPrecondition when the prompt does not fit the context, Internal when
+// LibTorch fails.
 Result<GenerateResult> Generate(const Model& model, const LoraWeights* lora, const std::vector<int32_t>& prompt,
-                                const GenerateOptions& options, const TextCallback& on_text = nullptr);
+                                const GenerateOptions& options, const TextCallback& on_text = nullptr,
+                                const PromptReuse* reuse = nullptr);
 
 // Greedy reply to one user message (no system prompt), as text; the
 // trainer's anchors and evaluations use it. `*cut` tells whether the reply
