@@ -15,6 +15,7 @@ namespace {
 struct ServeFlags {
   std::string config_file, model, host, api_key_file;
   int port = 8080;
+  int64_t prompt_cache_mb = 64;
 };
 
 volatile sig_atomic_t g_stop_signal = 0;
@@ -68,6 +69,7 @@ Result<service::ServiceConfig> BuildConfig(CLI::App* cmd, const GlobalOptions& g
   if (cmd->count("--host")) c.server.host = f.host;
   if (cmd->count("--port")) c.server.port = f.port;
   if (cmd->count("--api-key-file")) c.server.api_key_file = f.api_key_file;
+  if (cmd->count("--prompt-cache-mb")) c.model.prompt_cache_mb = f.prompt_cache_mb;
   RETURN_IF_ERROR(service::ValidateServiceConfig(c));
   return c;
 }
@@ -101,6 +103,9 @@ void AddServeCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   cmd->add_option("--host", f->host, "Address to listen on (default: 127.0.0.1; others need --api-key-file)");
   cmd->add_option("--port", f->port, "TCP port; 0 picks a free one (default: 8080)");
   cmd->add_option("--api-key-file", f->api_key_file, "File (mode 0600) holding the bearer token clients must send");
+  cmd->add_option("--prompt-cache-mb", f->prompt_cache_mb,
+                  "Memory for the keys and values of recent conversations, per adapter snapshot; 0 disables "
+                  "(default: 64)");
   cmd->callback(Run(r, [cmd, &g, f] { return RunServe(cmd, g, *f); }));
 }
 

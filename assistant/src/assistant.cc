@@ -18,6 +18,7 @@
 #include "attune/replay/store.h"
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/model_store.h"
+#include "attune/runtime/prompt_cache.h"
 #include "attune/trainer/training_run.h"
 
 namespace attune {
@@ -227,6 +228,7 @@ Result<std::unique_ptr<Assistant>> Assistant::Open(const AssistantOptions& optio
   eo.model_path = model_path;
   impl->model_path = model_path;
   eo.chat_template = options.chat_template;
+  eo.prompt_cache_bytes = options.prompt_cache_bytes;
   auto engine = runtime::Engine::Open(eo);
   if (!engine.ok()) return engine.status().WithContext("model");
   impl->engine = std::move(*engine);
@@ -276,6 +278,7 @@ Result<ChatReply> Assistant::Chat(const std::vector<runtime::ChatMessage>& messa
   reply.adapter_label = r.adapter_version.empty() ? "base" : impl_->registry->Label(r.adapter_version);
   reply.finish_reason = r.finish_reason;
   reply.prompt_tokens = r.prompt_tokens;
+  reply.cached_prompt_tokens = r.cached_prompt_tokens;
   reply.completion_tokens = int(r.tokens.size());
   reply.response_id = NewResponseId();
   std::lock_guard<std::mutex> l(impl_->mu);
@@ -347,6 +350,11 @@ AssistantStatus Assistant::GetStatus() const {
     s.window_open = false;
     s.window_closed_because.push_back(host);
   }
+  const runtime::PromptCacheStats pc = impl_->engine->prompt_cache_stats();
+  s.prompt_cache_lookups = pc.lookups;
+  s.prompt_cache_hits = pc.hits;
+  s.prompt_cache_reused_tokens = pc.reused_tokens;
+  s.prompt_cache_bytes = pc.bytes;
   s.active_version = impl_->registry->Active();
   s.active_label = s.active_version.empty() ? "base" : impl_->registry->Label(s.active_version);
   std::lock_guard<std::mutex> l(impl_->mu);

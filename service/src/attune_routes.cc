@@ -122,7 +122,8 @@ void Server::Impl::AttuneRoutes() {
   http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { SendJson(res, 200, {{"status", "ok"}}); });
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     AssistantStatus s = assistant->GetStatus();
-    Gauges g{traffic->in_flight(), traffic->queued(), s.training, s.progress.step, traffic->pauses(), s.active_label};
+    Gauges g{traffic->in_flight(), traffic->queued(), s.training, s.progress.step, traffic->pauses(), s.active_label,
+             s.prompt_cache_lookups, s.prompt_cache_hits, s.prompt_cache_reused_tokens, s.prompt_cache_bytes};
     res.set_content(metrics.Render(g), "text/plain; version=0.0.4");
   });
 }

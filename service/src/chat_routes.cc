@@ -58,7 +58,7 @@ void Stream(std::shared_ptr<ChatJob> job, httplib::DataSink& sink) {
     WriteEvent(sink, ErrorFromStatus(r.status()).ToJson());
   } else {
     WriteEvent(sink, ChunkJson(h, json::object(), OpenAiFinishReason(r->finish_reason)));
-    if (job->request.include_usage) WriteEvent(sink, UsageChunkJson(h, r->prompt_tokens, r->completion_tokens));
+    if (job->request.include_usage) WriteEvent(sink, UsageChunkJson(h, {r->prompt_tokens, r->completion_tokens, r->cached_prompt_tokens}));
   }
   static const std::string kDone = "data: [DONE]\n\n";
   if (sink.write(kDone.data(), kDone.size())) sink.done();
@@ -102,8 +102,8 @@ void HandleChat(Server::Impl* impl, const httplib::Request& req, httplib::Respon
   auto r = job->Run(nullptr);
   if (!r.ok()) return SendError(res, ErrorFromStatus(r.status()));
   SendJson(res, 200,
-           CompletionJson(job->header, r->text, OpenAiFinishReason(r->finish_reason), r->prompt_tokens,
-                          r->completion_tokens));
+           CompletionJson(job->header, r->text, OpenAiFinishReason(r->finish_reason),
+                          {r->prompt_tokens, r->completion_tokens, r->cached_prompt_tokens}));
 }
 
 json ModelEntry(const std::string& id, int64_t created) {

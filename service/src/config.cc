@@ -81,7 +81,8 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
        {{"path", Str(&m.path)},
         {"data_dir", Str(&m.data_dir)},
         {"chat_template", Str(&m.chat_template)},
-        {"default_max_tokens", Int(&m.default_max_tokens)}}},
+        {"default_max_tokens", Int(&m.default_max_tokens)},
+        {"prompt_cache_mb", Int(&m.prompt_cache_mb)}}},
       {"training",
        {{"background", Bool(&t.background)},
         {"schedule", Str(&t.schedule)},
@@ -169,6 +170,8 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(s.max_concurrent >= 1 && s.max_concurrent <= 64, "server.max_concurrent", "in 1..64"));
   RETURN_IF_ERROR(Range(s.max_queue >= 0 && s.max_queue <= 4096, "server.max_queue", "in 0..4096"));
   RETURN_IF_ERROR(Range(s.retry_after_seconds >= 1, "server.retry_after_seconds", ">= 1"));
+  RETURN_IF_ERROR(Range(c.model.prompt_cache_mb >= 0 && c.model.prompt_cache_mb <= 65536, "model.prompt_cache_mb",
+                        "in 0..65536"));
   RETURN_IF_ERROR(Range(c.model.default_max_tokens >= 1 && c.model.default_max_tokens <= s.max_tokens_limit,
                         "model.default_max_tokens", "in 1..server.max_tokens_limit"));
   RETURN_IF_ERROR(Range(c.model.chat_template.empty() || c.model.chat_template == "chatml" ||

@@ -55,6 +55,14 @@ std::string Metrics::Render(const Gauges& g) const {
   o << "attune_promotions_total " << promotions_.load() << "\n";
   Head(o, "attune_rollbacks_total", "counter", "Rollbacks (manual and automatic).");
   o << "attune_rollbacks_total " << rollbacks_.load() << "\n";
+  Head(o, "attune_prompt_cache_lookups_total", "counter", "Generations that looked for a cached prompt prefix.");
+  o << "attune_prompt_cache_lookups_total " << g.prompt_cache_lookups << "\n";
+  Head(o, "attune_prompt_cache_hits_total", "counter", "Generations that restored a cached prompt prefix.");
+  o << "attune_prompt_cache_hits_total " << g.prompt_cache_hits << "\n";
+  Head(o, "attune_prompt_cache_reused_tokens_total", "counter", "Prompt positions restored instead of computed.");
+  o << "attune_prompt_cache_reused_tokens_total " << g.prompt_cache_reused_tokens << "\n";
+  Head(o, "attune_prompt_cache_bytes", "gauge", "Keys and values the prompt cache holds.");
+  o << "attune_prompt_cache_bytes " << g.prompt_cache_bytes << "\n";
   Head(o, "attune_active_adapter_info", "gauge", "The active adapter version (label).");
   o << "attune_active_adapter_info{version=\"" << g.active_label << "\"} 1\n";
   return o.str();

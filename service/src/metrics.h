@@ -16,6 +16,7 @@ struct Gauges {
   int64_t training_step = 0;
   uint64_t training_pauses = 0;
   std::string active_label;
+  uint64_t prompt_cache_lookups = 0, prompt_cache_hits = 0, prompt_cache_reused_tokens = 0, prompt_cache_bytes = 0;
 };
 
 class Metrics {

@@ -209,17 +209,22 @@ json Base(const ReplyHeader& h, const char* object) {
           {"system_fingerprint", h.system_fingerprint},
           {"attune_adapter_version", h.adapter_version}};
 }
-json Usage(int p, int c) { return {{"prompt_tokens", p}, {"completion_tokens", c}, {"total_tokens", p + c}}; }
+json Usage(const TokenUsage& u) {
+  return {{"prompt_tokens", u.prompt},
+          {"completion_tokens", u.completion},
+          {"total_tokens", u.prompt + u.completion},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
+}
 }  // namespace
 
-json CompletionJson(const ReplyHeader& h, const std::string& text, const std::string& finish_reason, int prompt_tokens,
-                    int completion_tokens) {
+json CompletionJson(const ReplyHeader& h, const std::string& text, const std::string& finish_reason,
+                    const TokenUsage& usage) {
   json j = Base(h, "chat.completion");
   j["choices"] = json::array({{{"index", 0},
                                {"message", {{"role", "assistant"}, {"content", text}}},
                                {"logprobs", nullptr},
                                {"finish_reason", finish_reason}}});
-  j["usage"] = Usage(prompt_tokens, completion_tokens);
+  j["usage"] = Usage(usage);
   return j;
 }
 
@@ -229,10 +234,10 @@ json ChunkJson(const ReplyHeader& h, const json& delta, const json& finish_reaso
   return j;
 }
 
-json UsageChunkJson(const ReplyHeader& h, int prompt_tokens, int completion_tokens) {
+json UsageChunkJson(const ReplyHeader& h, const TokenUsage& usage) {
   json j = Base(h, "chat.completion.chunk");
   j["choices"] = json::array();
-  j["usage"] = Usage(prompt_tokens, completion_tokens);
+  j["usage"] = Usage(usage);
   return j;
 }
 

@@ -57,10 +57,16 @@ struct ReplyHeader {
 
 std::string OpenAiFinishReason(const std::string& runtime_reason);
 
+// `usage`: prompt_tokens_details.cached_tokens is what the prompt cache
+// restored instead of computing.
+struct TokenUsage {
+  int prompt = 0, completion = 0, cached = 0;
+};
+
 nlohmann::json CompletionJson(const ReplyHeader& h, const std::string& text, const std::string& finish_reason,
-                              int prompt_tokens, int completion_tokens);
+                              const TokenUsage& usage);
 // One SSE chunk: a delta with `role` (first chunk), `content`, or a finish.
 nlohmann::json ChunkJson(const ReplyHeader& h, const nlohmann::json& delta, const nlohmann::json& finish_reason);
-nlohmann::json UsageChunkJson(const ReplyHeader& h, int prompt_tokens, int completion_tokens);
+nlohmann::json UsageChunkJson(const ReplyHeader& h, const TokenUsage& usage);
 
 }  // namespace attune::service

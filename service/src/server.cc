@@ -131,6 +131,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   o.data_dir = c.model.data_dir;
   o.model_path = c.model.path;
   o.chat_template = c.model.chat_template;
+  o.prompt_cache_bytes = size_t(c.model.prompt_cache_mb) << 20;
   o.background_training = c.training.background;
   o.remembered_responses = 4096;  // as many as ResponseIds keeps
   o.poll_interval = std::chrono::milliseconds(int64_t(c.training.poll_seconds * 1000));

@@ -188,6 +188,11 @@ TEST_F(ServeTest, FeedbackOnAResponseIdTrainsAndTheSwapIsSeenBetweenTwoRequests)
   auto base = Post(c, "/v1/chat/completions", Chat("attune:base", "my pet?"));
   EXPECT_EQ(Body(base)["system_fingerprint"], "attune:base");
   EXPECT_EQ(Body(base)["choices"][0]["message"]["content"], Body(before)["choices"][0]["message"]["content"]);
+  // The prompt cache: what the base model computed for "my pet?" serves the
+  // base model again, never the adapter that was swapped in.
+  EXPECT_EQ(Body(before)["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(Body(after)["usage"]["prompt_tokens_details"]["cached_tokens"], 0) << "v1 was served the base's cache";
+  EXPECT_GT(Body(base)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0);
 
   auto models = Body(c.Get("/v1/models"));
   EXPECT_EQ(models["data"].back()["id"], "attune:v1");
@@ -215,6 +220,27 @@ TEST_F(ServeTest, FeedbackOnAResponseIdTrainsAndTheSwapIsSeenBetweenTwoRequests)
   EXPECT_NE(metrics->body.find("attune_promotions_total 2"), std::string::npos) << metrics->body;
   EXPECT_NE(metrics->body.find("attune_rollbacks_total 1"), std::string::npos);
   EXPECT_NE(metrics->body.find("attune_training_steps_total 30"), std::string::npos);
+}
+
+TEST_F(ServeTest, ASecondTurnRestoresTheFirstFromThePromptCache) {
+  auto c = server.Client();
+  json first = Chat("attune", "Tell me about the weather in Lisbon in spring.");
+  auto r1 = Post(c, "/v1/chat/completions", first);
+  ASSERT_TRUE(r1 && r1->status == 200);
+  EXPECT_EQ(Body(r1)["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  json second = first;
+  second["messages"].push_back({{"role", "assistant"}, {"content", Body(r1)["choices"][0]["message"]["content"]}});
+  second["messages"].push_back({{"role", "user"}, {"content", "And in autumn?"}});
+  auto r2 = Post(c, "/v1/chat/completions", second);
+  ASSERT_TRUE(r2 && r2->status == 200) << (r2 ? r2->body : "");
+  const int cached = Body(r2)["usage"]["prompt_tokens_details"]["cached_tokens"];
+  EXPECT_GE(cached, Body(r1)["usage"]["prompt_tokens"].get<int>());
+  EXPECT_LT(cached, Body(r2)["usage"]["prompt_tokens"].get<int>());
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("attune_prompt_cache_hits_total 1\n"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("attune_prompt_cache_reused_tokens_total " + std::to_string(cached) + "\n"),
+            std::string::npos);
 }
 
 TEST_F(ServeTest, ForgetErasesOneUsersEvents) {

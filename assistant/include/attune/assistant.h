@@ -50,6 +50,10 @@ struct AssistantOptions {
   std::string data_dir;     // Default: "" ($ATTUNE_HOME or ~/.local/share/attune)
   std::string model_path;   // Default: "" (the cached default model)
   std::string chat_template;  // "chatml" | "llama3" override. Default: "" (detect)
+  // Keys and values of recent conversations, so a chat that resends its
+  // history prefills only the new turn (runtime/prompt_cache.h); 0 disables.
+  // Default: 64 MiB
+  size_t prompt_cache_bytes = size_t{64} << 20;
   runtime::GenerateOptions generation;  // Default: greedy, 256 tokens
   trainer::TrainingRunOptions training;
   trainer::WindowPolicy window;
@@ -88,6 +92,7 @@ struct ChatReply {
   std::string adapter_label;    // "v3", for display
   std::string finish_reason;
   int prompt_tokens = 0, completion_tokens = 0;
+  int cached_prompt_tokens = 0;  // of prompt_tokens, restored from the prompt cache
 };
 
 struct AssistantStatus {
@@ -98,6 +103,10 @@ struct AssistantStatus {
   std::string active_version, active_label;
   std::optional<trainer::TrainingRunResult> last_run;
   uint64_t stored_events = 0, new_events = 0;
+  // The prompt cache: lookups, hits, positions restored instead of computed,
+  // and what it holds now.
+  uint64_t prompt_cache_lookups = 0, prompt_cache_hits = 0, prompt_cache_reused_tokens = 0;
+  uint64_t prompt_cache_bytes = 0;
 };
 
 // Export()'s result.

@@ -32,6 +32,9 @@ struct ModelConfig {
   std::string data_dir;       // Default: "" ($ATTUNE_HOME or ~/.local/share/attune)
   std::string chat_template;  // "chatml" | "llama3". Default: "" (detect)
   int default_max_tokens = 256;  // when a request gives none. Default: 256
+  // Prompt (prefix KV) cache for multi-turn chats, keyed by the adapter
+  // snapshot as well as the tokens; 0 disables. Default: 64
+  int64_t prompt_cache_mb = 64;
 };
 
 struct TrainingConfig {
