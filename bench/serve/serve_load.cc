@@ -4,7 +4,12 @@
 // chunks), counts failed requests, and checks that every stream reports one
 // system_fingerprint. Prints one JSON object.
 //
-//   serve_load --port 8080 --clients 4 --seconds 20 --max-tokens 32 [--model attune]
+// With --turns N each client holds conversations of N turns, resending the
+// whole history every turn as chat clients do, and TTFT is also reported
+// per turn with the prompt tokens the server says it restored from its
+// prompt cache (usage.prompt_tokens_details.cached_tokens).
+//
+//   serve_load --port 8080 --clients 4 --seconds 20 --max-tokens 32 [--model attune] [--turns 1]
 #include <httplib.h>
 
 #include <CLI/CLI.hpp>
@@ -24,7 +29,7 @@ using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
 struct Flags {
-  int port = 8080, clients = 4, max_tokens = 32;
+  int port = 8080, clients = 4, max_tokens = 32, turns = 1;
   double seconds = 20, think_ms = 0;
   std::string model = "attune", prompt = "Write one sentence about the sea.";
 };
@@ -36,18 +41,26 @@ struct Totals {
   int64_t chunks = 0;
   std::set<std::string> fingerprints;
   std::vector<std::string> errors;
+  // --turns: per turn index, TTFTs and the prompt / cached prompt tokens.
+  std::vector<std::vector<double>> ttft_by_turn, prompt_by_turn, cached_by_turn;
 };
+
+const char* const kFollowUps[] = {"Tell me more.", "Why is that?", "Give me an example.", "And what else?",
+                                  "Can you say it differently?", "What would you add?"};
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-// One streaming request; appends its measurements to `t`.
-void OneRequest(const Flags& f, httplib::Client& c, Totals& t) {
+// One streaming request of `messages` (turn index `turn`); appends its
+// measurements to `t` and returns the reply's text ("" on failure).
+std::string OneRequest(const Flags& f, httplib::Client& c, Totals& t, const json& messages, int turn) {
   json body = {{"model", f.model},
-               {"messages", json::array({{{"role", "user"}, {"content", f.prompt}}})},
+               {"messages", messages},
                {"max_tokens", f.max_tokens},
                {"temperature", 0},
                {"stream", true}};
-  std::string buffer;
+  if (f.turns > 1) body["stream_options"] = {{"include_usage", true}};
+  std::string buffer, text;
+  double prompt_tokens = -1, cached_tokens = -1;
   std::vector<double> itl;
   std::set<std::string> fps;
   double ttft = -1;
@@ -72,12 +85,21 @@ void OneRequest(const Flags& f, httplib::Client& c, Totals& t) {
         continue;
       }
       json j = json::parse(payload, nullptr, false);
+      if (!j.is_discarded() && j.contains("usage") && j["usage"].is_object()) {
+        const json& u = j["usage"];
+        if (u.contains("prompt_tokens") && u["prompt_tokens"].is_number()) prompt_tokens = u["prompt_tokens"];
+        if (u.contains("prompt_tokens_details") && u["prompt_tokens_details"].is_object() &&
+            u["prompt_tokens_details"].contains("cached_tokens") && u["prompt_tokens_details"]["cached_tokens"].is_number()) {
+          cached_tokens = u["prompt_tokens_details"]["cached_tokens"];
+        }
+      }
       if (j.is_discarded() || !j.contains("choices") || j["choices"].empty()) continue;
       if (j.contains("system_fingerprint") && j["system_fingerprint"].is_string()) fps.insert(j["system_fingerprint"]);
       const json& delta = j["choices"][0]["delta"];
       if (!delta.contains("content") || !delta["content"].is_string() || delta["content"].get<std::string>().empty()) {
         continue;
       }
+      text += delta["content"].get<std::string>();
       const auto now = Clock::now();
       if (ttft < 0) {
         ttft = Ms(now - start);
@@ -98,20 +120,37 @@ void OneRequest(const Flags& f, httplib::Client& c, Totals& t) {
       t.errors.push_back(sent ? "status " + std::to_string(res.status) + " " + res.body.substr(0, 200)
                               : "transport error " + httplib::to_string(error));
     }
-    return;
+    return "";
   }
   t.ok++;
   t.ttft_ms.push_back(ttft);
+  if (f.turns > 1) {
+    if (t.ttft_by_turn.size() < size_t(f.turns)) {
+      t.ttft_by_turn.resize(size_t(f.turns));
+      t.prompt_by_turn.resize(size_t(f.turns));
+      t.cached_by_turn.resize(size_t(f.turns));
+    }
+    t.ttft_by_turn[size_t(turn)].push_back(ttft);
+    if (prompt_tokens >= 0) t.prompt_by_turn[size_t(turn)].push_back(prompt_tokens);
+    if (cached_tokens >= 0) t.cached_by_turn[size_t(turn)].push_back(cached_tokens);
+  }
   t.itl_ms.insert(t.itl_ms.end(), itl.begin(), itl.end());
   t.chunks += int64_t(itl.size()) + 1;
   if (fps.size() > 1) t.mixed++;
   t.fingerprints.insert(fps.begin(), fps.end());
+  return text;
 }
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, size_t(p * double(v.size() - 1) + 0.5))];
+}
+
+double Mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0 : s / double(v.size());
 }
 
 }  // namespace
@@ -125,7 +164,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-tokens", f.max_tokens, "max_tokens per request");
   app.add_option("--think-ms", f.think_ms, "Pause of each client between its requests");
   app.add_option("--model", f.model, "model field of the requests");
-  app.add_option("--prompt", f.prompt, "The user message");
+  app.add_option("--prompt", f.prompt, "The user message (the first of each conversation)");
+  app.add_option("--turns", f.turns, "Turns per conversation; each resends the whole history")->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
 
   Totals t;
@@ -136,8 +176,17 @@ int main(int argc, char** argv) {
     threads.emplace_back([&] {
       httplib::Client c("127.0.0.1", f.port);
       c.set_read_timeout(300, 0);
+      json messages = json::array();
+      int turn = 0;
       while (Clock::now() < end) {
-        OneRequest(f, c, t);
+        if (turn == 0) messages = json::array({{{"role", "user"}, {"content", f.prompt}}});
+        std::string reply = OneRequest(f, c, t, messages, turn);
+        if (++turn >= f.turns || reply.empty()) {
+          turn = 0;
+        } else {
+          messages.push_back({{"role", "assistant"}, {"content", reply}});
+          messages.push_back({{"role", "user"}, {"content", kFollowUps[(turn - 1) % 6]}});
+        }
         if (f.think_ms > 0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(f.think_ms));
       }
     });
@@ -157,6 +206,18 @@ int main(int argc, char** argv) {
               {"streams_with_mixed_versions", t.mixed},
               {"fingerprints", t.fingerprints},
               {"errors", t.errors}};
+  if (f.turns > 1) {
+    json by_turn = json::array();
+    for (size_t i = 0; i < t.ttft_by_turn.size(); ++i) {
+      by_turn.push_back({{"turn", i + 1},
+                         {"requests", t.ttft_by_turn[i].size()},
+                         {"ttft_ms_p50", Percentile(t.ttft_by_turn[i], 0.5)},
+                         {"prompt_tokens_mean", Mean(t.prompt_by_turn[i])},
+                         {"cached_tokens_mean", Mean(t.cached_by_turn[i])}});
+    }
+    out["turns"] = f.turns;
+    out["by_turn"] = by_turn;
+  }
   std::cout << out.dump() << std::endl;
   return t.failed == 0 ? 0 : 1;
 }
