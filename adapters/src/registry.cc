@@ -249,7 +249,9 @@ Result<std::string> Registry::Rollback(const RollbackRequest& request) {
   }
   if (active.empty()) return FailedPreconditionError("no adapter is active, nothing to roll back");
   std::string target;
-  if (request.target) {
+  if (request.target && request.target->empty()) {
+    target = "";  // the bare base model
+  } else if (request.target) {
     ASSIGN_OR_RETURN(target, impl_->Resolve(*request.target));
     const std::string label = internal::LabelOf(impl_->state, target);
     if (target == active) return FailedPreconditionError(label + " is already active");
@@ -398,12 +400,14 @@ std::string_view ActivationCauseName(ActivationCause cause) {
       return "rollback-nan";
     case ActivationCause::kRollbackThumbsDown:
       return "rollback-thumbs-down";
+    case ActivationCause::kRollbackErasure:
+      return "rollback-erasure";
   }
   return "?";
 }
 
 // Erasure (see registry.h): the same state-first, files-after order as Gc.
-Status Registry::Erase(const std::string& version) {
+Status Registry::Erase(const std::string& version, const std::string& reason) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   ASSIGN_OR_RETURN(internal::LockFile file_lock, impl_->BeginWrite());
   ASSIGN_OR_RETURN(std::string id, impl_->Resolve(version));
@@ -422,12 +426,23 @@ Status Registry::Erase(const std::string& version) {
     d->set_id(r.id());
     d->set_seq(r.seq());
     d->set_deleted_unix_ms(impl_->Now());
+    d->set_reason(reason);
   }
   RETURN_IF_ERROR(impl_->Commit(std::move(next)));
   GcResult ignored;
   RETURN_IF_ERROR(internal::RemoveUnreferenced(impl_->state, impl_->dir, impl_->payload_dir, ignored));
   impl_->report = internal::CheckRegistry(impl_->state, impl_->dir, impl_->payload_dir, false);
   return Status::Ok();
+}
+
+std::vector<Registry::ErasedVersion> Registry::Erased() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<ErasedVersion> out;
+  for (const auto& d : impl_->state.deleted()) {
+    if (d.reason().empty()) continue;
+    out.push_back({d.id(), "v" + std::to_string(d.seq()), d.reason(), d.deleted_unix_ms()});
+  }
+  return out;
 }
 
 }  // namespace attune::adapters

@@ -92,6 +92,8 @@ ActivationCause FromProto(v1::AdapterActivation::Cause c) {
       return ActivationCause::kRollbackNan;
     case v1::AdapterActivation::ROLLBACK_THUMBS_DOWN:
       return ActivationCause::kRollbackThumbsDown;
+    case v1::AdapterActivation::ROLLBACK_ERASURE:
+      return ActivationCause::kRollbackErasure;
     default:
       return ActivationCause::kPromote;
   }
@@ -107,6 +109,8 @@ v1::AdapterActivation::Cause ToProto(ActivationCause c) {
       return v1::AdapterActivation::ROLLBACK_NAN;
     case ActivationCause::kRollbackThumbsDown:
       return v1::AdapterActivation::ROLLBACK_THUMBS_DOWN;
+    case ActivationCause::kRollbackErasure:
+      return v1::AdapterActivation::ROLLBACK_ERASURE;
     case ActivationCause::kPromote:
       break;
   }

@@ -48,8 +48,9 @@ namespace attune::adapters {
 enum class VersionState { kCandidate, kActive, kRetired, kRejected };
 std::string_view VersionStateName(VersionState state);  // "candidate", ...
 
-enum class ActivationCause { kPromote, kForce, kRollbackManual, kRollbackNan, kRollbackThumbsDown };
-// "promote", "force", "rollback-manual", "rollback-nan", "rollback-thumbs-down".
+enum class ActivationCause { kPromote, kForce, kRollbackManual, kRollbackNan, kRollbackThumbsDown, kRollbackErasure };
+// "promote", "force", "rollback-manual", "rollback-nan", "rollback-thumbs-down",
+// "rollback-erasure".
 std::string_view ActivationCauseName(ActivationCause cause);
 
 struct VersionInfo {
@@ -123,9 +124,9 @@ struct PromoteResult {
 };
 
 struct RollbackRequest {
-  // The version to return to; unset: the most recent earlier active version
-  // that is retired (not rejected), or none (the bare base model) when there
-  // is no such version.
+  // The version to return to ("" = the bare base model); unset: the most
+  // recent earlier active version that is retired (not rejected), or none
+  // (the bare base model) when there is no such version.
   std::optional<std::string> target;
   ActivationCause cause = ActivationCause::kRollbackManual;  // a rollback cause
   std::string note;
@@ -239,9 +240,16 @@ class Registry {
   // Erasure: deletes one version's record and payload whatever its pins or
   // GC policy, for data a user asked to forget (an imported version named by
   // a peer's tombstone, say). The id stays resolvable by Label() like a
-  // GC'd version. FailedPrecondition: it is the active version (roll back
+  // GC'd version, and `reason` (never the erased content) is kept with it
+  // (Erased()). FailedPrecondition: it is the active version (roll back
   // first). NotFound: unknown. On failure nothing changes.
-  Status Erase(const std::string& version);
+  Status Erase(const std::string& version, const std::string& reason = "");
+  struct ErasedVersion {
+    std::string id, label, reason;
+    int64_t time_unix_ms = 0;
+  };
+  // Versions erased with a reason, oldest first.
+  std::vector<ErasedVersion> Erased() const;
 
   // Resolves an id, unique id prefix (>= 4 chars) or label to a full id.
   // NotFound / InvalidArgument (ambiguous prefix).
