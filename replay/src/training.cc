@@ -1,4 +1,5 @@
 // Sampling for training and the atomic cursor + lineage commit.
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <unordered_set>
@@ -134,7 +135,7 @@ Result<SampleBatch> StoreImpl::Sample(const SampleOptions& options) const {
     it.reset();
     if (!fresh.empty()) batch.cursor_after = fresh.back();
     ASSIGN_OR_RETURN(batch.new_events, ReadEvents(ro, fresh));
-    auto target = static_cast<size_t>(std::llround(options.replay_ratio * fresh.size()));
+    auto target = std::max(static_cast<size_t>(std::llround(options.replay_ratio * fresh.size())), options.min_replay);
     ReplayDraw draw(db_.get(), h_, ro, st, cursor, options.seed);
     ASSIGN_OR_RETURN(auto old, draw.Draw(target));
     ASSIGN_OR_RETURN(batch.replay_events, ReadEvents(ro, old));

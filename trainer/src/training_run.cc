@@ -1,5 +1,7 @@
 #include "attune/trainer/training_run.h"
 
+#include "attune/trainer/forget.h"
+
 #include <ATen/ATen.h>
 
 #include <chrono>
@@ -10,6 +12,7 @@
 #include "attune/core/file.h"
 #include "attune/core/log.h"
 #include "attune/runtime/adapter_slot.h"
+#include "attune/trainer/forget.h"
 
 namespace attune::trainer {
 
@@ -207,16 +210,23 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
     if (r.batch) resumed = std::move(r.batch);
     else Discard(checkpoint_path, r.discard_reason, &res.report.notes);
   }
+  // After an erasure retired adapters (forget.h), the remaining feedback is
+  // relearned: the batch comes from the old events, trained as new ones.
+  const bool retrain = !checkpoint_path.empty() && RetrainPending(checkpoint_path);
   replay::SampleBatch batch;
   if (resumed) {
     batch = std::move(*resumed);
   } else {
-    ASSIGN_OR_RETURN(batch, store.Sample(options.sample));
+    replay::SampleOptions so = options.sample;
+    if (retrain) so.min_replay = std::max(so.min_replay, so.max_new);
+    ASSIGN_OR_RETURN(batch, store.Sample(so));
   }
-  if (batch.new_events.empty()) {
+  if (batch.new_events.empty() && !(retrain && !batch.replay_events.empty())) {
+    if (retrain) std::remove(RetrainMarkerPath(checkpoint_path).c_str());  // nothing left to relearn
     res.skipped_reason = "no new feedback since the last training run";
     return res;
   }
+  if (retrain) res.report.notes.push_back("retraining the remaining feedback after an erasure retired adapters");
   TrainInput in;
   std::vector<std::string> lineage;
   auto convert = [&](const std::vector<replay::StoredEvent>& events, std::vector<TextExample>* dst) {
@@ -232,7 +242,7 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
     }
   };
   convert(batch.new_events, &in.new_examples);
-  convert(batch.replay_events, &in.replay_examples);
+  convert(batch.replay_events, retrain ? &in.new_examples : &in.replay_examples);
 
   TrainerOptions to = options.trainer;
   to.rotation = int64_t(batch.cursor_before);  // a different held-out slice each window
@@ -293,6 +303,7 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
   rec.new_cursor = batch.cursor_after;
   rec.event_ids = lineage;
   ASSIGN_OR_RETURN(replay::TrainingRecordResult recorded, store.RecordTraining(rec));
+  if (retrain) std::remove(RetrainMarkerPath(checkpoint_path).c_str());  // relearned: the schedule is done
   if (recorded.events_missing > 0) {
     // Some events were erased while training: never publish a version that
     // still carries forgotten data.

@@ -18,6 +18,10 @@ struct SampleOptions {
   // before the cursor. 0.5 mixes one old event into every two new ones.
   // Default: 0.5.
   double replay_ratio = 0.5;
+  // At least this many old events (fewer if fewer are stored), whatever the
+  // ratio gives: a retraining window after an erasure draws its batch from
+  // the old events alone. Default: 0.
+  size_t min_replay = 0;
   // Random seed of the replay draw: the same store state and seed give the
   // same batch.
   // Default: 0.
