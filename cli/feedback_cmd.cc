@@ -14,6 +14,10 @@
 #include "attune/replay/repair.h"
 #include "attune/replay/store.h"
 #include "cli/cli_common.h"
+#ifdef ATTUNE_HAVE_RUNTIME_CLI
+#include "attune/adapters/registry.h"
+#include "attune/trainer/forget.h"
+#endif
 
 namespace attune::cli {
 namespace {
@@ -298,22 +302,61 @@ int Forget(const GlobalOptions& g, const std::string& user, const std::string& e
     return kExitOk;
   }
   if (!store.ok()) return PrintError(store.status());
-  auto r = user.empty() ? (*store)->ForgetEvent(event) : (*store)->ForgetUser(user);
-  if (!r.ok()) return PrintError(r.status());
+  uint64_t events_erased = 0;
+  std::vector<std::string> affected, retired;
+  std::string active_after;
+  bool rolled_back = false, retrain = false;
+  bool store_only = true;
+#ifdef ATTUNE_HAVE_RUNTIME_CLI
+  // End to end: the adapters built from the erased events go too (when there
+  // is a registry: none is created to say so).
+  const std::string reg_dir = ResolveDataDir(g.data_dir) + "/adapters";
+  if (PathExists(reg_dir)) {
+    store_only = false;
+    auto reg = adapters::Registry::Open(adapters::RegistryOptions{}, reg_dir);
+    if (!reg.ok()) return PrintError(reg.status().WithContext("adapter registry"));
+    auto r = trainer::ForgetAndRetire(**store, **reg, ResolveDataDir(g.data_dir) + "/checkpoints/train.ck",
+                                      user.empty() ? trainer::ForgetScope::kEvent : trainer::ForgetScope::kUser,
+                                      user.empty() ? event : user);
+    if (!r.ok()) return PrintError(r.status());
+    events_erased = r->events_erased;
+    affected = r->affected_versions;
+    retired = r->retired.erased;
+    rolled_back = r->retired.rolled_back;
+    active_after = r->retired.active_after;
+    retrain = r->retrain_scheduled;
+  }
+#endif
+  if (store_only) {
+    auto r = user.empty() ? (*store)->ForgetEvent(event) : (*store)->ForgetUser(user);
+    if (!r.ok()) return PrintError(r.status());
+    events_erased = r->events_erased;
+    affected = r->affected_adapter_versions;
+  }
   // Erasure follows the data: the next `attune sync` tells the other devices.
-  Status tomb = RecordErasureForSync(g, r->affected_adapter_versions,
-                                     user.empty() ? "forget --event " + event : "forget --user " + user);
+  Status tomb = RecordErasureForSync(g, affected, user.empty() ? "forget --event " + event : "forget --user " + user);
   if (!tomb.ok()) return PrintError(tomb.WithContext("events erased, but the tombstone for synced devices failed"));
   if (g.json) {
-    PrintJson({{"events_erased", r->events_erased}, {"affected_adapter_versions", r->affected_adapter_versions}});
+    PrintJson({{"events_erased", events_erased},
+               {"affected_adapter_versions", affected},
+               {"retired_versions", retired},
+               {"rolled_back", rolled_back},
+               {"active_version", active_after},
+               {"retrain_scheduled", retrain}});
     return kExitOk;
   }
-  std::cout << "erased " << r->events_erased << " events\n";
-  if (!r->affected_adapter_versions.empty()) {
+  std::cout << "erased " << events_erased << " events\n";
+  if (!affected.empty()) {
     std::cout << "adapter versions trained on erased data:";
-    for (const auto& v : r->affected_adapter_versions) std::cout << " " << v;
+    for (const auto& v : affected) std::cout << " " << v;
     std::cout << "\n";
   }
+  if (!retired.empty()) {
+    std::cout << "retired " << retired.size() << " adapter version(s) built from it";
+    if (rolled_back) std::cout << "; the active one was rolled back to " << (active_after.empty() ? "the base model" : active_after);
+    std::cout << "\n";
+  }
+  if (retrain) std::cout << "the next training window relearns the remaining feedback\n";
   return kExitOk;
 }
 

@@ -13,6 +13,7 @@
 #include "attune/replay/store.h"
 #include "attune/runtime/model.h"
 #include "attune/runtime/model_store.h"
+#include "attune/trainer/forget.h"
 #include "attune/trainer/training_run.h"
 #include "attune/trainer/window.h"
 #include "cli/cli_common.h"
@@ -89,7 +90,8 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   std::signal(SIGTERM, OnSignal);
   trainer::LinuxDeviceStateSource device;
   auto window_open = [&](trainer::WindowDecision* d) {
-    *d = trainer::EvaluateWindow(*policy, device.Read(), int64_t(stats->new_since_cursor));
+    *d = trainer::EvaluateWindow(*policy, device.Read(),
+                                 trainer::PolicyNewEvents(data + "/checkpoints/train.ck", stats->new_since_cursor, *policy));
     return d->open;
   };
   if (policy) {

@@ -19,6 +19,7 @@
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/model_store.h"
 #include "attune/runtime/prompt_cache.h"
+#include "attune/trainer/forget.h"
 #include "attune/trainer/training_run.h"
 
 namespace attune {
@@ -67,6 +68,7 @@ struct Assistant::Impl {
   bool training = false;
 
   std::mutex train_mu;  // one training window at a time
+  std::atomic<int> forgets_waiting{0};  // a forget waits for train_mu: stop the window
   // Serialises publishing: the engine's slot follows the registry's active
   // version, whichever of the trainer, chat, record or rollback/promote
   // threads changed it last.
@@ -102,9 +104,19 @@ struct Assistant::Impl {
     return b;
   }
 
+  std::string CheckpointPath() const { return data_dir + "/checkpoints/train.ck"; }
+
+  // New events as the window policy counts them: a scheduled retraining
+  // (after an erasure) counts as enough new feedback.
+  int64_t PolicyNewEvents(uint64_t new_events) const {
+    return trainer::PolicyNewEvents(CheckpointPath(), new_events, o.window);
+  }
+
   std::string HostWindowClosed() const { return o.host_window ? o.host_window() : std::string(); }
 
   explicit Impl(const AssistantOptions& opts) : o(opts), health(opts.health) {}
+
+  Result<ForgetReport> Forget(trainer::ForgetScope scope, const std::string& key);
 
   trainer::DeviceState ReadDevice() { return use_pushed.load() ? pushed->Read() : device->Read(); }
 
@@ -158,10 +170,11 @@ struct Assistant::Impl {
     auto stats = store->GetStats();
     auto should_stop = [&]() {
       if (o.between_steps && !stopping.load() && o.between_steps()) return true;
-      if (stopping.load()) return true;
+      if (stopping.load() || forgets_waiting.load() > 0) return true;
       if (!check_window) return false;
       if (!HostWindowClosed().empty()) return true;
-      return !trainer::EvaluateWindow(o.window, ReadDevice(), stats.ok() ? int64_t(stats->new_since_cursor) : 0).open;
+      return !trainer::EvaluateWindow(o.window, ReadDevice(), PolicyNewEvents(stats.ok() ? stats->new_since_cursor : 0))
+                  .open;
     };
     auto on_progress = [&](const trainer::TrainProgress& p) {
       {
@@ -173,7 +186,7 @@ struct Assistant::Impl {
     // The window's set-up (reference answers, evaluation) has no micro-step
     // boundaries: let the host hold it back until serving is quiet.
     if (o.between_steps) (void)o.between_steps();
-    auto res = trainer::RunTrainingWindow(engine->model(), *store, *registry, data_dir + "/checkpoints/train.ck", run_options,
+    auto res = trainer::RunTrainingWindow(engine->model(), *store, *registry, CheckpointPath(), run_options,
                                           should_stop, on_progress);
     if (res.ok() && res->promoted) {
       Status st = PublishActive();
@@ -192,7 +205,7 @@ struct Assistant::Impl {
     while (!stopping.load()) {
       auto stats = store->GetStats();
       if (stats.ok()) {
-        auto d = trainer::EvaluateWindow(o.window, ReadDevice(), int64_t(stats->new_since_cursor));
+        auto d = trainer::EvaluateWindow(o.window, ReadDevice(), PolicyNewEvents(stats->new_since_cursor));
         if (d.open && HostWindowClosed().empty()) {
           auto r = TrainOnce(/*check_window=*/true, o.training);
           if (!r.ok()) ATTUNE_LOG(kWarning, "background training failed: " << r.status().ToString());
@@ -343,7 +356,7 @@ AssistantStatus Assistant::GetStatus() const {
     s.stored_events = stats->events;
     s.new_events = stats->new_since_cursor;
   }
-  auto d = trainer::EvaluateWindow(impl_->o.window, impl_->ReadDevice(), int64_t(s.new_events));
+  auto d = trainer::EvaluateWindow(impl_->o.window, impl_->ReadDevice(), impl_->PolicyNewEvents(s.new_events));
   s.window_open = d.open;
   s.window_closed_because = d.closed_because;
   if (std::string host = impl_->HostWindowClosed(); !host.empty()) {
@@ -380,22 +393,47 @@ Result<std::string> Assistant::Promote(const std::string& version, bool force) {
   return id;
 }
 
-namespace {
-
-ForgetReport ToReport(const replay::ForgetResult& r) {
-  return ForgetReport{r.events_erased, r.affected_adapter_versions};
+Result<ForgetReport> Assistant::Impl::Forget(trainer::ForgetScope scope, const std::string& key) {
+  // A running window would register a candidate trained on what is being
+  // erased: stop it (checkpointed; the checkpoint is discarded below).
+  forgets_waiting.fetch_add(1);
+  std::unique_lock<std::mutex> one(train_mu);
+  forgets_waiting.fetch_sub(1);
+  ASSIGN_OR_RETURN(trainer::ForgetOutcome out, trainer::ForgetAndRetire(*store, *registry, CheckpointPath(), scope, key));
+  if (out.retired.rolled_back) RETURN_IF_ERROR(PublishActive());
+  {
+    std::lock_guard<std::mutex> l(pins_mu);
+    for (const auto& id : out.retired.erased) pins.erase(id);
+  }
+  if (!out.affected_versions.empty()) {
+    // The user's other devices erase the same versions at their next sync.
+    auto k = Keys();
+    Status st = k.ok() ? export_::RecordErasure(**k, data_dir + "/sync", out.affected_versions,
+                                                "forget request").status()
+                       : k.status();
+    if (!st.ok()) ATTUNE_LOG(kWarning, "erased here, but the notice for synced devices failed: " << st.ToString());
+  }
+  ForgetReport r;
+  r.events_erased = out.events_erased;
+  r.affected_adapter_versions = out.affected_versions;
+  r.retired_versions = out.retired.erased;
+  r.rolled_back = out.retired.rolled_back;
+  r.active_version = registry->Active();
+  r.retrain_scheduled = out.retrain_scheduled;
+  if (out.retrain_scheduled) {
+    std::lock_guard<std::mutex> lk(cv_mu);
+    wake = true;  // the retraining may start as soon as the window opens
+  }
+  cv.notify_all();
+  return r;
 }
 
-}  // namespace
-
 Result<ForgetReport> Assistant::ForgetUser(const std::string& user_id) {
-  ASSIGN_OR_RETURN(replay::ForgetResult r, impl_->store->ForgetUser(user_id));
-  return ToReport(r);
+  return impl_->Forget(trainer::ForgetScope::kUser, user_id);
 }
 
 Result<ForgetReport> Assistant::ForgetEvent(const std::string& event_id) {
-  ASSIGN_OR_RETURN(replay::ForgetResult r, impl_->store->ForgetEvent(event_id));
-  return ToReport(r);
+  return impl_->Forget(trainer::ForgetScope::kEvent, event_id);
 }
 
 Result<ExportResult> Assistant::Export(const std::string& version, const std::string& format,

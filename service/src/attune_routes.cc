@@ -106,8 +106,13 @@ void HandleForget(Server::Impl* impl, const httplib::Request& req, httplib::Resp
   if (!ValidUserId(user)) return SendError(res, BadField("user_id", "must be 1..256 printable characters"));
   auto n = impl->assistant->ForgetUser(user);
   if (!n.ok()) return SendError(res, ErrorFromStatus(n.status()));
-  SendJson(res, 200, {{"user_id", user}, {"events_erased", n->events_erased},
-                      {"affected_adapter_versions", n->affected_adapter_versions}});
+  SendJson(res, 200, {{"user_id", user},
+                      {"events_erased", n->events_erased},
+                      {"affected_adapter_versions", n->affected_adapter_versions},
+                      {"retired_versions", n->retired_versions},
+                      {"rolled_back", n->rolled_back},
+                      {"active_version", n->active_version},
+                      {"retrain_scheduled", n->retrain_scheduled}});
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The assistant's seams between threads and restarts: the engine serves the
 // registry's active version whatever the interleaving of publishers, a
 // device-state change wakes the background trainer at once, shutdown does
-// not wait for a poll interval, and the health watch survives a restart.
+// not wait for a poll interval, the health watch survives a restart, and
+// forgetting a user takes back what adapters learned from them.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 
 #include "attune/assistant.h"
 #include "attune/core/env.h"
+#include "attune/core/file.h"
+#include "attune/trainer/forget.h"
 #include "tests/core/fault_env.h"
 #include "tests/runtime/test_util.h"
 
@@ -212,6 +215,81 @@ TEST(AssistantSeamsTest, HealthWatchRemembersThumbsDownAcrossARestart) {
   down(**a);
   down(**a);  // completes the window only if the first half was remembered
   EXPECT_EQ((*a)->GetStatus().active_version, "") << "four thumbs-down out of four roll the adapter back";
+}
+
+feedback::Event UserDemo(const std::string& id, const std::string& user, const std::string& answer) {
+  feedback::Event e = Demo(id);
+  e.user_id = user;
+  e.signal = feedback::Demonstration{answer};
+  return e;
+}
+
+// Two users teach; v1 learns from both, v2 descends from v1. Forgetting user
+// a retires both versions (the base serves again, the checkpoint is gone),
+// and the scheduled retraining window relearns only user b's feedback.
+TEST(AssistantForgetTest, ForgettingAUserRetiresWhatWasLearnedFromThemAndRetrainsTheRest) {
+  TempDir dir("forget");
+  auto opened = Assistant::Open(Options(dir.path));
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  const std::vector<runtime::ChatMessage> ask = {{"user", "my pet?"}};
+  auto base_reply = a.Chat(ask);
+  ASSERT_TRUE(base_reply.ok());
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(a.Record(UserDemo("a" + std::to_string(i), "u-a", "a secret parrot")).ok());
+    ASSERT_TRUE(a.Record(UserDemo("b" + std::to_string(i), "u-b", "a tabby cat")).ok());
+  }
+  auto w1 = a.TrainNow();
+  ASSERT_TRUE(w1.ok() && w1->promoted) << (w1.ok() ? w1->gate_summary : w1.status().ToString());
+  ASSERT_TRUE(a.Record(UserDemo("b4", "u-b", "a tabby cat")).ok());
+  auto w2 = a.TrainNow();
+  ASSERT_TRUE(w2.ok() && w2->promoted);
+  ASSERT_EQ(a.registry().Get(w2->version)->parent_version, w1->version);
+  const std::string checkpoint = dir.path + "/checkpoints/train.ck";
+  ASSERT_TRUE(WriteFileAtomic(checkpoint, "a checkpoint of an interrupted window").ok());
+
+  auto report = a.ForgetUser("u-a");
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->events_erased, 4u);
+  EXPECT_EQ(std::set<std::string>(report->retired_versions.begin(), report->retired_versions.end()),
+            (std::set<std::string>{w1->version, w2->version}));
+  EXPECT_TRUE(report->rolled_back);
+  EXPECT_EQ(report->active_version, "");
+  EXPECT_TRUE(report->retrain_scheduled);
+  EXPECT_TRUE(a.registry().List().empty()) << "no stored version was trained on the erased events";
+  EXPECT_FALSE(PathExists(checkpoint)) << "nor a checkpoint";
+  for (const auto& e : a.registry().Erased()) {
+    EXPECT_EQ(e.reason.find("u-a"), std::string::npos) << "the history keeps no erased content: " << e.reason;
+    EXPECT_EQ(e.reason.find("parrot"), std::string::npos) << e.reason;
+  }
+  auto served = a.Chat(ask);
+  ASSERT_TRUE(served.ok());
+  EXPECT_EQ(served->adapter_version, "");
+  EXPECT_EQ(served->text, base_reply->text);
+  EXPECT_TRUE(a.GetStatus().new_events == 0 && trainer::RetrainPending(checkpoint));
+  // The other devices hear of it at the next sync.
+  bool tombstone = false;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(dir.path + "/sync/outbox", ec)) {
+    tombstone = tombstone || f.path().extension() == ".tombstone";
+  }
+  EXPECT_TRUE(tombstone);
+
+  // The retraining window relearns the rest, without new feedback.
+  auto w3 = a.TrainNow();
+  ASSERT_TRUE(w3.ok()) << w3.status().ToString();
+  ASSERT_TRUE(w3->trained) << w3->skipped_reason;
+  ASSERT_TRUE(w3->promoted) << w3->gate_summary;
+  EXPECT_FALSE(trainer::RetrainPending(checkpoint));
+  auto v3 = a.registry().Load(w3->version);
+  ASSERT_TRUE(v3.ok());
+  EXPECT_EQ(v3->parent_version, "");
+  EXPECT_FALSE(v3->lineage.empty());
+  for (const auto& id : v3->lineage) EXPECT_EQ(id[0], 'b') << "relearned an erased event: " << id;
+  // Nothing scheduled any more: the next window has nothing new.
+  auto w4 = a.TrainNow();
+  ASSERT_TRUE(w4.ok());
+  EXPECT_FALSE(w4->trained);
 }
 
 }  // namespace

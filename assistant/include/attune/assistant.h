@@ -136,9 +136,16 @@ struct SyncResult {
 
 struct ForgetReport {
   uint64_t events_erased = 0;
-  // Adapter versions trained on erased data (sorted): they still carry it
-  // and should be retrained or removed.
+  // Adapter versions trained on erased data (sorted).
   std::vector<std::string> affected_adapter_versions;
+  // Versions erased because they were built from it (those above, their
+  // descendants and merges), and whether the active one was among them:
+  // then the newest version that never saw the data serves (or the base).
+  std::vector<std::string> retired_versions;
+  bool rolled_back = false;
+  std::string active_version;  // serving now; "" = the base model
+  // The next training window relearns the remaining feedback.
+  bool retrain_scheduled = false;
 };
 
 class Assistant {
@@ -167,8 +174,12 @@ class Assistant {
   // the registry's history) and publishes it.
   Result<std::string> Promote(const std::string& version, bool force);
   // Erases every stored event of `user_id` (an unknown user erases
-  // nothing), or one event by id (NotFound when unknown). Adapters already
-  // trained on the data are reported, not changed.
+  // nothing), or one event by id (NotFound when unknown), and everything
+  // learned from it (trainer/forget.h): adapter versions built from it are
+  // retired (the active one rolled back first), the training checkpoint is
+  // discarded, a retraining window is scheduled, and the other devices
+  // learn of it at the next Sync. A running window is stopped first
+  // (checkpointed, then discarded).
   Result<ForgetReport> ForgetUser(const std::string& user_id);
   Result<ForgetReport> ForgetEvent(const std::string& event_id);
 

@@ -179,9 +179,14 @@ ATTUNE_API attune_error attune_record_feedback(attune_assistant* assistant, cons
                                                const char* response_id, char** event_id);
 
 /* Erases every stored event of a user (an unknown user erases nothing), or
- * one event by id (unknown: ATTUNE_ERR_NOT_FOUND). *report_json (may be
- * NULL) is {"events_erased", "affected_adapter_versions": [...]}: adapters
- * trained on the erased data, which still carry it.
+ * one event by id (unknown: ATTUNE_ERR_NOT_FOUND), and what adapters learned
+ * from it: every version built from the erased data is erased (the active one
+ * rolled back first to the newest version that never saw it, or the base),
+ * the training checkpoint is discarded and a retraining window on the
+ * remaining feedback is scheduled. *report_json (may be NULL) is
+ * {"events_erased", "affected_adapter_versions": [...] (trained on the
+ * erased events), "retired_versions": [...] (erased), "rolled_back",
+ * "active_version", "retrain_scheduled"}.
  * Thread safety: any thread. */
 ATTUNE_API attune_error attune_forget_user(attune_assistant* assistant, const char* user_id, char** report_json);
 ATTUNE_API attune_error attune_forget_event(attune_assistant* assistant, const char* event_id, char** report_json);

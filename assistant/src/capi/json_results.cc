@@ -42,7 +42,9 @@ nlohmann::json StatusToJson(const AssistantStatus& s) {
 }
 
 nlohmann::json ForgetToJson(const ForgetReport& r) {
-  return {{"events_erased", r.events_erased}, {"affected_adapter_versions", r.affected_adapter_versions}};
+  return {{"events_erased", r.events_erased},         {"affected_adapter_versions", r.affected_adapter_versions},
+          {"retired_versions", r.retired_versions},   {"rolled_back", r.rolled_back},
+          {"active_version", r.active_version},       {"retrain_scheduled", r.retrain_scheduled}};
 }
 
 nlohmann::json ExportToJson(const ExportResult& r) {
