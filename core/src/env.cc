@@ -1,6 +1,9 @@
 #include "attune/core/env.h"
 
+#include "attune/core/file.h"
+
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -52,8 +55,19 @@ class PosixWritableFile : public WritableFile {
 class PosixEnv : public Env {
  public:
   Result<std::string> ReadFile(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO must not be waited on (it is refused below).
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return ErrnoStatus("cannot open", path, errno);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      int err = errno;
+      ::close(fd);
+      return ErrnoStatus("cannot stat", path, err);
+    }
+    if (Status regular = RequireRegularFile(path, st.st_mode); !regular.ok()) {
+      ::close(fd);
+      return regular;
+    }
     std::string out;
     char buf[1 << 16];
     while (true) {

@@ -42,6 +42,11 @@ Status RenameDurable(const std::string& from, const std::string& to) {
 }
 
 Status WriteFileAtomic(const std::string& path, std::string_view contents) {
+  // A device, FIFO or socket at `path` (or behind a symlink there) is not
+  // replaced by a file: the caller asked to write to something that is not one.
+  if (struct stat st; ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    return RequireRegularFile(path, st.st_mode).WithContext("not replaced");
+  }
   Env* env = Env::Default();
   std::random_device rd;
   std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd());
@@ -67,8 +72,20 @@ bool PathExists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+Status RequireRegularFile(const std::string& path, unsigned mode) {
+  if (S_ISREG(mode)) return Status::Ok();
+  const char* what = S_ISDIR(mode)    ? "a directory"
+                     : S_ISFIFO(mode) ? "a FIFO"
+                     : S_ISCHR(mode)  ? "a character device"
+                     : S_ISBLK(mode)  ? "a block device"
+                     : S_ISSOCK(mode) ? "a socket"
+                                      : "not a regular file";
+  return InvalidArgumentError("'" + path + "' is " + what + ", expected a file");
+}
+
 Result<MappedFile> MappedFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (checked below).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoStatus("cannot open", path, errno);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -76,9 +93,9 @@ Result<MappedFile> MappedFile::Open(const std::string& path) {
     ::close(fd);
     return ErrnoStatus("cannot stat", path, err);
   }
-  if (S_ISDIR(st.st_mode)) {
+  if (Status regular = RequireRegularFile(path, st.st_mode); !regular.ok()) {
     ::close(fd);
-    return InvalidArgumentError("'" + path + "' is a directory, expected a file");
+    return regular;
   }
   MappedFile mf;
   mf.path_ = path;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -40,6 +41,34 @@ TEST(FileTest, ReadMissingFileIsNotFound) {
   auto r = ReadFile("/nonexistent-attune-file");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+}
+
+// A FIFO or device where a file is expected (a damaged data directory, a
+// hostile path) used to hang the reader forever, or read /dev/zero until
+// memory ran out; writing "atomically" replaced the device with a file.
+TEST(FileTest, SpecialFilesAreRefusedNotWaitedOnOrReadEndlessly) {
+  std::string dir = TempDir();
+  const std::string fifo = dir + "/STATE", zero = dir + "/payload";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::filesystem::create_symlink("/dev/zero", zero);
+  for (const auto& path : {fifo, zero}) {
+    auto r = ReadFile(path);
+    ASSERT_FALSE(r.ok()) << path;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(path), std::string::npos) << r.status().message();
+    auto m = MappedFile::Open(path);
+    ASSERT_FALSE(m.ok()) << path;
+    EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  }
+  EXPECT_NE(ReadFile(fifo).status().message().find("is a FIFO"), std::string::npos);
+  EXPECT_NE(ReadFile(zero).status().message().find("is a character device"), std::string::npos);
+  Status w = WriteFileAtomic(fifo, "data");
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.message().find("not replaced"), std::string::npos) << w.message();
+  struct stat st;
+  ASSERT_EQ(::stat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the FIFO was replaced by a file";
+  std::filesystem::remove_all(dir);
 }
 
 TEST(FileTest, MappedFileSeesBytes) {

@@ -15,8 +15,15 @@
 
 namespace attune {
 
-// Reads the whole file. NotFound if absent, IoError otherwise.
+// Reads the whole file. NotFound if absent, InvalidArgument when it is not
+// a regular file (a FIFO, device or socket: never waited on or read
+// endlessly, even through a symlink), IoError otherwise.
 Result<std::string> ReadFile(const std::string& path);
+
+// OK for a regular file (`mode` from stat); else InvalidArgument naming
+// `path` and what it is ("a FIFO", "a character device", ...). Directories
+// are named too.
+Status RequireRegularFile(const std::string& path, unsigned mode);
 
 // Atomically replaces `path` with `contents` (see above). On failure the old
 // file, if any, is untouched and no temporary file is left behind.
