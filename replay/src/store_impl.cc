@@ -1,5 +1,11 @@
 #include "store_impl.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "attune/core/file.h"
@@ -29,7 +35,12 @@ StoreImpl::~StoreImpl() {
   // Leave the data in checksummed, MANIFEST-listed tables rather than in
   // the write-ahead log: damage to a log cannot always be told from a crash
   // in mid-write, damage to a table always can.
-  if (!options_.read_only) {
+  bool write_failed;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    write_failed = !write_failed_.ok();
+  }
+  if (!options_.read_only && !write_failed) {
     rocksdb::FlushOptions fo;
     fo.wait = true;
     db_->Flush(fo, cf_handles_).PermitUncheckedError();
@@ -56,11 +67,45 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
     // NotFound: created but never initialised (a crash while creating).
     if (!probe.ok() && probe.status().code() != StatusCode::kNotFound) return probe.status();
   }
+  if (!options.read_only && options.create_if_missing) RETURN_IF_ERROR(CreateAtomically(options, path));
   std::unique_ptr<StoreImpl> store(new StoreImpl(options, path));
   RETURN_IF_ERROR(store->OpenDb());
   RETURN_IF_ERROR(store->LoadOrInitialize());
   if (!options.read_only) RETURN_IF_ERROR(store->ReconcileCapacity());
   return std::unique_ptr<Store>(std::move(store));
+}
+
+// A new store is built and initialised under a temporary name, closed, and
+// renamed into place: a crash (or kill) while creating leaves no half store
+// at `path`, and of two processes creating one at once, one wins the rename
+// and the other opens the winner's store.
+Status StoreImpl::CreateAtomically(const Options& options, const std::string& path) {
+  ASSIGN_OR_RETURN(DirState dir, ProbeStoreDir(path));
+  if (dir != DirState::kAbsent && dir != DirState::kEmpty) return Status::Ok();
+  const std::string parent = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  if (!parent.empty()) RETURN_IF_ERROR(MakeDirs(parent));
+  const std::string tmp =
+      path + ".creating." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
+  {
+    std::unique_ptr<StoreImpl> fresh(new StoreImpl(options, tmp));
+    Status st = fresh->OpenDb();
+    if (st.ok()) st = fresh->LoadOrInitialize();
+    if (!st.ok()) {
+      fresh.reset();
+      std::error_code ec;
+      std::filesystem::remove_all(tmp, ec);
+      return st;
+    }
+  }  // closed: flushed to tables
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::error_code ec;
+    std::filesystem::remove_all(tmp, ec);
+    // Another process created the store first: open theirs.
+    if (err == ENOTEMPTY || err == EEXIST) return Status::Ok();
+    return IoError("cannot create replay store '" + path + "': " + std::strerror(err));
+  }
+  return SyncDir(parent.empty() ? "/" : parent);
 }
 
 Status StoreImpl::OpenDb() {
@@ -209,6 +254,11 @@ Status StoreImpl::Write(Writer* w) {
   writers_.push_back(w);
   while (!w->done && w != writers_.front()) w->cv.wait(lock);
   if (w->done) return w->status;
+  if (!write_failed_.ok()) {
+    writers_.pop_front();
+    if (!writers_.empty()) writers_.front()->cv.notify_one();
+    return write_failed_;
+  }
 
   std::vector<Writer*> group = {w};
   if (!w->exclusive) {
@@ -225,6 +275,10 @@ Status StoreImpl::Write(Writer* w) {
   if (s.ok()) s = txn.Commit(WriteOpts());
   lock.lock();
   if (s.ok()) state_ = txn.state;
+  if (s.code() == StatusCode::kIoError && write_failed_.ok()) {
+    write_failed_ = IoError("replay store '" + path_ + "' refused a write (" + s.message() +
+                            "); no more writes are attempted until it is reopened");
+  }
   for (Writer* g : group) {
     writers_.pop_front();
     if (g != w) {

@@ -71,6 +71,7 @@ class StoreImpl final : public Store {
 
   StoreImpl(const Options& options, std::string path);
   Status OpenDb();
+  static Status CreateAtomically(const Options& options, const std::string& path);
   Status LoadOrInitialize();
   Status ReconcileCapacity();
 
@@ -111,6 +112,11 @@ class StoreImpl final : public Store {
 
   std::mutex mu_;
   std::deque<Writer*> writers_;  // guarded by mu_
+  // The first write the file system refused (disk full, I/O error): after
+  // it, no write is attempted again in this process (RocksDB's log writer
+  // must not be used after a failed append) and the store is not flushed on
+  // close; what was committed before stays. Guarded by mu_.
+  Status write_failed_;
   State state_;                  // guarded by mu_; as of the last commit
 };
 
