@@ -1,5 +1,7 @@
 #include "cli/cli_common.h"
 
+#include <cmath>
+#include <cstdlib>
 #include <iostream>
 
 namespace attune::cli {
@@ -29,6 +31,18 @@ const CLI::Validator& NonEmptyValue() {
         return value.empty() ? "must not be empty (leave the option out for the default)" : "";
       },
       "NOT EMPTY");
+  return v;
+}
+
+const CLI::Validator& FiniteNumber() {
+  static const CLI::Validator v(
+      [](std::string& value) -> std::string {
+        char* end = nullptr;
+        const double d = std::strtod(value.c_str(), &end);
+        if (value.empty() || end == value.c_str() || *end != '\0') return "'" + value + "' is not a number";
+        return std::isfinite(d) ? "" : "'" + value + "' is not a finite number";
+      },
+      "FINITE");
   return v;
 }
 

@@ -54,6 +54,8 @@ CLI::Option* AddDataDirFlag(CLI::App* cmd, GlobalOptions& g);
 const CLI::Validator& NonEmptyValue();
 // A count: decimal digits only (no sign, no blank), at most `max`.
 CLI::Validator CountValue(uint64_t max);
+// A number that is not NaN or infinite (CLI11's range checks let NaN pass).
+const CLI::Validator& FiniteNumber();
 // Parses a value that CountValue accepted.
 uint64_t ParseCount(const std::string& text);
 

@@ -97,6 +97,11 @@ int Generate(const GlobalOptions& g, const GenFlags& f) {
     res = (*engine)->Chat(msgs, ToOptions(f), stream);
   }
   if (!res.ok()) return PrintError(res.status());
+  if (res->finish_reason == "non_finite") {
+    if (!g.json) std::cout << "\n";
+    return PrintError(DataLossError("the model produced NaN or Inf logits after " + std::to_string(res->tokens.size()) +
+                                    " tokens: the model file or the adapter is broken"));
+  }
   double tps = res->decode_seconds > 0 ? res->tokens.size() / res->decode_seconds : 0;
   if (g.json) {
     PrintJson({{"text", res->text}, {"tokens", res->tokens.size()}, {"prompt_tokens", res->prompt_tokens},
@@ -149,11 +154,13 @@ void AddGenFlags(CLI::App* cmd, GenFlags& f) {
   cmd->add_option("--system", f.system, "System prompt");
   cmd->add_option("--chat-template", f.chat_template, "Override the chat template: chatml or llama3");
   cmd->add_option("--max-tokens", f.max_tokens, "Most tokens to generate (default 256)")->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--temperature", f.temperature, "0 = greedy (default 0)")->check(CLI::Range(0.0, 100.0));
-  cmd->add_option("--top-p", f.top_p, "Nucleus sampling mass (default 1 = off)")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--temperature", f.temperature, "0 = greedy (default 0)")->check(FiniteNumber())->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--top-p", f.top_p, "Nucleus sampling mass (default 1 = off)")->check(FiniteNumber())->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--top-k", f.top_k, "Keep the k most likely tokens (default 0 = off)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--repetition-penalty", f.repetition_penalty, "CTRL repetition penalty (default 1 = off)")->check(CLI::PositiveNumber);
-  cmd->add_option("--seed", f.seed, "Sampling seed (default 0)");
+  cmd->add_option("--repetition-penalty", f.repetition_penalty, "CTRL repetition penalty (default 1 = off)")
+      ->check(FiniteNumber())
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", f.seed, "Sampling seed, 0..2^64-1 (default 0)")->check(CountValue(UINT64_MAX));
   cmd->add_option("--stop", f.stop, "Stop string (repeatable)");
   cmd->add_option("--threads", f.threads, "BLAS threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_option("--weights", f.weights, "Base weights in memory: quantized (the file's blocks) or fp32 (default: quantized)")

@@ -181,13 +181,18 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   t->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)")
       ->check(NonEmptyValue());
   t->add_option("--max-steps", f.max_steps, "Optimizer steps (default 60)")->check(CLI::Range(int64_t(1), int64_t(1000000)));
-  t->add_option("--max-minutes", f.max_minutes, "Stop after this many minutes (default: no limit)")->check(CLI::NonNegativeNumber);
+  t->add_option("--max-minutes", f.max_minutes, "Stop after this many minutes (default: no limit)")
+      ->check(FiniteNumber())
+      ->check(CLI::NonNegativeNumber);
   t->add_option("--rank", f.rank, "LoRA rank (default 16)")->check(CLI::Range(int64_t(1), int64_t(1024)));
-  t->add_option("--alpha", f.alpha, "LoRA alpha (default 32)")->check(CLI::PositiveNumber);
+  t->add_option("--alpha", f.alpha, "LoRA alpha (default 32)")->check(FiniteNumber())->check(CLI::PositiveNumber);
   t->add_option("--targets", f.targets, "Adapted maps, from q,k,v,o,gate,up,down (default: all)");
-  t->add_option("--lr", f.lr, "AdamW learning rate (default 1e-3)")->check(CLI::PositiveNumber);
-  t->add_option("--max-memory-mb", f.max_memory_mb, "Training memory budget above the weights (default 1024)")->check(CLI::PositiveNumber);
-  t->add_option("--seed", f.seed, "Seed for sampling, init, data order (default 0)");
+  t->add_option("--lr", f.lr, "AdamW learning rate (default 1e-3)")->check(FiniteNumber())->check(CLI::PositiveNumber);
+  t->add_option("--max-memory-mb", f.max_memory_mb, "Training memory budget above the weights (default 1024)")
+      ->check(FiniteNumber())
+      ->check(CLI::PositiveNumber);
+  t->add_option("--seed", f.seed, "Seed for sampling, init, data order, 0..2^64-1 (default 0)")
+      ->check(CountValue(UINT64_MAX));
   t->add_option("--threads", f.threads, "BLAS threads (default: all cores)")->check(CLI::Range(0, 1024));
   t->add_option("--window-policy", f.window_policy, "JSON window policy; train only while it holds");
   t->add_flag("--wait-for-window", f.wait, "Wait until the window policy holds, then train");

@@ -139,8 +139,10 @@ Result<GenerateResult> Generate(const Model& model, const LoraWeights* lora, con
   const ModelConfig& c = model.config();
   if (prompt.empty()) return InvalidArgumentError("the prompt is empty");
   if (options.max_tokens < 0) return InvalidArgumentError("max tokens must be >= 0");
-  if (options.sampling.temperature < 0 || options.sampling.top_p <= 0 || options.sampling.top_p > 1 ||
-      options.sampling.repetition_penalty <= 0) {
+  const SamplingOptions& so = options.sampling;
+  // Written so that NaN fails every check.
+  if (!(so.temperature >= 0 && std::isfinite(so.temperature)) || !(so.top_p > 0 && so.top_p <= 1) ||
+      !(so.repetition_penalty > 0 && std::isfinite(so.repetition_penalty))) {
     return InvalidArgumentError("sampling options out of range (temperature >= 0, 0 < top-p <= 1, repetition penalty > 0)");
   }
   if (int64_t(prompt.size()) >= c.context_length) {

@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -375,6 +376,16 @@ Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const 
     return InternalError("loading '" + path + "': " + e.what());
   }
   RETURN_IF_ERROR(CheckTokenizerFitsVocabulary(*m, path));
+  // NaN passes no comparison: these are written so that it fails them.
+  const ModelConfig& c = m->config();
+  if (!(c.rms_eps > 0 && c.rms_eps < 1)) {
+    return InvalidArgumentError("model '" + path + "': the RMS norm epsilon is " + std::to_string(c.rms_eps) +
+                                "; it must be a number in (0, 1)");
+  }
+  if (!(c.rope_theta > 0 && std::isfinite(c.rope_theta))) {
+    return InvalidArgumentError("model '" + path + "': the RoPE base frequency is " + std::to_string(c.rope_theta) +
+                                "; it must be a finite number > 0");
+  }
   return std::shared_ptr<const Model>(std::move(m));
 }
 
