@@ -1,5 +1,7 @@
 #include "attune/export/bundle.h"
 
+#include <algorithm>
+
 #include "attune/adapters/payload.h"
 #include "attune/core/file.h"
 #include "attune/core/sha256.h"
@@ -48,6 +50,12 @@ Result<std::string> Verify(std::string_view bytes, SignedEnvelope::Kind kind, co
   SignedEnvelope env;
   if (!env.ParseFromArray(bytes.data(), int(bytes.size()))) {
     return DataLossError(name + ": not an Attune " + KindName(kind) + " (truncated or damaged)");
+  }
+  // Protocol buffers merge concatenated messages: a file with anything after
+  // the envelope (two bundles, appended bytes) would parse as the last one.
+  if (env.ByteSizeLong() != bytes.size()) {
+    return DataLossError(name + ": " + std::to_string(bytes.size() - std::min(bytes.size(), env.ByteSizeLong())) +
+                         " bytes after the " + KindName(kind) + " (two files joined, or damaged)");
   }
   if (env.format_version() == 0) return DataLossError(name + ": field format_version is missing (truncated or damaged?)");
   if (env.format_version() > kBundleFormatVersion) {

@@ -72,6 +72,20 @@ TEST_F(BundleTest, EveryTruncationIsRefused) {
   }
 }
 
+// Two bundles joined (or bytes appended) parsed as the last one and imported
+// with exit 0: protocol buffers merge concatenated messages.
+TEST_F(BundleTest, BytesAfterTheBundleAreRefused) {
+  std::string good = PhoneBundle();
+  std::string other = *SealBundle(payload_, "v4", phone_->device().device_id, *phone_);
+  // The second: a field (format_version = 1) appended after a whole bundle.
+  for (const std::string& bad : {good + other, good + std::string("\x08\x01")}) {
+    auto b = OpenBundle(bad, "x.bundle", *laptop_);
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(b.status().code(), StatusCode::kDataLoss);
+    EXPECT_NE(b.status().message().find("after the bundle"), std::string::npos) << b.status().message();
+  }
+}
+
 TEST_F(BundleTest, UntrustedSignerIsRefused) {
   std::string b = *SealBundle(payload_, "v3", phone_->device().device_id, *phone_);
   auto r = OpenBundle(b, "x.bundle", *laptop_);
