@@ -11,6 +11,7 @@
 
 #include "attune/core/file.h"
 #include "attune/feedback/codec.h"
+#include "attune/feedback/validate.h"
 #include "attune/replay/repair.h"
 #include "attune/replay/store.h"
 #include "cli/cli_common.h"
@@ -70,6 +71,9 @@ int Add(const GlobalOptions& g, const std::vector<std::string>& inline_json) {
   }
   auto event = feedback::ParseEventJson(text);
   if (!event.ok()) return PrintError(event.status().WithContext("event"));
+  // Checked before the store is opened, so a refused event creates no store.
+  feedback::Event checked = *event;
+  if (Status v = feedback::ValidateAndNormalize(checked); !v.ok()) return PrintError(v.WithContext("event"));
   auto store = OpenForWrite(g, /*create=*/true);
   if (!store.ok()) return PrintError(store.status());
   std::string id = event->id;
@@ -188,7 +192,10 @@ int Import(const GlobalOptions& g, const std::string& file) {
     lines.push_back(n);
     if (events.size() == kImportChunk) {
       Status s = Flush(sink, events, lines, t, file, g.json);
-      if (!s.ok()) return PrintError(s.WithContext(file + ":" + std::to_string(n)));
+      if (!s.ok()) {
+        PrintTally(g, t);  // what was stored before the failure stays stored
+        return PrintError(s.WithContext(file + ":" + std::to_string(n)));
+      }
     }
   }
   if (src.bad()) {
@@ -197,8 +204,8 @@ int Import(const GlobalOptions& g, const std::string& file) {
     return PrintError(IoError("reading '" + file + "' failed" + (s.ok() ? "" : "; " + s.message())));
   }
   Status s = Flush(sink, events, lines, t, file, g.json);
-  if (!s.ok()) return PrintError(s.WithContext(file));
   PrintTally(g, t);
+  if (!s.ok()) return PrintError(s.WithContext(file));
   return t.rejected == 0 ? kExitOk : kExitError;
 }
 

@@ -1,13 +1,20 @@
 // The `attune feedback` commands, run as a user would run them.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "attune/runtime/gguf.h"
 #include "tests/replay/test_util.h"
 
 namespace attune::replay {
@@ -314,6 +321,8 @@ TEST_F(FeedbackCliTest, FailedCommandsLeaveNoStoreBehind) {
   EXPECT_EQ(Run("forget --event nope").code, 1);
   EXPECT_EQ(Run("forget --user nobody").code, 0);
   EXPECT_EQ(Run("add", "{not json").code, 1);
+  // Well-formed JSON that fails validation (no context) used to create the store first.
+  EXPECT_EQ(Run("add", R"({"id":"e","user_id":"u","context":[],"rating":{"thumb":"UP"}})").code, 1);
   EXPECT_EQ(Run("import -", "{not json\n").code, 1);
   EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/replay"));
 }
@@ -368,6 +377,168 @@ TEST_F(FeedbackCliTest, EmptyUserIsAUsageErrorNotEveryone) {
   EXPECT_EQ(o.code, 2);
   EXPECT_EQ(o.out, "");
   EXPECT_EQ(Run("forget --user ''").code, 2);
+}
+
+// Writes `n` valid JSONL events to `path`.
+void WriteEvents(const std::string& path, int n) {
+  std::ofstream out(path);
+  for (int i = 0; i < n; ++i) {
+    out << R"({"id":"k-)" << i << R"(","user_id":"u-1","context":[{"role":"user","content":"question )" << i
+        << R"("}],"response":"r","rating":{"thumb":"UP"}})" << "\n";
+  }
+}
+
+// Starts `attune ARGS` with stdout/stderr discarded; returns its pid.
+pid_t Spawn(const std::vector<std::string>& args) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> argv = {const_cast<char*>(ATTUNE_CLI)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::freopen("/dev/null", "w", stdout);
+    ::execv(ATTUNE_CLI, argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// A kill while the first import created the store left one that every
+// command refused ("Column family not found") until `feedback repair`.
+TEST_F(FeedbackCliTest, KillDuringTheFirstImportNeverLeavesAStoreNothingOpens) {
+  const std::string input = WriteFile("many.jsonl", "");
+  WriteEvents(input, 20000);
+  for (int delay_ms : {5, 20, 60, 150, 400}) {
+    std::filesystem::remove_all(dir_.path());
+    pid_t pid = Spawn({"feedback", "import", "--data-dir", dir_.path(), input});
+    ASSERT_GT(pid, 0);
+    ::usleep(useconds_t(delay_ms) * 1000);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    Output stats = Run("stats");
+    EXPECT_EQ(stats.code, 0) << "killed after " << delay_ms << " ms: " << stats.err;
+    Output add = Run("add", kEvent);
+    EXPECT_EQ(add.code, 0) << "killed after " << delay_ms << " ms: " << add.err;
+  }
+}
+
+// Two first `feedback add`s at once: the loser was told the (healthy) store
+// "is damaged" and sent to `feedback repair`.
+TEST_F(FeedbackCliTest, ConcurrentFirstAddsNeverCallTheStoreDamaged) {
+  for (int round = 0; round < 8; ++round) {
+    std::filesystem::remove_all(dir_.path());
+    std::vector<pid_t> pids;
+    std::vector<std::string> errs;
+    for (int i = 0; i < 2; ++i) {
+      const std::string err = dir_.path() + ".err" + std::to_string(i);
+      errs.push_back(err);
+      std::string ev = kEvent;
+      ev.replace(ev.find("e-17"), 4, "c-" + std::to_string(i));
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        std::freopen(err.c_str(), "w", stderr);
+        std::freopen("/dev/null", "w", stdout);
+        ::execl(ATTUNE_CLI, ATTUNE_CLI, "feedback", "add", "--data-dir", dir_.path().c_str(), "--json", ev.c_str(),
+                static_cast<char*>(nullptr));
+        ::_exit(127);
+      }
+      pids.push_back(pid);
+    }
+    int stored = 0;
+    for (size_t i = 0; i < pids.size(); ++i) {
+      int status = 0;
+      ::waitpid(pids[i], &status, 0);
+      const std::string err = Slurp(errs[i]);
+      std::remove(errs[i].c_str());
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        ++stored;
+        continue;
+      }
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << err;
+      EXPECT_EQ(err.find("damaged"), std::string::npos) << "round " << round << ": " << err;
+      EXPECT_NE(err.find("in use by another process"), std::string::npos) << err;
+    }
+    EXPECT_GE(stored, 1);
+    Output stats = Run("stats --json");
+    ASSERT_EQ(stats.code, 0) << stats.err;
+    EXPECT_EQ(nlohmann::json::parse(stats.out)["events"], stored) << "every acknowledged add is stored";
+  }
+}
+
+// A write the file system refuses (here the file size limit) stops the
+// import with exit 1 and the summary of what was stored, which stays stored;
+// no later write is attempted.
+TEST_F(FeedbackCliTest, ImportStopsWithASummaryWhenTheFileSystemRefusesAWrite) {
+  const std::string input = WriteFile("fill.jsonl", "");
+  WriteEvents(input, 3000);
+  const std::string out = dir_.path() + ".fill.out", err = dir_.path() + ".fill.err";
+  const std::string cmd = "bash -c \"ulimit -f 200; trap '' XFSZ; exec " + std::string(ATTUNE_CLI) +
+                          " feedback import --data-dir " + dir_.path() + " " + input + "\" >" + out + " 2>" + err;
+  int status = std::system(cmd.c_str());
+  const std::string o = Slurp(out), e = Slurp(err);
+  std::remove(out.c_str());
+  std::remove(err.c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << e;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << e;
+  EXPECT_EQ(e.find("Assertion"), std::string::npos) << e;
+  EXPECT_NE(e.find("File too large"), std::string::npos) << e;
+  auto pos = o.find("accepted ");
+  ASSERT_NE(pos, std::string::npos) << "the summary of what was stored: " << o;
+  const int accepted = std::stoi(o.substr(pos + 9));
+  EXPECT_GT(accepted, 0);
+  Output stats = Run("stats --json");
+  ASSERT_EQ(stats.code, 0) << stats.err;
+  EXPECT_EQ(nlohmann::json::parse(stats.out)["events"], accepted);
+}
+
+// NaN passed CLI11's range checks, seeds wrapped, a FIFO as the model hung,
+// and a model whose logits were NaN printed an empty reply with exit 0.
+TEST_F(FeedbackCliTest, NonFiniteNumbersSpecialFilesAndNaNModelsAreRefused) {
+  const std::string tiny = std::string(ATTUNE_FIXTURES_DIR) + "/models/tiny_llama.gguf";
+  const std::string gen = "generate --raw --max-tokens 2 --model " + tiny + " ";
+  EXPECT_EQ(RunRaw(gen + "hi").code, 0);
+  for (const char* bad : {"--temperature nan", "--top-p nan", "--repetition-penalty nan", "--seed -1",
+                          "--seed 18446744073709551616", "--seed 1e23"}) {
+    Output o = RunRaw(gen + bad + " hi");
+    EXPECT_EQ(o.code, 2) << bad << ": " << o.out;
+  }
+  EXPECT_EQ(RunRaw(gen + "--seed 18446744073709551615 hi").code, 0) << "the largest seed";
+
+  const std::string fifo = dir_.path() + "_model.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  files_.push_back(fifo);
+  Output f = RunRaw("model info --model " + fifo);
+  EXPECT_EQ(f.code, 1);
+  EXPECT_NE(f.err.find("is a FIFO"), std::string::npos) << f.err;
+
+  // NaN hyper-parameter: refused at load, naming it.
+  std::string bytes = Slurp(tiny);
+  const std::string key = "llama.attention.layer_norm_rms_epsilon";
+  size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::string eps_nan = bytes;
+  std::memcpy(&eps_nan[at + key.size() + 4], &nan, 4);  // after the u32 type tag
+  const std::string eps_model = WriteFile("eps_nan.gguf", "");
+  std::ofstream(eps_model, std::ios::binary) << eps_nan;
+  Output e = RunRaw("model info --model " + eps_model);
+  EXPECT_EQ(e.code, 1);
+  EXPECT_NE(e.err.find("RMS norm epsilon is nan"), std::string::npos) << e.err;
+
+  // NaN weights: the reply is an error, not an empty line with exit 0.
+  auto gguf = runtime::GgufFile::Open(tiny);
+  ASSERT_TRUE(gguf.ok());
+  const runtime::GgufTensorInfo* norm = (*gguf)->FindTensor("output_norm.weight");
+  ASSERT_TRUE(norm != nullptr && norm->type == runtime::GgmlType::kF32);
+  at = bytes.find(std::string(reinterpret_cast<const char*>(norm->data), norm->n_bytes));
+  ASSERT_NE(at, std::string::npos);
+  std::string weights_nan = bytes;
+  for (uint64_t i = 0; i < norm->n_elements; ++i) std::memcpy(&weights_nan[at + 4 * i], &nan, 4);
+  const std::string nan_model = WriteFile("weights_nan.gguf", "");
+  std::ofstream(nan_model, std::ios::binary) << weights_nan;
+  Output w = RunRaw("generate --raw --max-tokens 2 --model " + nan_model + " hi");
+  EXPECT_EQ(w.code, 1) << w.out;
+  EXPECT_NE(w.err.find("NaN or Inf logits"), std::string::npos) << w.err;
 }
 
 }  // namespace
