@@ -1,6 +1,7 @@
 #include "attune/core/env.h"
 
 #include "attune/core/file.h"
+#include "posix_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,11 +14,7 @@
 namespace attune {
 namespace {
 
-Status ErrnoStatus(const std::string& what, const std::string& path, int err) {
-  std::string msg = what + " '" + path + "': " + std::strerror(err);
-  if (err == ENOENT) return NotFoundError(msg);
-  return IoError(msg);
-}
+using internal::ErrnoStatus;
 
 class PosixWritableFile : public WritableFile {
  public:
@@ -55,19 +52,8 @@ class PosixWritableFile : public WritableFile {
 class PosixEnv : public Env {
  public:
   Result<std::string> ReadFile(const std::string& path) override {
-    // O_NONBLOCK: a FIFO must not be waited on (it is refused below).
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return ErrnoStatus("cannot open", path, errno);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      ::close(fd);
-      return ErrnoStatus("cannot stat", path, err);
-    }
-    if (Status regular = RequireRegularFile(path, st.st_mode); !regular.ok()) {
-      ::close(fd);
-      return regular;
-    }
+    size_t size = 0;
+    ASSIGN_OR_RETURN(int fd, internal::OpenRegularFile(path, &size));
     std::string out;
     char buf[1 << 16];
     while (true) {

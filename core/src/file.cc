@@ -1,6 +1,7 @@
 #include "attune/core/file.h"
 
 #include "attune/core/env.h"
+#include "posix_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -14,13 +15,38 @@
 #include <random>
 
 namespace attune {
-namespace {
+
+namespace internal {
 
 Status ErrnoStatus(const std::string& what, const std::string& path, int err) {
   std::string msg = what + " '" + path + "': " + std::strerror(err);
   if (err == ENOENT) return NotFoundError(msg);
   return IoError(msg);
 }
+
+Result<int> OpenRegularFile(const std::string& path, size_t* size) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (refused below).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return ErrnoStatus("cannot open", path, errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus("cannot stat", path, err);
+  }
+  if (Status regular = RequireRegularFile(path, st.st_mode); !regular.ok()) {
+    ::close(fd);
+    return regular;
+  }
+  *size = static_cast<size_t>(st.st_size);
+  return fd;
+}
+
+}  // namespace internal
+
+namespace {
+
+using internal::ErrnoStatus;
 
 std::string DirName(const std::string& path) {
   auto pos = path.find_last_of('/');
@@ -84,22 +110,11 @@ Status RequireRegularFile(const std::string& path, unsigned mode) {
 }
 
 Result<MappedFile> MappedFile::Open(const std::string& path) {
-  // O_NONBLOCK: opening a FIFO must not wait for a writer (checked below).
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return ErrnoStatus("cannot open", path, errno);
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return ErrnoStatus("cannot stat", path, err);
-  }
-  if (Status regular = RequireRegularFile(path, st.st_mode); !regular.ok()) {
-    ::close(fd);
-    return regular;
-  }
+  size_t size = 0;
+  ASSIGN_OR_RETURN(int fd, internal::OpenRegularFile(path, &size));
   MappedFile mf;
   mf.path_ = path;
-  mf.size_ = static_cast<size_t>(st.st_size);
+  mf.size_ = size;
   if (mf.size_ > 0) {
     void* p = ::mmap(nullptr, mf.size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
