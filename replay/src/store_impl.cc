@@ -1,5 +1,6 @@
 #include "store_impl.h"
 
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -271,11 +272,15 @@ Status StoreImpl::Write(Writer* w) {
   }
   Txn txn(h_, state_);
   lock.unlock();
-  Status s = RunGroup(group, txn);
+  size_t group_bytes = 0;
+  for (Writer* g : group) group_bytes += g->bytes;
+  Status s = CheckFreeSpace(group_bytes);
+  const bool attempted = s.ok();
+  if (s.ok()) s = RunGroup(group, txn);
   if (s.ok()) s = txn.Commit(WriteOpts());
   lock.lock();
   if (s.ok()) state_ = txn.state;
-  if (s.code() == StatusCode::kIoError && write_failed_.ok()) {
+  if (attempted && s.code() == StatusCode::kIoError && write_failed_.ok()) {
     write_failed_ = IoError("replay store '" + path_ + "' refused a write (" + s.message() +
                             "); no more writes are attempted until it is reopened");
   }
@@ -289,6 +294,18 @@ Status StoreImpl::Write(Writer* w) {
   }
   if (!writers_.empty()) writers_.front()->cv.notify_one();
   return s;
+}
+
+Status StoreImpl::CheckFreeSpace(size_t write_bytes) const {
+  struct statvfs fs;
+  if (::statvfs(path_.c_str(), &fs) != 0) return Status::Ok();  // unknown: let the write tell
+  const uint64_t free_bytes = uint64_t(fs.f_bavail) * uint64_t(fs.f_frsize);
+  const uint64_t need =
+      options_.min_free_disk_bytes + options_.memory.write_buffer_manager_bytes + 4 * uint64_t(write_bytes);
+  if (free_bytes >= need) return Status::Ok();
+  return IoError("replay store '" + path_ + "': the disk is nearly full (" + std::to_string(free_bytes >> 20) +
+                 " MiB free, a write needs " + std::to_string(need >> 20) +
+                 " MiB to stay safe); nothing was written (free some space and retry)");
 }
 
 Status StoreImpl::RunGroup(const std::vector<Writer*>& group, Txn& txn) {

@@ -72,6 +72,9 @@ class StoreImpl final : public Store {
   StoreImpl(const Options& options, std::string path);
   Status OpenDb();
   static Status CreateAtomically(const Options& options, const std::string& path);
+  // IoError when committing `write_bytes` could fill the disk (see
+  // Options::min_free_disk_bytes).
+  Status CheckFreeSpace(size_t write_bytes) const;
   Status LoadOrInitialize();
   Status ReconcileCapacity();
 

@@ -105,6 +105,12 @@ struct Options {
   // Most bytes of events committed in one group (one WAL write and fsync).
   // Default: 4 MiB.
   size_t max_group_bytes = 4u << 20;
+  // A write is refused (IoError, nothing written) when the file system
+  // would keep less free space than this plus the memory budget of the
+  // write buffers (a flush writes them out) and four times the write: a full
+  // disk must be met here, not inside RocksDB, whose log writer cannot
+  // recover from a failed append. Default: 16 MiB.
+  uint64_t min_free_disk_bytes = 16u << 20;
 };
 
 }  // namespace attune::replay
