@@ -292,5 +292,44 @@ TEST(AssistantForgetTest, ForgettingAUserRetiresWhatWasLearnedFromThemAndRetrain
   EXPECT_FALSE(w4->trained);
 }
 
+// Window 1 teaches where the user lives (Lisbon), window 2 the correction
+// (Porto). With every old event drawn for replay, the second window trains
+// on the correction and the other facts, never on the superseded Lisbon
+// events; with supersession off they come back (so the test can fail).
+TEST(AssistantForgetTest, NewerFeedbackSupersedesOlderInLaterWindows) {
+  for (bool drop : {true, false}) {
+    TempDir dir(drop ? "supersede" : "no_supersede");
+    auto opened = Assistant::Open(Options(dir.path));
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    Assistant& a = **opened;
+    auto teach = [&](const std::string& id, const std::string& q, const std::string& answer) {
+      feedback::Event e = UserDemo(id, "u", answer);
+      e.context = {{feedback::Role::kUser, q}};
+      ASSERT_TRUE(a.Record(e).ok());
+    };
+    for (int i = 0; i < 2; ++i) teach("lisbon" + std::to_string(i), "Where do I live?", "You live in Lisbon.");
+    teach("dog", "What is my dog called?", "Your dog is called Pixel.");
+    teach("car", "What car do I drive?", "You drive a blue Fiat.");
+    auto w1 = a.TrainNow();
+    ASSERT_TRUE(w1.ok() && w1->trained);
+    teach("porto", "where do I live", "You live in Porto.");
+    teach("cat", "What is my cat called?", "Your cat is called Miso.");
+    trainer::TrainingRunOptions o = Options(dir.path).training;
+    o.sample.min_replay = 100;  // every old event is drawn for replay
+    o.drop_superseded = drop;
+    auto w2 = a.TrainNow(&o);
+    ASSERT_TRUE(w2.ok()) << w2.status().ToString();
+    ASSERT_TRUE(w2->trained) << w2->skipped_reason;
+    auto v2 = a.registry().Load(w2->version);
+    ASSERT_TRUE(v2.ok());
+    std::set<std::string> lineage(v2->lineage.begin(), v2->lineage.end());
+    EXPECT_TRUE(lineage.count("porto") && lineage.count("cat") && lineage.count("dog") && lineage.count("car"));
+    EXPECT_EQ(lineage.count("lisbon0") + lineage.count("lisbon1"), drop ? 0u : 2u) << (drop ? "on" : "off");
+    bool noted = false;
+    for (const auto& n : w2->report.notes) noted = noted || n.find("newer feedback") != std::string::npos;
+    EXPECT_EQ(noted, drop);
+  }
+}
+
 }  // namespace
 }  // namespace attune

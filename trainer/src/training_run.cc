@@ -1,9 +1,8 @@
 #include "attune/trainer/training_run.h"
 
-#include "attune/trainer/forget.h"
-
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -11,6 +10,7 @@
 #include "attune/adapters/gate.h"
 #include "attune/core/file.h"
 #include "attune/core/log.h"
+#include "attune/feedback/supersede.h"
 #include "attune/runtime/adapter_slot.h"
 #include "attune/trainer/forget.h"
 
@@ -160,6 +160,26 @@ void Discard(const std::string& ck_path, const std::string& why, std::vector<std
   notes->push_back(line);
 }
 
+// Removes from `batch` the events that newer feedback supersedes (a scan of
+// the whole store finds the newest answer to each user's question); returns
+// how many.
+Result<size_t> DropSuperseded(const replay::Store& store, replay::SampleBatch* batch) {
+  feedback::AnswerIndex answers;
+  RETURN_IF_ERROR(store.Scan({}, [&](const replay::StoredEvent& se) {
+    answers.Add(se.seq, se.event);
+    return true;
+  }));
+  size_t dropped = 0;
+  for (auto* events : {&batch->new_events, &batch->replay_events}) {
+    auto end = std::remove_if(events->begin(), events->end(), [&](const replay::StoredEvent& se) {
+      return answers.Superseded(se.seq, se.event);
+    });
+    dropped += size_t(events->end() - end);
+    events->erase(end, events->end());
+  }
+  return dropped;
+}
+
 WindowIdentity IdentityOf(const replay::SampleBatch& b, const std::string& parent) {
   WindowIdentity w;
   for (const auto& e : b.new_events) w.new_event_ids.push_back(e.event.id);
@@ -220,6 +240,13 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
     replay::SampleOptions so = options.sample;
     if (retrain) so.min_replay = std::max(so.min_replay, so.max_new);
     ASSIGN_OR_RETURN(batch, store.Sample(so));
+  }
+  if (options.drop_superseded) {
+    ASSIGN_OR_RETURN(size_t dropped, DropSuperseded(store, &batch));
+    if (dropped > 0) {
+      res.report.notes.push_back(std::to_string(dropped) +
+                                 " event(s) not trained on: newer feedback of the same user gives another answer");
+    }
   }
   if (batch.new_events.empty() && !(retrain && !batch.replay_events.empty())) {
     if (retrain) std::remove(RetrainMarkerPath(checkpoint_path).c_str());  // nothing left to relearn

@@ -16,6 +16,10 @@ struct TrainingRunOptions {
   // replay_ratio 0.5 (one old event per two new ones).
   replay::SampleOptions sample;
   feedback::ExampleOptions examples;
+  // Train on no event that newer feedback of the same user superseded (a
+  // different answer to the same question, feedback/supersede.h), new or
+  // replayed. Default: true
+  bool drop_superseded = true;
   bool promote = true;  // submit the candidate to the gate. Default: true
   bool force = false;   // promote even if the gate says no (recorded). Default: false
 };
