@@ -8,6 +8,7 @@
 #include "attune/adapters/payload.h"
 #include "attune/adapters/registry.h"
 #include "attune/core/file.h"
+#include "attune/replay/store.h"
 #include "cli/cli_common.h"
 #ifdef ATTUNE_HAVE_RUNTIME_CLI
 #include "attune/trainer/trainer.h"
@@ -193,6 +194,19 @@ int Promote(const GlobalOptions& g, const std::string& version, bool force) {
   if (!result.ok()) return PrintError(result.status());
   auto id = (*reg)->Resolve(version);
   const std::string label = id.ok() ? (*reg)->Label(*id) : version;
+  if (result->promoted && result->forced && id.ok()) {
+    // Promoted by hand: the events its window was quarantined for go back
+    // into training (when there is a feedback store; none is created).
+    const std::string store_dir = ResolveDataDir(g.data_dir) + "/replay";
+    auto adapter = (*reg)->Load(*id);
+    if (adapter.ok() && PathExists(store_dir + "/CURRENT")) {
+      replay::Options so;
+      so.create_if_missing = false;
+      auto store = replay::Store::Open(so, store_dir);
+      Status released = store.ok() ? (*store)->Release(adapter->lineage) : store.status();
+      if (!released.ok()) return PrintError(released.WithContext("promoted, but releasing the quarantined events"));
+    }
+  }
   if (g.json) {
     PrintJson(json{{"version", id.ok() ? *id : version},
                    {"label", label},

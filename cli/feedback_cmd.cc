@@ -8,6 +8,7 @@
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <set>
 
 #include "attune/core/file.h"
 #include "attune/feedback/codec.h"
@@ -232,16 +233,28 @@ std::string Preview(const std::string& s, size_t n) {
   return out;
 }
 
-int List(const GlobalOptions& g, const std::string& user, size_t limit) {
+int List(const GlobalOptions& g, const std::string& user, size_t limit, bool quarantined) {
   auto store = OpenForRead(g);
   if (!store.ok()) return PrintError(store.status());
   nlohmann::json rows = nlohmann::json::array();
   if (*store) {
+    std::set<std::string> held;
+    if (quarantined) {
+      auto q = (*store)->Quarantined();
+      if (!q.ok()) return PrintError(q.status());
+      held.insert(q->begin(), q->end());
+    }
     replay::ScanOptions so;
     so.user_id = user;
-    so.limit = limit;
+    so.limit = quarantined ? 0 : limit;
     so.newest_first = true;
+    size_t listed = 0;
     Status s = (*store)->Scan(so, [&](const replay::StoredEvent& e) {
+      if (quarantined) {
+        if (!held.count(e.event.id)) return true;
+        if (limit > 0 && listed >= limit) return false;
+      }
+      ++listed;
       if (g.json) {
         rows.push_back(EventJson(e));
       } else {
@@ -440,8 +453,12 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   auto* ls = fb->add_subcommand("ls", "List stored events, newest first");
   ls->add_option("--user", *user, "Only this user's events")->check(NonEmptyValue());
   ls->add_option("--limit", *limit, "Most events to list; 0 = all (default: 20)")->check(CountValue(kMaxListLimit));
+  static bool quarantined = false;
+  ls->add_flag("--quarantined", quarantined,
+               "Only events held back from training: a window the gate rejected used them (released when that "
+               "candidate is promoted with --force)");
   AddCommonFlags(ls, g);
-  ls->callback(Run(r, [&g, user, limit] { return List(g, *user, ParseCount(*limit)); }));
+  ls->callback(Run(r, [&g, user, limit] { return List(g, *user, ParseCount(*limit), quarantined); }));
 
   auto* stats = fb->add_subcommand("stats", "Counts, bytes, cursor and evictions");
   AddCommonFlags(stats, g);

@@ -390,6 +390,11 @@ Result<std::string> Assistant::Promote(const std::string& version, bool force) {
   ASSIGN_OR_RETURN(adapters::PromoteResult r, impl_->registry->Promote(id, std::nullopt, force));
   if (!r.promoted) return FailedPreconditionError("the gate rejected " + impl_->registry->Label(id) + ": " + r.decision.Summary());
   RETURN_IF_ERROR(impl_->PublishActive());
+  if (force) {
+    // Promoted by hand: the events its window was quarantined for are released.
+    ASSIGN_OR_RETURN(adapters::Adapter a, impl_->registry->Load(id));
+    RETURN_IF_ERROR(impl_->store->Release(a.lineage).WithContext("releasing the quarantined events"));
+  }
   return id;
 }
 

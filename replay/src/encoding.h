@@ -33,6 +33,10 @@ std::string SlotKey(uint32_t slot);                      // "s" slot -> seq
 std::string MemberKey(uint64_t seq);                     // "m" seq  -> slot
 inline constexpr std::string_view kSlotPrefix = "s";
 
+// Meta (default) column family: quarantined event ids (Store::Quarantine).
+inline constexpr std::string_view kQuarantinePrefix = "quarantine/";
+inline std::string QuarantineKey(std::string_view event_id) { return std::string(kQuarantinePrefix) + std::string(event_id); }
+
 // Lineage column family keys.
 std::string LineageEventKey(std::string_view event_id, std::string_view version);
 std::string LineageEventPrefix(std::string_view event_id);

@@ -183,6 +183,7 @@ Status StoreImpl::RemoveEvent(Txn& txn, const std::string& id, const Record& rec
   State& st = txn.state;
   bool found;
   txn.Delete(h_.events, id);
+  txn.Delete(h_.meta, QuarantineKey(id));  // erased or evicted: no longer held back
   txn.Delete(h_.by_seq, SeqKey(rec.seq));
   txn.Delete(h_.by_time, TimeKey(rec.time, rec.seq));
   if (!keep_user_index) txn.Delete(h_.by_user, UserKey(rec.user_id, rec.seq));

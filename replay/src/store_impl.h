@@ -50,6 +50,9 @@ class StoreImpl final : public Store {
   Result<ForgetResult> ForgetUser(std::string_view user_id) override;
   Result<ForgetResult> ForgetEvent(std::string_view id) override;
   Result<Stats> GetStats() const override;
+  Status Quarantine(const std::vector<std::string>& event_ids) override { return SetQuarantine(event_ids, true); }
+  Status Release(const std::vector<std::string>& event_ids) override { return SetQuarantine(event_ids, false); }
+  Result<std::vector<std::string>> Quarantined() const override;
   Status Verify() const override;
 
  private:
@@ -71,6 +74,7 @@ class StoreImpl final : public Store {
 
   StoreImpl(const Options& options, std::string path);
   Status OpenDb();
+  Status SetQuarantine(const std::vector<std::string>& ids, bool on);
   static Status CreateAtomically(const Options& options, const std::string& path);
   // IoError when committing `write_bytes` could fill the disk (see
   // Options::min_free_disk_bytes).

@@ -139,6 +139,20 @@ Result<SampleBatch> StoreImpl::Sample(const SampleOptions& options) const {
     ReplayDraw draw(db_.get(), h_, ro, st, cursor, options.seed);
     ASSIGN_OR_RETURN(auto old, draw.Draw(target));
     ASSIGN_OR_RETURN(batch.replay_events, ReadEvents(ro, old));
+    // Quarantined events (a rejected window's) are neither new nor replayed.
+    for (auto* events : {&batch.new_events, &batch.replay_events}) {
+      std::vector<StoredEvent> kept;
+      for (auto& e : *events) {
+        std::string v;
+        auto q = db_->Get(ro, h_.meta, QuarantineKey(e.event.id), &v);
+        if (q.IsNotFound()) {
+          kept.push_back(std::move(e));
+          continue;
+        }
+        RETURN_IF_ERROR(FromRocks(q, "read quarantine"));
+      }
+      *events = std::move(kept);
+    }
     return batch;
   }();
   db_->ReleaseSnapshot(snap);

@@ -331,5 +331,49 @@ TEST(AssistantForgetTest, NewerFeedbackSupersedesOlderInLaterWindows) {
   }
 }
 
+// A window the gate rejects quarantines its new events: the next window
+// neither trains on them nor replays them; promoting the rejected candidate
+// by hand releases them.
+TEST(AssistantForgetTest, ARejectedWindowsEventsAreQuarantinedUntilAForcedPromotion) {
+  TempDir dir("quarantine");
+  AssistantOptions o = Options(dir.path);
+  o.training.force = false;
+  o.gate.min_new_loss_improvement = 1e9;  // no candidate can pass
+  auto opened = Assistant::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  // Each on its own question: none supersedes another.
+  auto record = [&](const std::string& id, const std::string& answer) {
+    feedback::Event e = UserDemo(id, "u", answer);
+    e.context = {{feedback::Role::kUser, "question " + id + "?"}};
+    ASSERT_TRUE(a.Record(e).ok());
+  };
+  for (int i = 0; i < 3; ++i) record("bad" + std::to_string(i), "a poisoned answer");
+  auto rejected = a.TrainNow();
+  ASSERT_TRUE(rejected.ok() && rejected->trained) << (rejected.ok() ? rejected->skipped_reason : "");
+  EXPECT_FALSE(rejected->promoted);
+  record("good", "a fine answer");
+  trainer::TrainingRunOptions t = o.training;
+  t.sample.min_replay = 100;  // every old event not held back is replayed
+  t.force = true;
+  auto next = a.TrainNow(&t);
+  ASSERT_TRUE(next.ok() && next->trained);
+  auto v2 = a.registry().Load(next->version);
+  ASSERT_TRUE(v2.ok());
+  EXPECT_EQ(v2->lineage, std::vector<std::string>{"good"}) << "the quarantined events were used";
+  auto released = a.Promote(rejected->version, /*force=*/true);
+  ASSERT_TRUE(released.ok()) << released.status().ToString();
+  auto again = a.TrainNow(&t);  // nothing new: not trained, but the sample now holds them
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->trained);
+  record("good2", "another fine answer");
+  auto w3 = a.TrainNow(&t);
+  ASSERT_TRUE(w3.ok() && w3->trained);
+  auto v3 = a.registry().Load(w3->version);
+  ASSERT_TRUE(v3.ok());
+  std::set<std::string> lineage(v3->lineage.begin(), v3->lineage.end());
+  EXPECT_TRUE(lineage.count("bad0") && lineage.count("bad1") && lineage.count("bad2")) << "released events are replayed";
+}
+
 }  // namespace
 }  // namespace attune

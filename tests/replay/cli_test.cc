@@ -242,6 +242,23 @@ TEST_F(FeedbackCliTest, PermissionDeniedIsReportedAsSuchNotAsALockHeldByAnotherP
   std::filesystem::remove_all(dir_.path() + "_bin");
 }
 
+TEST_F(FeedbackCliTest, LsQuarantinedListsOnlyTheEventsHeldBack) {
+  ASSERT_EQ(Run("add", kEvent).code, 0);
+  std::string other = kEvent;
+  other.replace(other.find("e-17"), 4, "e-18");
+  ASSERT_EQ(Run("add", other).code, 0);
+  {
+    auto store = Store::Open(Options{}, dir_.path() + "/replay");
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->Quarantine({"e-18"}).ok());
+  }
+  auto all = nlohmann::json::parse(Run("ls --json").out)["events"];
+  auto held = nlohmann::json::parse(Run("ls --quarantined --json").out)["events"];
+  EXPECT_EQ(all.size(), 2u);
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0]["event"]["id"], "e-18");
+}
+
 TEST_F(FeedbackCliTest, EmptyDataDirIsAUsageErrorNotTheDefault) {
   for (const char* cmd : {"ls", "add --json '{}'", "repair"}) {
     Output o = RunRaw(std::string("feedback ") + cmd + " --data-dir ''");

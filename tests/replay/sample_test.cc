@@ -58,6 +58,34 @@ TEST_F(SampleTest, NewEventsComeOldestFirstUpToMaxNew) {
   EXPECT_EQ(b->new_events[0].event, MakeEvent("e0"));
 }
 
+// A rejected window's events are held back from new and replayed samples
+// until released; erasing one ends its quarantine.
+TEST_F(SampleTest, QuarantinedEventsAreNeitherNewNorReplayedUntilReleased) {
+  AppendN(0, 10);
+  ASSERT_TRUE(store_->Quarantine({"e1", "e7", "no-such-event"}).ok());
+  EXPECT_EQ(*store_->Quarantined(), (std::vector<std::string>{"e1", "e7"}));
+  auto b = store_->Sample({.max_new = 5});
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(Seqs(b->new_events), (std::vector<uint64_t>{1, 3, 4, 5})) << "e1 (seq 2) is held back";
+  EXPECT_EQ(b->cursor_after, 5u) << "the cursor still passes it";
+  Commit(*b, "v1");
+  for (uint64_t seed = 0; seed < 5; ++seed) {
+    auto later = store_->Sample({.max_new = 100, .replay_ratio = 10, .seed = seed});
+    ASSERT_TRUE(later.ok());
+    for (const auto* v : {&later->new_events, &later->replay_events}) {
+      for (const auto& e : *v) EXPECT_TRUE(e.event.id != "e1" && e.event.id != "e7") << e.event.id;
+    }
+  }
+  ASSERT_TRUE(store_->Release({"e1"}).ok());
+  auto released = store_->Sample({.max_new = 100, .replay_ratio = 10});
+  std::set<std::string> ids;
+  for (const auto& e : released->replay_events) ids.insert(e.event.id);
+  EXPECT_TRUE(ids.count("e1")) << "released: replayed again";
+  ASSERT_TRUE(store_->ForgetEvent("e7").ok());
+  EXPECT_TRUE(store_->Quarantined()->empty()) << "an erased event leaves the quarantine too";
+  EXPECT_TRUE(store_->Verify().ok());
+}
+
 TEST_F(SampleTest, RecordTrainingAdvancesTheCursor) {
   AppendN(0, 10);
   Commit(*store_->Sample({.max_new = 6}), "v1");

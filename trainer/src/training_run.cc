@@ -341,6 +341,15 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
     ASSIGN_OR_RETURN(adapters::PromoteResult pr, registry.Promote(res.version, gate, options.force));
     res.promoted = pr.promoted;
     res.gate_summary = pr.decision.Summary();
+    if (!pr.promoted) {
+      // A rejected window must not poison the later ones: its new events are
+      // kept but not sampled or replayed until the candidate is promoted by
+      // force (Store::Release).
+      std::vector<std::string> ids;
+      for (const auto& e : batch.new_events) ids.push_back(e.event.id);
+      RETURN_IF_ERROR(store.Quarantine(ids).WithContext("quarantining the rejected window's events"));
+      res.report.notes.push_back(std::to_string(ids.size()) + " event(s) of this rejected window quarantined");
+    }
   }
   return res;
 }

@@ -58,6 +58,7 @@ struct AppendResult {
 // SampleOptions lives in sample_options.h.
 
 struct SampleBatch {
+  // Neither holds a quarantined event (Store::Quarantine).
   std::vector<StoredEvent> new_events;     // seq > cursor_before, ascending
   std::vector<StoredEvent> replay_events;  // seq <= cursor_before
   uint64_t cursor_before = 0;              // the cursor the batch was drawn at
@@ -177,6 +178,15 @@ class Store {
   virtual Result<ForgetResult> ForgetEvent(std::string_view id) = 0;
 
   virtual Result<Stats> GetStats() const = 0;
+
+  // Quarantine: the events of a window whose candidate the gate rejected
+  // are kept but neither sampled nor replayed (Sample leaves them out) until
+  // released, so a bad window cannot poison the later ones. Ids not stored
+  // are skipped. Erasing or evicting an event ends its quarantine.
+  virtual Status Quarantine(const std::vector<std::string>& event_ids) = 0;
+  virtual Status Release(const std::vector<std::string>& event_ids) = 0;
+  // Quarantined event ids, sorted.
+  virtual Result<std::vector<std::string>> Quarantined() const = 0;
 
   // Checks that every event has exactly its index entries and vice versa,
   // that the reservoir and counters agree with the data, and that every
