@@ -375,5 +375,52 @@ TEST(AssistantForgetTest, ARejectedWindowsEventsAreQuarantinedUntilAForcedPromot
   EXPECT_TRUE(lineage.count("bad0") && lineage.count("bad1") && lineage.count("bad2")) << "released events are replayed";
 }
 
+// The gate judges what a window optimises: a window of only thumbs-down
+// events (KTO, undesirable) and one of only preference pairs (DPO) each
+// reach a promoted adapter that makes the rejected answers less likely.
+// Before, both were judged on the preferred completions' loss alone: NaN for
+// the thumbs-down window, never promoted.
+TEST(AssistantForgetTest, ThumbsDownAndPreferenceWindowsReachAPromotedAdapter) {
+  TempDir dir("objectives");
+  AssistantOptions o = Options(dir.path);
+  o.training.force = false;
+  o.training.trainer.adamw.lr = 0.02;
+  o.training.trainer.max_steps = 8;
+  o.gate.max_forgetting_kl = 100;  // the tiny random model's KL says nothing
+  o.gate.max_replay_regression = 100;
+  auto opened = Assistant::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  for (int i = 0; i < 4; ++i) {
+    feedback::Event e;
+    e.id = "down" + std::to_string(i);
+    e.user_id = "u";
+    e.context = {{feedback::Role::kUser, "question " + std::to_string(i) + "?"}};
+    e.response = "a wrong answer number " + std::to_string(i);
+    e.signal = feedback::Rating{feedback::Thumb::kDown};
+    ASSERT_TRUE(a.Record(e).ok());
+  }
+  auto down = a.TrainNow();
+  ASSERT_TRUE(down.ok()) << down.status().ToString();
+  ASSERT_TRUE(down->trained) << down->skipped_reason;
+  EXPECT_TRUE(down->promoted) << down->gate_summary;
+  EXPECT_LT(down->report.unlikelihood_candidate, down->report.unlikelihood_parent);
+
+  for (int i = 0; i < 4; ++i) {
+    feedback::Event e;
+    e.id = "pref" + std::to_string(i);
+    e.user_id = "u";
+    e.context = {{feedback::Role::kUser, "which colour " + std::to_string(i) + "?"}};
+    e.signal = feedback::Preference{"Blue, clearly.", "Red, I think."};
+    ASSERT_TRUE(a.Record(e).ok());
+  }
+  auto pref = a.TrainNow();
+  ASSERT_TRUE(pref.ok()) << pref.status().ToString();
+  ASSERT_TRUE(pref->trained) << pref->skipped_reason;
+  EXPECT_TRUE(pref->promoted) << pref->gate_summary;
+  EXPECT_LT(pref->report.dpo_loss_candidate, pref->report.dpo_loss_parent);
+  EXPECT_GT(pref->report.dpo_reward_accuracy, 0.5);
+}
+
 }  // namespace
 }  // namespace attune

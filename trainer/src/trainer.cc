@@ -173,6 +173,10 @@ std::string TrainReport::ToJson() const {
                       {"replay_loss", {{"parent", num(replay_loss_parent)}, {"candidate", num(replay_loss_candidate)}}},
                       {"heldout_loss", {{"parent", num(heldout_loss_parent)}, {"candidate", num(heldout_loss_candidate)}}},
                       {"dpo_reward_accuracy", num(dpo_reward_accuracy)},
+                      {"unlikelihood", {{"parent", num(unlikelihood_parent)}, {"candidate", num(unlikelihood_candidate)}}},
+                      {"dpo_loss", {{"parent", num(dpo_loss_parent)}, {"candidate", num(dpo_loss_candidate)}}},
+                      {"objective_score",
+                       {{"parent", num(objective_score_parent)}, {"candidate", num(objective_score_candidate)}}},
                       {"forgetting_kl", num(forgetting_kl)},
                       {"loss_curve", loss_curve},
                       {"notes", notes}};
@@ -197,6 +201,39 @@ double Trainer::MeanLoss(const std::vector<EncodedExample>& examples, const runt
     tokens += b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>();
   }
   return nll / tokens;
+}
+
+double Trainer::EvalUnlikelihood(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const {
+  double sum = 0;
+  int64_t n = 0;
+  at::NoGradGuard ng;
+  for (const auto& e : examples) {
+    if (e.objective != Objective::kKto || e.desirable) continue;
+    Batch b = MakeBatch({&e.chosen});
+    const double tokens = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>();
+    if (tokens <= 0) continue;
+    const double mean_lp = SequenceLogProbs(*model_, Hidden(*model_, lora, b.ids), b).item<double>() / tokens;
+    sum += -std::log1p(-std::min(std::exp(mean_lp), 1.0 - 1e-12));
+    ++n;
+  }
+  return n ? sum / double(n) : kNaN;
+}
+
+double Trainer::EvalDpoLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const {
+  double sum = 0;
+  int64_t n = 0;
+  at::NoGradGuard ng;
+  for (const auto& e : examples) {
+    if (e.objective != Objective::kDpo) continue;
+    Batch b = MakeBatch({&e.chosen, &e.rejected});
+    at::Tensor ref = SequenceLogProbs(*model_, Hidden(*model_, nullptr, b.ids), b);
+    at::Tensor pol = SequenceLogProbs(*model_, Hidden(*model_, lora, b.ids), b);
+    const double margin = ((pol[0] - ref[0]) - (pol[1] - ref[1])).item<double>();
+    const double z = o_.dpo_beta * margin;
+    sum += z > 0 ? std::log1p(std::exp(-z)) : -z + std::log1p(std::exp(z));  // softplus(-z), stable
+    ++n;
+  }
+  return n ? sum / double(n) : kNaN;
 }
 
 double Trainer::ForgettingKl(const runtime::LoraWeights& lora) const {
@@ -359,6 +396,8 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
   runtime::LoraWeights parent_w = WeightsOf(m, o_.lora, parent_values);
   const runtime::LoraWeights* parent_ptr = has_parent ? &parent_w : nullptr;
   r.new_loss_parent = MeanLoss(fresh, parent_ptr);
+  r.unlikelihood_parent = EvalUnlikelihood(fresh, parent_ptr);
+  r.dpo_loss_parent = EvalDpoLoss(fresh, parent_ptr);
   r.replay_loss_parent = MeanLoss(replay, parent_ptr);
   r.heldout_loss_parent = MeanLoss(heldout, parent_ptr);
 
@@ -572,6 +611,25 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
   r.completed = true;
   const runtime::LoraWeights cand = params.Weights(false);
   r.new_loss_candidate = MeanLoss(fresh, &cand);
+  r.unlikelihood_candidate = EvalUnlikelihood(fresh, &cand);
+  r.dpo_loss_candidate = EvalDpoLoss(fresh, &cand);
+  {
+    // The gate judges what the objectives optimise: with undesirable or
+    // preference examples in the window, the mean relative change of every
+    // objective present (trainer_options.h).
+    double ratio_sum = 0;
+    int objectives = 0;
+    const bool beyond_sft = std::isfinite(r.unlikelihood_parent) || std::isfinite(r.dpo_loss_parent);
+    for (auto [par, can] : {std::pair{r.new_loss_parent, r.new_loss_candidate},
+                            std::pair{r.unlikelihood_parent, r.unlikelihood_candidate},
+                            std::pair{r.dpo_loss_parent, r.dpo_loss_candidate}}) {
+      if (!std::isfinite(par) || par <= 0) continue;
+      ratio_sum += can / par;
+      ++objectives;
+    }
+    r.objective_score_parent = beyond_sft && objectives ? 1.0 : kNaN;
+    r.objective_score_candidate = beyond_sft && objectives ? ratio_sum / objectives : kNaN;
+  }
   r.replay_loss_candidate = MeanLoss(replay, &cand);
   r.heldout_loss_candidate = MeanLoss(heldout, &cand);
   r.forgetting_kl = ForgettingKl(cand);

@@ -307,6 +307,11 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
   adapters::GateInput gate;
   gate.new_loss = r.new_loss_candidate;
   gate.new_loss_parent = r.new_loss_parent;
+  if (std::isfinite(r.objective_score_parent)) {
+    // Thumbs-down and preference windows: judged on what they optimise.
+    gate.new_loss = r.objective_score_candidate;
+    gate.new_loss_parent = r.objective_score_parent;
+  }
   // Without replayed events there is nothing that could regress: equal.
   gate.replay_loss = std::isfinite(r.replay_loss_candidate) ? r.replay_loss_candidate : 0.0;
   gate.replay_loss_active = std::isfinite(r.replay_loss_parent) ? r.replay_loss_parent : 0.0;

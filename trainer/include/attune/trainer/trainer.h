@@ -83,6 +83,9 @@ class Trainer {
   // Mean per-token NLL of the preferred completions of `examples` under
   // `lora` (null: the base model). NaN when empty.
   double MeanLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const;
+  // TrainReport::unlikelihood_* and dpo_loss_* of `examples` under `lora`.
+  double EvalUnlikelihood(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const;
+  double EvalDpoLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const;
   // Mean KL(base || adapted) of the next-token distributions over the base
   // model's own greedy answers to the forgetting prompts (teacher-forced),
   // per answer position.

@@ -111,6 +111,19 @@ struct TrainReport {
   double replay_loss_parent = 0, replay_loss_candidate = 0;
   double heldout_loss_parent = 0, heldout_loss_candidate = 0;
   double dpo_reward_accuracy = 0;     // NaN without pairs
+  // What the window's objectives optimise, on its new examples, each lower
+  // is better (NaN when the window has none of that kind):
+  //   unlikelihood: -log(1 - p) of the undesirable KTO completions (p: their
+  //     mean per-token probability), which falls as they become less likely;
+  //   dpo_loss: -log sigmoid(beta * margin) of the preference pairs, the
+  //     margin measured against the base model.
+  double unlikelihood_parent = 0, unlikelihood_candidate = 0;
+  double dpo_loss_parent = 0, dpo_loss_candidate = 0;
+  // The gate's score when the window holds more than SFT-like examples: the
+  // mean, over the objectives present (preferred-completion NLL,
+  // unlikelihood, DPO loss), of candidate / parent; the parent scores 1.
+  // NaN for a window of SFT-like examples only (the gate then uses new_loss).
+  double objective_score_parent = 0, objective_score_candidate = 0;
   double forgetting_kl = 0;           // mean KL(base || adapted) per position
   std::vector<double> loss_curve;     // training loss per step
   std::string ToJson() const;
