@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -68,7 +69,6 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
     // NotFound: created but never initialised (a crash while creating).
     if (!probe.ok() && probe.status().code() != StatusCode::kNotFound) return probe.status();
   }
-  if (!options.read_only && options.create_if_missing) RETURN_IF_ERROR(CreateAtomically(options, path));
   std::unique_ptr<StoreImpl> store(new StoreImpl(options, path));
   RETURN_IF_ERROR(store->OpenDb());
   RETURN_IF_ERROR(store->LoadOrInitialize());
@@ -76,37 +76,33 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
   return std::unique_ptr<Store>(std::move(store));
 }
 
-// A new store is built and initialised under a temporary name, closed, and
-// renamed into place: a crash (or kill) while creating leaves no half store
-// at `path`, and of two processes creating one at once, one wins the rename
-// and the other opens the winner's store.
-Status StoreImpl::CreateAtomically(const Options& options, const std::string& path) {
-  ASSIGN_OR_RETURN(DirState dir, ProbeStoreDir(path));
-  if (dir != DirState::kAbsent && dir != DirState::kEmpty) return Status::Ok();
-  const std::string parent = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-  if (!parent.empty()) RETURN_IF_ERROR(MakeDirs(parent));
-  const std::string tmp =
-      path + ".creating." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
-  {
-    std::unique_ptr<StoreImpl> fresh(new StoreImpl(options, tmp));
-    Status st = fresh->OpenDb();
-    if (st.ok()) st = fresh->LoadOrInitialize();
-    if (!st.ok()) {
-      fresh.reset();
-      std::error_code ec;
-      std::filesystem::remove_all(tmp, ec);
-      return st;
+// True when the store on disk was never initialised: no format version and
+// no event (its creation stopped early, or another process is creating it
+// now), so nothing was ever stored in it. False when it cannot tell (a
+// damaged store: the open reports what is wrong).
+bool StoreImpl::NeverInitialised() const {
+  const RocksSetup local = MakeRocksSetup(options_.memory, /*create_if_missing=*/false);
+  std::vector<std::string> families;
+  if (!rocksdb::DB::ListColumnFamilies(local.db, path_, &families).ok()) return false;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (const auto& n : families) descs.emplace_back(n, local.index_cf);
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::OpenForReadOnly(local.db, path_, descs, &handles, &raw).ok()) return false;
+  std::unique_ptr<rocksdb::DB> db(raw);
+  bool initialised = false;
+  for (size_t i = 0; i < families.size(); ++i) {
+    if (families[i] == rocksdb::kDefaultColumnFamilyName) {
+      std::string format;
+      initialised = initialised || !db->Get(rocksdb::ReadOptions(), handles[i], std::string(kFormatKey), &format).IsNotFound();
+    } else if (families[i] == "events") {
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[i]));
+      it->SeekToFirst();
+      initialised = initialised || it->Valid() || !it->status().ok();
     }
-  }  // closed: flushed to tables
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::error_code ec;
-    std::filesystem::remove_all(tmp, ec);
-    // Another process created the store first: open theirs.
-    if (err == ENOTEMPTY || err == EEXIST) return Status::Ok();
-    return IoError("cannot create replay store '" + path + "': " + std::strerror(err));
   }
-  return SyncDir(parent.empty() ? "/" : parent);
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  return !initialised;
 }
 
 Status StoreImpl::OpenDb() {
@@ -139,6 +135,14 @@ Status StoreImpl::OpenDb() {
   if (exists) {
     auto s = rocksdb::DB::ListColumnFamilies(setup_.db, path_, &names);
     if (!s.ok()) return OpenError(s, path_);
+    bool missing = false;
+    for (const auto& n : ColumnFamilyNames()) missing = missing || std::find(names.begin(), names.end(), n) == names.end();
+    if (missing && NeverInitialised()) {
+      // Killed while creating it (or another process is creating it now):
+      // nothing was ever stored, so finishing the creation loses nothing.
+      if (options_.read_only) return NotFoundError("replay store '" + path_ + "' was never finished being created");
+      setup_.db.create_missing_column_families = true;
+    }
   }
   // Open every family on disk (a newer build may have added some) plus ours.
   std::vector<std::string> wanted = {rocksdb::kDefaultColumnFamilyName};

@@ -74,8 +74,8 @@ class StoreImpl final : public Store {
 
   StoreImpl(const Options& options, std::string path);
   Status OpenDb();
+  bool NeverInitialised() const;
   Status SetQuarantine(const std::vector<std::string>& ids, bool on);
-  static Status CreateAtomically(const Options& options, const std::string& path);
   // IoError when committing `write_bytes` could fill the disk (see
   // Options::min_free_disk_bytes).
   Status CheckFreeSpace(size_t write_bytes) const;

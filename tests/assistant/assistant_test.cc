@@ -121,8 +121,14 @@ TEST(AssistantTest, LearnsInTheBackgroundSwapsRejectsPoisonAndRollsBack) {
   EXPECT_NE(after->text, base->text);
   EXPECT_NE(after->text.find("cat"), std::string::npos) << after->text;
 
-  // Poison: contradicting answers. Replayed old events regress -> rejected.
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(a.Record(Demo("p" + std::to_string(i), "my pet?", "xq zv")).ok());
+  // Poison: contradicting answers from another source (the same user's newer
+  // answer would supersede the old one, docs/trainer.md). Replayed old events
+  // regress -> rejected.
+  for (int i = 0; i < 6; ++i) {
+    feedback::Event p = Demo("p" + std::to_string(i), "my pet?", "xq zv");
+    p.user_id = "mallory";
+    ASSERT_TRUE(a.Record(p).ok());
+  }
   auto poisoned = a.TrainNow();
   ASSERT_TRUE(poisoned.ok()) << poisoned.status().ToString();
   EXPECT_FALSE(poisoned->promoted) << poisoned->gate_summary;
