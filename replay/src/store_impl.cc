@@ -1,5 +1,7 @@
 #include "store_impl.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -51,6 +53,44 @@ StoreImpl::~StoreImpl() {
   db_->Close().PermitUncheckedError();
 }
 
+// Whether another process holds RocksDB's lock on the store (a POSIX record
+// lock on <store>/LOCK; F_GETLK does not see this process's own locks).
+bool LockedByAnotherProcess(const std::string& store_path) {
+  const int fd = ::open((store_path + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  const bool locked = ::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+  ::close(fd);
+  return locked;
+}
+
+// An exclusive flock on "<store>.creating", held while a store is created.
+class CreationLock {
+ public:
+  CreationLock() = default;
+  CreationLock(const CreationLock&) = delete;
+  CreationLock& operator=(const CreationLock&) = delete;
+  ~CreationLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+  Status Acquire(const std::string& store_path) {
+    const std::string parent = store_path.find('/') == std::string::npos ? "." : store_path.substr(0, store_path.rfind('/'));
+    if (!parent.empty()) RETURN_IF_ERROR(MakeDirs(parent));
+    const std::string lock = store_path + ".creating";
+    fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return IoError("cannot open '" + lock + "': " + std::strerror(errno));
+    while (::flock(fd_, LOCK_EX) != 0) {
+      if (errno != EINTR) return IoError("cannot lock '" + lock + "': " + std::strerror(errno));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
 Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std::string& path) {
   const RetentionOptions& r = options.retention;
   if (r.max_events > 0 && r.recent_window >= r.max_events) {
@@ -59,6 +99,23 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
   }
   if (r.max_age_seconds < 0) return InvalidArgumentError("retention.max_age_seconds is negative");
   if (options.max_group_bytes == 0) return InvalidArgumentError("max_group_bytes is 0");
+  // A store that may be being created (absent, or not whole yet) is opened
+  // under a lock next to it, which its creator holds until it is
+  // initialised: a second process waits for it instead of seeing half a store
+  // and calling it damaged.
+  CreationLock creating;
+  if (!options.read_only && options.create_if_missing) {
+    auto dir = ProbeStoreDir(path);
+    if (dir.ok() && (*dir != DirState::kStore || !HasLog(path))) RETURN_IF_ERROR(creating.Acquire(path));
+  }
+  // In use by another process (RocksDB's LOCK is held): say so at once. A
+  // read-only look at a store another process is writing can catch it
+  // between a log switch and its MANIFEST edit and take that for damage.
+  if (!options.read_only && LockedByAnotherProcess(path)) {
+    return UnavailableError("replay store '" + path +
+                            "' is in use by another process (its LOCK is held); retry when that process exits, or "
+                            "open it read-only");
+  }
   // A writable open of a damaged store may get far enough to write (RocksDB
   // flushes what it recovered from the log, then finds a family missing).
   // Looking read-only first means a failing open changes nothing.

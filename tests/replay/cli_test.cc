@@ -439,6 +439,49 @@ TEST_F(FeedbackCliTest, KillDuringTheFirstImportNeverLeavesAStoreNothingOpens) {
   }
 }
 
+// Two first `feedback add`s at once: the loser was told the (healthy) store
+// "is damaged" and sent to `feedback repair`.
+TEST_F(FeedbackCliTest, ConcurrentFirstAddsNeverCallTheStoreDamaged) {
+  for (int round = 0; round < 8; ++round) {
+    std::filesystem::remove_all(dir_.path());
+    std::vector<pid_t> pids;
+    std::vector<std::string> errs;
+    for (int i = 0; i < 2; ++i) {
+      const std::string err = dir_.path() + ".err" + std::to_string(i);
+      errs.push_back(err);
+      std::string ev = kEvent;
+      ev.replace(ev.find("e-17"), 4, "c-" + std::to_string(i));
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        std::freopen(err.c_str(), "w", stderr);
+        std::freopen("/dev/null", "w", stdout);
+        ::execl(ATTUNE_CLI, ATTUNE_CLI, "feedback", "add", "--data-dir", dir_.path().c_str(), "--json", ev.c_str(),
+                static_cast<char*>(nullptr));
+        ::_exit(127);
+      }
+      pids.push_back(pid);
+    }
+    int stored = 0;
+    for (size_t i = 0; i < pids.size(); ++i) {
+      int status = 0;
+      ::waitpid(pids[i], &status, 0);
+      const std::string err = Slurp(errs[i]);
+      std::remove(errs[i].c_str());
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        ++stored;
+        continue;
+      }
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << err;
+      EXPECT_EQ(err.find("damaged"), std::string::npos) << "round " << round << ": " << err;
+      EXPECT_NE(err.find("in use by another process"), std::string::npos) << err;
+    }
+    EXPECT_GE(stored, 1);
+    Output stats = Run("stats --json");
+    ASSERT_EQ(stats.code, 0) << stats.err;
+    EXPECT_EQ(nlohmann::json::parse(stats.out)["events"], stored) << "every acknowledged add is stored";
+  }
+}
+
 // A write the file system refuses (here the file size limit) stops the
 // import with exit 1 and the summary of what was stored, which stays stored;
 // no later write is attempted.
