@@ -219,9 +219,10 @@ double Trainer::EvalUnlikelihood(const std::vector<EncodedExample>& examples, co
   return n ? sum / double(n) : kNaN;
 }
 
-double Trainer::EvalDpoLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const {
+double Trainer::EvalDpoLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora,
+                            double* reward_accuracy) const {
   double sum = 0;
-  int64_t n = 0;
+  int64_t n = 0, right = 0;
   at::NoGradGuard ng;
   for (const auto& e : examples) {
     if (e.objective != Objective::kDpo) continue;
@@ -229,10 +230,12 @@ double Trainer::EvalDpoLoss(const std::vector<EncodedExample>& examples, const r
     at::Tensor ref = SequenceLogProbs(*model_, Hidden(*model_, nullptr, b.ids), b);
     at::Tensor pol = SequenceLogProbs(*model_, Hidden(*model_, lora, b.ids), b);
     const double margin = ((pol[0] - ref[0]) - (pol[1] - ref[1])).item<double>();
+    right += margin > 0;
     const double z = o_.dpo_beta * margin;
     sum += z > 0 ? std::log1p(std::exp(-z)) : -z + std::log1p(std::exp(z));  // softplus(-z), stable
     ++n;
   }
+  if (reward_accuracy) *reward_accuracy = n ? double(right) / double(n) : kNaN;
   return n ? sum / double(n) : kNaN;
 }
 
@@ -612,7 +615,7 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
   const runtime::LoraWeights cand = params.Weights(false);
   r.new_loss_candidate = MeanLoss(fresh, &cand);
   r.unlikelihood_candidate = EvalUnlikelihood(fresh, &cand);
-  r.dpo_loss_candidate = EvalDpoLoss(fresh, &cand);
+  r.dpo_loss_candidate = EvalDpoLoss(fresh, &cand, &r.dpo_reward_accuracy);
   {
     // The gate judges what the objectives optimise: with undesirable or
     // preference examples in the window, the mean relative change of every
@@ -633,16 +636,6 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
   r.replay_loss_candidate = MeanLoss(replay, &cand);
   r.heldout_loss_candidate = MeanLoss(heldout, &cand);
   r.forgetting_kl = ForgettingKl(cand);
-  int64_t pairs = 0, right = 0;
-  for (const auto& e : fresh) {
-    if (e.objective != Objective::kDpo) continue;
-    Batch b = MakeBatch({&e.chosen, &e.rejected});
-    at::Tensor ref = SequenceLogProbs(m, Hidden(m, nullptr, b.ids), b);
-    at::Tensor pol = SequenceLogProbs(m, Hidden(m, &cand, b.ids), b);
-    right += ((pol[0] - ref[0]) - (pol[1] - ref[1])).item<double>() > 0;
-    ++pairs;
-  }
-  r.dpo_reward_accuracy = pairs ? double(right) / double(pairs) : kNaN;
   r.peak_rss_mb = PeakRssMb();
   out.names = params.names();
   out.adapter = params.Snapshot();

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include "attune/adapters/gate.h"
 #include "attune/core/file.h"
@@ -161,14 +162,22 @@ void Discard(const std::string& ck_path, const std::string& why, std::vector<std
 }
 
 // Removes from `batch` the events that newer feedback supersedes (a scan of
-// the whole store finds the newest answer to each user's question); returns
-// how many.
+// the batch's users' events finds the newest answer to each of their
+// questions); returns how many.
 Result<size_t> DropSuperseded(const replay::Store& store, replay::SampleBatch* batch) {
+  std::set<std::string> users;
+  for (const auto* events : {&batch->new_events, &batch->replay_events}) {
+    for (const auto& se : *events) users.insert(se.event.user_id);
+  }
   feedback::AnswerIndex answers;
-  RETURN_IF_ERROR(store.Scan({}, [&](const replay::StoredEvent& se) {
-    answers.Add(se.seq, se.event);
-    return true;
-  }));
+  for (const auto& user : users) {
+    replay::ScanOptions so;
+    so.user_id = user;
+    RETURN_IF_ERROR(store.Scan(so, [&](const replay::StoredEvent& se) {
+      answers.Add(se.seq, se.event);
+      return true;
+    }));
+  }
   size_t dropped = 0;
   for (auto* events : {&batch->new_events, &batch->replay_events}) {
     auto end = std::remove_if(events->begin(), events->end(), [&](const replay::StoredEvent& se) {

@@ -85,7 +85,9 @@ class Trainer {
   double MeanLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const;
   // TrainReport::unlikelihood_* and dpo_loss_* of `examples` under `lora`.
   double EvalUnlikelihood(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const;
-  double EvalDpoLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora) const;
+  // With `reward_accuracy`, also the share of pairs whose margin is positive.
+  double EvalDpoLoss(const std::vector<EncodedExample>& examples, const runtime::LoraWeights* lora,
+                     double* reward_accuracy = nullptr) const;
   // Mean KL(base || adapted) of the next-token distributions over the base
   // model's own greedy answers to the forgetting prompts (teacher-forced),
   // per answer position.
