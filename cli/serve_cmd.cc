@@ -13,7 +13,7 @@ namespace attune::cli {
 namespace {
 
 struct ServeFlags {
-  std::string config_file, model, host, api_key_file;
+  std::string config_file, model, host, api_key_file, socket;
   int port = 8080;
   int64_t prompt_cache_mb = 64;
 };
@@ -68,6 +68,7 @@ Result<service::ServiceConfig> BuildConfig(CLI::App* cmd, const GlobalOptions& g
   if (cmd->count("--model")) c.model.path = f.model;
   if (cmd->count("--host")) c.server.host = f.host;
   if (cmd->count("--port")) c.server.port = f.port;
+  if (cmd->count("--socket")) c.server.socket = f.socket;
   if (cmd->count("--api-key-file")) c.server.api_key_file = f.api_key_file;
   if (cmd->count("--prompt-cache-mb")) c.model.prompt_cache_mb = f.prompt_cache_mb;
   RETURN_IF_ERROR(service::ValidateServiceConfig(c));
@@ -80,9 +81,15 @@ int RunServe(CLI::App* cmd, const GlobalOptions& g, const ServeFlags& f) {
   SignalWatcher signals;
   auto server = service::Server::Open(*config);
   if (!server.ok()) return PrintError(server.status());
-  const std::string url = "http://" + config->server.host + ":" + std::to_string((*server)->port());
+  const std::string& socket = (*server)->socket_path();
+  const std::string url = socket.empty() ? "http://" + config->server.host + ":" + std::to_string((*server)->port())
+                                         : "unix:" + socket;
   std::cerr << "attune serve: listening on " << url << std::endl;
-  if (g.json) PrintJson({{"event", "listening"}, {"url", url}, {"port", (*server)->port()}});
+  if (g.json) {
+    nlohmann::json j = {{"event", "listening"}, {"url", url}, {"port", (*server)->port()}};
+    if (!socket.empty()) j["socket"] = socket;
+    PrintJson(j);
+  }
   signals.Start(server->get());
   Status st = (*server)->Run();
   server->reset();  // finishes streams, checkpoints training, flushes the store
@@ -102,6 +109,9 @@ void AddServeCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   cmd->add_option("--model", f->model, "GGUF file or Hugging Face directory (default: the cached default model)");
   cmd->add_option("--host", f->host, "Address to listen on (default: 127.0.0.1; others need --api-key-file)");
   cmd->add_option("--port", f->port, "TCP port; 0 picks a free one (default: 8080)");
+  cmd->add_option("--socket", f->socket,
+                  "Listen on this Unix domain socket (created mode 0600) instead of --host/--port")
+      ->check(NonEmptyValue());
   cmd->add_option("--api-key-file", f->api_key_file, "File (mode 0600) holding the bearer token clients must send");
   cmd->add_option("--prompt-cache-mb", f->prompt_cache_mb,
                   "Memory for the keys and values of recent conversations, per adapter snapshot; 0 disables "

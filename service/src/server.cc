@@ -239,6 +239,11 @@ Result<std::unique_ptr<Server>> Server::Open(const ServiceConfig& config) {
   }
   const auto& s = config.server;
   impl->traffic = std::make_unique<Traffic>(s.max_concurrent, s.max_queue, config.training.quiet_seconds);
+  if (!s.socket.empty()) {
+    // Before the Assistant starts threads: the socket file is created under
+    // a process-wide umask.
+    ASSIGN_OR_RETURN(impl->unix_socket, UnixListener::Listen(s.socket));
+  }
   ASSIGN_OR_RETURN(impl->assistant, Assistant::Open(MakeAssistantOptions(impl.get())));
   impl->http.set_payload_max_length(size_t(s.max_body_bytes));
   // Enough connection threads for every admitted request plus the
@@ -246,6 +251,20 @@ Result<std::unique_ptr<Server>> Server::Open(const ServiceConfig& config) {
   const size_t threads = size_t(s.max_concurrent + s.max_queue + 8);
   impl->http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   impl->Routes();
+  if (!s.socket.empty()) {
+    // cpp-httplib 0.11 listens only on TCP. It binds a loopback port, and
+    // the Unix socket then takes over that listening descriptor (dup2), so
+    // the library's accept loop serves the socket and the port is closed
+    // before anything is served on it.
+    int library_fd = -1;
+    impl->http.set_socket_options([&library_fd](socket_t fd) { library_fd = fd; });
+    if (impl->http.bind_to_any_port("127.0.0.1") < 0 || library_fd < 0) {
+      return UnavailableError("cannot start the HTTP server for the socket " + s.socket);
+    }
+    RETURN_IF_ERROR(impl->unix_socket.MoveDescriptorTo(library_fd));
+    impl->port = 0;
+    return std::unique_ptr<Server>(new Server(std::move(impl)));
+  }
   int port = s.port;
   if (port == 0) {
     port = impl->http.bind_to_any_port(s.host);
@@ -269,6 +288,8 @@ Server::~Server() {
 }
 
 int Server::port() const { return impl_->port; }
+
+const std::string& Server::socket_path() const { return impl_->unix_socket.path(); }
 
 Status Server::Run() {
   {

@@ -18,6 +18,7 @@
 #include "service/src/metrics.h"
 #include "service/src/openai.h"
 #include "service/src/traffic.h"
+#include "service/src/unix_socket.h"
 
 namespace attune::service {
 
@@ -47,7 +48,8 @@ struct Server::Impl {
   ResponseIds ids;
   std::unique_ptr<Assistant> assistant;
   httplib::Server http;
-  int port = 0;
+  int port = 0;            // 0 when listening on a Unix socket
+  UnixListener unix_socket;  // owns the socket file of --socket
   std::atomic<bool> manual_training{false};
   std::mutex stop_mu;  // guards the two flags below
   bool stop_requested = false, http_stopped = false;

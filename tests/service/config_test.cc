@@ -63,6 +63,10 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   auto s = ParseServiceConfig("[training]\nschedule = \"1am-6am\"\n", "f.toml");
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("training.schedule"), std::string::npos);
+  auto sock = ParseServiceConfig("[server]\nsocket = \"/" + std::string(120, 's') + "\"\n", "f.toml");
+  ASSERT_FALSE(sock.ok());
+  EXPECT_NE(sock.status().message().find("server.socket must be a path shorter than 108 bytes"), std::string::npos)
+      << sock.status().message();
   auto bad = ParseServiceConfig("[server\n", "f.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("f.toml:1:"), std::string::npos) << bad.status().message();
@@ -73,6 +77,9 @@ TEST(ServiceConfigTest, ANonLoopbackHostNeedsAnApiKey) {
   c.server.host = "0.0.0.0";
   EXPECT_FALSE(ValidateServiceConfig(c).ok());
   c.server.api_key_file = "/k";
+  EXPECT_TRUE(ValidateServiceConfig(c).ok());
+  c.server.api_key_file = "";
+  c.server.socket = "/run/user/1000/attune.sock";  // the host is not listened on then
   EXPECT_TRUE(ValidateServiceConfig(c).ok());
   EXPECT_TRUE(IsLoopbackHost("127.0.0.1"));
   EXPECT_TRUE(IsLoopbackHost("127.3.2.1"));

@@ -5,6 +5,7 @@ on a response id, a swap seen between two requests, errors as the client's
 exception types, and a clean SIGTERM shutdown. Exits non-zero on any failure.
 """
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,11 @@ import tempfile
 import urllib.request
 
 import openai
+
+try:  # the HTTP library the installed openai package is built on
+    import httpx2 as httpx
+except ImportError:
+    import httpx
 
 ATTUNE, FIXTURES = sys.argv[1], sys.argv[2]
 
@@ -105,6 +111,30 @@ def run(base):
         check(e.body.get("param") == "temperature", f"400 names the field: {e.body}")
 
 
+def run_unix_socket(tmp):
+    """The same client over `--socket PATH` (httpx's Unix socket transport)."""
+    sock = f"{tmp}/attune.sock"
+    proc = subprocess.Popen([ATTUNE, "serve", "--config", f"{tmp}/serve.toml", "--data-dir", f"{tmp}/data",
+                             "--socket", sock, "--json"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = json.loads(proc.stdout.readline())
+        check(line.get("socket") == sock and line.get("url") == "unix:" + sock, f"listening on the socket: {line}")
+        check(os.stat(sock).st_mode & 0o777 == 0o600, "the socket file is mode 0600")
+        http = httpx.Client(transport=httpx.HTTPTransport(uds=sock))
+        client = openai.OpenAI(base_url="http://localhost/v1", api_key="not-needed-on-a-socket", http_client=http)
+        msgs = [{"role": "user", "content": "hello"}]
+        r = client.chat.completions.create(model="attune", messages=msgs, temperature=0, max_tokens=4)
+        check(r.id.startswith("chatcmpl-") and r.usage.completion_tokens >= 1, "plain chat over the Unix socket")
+        chunks = list(client.chat.completions.create(model="attune:base", messages=msgs, temperature=0,
+                                                     max_tokens=4, stream=True))
+        check(len(chunks) >= 2 and {c.system_fingerprint for c in chunks} == {"attune:base"}, "streaming over the Unix socket")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    check(code == 0, f"SIGTERM exits 0 on the socket (got {code})")
+    check(not os.path.exists(sock), "the socket file is removed at exit")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         with open(f"{tmp}/serve.toml", "w") as f:
@@ -119,6 +149,7 @@ def main():
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)
         check(code == 0, f"SIGTERM exits 0 (got {code})")
+        run_unix_socket(tmp)
     print("openai client test passed")
 
 

@@ -400,6 +400,75 @@ TEST(ServeAuthTest, RefusesANonLoopbackHostWithoutAKey) {
   EXPECT_NE(server.Stderr().find("API key is required"), std::string::npos) << server.Stderr();
 }
 
+// curl over a Unix socket: the HTTP status line's code and the body.
+std::pair<int, std::string> CurlUnix(const std::string& socket, const std::string& path, const std::string& body = "") {
+  std::string cmd = "curl -s -m 120 -w '\\n%{http_code}' --unix-socket '" + socket + "' ";
+  if (!body.empty()) cmd += "-H 'Content-Type: application/json' -d '" + body + "' ";
+  cmd += "http://localhost" + path;
+  std::string out;
+  if (FILE* p = popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    pclose(p);
+  }
+  const size_t nl = out.rfind('\n');
+  if (nl == std::string::npos) return {0, out};
+  return {std::atoi(out.c_str() + nl + 1), out.substr(0, nl)};
+}
+
+TEST(ServeSocketTest, ServesOverAUnixSocketOnlyItsOwnerMayUseAndRemovesItAtExit) {
+  TempDir dir;
+  const std::string sock = dir.path + "/attune.sock";
+  ServerProcess server;
+  ASSERT_TRUE(server.Start(dir.path, TinyConfig(), {"--socket", sock})) << server.Stderr();
+  struct stat st {};
+  ASSERT_EQ(lstat(sock.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(CurlUnix(sock, "/healthz").first, 200);
+  auto [code, body] = CurlUnix(sock, "/v1/chat/completions", Chat("attune", "hi").dump());
+  EXPECT_EQ(code, 200) << body;
+  json j = json::parse(body, nullptr, false);
+  EXPECT_EQ(j.value("system_fingerprint", ""), "attune:base") << body;
+  EXPECT_EQ(CurlUnix(sock, "/v1/nope").first, 404);
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0) << server.Stderr();
+  EXPECT_NE(lstat(sock.c_str(), &st), 0) << "the socket file outlived the service";
+}
+
+TEST(ServeSocketTest, ASocketInUseIsRefusedAStaleOneReplacedAndAnyOtherFileKept) {
+  TempDir dir;
+  const std::string sock = dir.path + "/attune.sock";
+  {
+    ServerProcess first;
+    ASSERT_TRUE(first.Start(dir.path, TinyConfig(), {"--socket", sock})) << first.Stderr();
+    TempDir dir2;
+    ServerProcess second;
+    EXPECT_FALSE(second.Start(dir2.path, TinyConfig(), {"--socket", sock}));
+    EXPECT_EQ(second.Wait(), 1);
+    EXPECT_NE(second.Stderr().find("another process is listening on " + sock), std::string::npos) << second.Stderr();
+    EXPECT_EQ(CurlUnix(sock, "/healthz").first, 200) << "the refused second service broke the first";
+    first.Signal(SIGKILL);
+    first.Wait();
+  }
+  struct stat st {};
+  ASSERT_EQ(lstat(sock.c_str(), &st), 0) << "a killed service leaves its socket file";
+  {
+    ServerProcess restarted;
+    ASSERT_TRUE(restarted.Start(dir.path, TinyConfig(), {"--socket", sock})) << restarted.Stderr();
+    EXPECT_EQ(CurlUnix(sock, "/healthz").first, 200);
+  }
+  const std::string file = dir.path + "/notes.txt";
+  std::ofstream(file) << "keep me";
+  ServerProcess server;
+  EXPECT_FALSE(server.Start(dir.path, TinyConfig(), {"--socket", file}));
+  EXPECT_EQ(server.Wait(), 1);
+  EXPECT_NE(server.Stderr().find("is not a socket"), std::string::npos) << server.Stderr();
+  std::ifstream in(file);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "keep me");
+}
+
 TEST(ServeConfigTest, AnUnknownKeyIsAnErrorNamingIt) {
   TempDir dir;
   ServerProcess server;

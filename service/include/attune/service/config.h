@@ -16,6 +16,9 @@ namespace attune::service {
 struct ServerConfig {
   std::string host = "127.0.0.1";  // Default: 127.0.0.1 (loopback only)
   int port = 8080;                  // Default: 8080
+  // Listen on this Unix domain socket (created mode 0600) instead of
+  // host:port; access is the file's permissions. Default: "" (TCP)
+  std::string socket;
   // Bearer token file (mode 0600); required for a non-loopback host.
   // Default: "" (no authentication; loopback only)
   std::string api_key_file;

@@ -21,8 +21,10 @@ class Server {
   // Stops serving and the trainer (checkpointed) and flushes the store.
   ~Server();
 
-  // The bound port (useful with port 0).
+  // The bound port (useful with port 0); 0 on a Unix socket.
   int port() const;
+  // The Unix socket listened on (server.socket), or "".
+  const std::string& socket_path() const;
   // Serves until Stop(). Then open requests and streams finish before it
   // returns.
   Status Run();
