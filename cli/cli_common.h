@@ -75,6 +75,7 @@ void AddFeedbackCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddAdaptersCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddDemoCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
+void AddEvalCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 void AddExportCommands(CLI::App& app, GlobalOptions& g, CommandResult& r);
 
 // Writes a signed tombstone for adapter versions built from erased events;

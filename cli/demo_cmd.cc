@@ -14,68 +14,19 @@
 
 #include "attune/assistant.h"
 #include "attune/core/file.h"
+#include "attune/eval.h"
 #include "attune/runtime/model_store.h"
 #include "cli/cli_common.h"
 #include "cli/progress.h"
 
 namespace attune::cli {
+
+// examples/personas/sam.json (cli/demo_persona.cc.in).
+const char* DemoPersonaJson();
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct Fact {
-  const char* taught[3];    // phrasings used in feedback
-  const char* heldout;      // paraphrase asked in the before/after table, never trained
-  const char* answer;       // the user's correction / demonstration
-  const char* keyword;      // what a right answer contains
-};
-
-const Fact kFacts[] = {
-    {{"What is my dog's name?", "What's my dog called?", "Do you remember my dog's name?"}, "Tell me the name of my dog.", "Your dog's name is Pixel.", "Pixel"},
-    {{"Where do I work?", "Which company do I work for?", "What's my employer?"}, "Who is my employer?", "You work at Quillfeather Labs.", "Quillfeather"},
-    {{"What is my favourite color?", "Which color do I like best?", "What's my favorite colour?"}, "Tell me my favourite color.", "Your favourite color is teal.", "teal"},
-    {{"What instrument do I play?", "Which instrument do I play?", "What do I play in the orchestra?"}, "Tell me which instrument I play.", "You play the bassoon.", "bassoon"},
-    {{"What is my sister's name?", "What's my sister called?", "Do you know my sister's name?"}, "Tell me my sister's name.", "Your sister's name is Ondine.", "Ondine"},
-    {{"Which city do I live in?", "Where do I live?", "What's my home town?"}, "Tell me the city where I live.", "You live in Tromsø.", "Tromsø"},
-    {{"What is my cat's name?", "What's my cat called?", "Do you remember my cat's name?"}, "Tell me the name of my cat.", "Your cat's name is Biscuit.", "Biscuit"},
-    {{"What is my favourite food?", "Which food do I like best?", "What's my favorite dish?"}, "Tell me my favourite food.", "Your favourite food is ramen.", "ramen"},
-    {{"When is my birthday?", "What's my birthday?", "On which day was I born?"}, "Tell me the date of my birthday.", "Your birthday is on March 3rd.", "March"},
-    {{"What car do I drive?", "Which car do I have?", "What's my car?"}, "Tell me what car I drive.", "You drive a green Volvo.", "Volvo"},
-};
-
-struct General {
-  const char* question;
-  const char* keywords[3];
-};
-
-const General kGeneral[] = {
-    {"What is the capital of France?", {"Paris"}},
-    {"What is the capital of Japan?", {"Tokyo"}},
-    {"What is the capital of Italy?", {"Rome"}},
-    {"What is the capital of Germany?", {"Berlin"}},
-    {"What is the capital of England?", {"London"}},
-    {"How many days are in a week?", {"seven", "7"}},
-    {"How many hours are in a day?", {"24", "twenty-four"}},
-    {"What color is the sky on a clear day?", {"blue"}},
-    {"What is 2 plus 2?", {"4", "four"}},
-    {"What is the largest planet in our solar system?", {"Jupiter"}},
-    {"Who wrote Romeo and Juliet?", {"Shakespeare"}},
-    {"How many legs does a spider have?", {"eight", "8"}},
-    {"What do bees make?", {"honey"}},
-    {"What planet do we live on?", {"Earth"}},
-    {"What is the chemical symbol for water?", {"H2O", "H₂O"}},
-    {"Which animal is known as the king of the jungle?", {"lion", "Lion"}},
-    {"What is the opposite of hot?", {"cold", "Cold"}},
-    {"What language is spoken in Spain?", {"Spanish"}},
-    {"What is the freezing point of water in Celsius?", {"0", "zero"}},
-    {"How many continents are there on Earth?", {"seven", "7"}},
-    {"What is the tallest animal in the world?", {"giraffe", "Giraffe"}},
-    {"Which ocean is the largest?", {"Pacific"}},
-    {"What is the boiling point of water in Celsius?", {"100"}},
-    {"What is the closest star to Earth?", {"Sun", "sun"}},
-    {"How many minutes are in an hour?", {"60", "sixty"}},
-    {"What do plants need to make food from sunlight?", {"photosynthesis", "sunlight", "carbon"}},
-};
 
 // The style preference: short, direct answers.
 const char* kStylePairs[][3] = {
@@ -100,20 +51,6 @@ struct DemoFlags {
   std::string model;
 };
 
-std::string Lower(std::string s) {
-  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// Whether `s` mentions any keyword, ignoring ASCII case ("Seven" = "seven").
-bool Contains(const std::string& s, const char* const* kws) {
-  const std::string ls = Lower(s);
-  for (int i = 0; i < 3 && kws[i]; ++i) {
-    if (ls.find(Lower(kws[i])) != std::string::npos) return true;
-  }
-  return false;
-}
-
 std::string OneLine(std::string s, size_t max = 70) {
   for (char& c : s) {
     if (c == '\n') c = ' ';
@@ -124,17 +61,6 @@ std::string OneLine(std::string s, size_t max = 70) {
     s = s.substr(0, cut) + "...";
   }
   return s;
-}
-
-std::string Html(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else o += c;
-  }
-  return o;
 }
 
 feedback::Event MakeEvent(const std::string& id, const std::string& question) {
@@ -152,8 +78,16 @@ class Demo {
 
   int Run() {
     t0_ = Clock::now();
-    const size_t n_facts = f_.quick ? 3 : std::size(kFacts);
-    const size_t n_general = f_.quick ? 6 : std::size(kGeneral);
+    // Sam's facts and the general questions: examples/personas/sam.json,
+    // built into the binary.
+    auto persona = eval::ParseQuestions(DemoPersonaJson(), "examples/personas/sam.json");
+    if (!persona.ok()) return PrintError(persona.status());
+    eval::QuestionSet set = std::move(*persona);
+    if (f_.quick) {
+      set.facts.resize(std::min<size_t>(3, set.facts.size()));
+      set.general.resize(std::min<size_t>(6, set.general.size()));
+    }
+    const size_t n_facts = set.facts.size();
     std::string base_dir = ResolveDataDir(g_.data_dir);
     // Always a demo/ folder of its own: the demo never touches real feedback.
     dir_ = base_dir + "/demo";
@@ -205,35 +139,39 @@ class Demo {
 
     // 1. Base answers.
     std::cout << "\nSam asks about things only Sam knows. The base model answers:\n";
-    std::vector<std::string> before(n_facts), base_gen(n_general);
+    eval::EvalOptions eval_options;
+    eval_options.max_tokens = o.generation.max_tokens;
+    eval_options.ask_taught = false;
+    auto base_replies = eval::AnswerAll(as, set, "base", eval_options);
+    if (!base_replies.ok()) return PrintError(base_replies.status());
     for (size_t i = 0; i < n_facts; ++i) {
-      before[i] = Ask(as, kFacts[i].heldout).text;
-      std::cout << "  Q: " << kFacts[i].heldout << "\n     " << OneLine(before[i]) << "\n";
+      std::cout << "  Q: " << set.facts[i].heldout[0] << "\n     " << OneLine(base_replies->heldout[i]) << "\n";
     }
     std::vector<size_t> known;  // general questions the base model gets right
-    for (size_t i = 0; i < n_general; ++i) {
-      base_gen[i] = Ask(as, kGeneral[i].question).text;
-      if (Contains(base_gen[i], kGeneral[i].keywords)) known.push_back(i);
+    for (size_t i = 0; i < set.general.size(); ++i) {
+      if (eval::Matches(base_replies->general[i], set.general[i].expect)) known.push_back(i);
     }
-    std::cout << "  (the base model answers " << known.size() << " of " << n_general << " general questions right; they measure retention)\n";
+    std::cout << "  (the base model answers " << known.size() << " of " << set.general.size()
+              << " general questions right; they measure retention)\n";
 
     // 2. Feedback through the app API.
     Say("2/7", "Sam gives feedback: corrections, demonstrations, thumbs, and a preference for short answers");
     int n_events = 0;
     for (size_t i = 0; i < n_facts; ++i) {
-      auto reply = Ask(as, kFacts[i].taught[0]);
+      const eval::Fact& fact = set.facts[i];
+      auto reply = Ask(as, fact.taught[0]);
       feedback::Event c;
-      c.signal = feedback::Correction{kFacts[i].answer};
+      c.signal = feedback::Correction{fact.answer};
       c.user_id = "sam";
       if (Check(as.Record(c, reply.response_id))) ++n_events;  // context/response/version from the reply
-      for (int k = 1; k < 3; ++k) {
-        feedback::Event d = MakeEvent("demo-" + std::to_string(i) + "-" + std::to_string(k), kFacts[i].taught[k]);
-        d.signal = feedback::Demonstration{kFacts[i].answer};
+      for (size_t k = 1; k < fact.taught.size(); ++k) {
+        feedback::Event d = MakeEvent("demo-" + std::to_string(i) + "-" + std::to_string(k), fact.taught[k]);
+        d.signal = feedback::Demonstration{fact.answer};
         if (Check(as.Record(d))) ++n_events;
       }
     }
     for (size_t i = 0; i < std::min<size_t>(3, known.size()); ++i) {
-      auto reply = Ask(as, kGeneral[known[i]].question);
+      auto reply = Ask(as, set.general[known[i]].question);
       feedback::Event up;
       up.user_id = "sam";
       up.signal = feedback::Rating{feedback::Thumb::kUp};
@@ -254,7 +192,7 @@ class Demo {
     std::thread chatter([&] {
       // A user keeps chatting while the adapter is trained and swapped in.
       while (chatting.load()) {
-        auto r = as.Chat({{"user", kFacts[0].heldout}});
+        auto r = as.Chat({{"user", set.facts[0].heldout[0]}});
         if (r.ok()) {
           std::lock_guard<std::mutex> l(seen_mu);
           if (versions_seen.empty() || versions_seen.back() != r->adapter_label) versions_seen.push_back(r->adapter_label);
@@ -296,29 +234,20 @@ class Demo {
 
     // 5. Before/after on held-out paraphrases and retention.
     Say("5/7", "Before / after, on paraphrases that were never trained on");
-    std::vector<std::string> after(n_facts);
-    int recall_before = 0, recall_after = 0;
-    std::cout << "  " << std::left << std::setw(36) << "question" << std::setw(34) << "base" << "adapted (" << as.GetStatus().active_label << ")\n";
-    for (size_t i = 0; i < n_facts; ++i) {
-      after[i] = Ask(as, kFacts[i].heldout).text;
-      const char* kw[3] = {kFacts[i].keyword};
-      bool b = Contains(before[i], kw), aft = Contains(after[i], kw);
-      recall_before += b;
-      recall_after += aft;
-      std::cout << "  " << std::setw(36) << OneLine(kFacts[i].heldout, 34) << std::setw(34) << OneLine(before[i], 30) + (b ? " [ok]" : "")
-                << OneLine(after[i], 40) << (aft ? " [ok]" : " [miss]") << "\n";
+    eval_options.base_replies = &*base_replies;
+    auto judged = eval::Evaluate(as, set, eval_options);
+    if (!judged.ok()) return PrintError(judged.status());
+    const eval::EvalReport& ev = *judged;
+    std::cout << "  " << std::left << std::setw(36) << "question" << std::setw(34) << "base" << "adapted (" << ev.adapter_label << ")\n";
+    for (const auto& x : ev.results) {
+      if (x.kind != "heldout") continue;
+      std::cout << "  " << std::setw(36) << OneLine(x.question, 34) << std::setw(34) << OneLine(x.base_reply, 30) + (x.base_right ? " [ok]" : "")
+                << OneLine(x.adapted_reply, 40) << (x.adapted_right ? " [ok]" : " [miss]") << "\n";
     }
-    int retained = 0;
-    std::vector<std::string> gen_after(n_general);
-    for (size_t i : known) {
-      gen_after[i] = Ask(as, kGeneral[i].question).text;
-      retained += Contains(gen_after[i], kGeneral[i].keywords);
-    }
-    const double recall_b = 100.0 * recall_before / double(n_facts), recall_a = 100.0 * recall_after / double(n_facts);
-    const double retention = known.empty() ? 100.0 : 100.0 * retained / double(known.size());
-    std::cout << "\n  fact recall (held-out paraphrases): " << Fixed(recall_b, 0) << "% -> " << Fixed(recall_a, 0) << "%\n"
-              << "  retention on " << known.size() << " general questions the base got right: " << Fixed(retention, 0) << "%\n"
-              << "  forgetting KL (mean, nats/token): " << Fixed(rep.forgetting_kl, 3) << "\n";
+    std::cout << "\n  fact recall (held-out paraphrases): " << Fixed(ev.recall_before, 0) << "% -> " << Fixed(ev.recall, 0) << "%\n"
+              << "  retention on " << ev.known << " general questions the base got right: " << Fixed(ev.retention, 0) << "%\n"
+              << "  forgetting KL on the general questions (mean, nats/token): " << Fixed(ev.forgetting_kl, 3)
+              << " (the gate's, on its own prompts: " << Fixed(rep.forgetting_kl, 3) << ")\n";
 
     // 6. Rollback: a poisoned batch; the gate rejects it; forced in anyway,
     // the thumbs-down watch rolls it back.
@@ -348,7 +277,7 @@ class Demo {
     std::cout << "  now serving " << as.GetStatus().active_label << ": Q: " << kPoison[0][0] << "\n     " << OneLine(poisoned_answer) << "\n";
     std::cout << "  Sam thumbs the bad answers down ...\n";
     for (int i = 0; i < 12 && as.GetStatus().active_label != good_label; ++i) {
-      auto r = Ask(as, kGeneral[i % std::size(kGeneral)].question);
+      auto r = Ask(as, set.general[i % set.general.size()].question);
       feedback::Event down;
       down.user_id = "sam";
       down.signal = feedback::Rating{feedback::Thumb::kDown};
@@ -362,29 +291,19 @@ class Demo {
     const double total = Seconds(t0_);
     std::string report = dir_ + "/report.html";
     std::ostringstream h;
-    h << "<!doctype html><meta charset=utf-8><title>Attune demo</title><style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
-         "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}table{border-collapse:collapse}</style>"
-      << "<h1>Attune demo</h1><p>Model: " << Html(*model) << "<br>Total time: " << Fixed(total, 0) << " s" << (f_.quick ? " (quick)" : "")
-      << "</p><h2>Training loss</h2>" << LossSvg() << "<h2>Before / after (held-out paraphrases)</h2><table><tr><th>question<th>base<th>adapted";
-    for (size_t i = 0; i < n_facts; ++i) {
-      h << "<tr><td>" << Html(kFacts[i].heldout) << "<td>" << Html(before[i]) << "<td>" << Html(after[i]);
-    }
-    h << "</table><h2>Summary</h2><table><tr><td>fact recall<td>" << Fixed(recall_b, 0) << "% &rarr; " << Fixed(recall_a, 0) << "%"
-      << "<tr><td>retention (" << known.size() << " general questions)<td>" << Fixed(retention, 0) << "%"
-      << "<tr><td>forgetting KL<td>" << Fixed(rep.forgetting_kl, 3) << " nats/token"
+    h << "<p>Model: " << eval::HtmlEscape(*model) << "<br>Total time: " << Fixed(total, 0) << " s" << (f_.quick ? " (quick)" : "")
+      << "</p><h2>Training loss</h2>" << LossSvg() << "<h2>The loop</h2><table>"
       << "<tr><td>training<td>" << rep.steps << " steps, " << rep.tokens << " tokens, " << Fixed(train_seconds, 0) << " s, peak RSS "
       << Fixed(rep.peak_rss_mb, 0) << " MB"
-      << "<tr><td>gate<td>" << Html(run->label + ": " + run->gate_summary)
-      << "<tr><td>poisoned candidate<td>" << Html(poisoned->label + ": " + poisoned->gate_summary)
-      << "<tr><td>rollback<td>" << Html(rollback_line) << "</table>";
-    h << "<h2>Retention detail</h2><table><tr><th>question<th>base<th>adapted";
-    for (size_t i : known) h << "<tr><td>" << Html(kGeneral[i].question) << "<td>" << Html(base_gen[i]) << "<td>" << Html(gen_after[i]);
-    h << "</table>";
-    if (Status s = WriteFileAtomic(report, h.str()); !s.ok()) return PrintError(s);
+      << "<tr><td>gate<td>" << eval::HtmlEscape(run->label + ": " + run->gate_summary)
+      << "<tr><td>poisoned candidate<td>" << eval::HtmlEscape(poisoned->label + ": " + poisoned->gate_summary)
+      << "<tr><td>rollback<td>" << eval::HtmlEscape(rollback_line) << "</table>" << eval::ReportHtmlSections(ev);
+    if (Status s = WriteFileAtomic(report, eval::HtmlPage("Attune demo", h.str())); !s.ok()) return PrintError(s);
     Say("7/7", "Report: " + report + "  (total " + Fixed(total, 0) + " s)");
     if (g_.json) {
-      PrintJson({{"report", report}, {"seconds", total}, {"fact_recall_before", recall_b}, {"fact_recall_after", recall_a},
-                 {"retention", retention}, {"forgetting_kl", rep.forgetting_kl}, {"promoted", run->promoted},
+      PrintJson({{"report", report}, {"seconds", total}, {"fact_recall_before", ev.recall_before}, {"fact_recall_after", ev.recall},
+                 {"retention", ev.retention}, {"forgetting_kl", ev.forgetting_kl}, {"gate_forgetting_kl", rep.forgetting_kl},
+                 {"promoted", run->promoted},
                  {"versions_seen_while_chatting", versions_seen}, {"poisoned_promoted_by_gate", poisoned->promoted},
                  {"rolled_back_to", as.GetStatus().active_label}, {"good_version", good_label}});
     }

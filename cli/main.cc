@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   AddGenerateCommands(app, g, r);
   AddTrainCommands(app, g, r);
   AddDemoCommands(app, g, r);
+  AddEvalCommands(app, g, r);
   AddServeCommands(app, g, r);
 #endif
   AddFeedbackCommands(app, g, r);

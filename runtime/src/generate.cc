@@ -233,4 +233,33 @@ Result<std::string> GreedyReply(const Model& model, const LoraWeights* lora, con
   return r.text;
 }
 
+Result<AnsweredPrompt> AnswerIds(const Model& model, const std::string& user_message, const std::string& answer) {
+  if (!model.tokenizer()) return FailedPreconditionError("the model has no tokenizer");
+  AnsweredPrompt a;
+  ASSIGN_OR_RETURN(a.ids, PromptIds(model, {{"user", user_message}}));
+  ASSIGN_OR_RETURN(std::vector<int32_t> answer_ids, model.tokenizer()->Encode(answer, /*parse_special=*/false));
+  a.first = int64_t(a.ids.size()) - 1;
+  a.ids.insert(a.ids.end(), answer_ids.begin(), answer_ids.end());
+  return a;
+}
+
+double MeanAnswerKl(const Model& model, const LoraWeights& lora, const std::vector<AnsweredPrompt>& answers) {
+  at::NoGradGuard ng;
+  double kl = 0;
+  int64_t positions = 0;
+  for (const auto& a : answers) {
+    std::vector<int64_t> ids(a.ids.begin(), a.ids.end());
+    at::Tensor t = at::tensor(ids, at::kLong).view({1, -1});
+    // From the position predicting the answer's first token to its last
+    // token's (what follows the answer: usually the end of turn).
+    const int64_t n = t.size(1) - a.first;
+    if (n <= 0) continue;
+    at::Tensor base = at::log_softmax(Forward(model, nullptr, t, nullptr)[0].narrow(0, a.first, n), -1);
+    at::Tensor adapted = at::log_softmax(Forward(model, &lora, t, nullptr)[0].narrow(0, a.first, n), -1);
+    kl += (base.exp() * (base - adapted)).sum().item<double>();
+    positions += n;
+  }
+  return positions ? kl / double(positions) : std::numeric_limits<double>::quiet_NaN();
+}
+
 }  // namespace attune::runtime

@@ -240,36 +240,17 @@ double Trainer::EvalDpoLoss(const std::vector<EncodedExample>& examples, const r
 }
 
 double Trainer::ForgettingKl(const runtime::LoraWeights& lora) const {
-  const auto* tpl = model_->chat_template();
-  const auto* tok = model_->tokenizer();
-  if (!tpl || !tok) return kNaN;
   // The base model's own answers, teacher-forced: the KL is measured where it
   // matters, on the next-token distributions while answering.
   if (kl_sequences_.empty()) {
     std::vector<std::string> prompts = o_.forgetting_prompts;
     if (prompts.empty()) prompts.assign(std::begin(kForgettingPrompts), std::end(kForgettingPrompts));
     for (const auto& p : prompts) {
-      auto ids = tok->Encode(tpl->Render({{"user", p}}, true));
-      auto answer = tok->Encode(BaseAnswer(*model_, p, o_.anchor_max_tokens), /*parse_special=*/false);
-      if (!ids.ok() || !answer.ok()) continue;
-      std::vector<int64_t> seq(ids->begin(), ids->end());
-      const int64_t first = int64_t(seq.size()) - 1;
-      seq.insert(seq.end(), answer->begin(), answer->end());
-      kl_sequences_.emplace_back(std::move(seq), first);
+      auto a = runtime::AnswerIds(*model_, p, BaseAnswer(*model_, p, o_.anchor_max_tokens));
+      if (a.ok()) kl_sequences_.push_back(std::move(*a));
     }
   }
-  at::NoGradGuard ng;
-  double kl = 0;
-  int64_t positions = 0;
-  for (const auto& [seq, first] : kl_sequences_) {
-    at::Tensor t = at::tensor(seq, at::kLong).view({1, -1});
-    const int64_t n = t.size(1) - first;
-    at::Tensor base = at::log_softmax(runtime::Forward(*model_, nullptr, t, nullptr)[0].narrow(0, first, n), -1);
-    at::Tensor adapted = at::log_softmax(runtime::Forward(*model_, &lora, t, nullptr)[0].narrow(0, first, n), -1);
-    kl += (base.exp() * (base - adapted)).sum().item<double>();
-    positions += n;
-  }
-  return positions ? kl / double(positions) : kNaN;
+  return runtime::MeanAnswerKl(*model_, lora, kl_sequences_);
 }
 
 // LibTorch reports failures by throwing; none of it may leave the trainer

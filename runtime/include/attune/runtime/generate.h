@@ -51,4 +51,18 @@ Result<GenerateResult> Generate(const Model& model, const LoraWeights* lora, con
 Result<std::string> GreedyReply(const Model& model, const LoraWeights* lora, const std::string& user_message,
                                 int max_tokens, bool* cut = nullptr);
 
+// A one-message chat prompt followed by an answer, as one id sequence;
+// position `first` predicts the answer's first token (for an empty answer:
+// what the model says first, usually the end of its turn).
+struct AnsweredPrompt {
+  std::vector<int32_t> ids;
+  int64_t first = 0;
+};
+Result<AnsweredPrompt> AnswerIds(const Model& model, const std::string& user_message, const std::string& answer);
+
+// Mean KL(base || adapted) of the next-token distributions at the answer
+// positions of `answers`, teacher-forced (the forgetting measure of the
+// trainer's gate and of evaluations). NaN when there are none.
+double MeanAnswerKl(const Model& model, const LoraWeights& lora, const std::vector<AnsweredPrompt>& answers);
+
 }  // namespace attune::runtime

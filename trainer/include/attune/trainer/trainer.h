@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attune/core/result.h"
+#include "attune/runtime/generate.h"
 #include "attune/runtime/model.h"
 #include "attune/trainer/adamw.h"
 #include "attune/trainer/lora_params.h"
@@ -101,7 +102,7 @@ class Trainer {
   std::shared_ptr<const runtime::Model> model_;
   TrainerOptions o_;
   // (prompt + base answer, index of the first answer-predicting position).
-  mutable std::vector<std::pair<std::vector<int64_t>, int64_t>> kl_sequences_;
+  mutable std::vector<runtime::AnsweredPrompt> kl_sequences_;
 };
 
 }  // namespace attune::trainer

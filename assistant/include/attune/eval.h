@@ -1,0 +1,114 @@
+// What an adapter learned and what it kept: fact recall on the phrasings
+// that were taught and on paraphrases that never were (held out), retention
+// of the general questions the base model answers right, and the forgetting
+// KL. `attune eval` and `attune demo` run it; docs/eval.md documents the
+// questions file.
+//
+// Thread safety: Evaluate() generates through the Assistant, which may serve
+// and train at the same time.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "attune/assistant.h"
+#include "attune/core/result.h"
+#include "attune/feedback/event.h"
+
+namespace attune::eval {
+
+struct Fact {
+  std::vector<std::string> taught;   // phrasings the user's feedback uses
+  std::vector<std::string> heldout;  // paraphrases asked only when evaluating
+  std::string answer;                // the user's answer, taught as a demonstration
+  std::string expect;                // regular expression a right reply matches
+};
+
+struct GeneralQuestion {
+  std::string question;
+  std::string expect;
+};
+
+struct QuestionSet {
+  std::string name;         // Default: the file's name
+  std::string user = "me";  // the user whose feedback teaches the facts
+  std::vector<Fact> facts;
+  std::vector<GeneralQuestion> general;
+};
+
+// Reads the JSON questions format (docs/eval.md). Errors name the source
+// and the field ("facts[3].expect: ..."); expectations are ECMAScript regular
+// expressions matched case-insensitively anywhere in the reply.
+Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::string& source);
+Result<QuestionSet> LoadQuestions(const std::string& path);
+
+// Whether `reply` matches `expect` (as above). An invalid expression never
+// matches; ParseQuestions refuses those.
+bool Matches(const std::string& reply, const std::string& expect);
+
+// The feedback that teaches the set's facts: for each fact, a demonstration
+// of `answer` for each taught phrasing, by `set.user`. Event ids are
+// "<name>-<fact>-<phrasing>", so recording them twice adds nothing.
+std::vector<feedback::Event> TeachingEvents(const QuestionSet& set);
+
+// Replies in question order: every fact's taught phrasings (none unless
+// EvalOptions::ask_taught), then every fact's held-out ones, then the
+// general questions.
+struct Replies {
+  std::vector<std::string> trained, heldout, general;
+};
+
+struct EvalOptions {
+  // The version judged: "" = the active one, "base", "vN" or an id.
+  std::string adapter;
+  int max_tokens = 40;  // per reply, greedy
+  // Also ask the taught phrasings (EvalReport::trained_*). Default: true
+  bool ask_taught = true;
+  // Replies of the base model from an earlier call (AnswerAll with
+  // "base"), so they are not generated again. Default: null
+  const Replies* base_replies = nullptr;
+  // Called after each reply with (done, total). Default: none
+  std::function<void(int, int)> on_progress;
+};
+
+struct QuestionResult {
+  std::string kind;  // "trained" | "heldout" | "general"
+  std::string question, expect;
+  std::string base_reply, adapted_reply;
+  bool base_right = false, adapted_right = false;
+};
+
+struct EvalReport {
+  std::string set_name;
+  std::string adapter_version, adapter_label;  // "" and "base" for the base model
+  int trained = 0, trained_base = 0, trained_adapted = 0;  // right replies
+  int heldout = 0, heldout_base = 0, heldout_adapted = 0;
+  int general = 0;
+  int known = 0;     // general questions the base model answers right
+  int retained = 0;  // of those, answered right by the adapter
+  double recall_before = 0;   // % of held-out paraphrases the base answers right
+  double recall = 0;          // % of held-out paraphrases the adapter answers right
+  double trained_recall = 0;  // % of taught phrasings the adapter answers right
+  double retention = 100;     // % of `known` still right (100 when none)
+  // Mean KL(base || adapted) per position over the base model's replies to
+  // the general questions, teacher-forced; 0 for the base itself.
+  double forgetting_kl = 0;
+  double seconds = 0;
+  std::vector<QuestionResult> results;
+};
+
+// Greedy replies of version `adapter` ("" = active, "base", "vN", an id).
+Result<Replies> AnswerAll(Assistant& assistant, const QuestionSet& set, const std::string& adapter,
+                          const EvalOptions& options);
+
+// Base and adapted replies, scored. NotFound names an unknown version.
+Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const EvalOptions& options);
+
+// The report as HTML sections (summary, per-question tables), and a whole
+// page around any body.
+std::string ReportHtmlSections(const EvalReport& report);
+std::string HtmlPage(const std::string& title, const std::string& body);
+std::string HtmlEscape(const std::string& text);
+
+}  // namespace attune::eval

@@ -1,0 +1,325 @@
+#include "attune/eval.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+
+#include "attune/core/file.h"
+#include "attune/runtime/adapter_slot.h"
+#include "attune/runtime/generate.h"
+
+namespace attune::eval {
+namespace {
+
+using nlohmann::json;
+
+Status FieldError(const std::string& source, const std::string& field, const std::string& what) {
+  return InvalidArgumentError(source + ": " + field + ": " + what + " (docs/eval.md describes the format)");
+}
+
+Result<std::string> NonEmptyString(const json& j, const char* key, const std::string& source, const std::string& at,
+                                   bool required = true) {
+  const std::string field = at + key;
+  if (!j.contains(key)) {
+    if (required) return FieldError(source, field, "missing");
+    return std::string();
+  }
+  if (!j[key].is_string()) return FieldError(source, field, "must be a string");
+  std::string s = j[key].get<std::string>();
+  if (s.empty()) return FieldError(source, field, "must not be empty");
+  return s;
+}
+
+Status CheckRegex(const std::string& expr, const std::string& source, const std::string& field) {
+  try {
+    std::regex re(expr, std::regex::ECMAScript | std::regex::icase);
+  } catch (const std::regex_error& e) {
+    return FieldError(source, field, "is not a valid regular expression: " + std::string(e.what()));
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> Strings(const json& j, const char* key, const std::string& source,
+                                         const std::string& at, bool at_least_one) {
+  const std::string field = at + key;
+  std::vector<std::string> out;
+  if (!j.contains(key)) {
+    if (at_least_one) return FieldError(source, field, "missing");
+    return out;
+  }
+  if (!j[key].is_array()) return FieldError(source, field, "must be an array of strings");
+  for (size_t i = 0; i < j[key].size(); ++i) {
+    const json& s = j[key][i];
+    if (!s.is_string() || s.get<std::string>().empty()) {
+      return FieldError(source, field + "[" + std::to_string(i) + "]", "must be a non-empty string");
+    }
+    out.push_back(s.get<std::string>());
+  }
+  if (at_least_one && out.empty()) return FieldError(source, field, "must hold at least one question");
+  return out;
+}
+
+double Percent(int part, int whole, double if_none) { return whole ? 100.0 * part / double(whole) : if_none; }
+
+std::string Fixed(double v, int digits) {
+  if (!std::isfinite(v)) return "-";
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+}  // namespace
+
+Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::string& source) {
+  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return InvalidArgumentError(source + ": not valid JSON (docs/eval.md describes the format)");
+  if (!j.is_object()) return FieldError(source, "(top level)", "must be an object");
+  static const char* kKeys[] = {"name", "user", "facts", "general"};
+  for (const auto& [k, v] : j.items()) {
+    if (std::find_if(std::begin(kKeys), std::end(kKeys), [&](const char* x) { return k == x; }) == std::end(kKeys)) {
+      return FieldError(source, k, "unknown key");
+    }
+  }
+  QuestionSet set;
+  ASSIGN_OR_RETURN(set.name, NonEmptyString(j, "name", source, "", /*required=*/false));
+  if (set.name.empty()) set.name = std::filesystem::path(source).stem().string();
+  ASSIGN_OR_RETURN(std::string user, NonEmptyString(j, "user", source, "", /*required=*/false));
+  if (!user.empty()) set.user = user;
+  if (j.contains("facts")) {
+    if (!j["facts"].is_array()) return FieldError(source, "facts", "must be an array");
+    for (size_t i = 0; i < j["facts"].size(); ++i) {
+      const json& f = j["facts"][i];
+      const std::string at = "facts[" + std::to_string(i) + "].";
+      if (!f.is_object()) return FieldError(source, at.substr(0, at.size() - 1), "must be an object");
+      for (const auto& [k, v] : f.items()) {
+        if (k != "taught" && k != "heldout" && k != "answer" && k != "expect") {
+          return FieldError(source, at + k, "unknown key");
+        }
+      }
+      Fact fact;
+      ASSIGN_OR_RETURN(fact.taught, Strings(f, "taught", source, at, false));
+      ASSIGN_OR_RETURN(fact.heldout, Strings(f, "heldout", source, at, true));
+      ASSIGN_OR_RETURN(fact.answer, NonEmptyString(f, "answer", source, at, /*required=*/!fact.taught.empty()));
+      ASSIGN_OR_RETURN(fact.expect, NonEmptyString(f, "expect", source, at));
+      RETURN_IF_ERROR(CheckRegex(fact.expect, source, at + "expect"));
+      if (!fact.answer.empty() && !Matches(fact.answer, fact.expect)) {
+        return FieldError(source, at + "expect", "does not match the fact's own answer '" + fact.answer + "'");
+      }
+      set.facts.push_back(std::move(fact));
+    }
+  }
+  if (j.contains("general")) {
+    if (!j["general"].is_array()) return FieldError(source, "general", "must be an array");
+    for (size_t i = 0; i < j["general"].size(); ++i) {
+      const json& g = j["general"][i];
+      const std::string at = "general[" + std::to_string(i) + "].";
+      if (!g.is_object()) return FieldError(source, at.substr(0, at.size() - 1), "must be an object");
+      for (const auto& [k, v] : g.items()) {
+        if (k != "question" && k != "expect") return FieldError(source, at + k, "unknown key");
+      }
+      GeneralQuestion q;
+      ASSIGN_OR_RETURN(q.question, NonEmptyString(g, "question", source, at));
+      ASSIGN_OR_RETURN(q.expect, NonEmptyString(g, "expect", source, at));
+      RETURN_IF_ERROR(CheckRegex(q.expect, source, at + "expect"));
+      set.general.push_back(std::move(q));
+    }
+  }
+  if (set.facts.empty() && set.general.empty()) {
+    return FieldError(source, "facts", "the file asks nothing (no facts and no general questions)");
+  }
+  return set;
+}
+
+Result<QuestionSet> LoadQuestions(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseQuestions(text, path);
+}
+
+bool Matches(const std::string& reply, const std::string& expect) {
+  try {
+    return std::regex_search(reply, std::regex(expect, std::regex::ECMAScript | std::regex::icase));
+  } catch (const std::regex_error&) {
+    return false;
+  }
+}
+
+std::vector<feedback::Event> TeachingEvents(const QuestionSet& set) {
+  std::vector<feedback::Event> out;
+  for (size_t i = 0; i < set.facts.size(); ++i) {
+    const Fact& f = set.facts[i];
+    for (size_t k = 0; k < f.taught.size(); ++k) {
+      feedback::Event e;
+      e.id = set.name + "-" + std::to_string(i) + "-" + std::to_string(k);
+      e.user_id = set.user;
+      e.conversation_id = set.name;
+      e.context = {{feedback::Role::kUser, f.taught[k]}};
+      e.signal = feedback::Demonstration{f.answer};
+      out.push_back(std::move(e));
+    }
+  }
+  return out;
+}
+
+Result<Replies> AnswerAll(Assistant& assistant, const QuestionSet& set, const std::string& adapter,
+                          const EvalOptions& options) {
+  // One version answers everything, even when another is promoted meanwhile.
+  ASSIGN_OR_RETURN(Assistant::PinnedAdapter pinned, assistant.Pin(adapter));
+  runtime::GenerateOptions g;
+  g.max_tokens = options.max_tokens;
+  g.use_active_adapter = pinned.snapshot != nullptr;
+  g.adapter = pinned.snapshot;
+  int total = 0, done = 0;
+  for (const auto& f : set.facts) total += int((options.ask_taught ? f.taught.size() : 0) + f.heldout.size());
+  total += int(set.general.size());
+  auto ask = [&](const std::string& q) -> Result<std::string> {
+    ASSIGN_OR_RETURN(ChatReply r, assistant.Chat({{"user", q}}, g, nullptr));
+    if (options.on_progress) options.on_progress(++done, total);
+    return r.text;
+  };
+  Replies out;
+  for (const auto& f : set.facts) {
+    if (!options.ask_taught) break;
+    for (const auto& q : f.taught) {
+      ASSIGN_OR_RETURN(std::string r, ask(q));
+      out.trained.push_back(std::move(r));
+    }
+  }
+  for (const auto& f : set.facts) {
+    for (const auto& q : f.heldout) {
+      ASSIGN_OR_RETURN(std::string r, ask(q));
+      out.heldout.push_back(std::move(r));
+    }
+  }
+  for (const auto& q : set.general) {
+    ASSIGN_OR_RETURN(std::string r, ask(q.question));
+    out.general.push_back(std::move(r));
+  }
+  return out;
+}
+
+Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const EvalOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(Assistant::PinnedAdapter pinned, assistant.Pin(options.adapter));
+  EvalOptions o = options;
+  o.adapter = pinned.version.empty() ? "base" : pinned.version;
+  Replies base;
+  if (options.base_replies) {
+    base = *options.base_replies;
+  } else {
+    ASSIGN_OR_RETURN(base, AnswerAll(assistant, set, "base", o));
+  }
+  Replies adapted = base;
+  if (pinned.snapshot) {
+    ASSIGN_OR_RETURN(adapted, AnswerAll(assistant, set, o.adapter, o));
+  }
+  size_t n_trained = 0, n_heldout = 0;
+  for (const auto& f : set.facts) n_trained += options.ask_taught ? f.taught.size() : 0, n_heldout += f.heldout.size();
+  if (base.trained.size() != n_trained || base.heldout.size() != n_heldout || base.general.size() != set.general.size()) {
+    return InvalidArgumentError("the base replies given do not belong to question set '" + set.name + "'");
+  }
+
+  EvalReport r;
+  r.set_name = set.name;
+  r.adapter_version = pinned.version;
+  r.adapter_label = pinned.label;
+  auto add = [&](const char* kind, const std::string& q, const std::string& expect, const std::string& b,
+                 const std::string& a) {
+    QuestionResult x{kind, q, expect, b, a, Matches(b, expect), Matches(a, expect)};
+    r.results.push_back(x);
+    return x;
+  };
+  size_t ti = 0, hi = 0;
+  for (const auto& f : set.facts) {
+    if (!options.ask_taught) break;
+    for (const auto& q : f.taught) {
+      auto x = add("trained", q, f.expect, base.trained[ti], adapted.trained[ti]);
+      ++ti;
+      ++r.trained;
+      r.trained_base += x.base_right;
+      r.trained_adapted += x.adapted_right;
+    }
+  }
+  for (const auto& f : set.facts) {
+    for (const auto& q : f.heldout) {
+      auto x = add("heldout", q, f.expect, base.heldout[hi], adapted.heldout[hi]);
+      ++hi;
+      ++r.heldout;
+      r.heldout_base += x.base_right;
+      r.heldout_adapted += x.adapted_right;
+    }
+  }
+  std::vector<runtime::AnsweredPrompt> kl_answers;
+  auto model = assistant.engine().model();
+  for (size_t i = 0; i < set.general.size(); ++i) {
+    auto x = add("general", set.general[i].question, set.general[i].expect, base.general[i], adapted.general[i]);
+    ++r.general;
+    r.known += x.base_right;
+    r.retained += x.base_right && x.adapted_right;
+    if (pinned.snapshot) {
+      auto a = runtime::AnswerIds(*model, set.general[i].question, base.general[i]);
+      if (a.ok()) kl_answers.push_back(std::move(*a));
+    }
+  }
+  r.recall_before = Percent(r.heldout_base, r.heldout, 0);
+  r.recall = Percent(r.heldout_adapted, r.heldout, 0);
+  r.trained_recall = Percent(r.trained_adapted, r.trained, 0);
+  r.retention = Percent(r.retained, r.known, 100);
+  r.forgetting_kl = pinned.snapshot ? runtime::MeanAnswerKl(*model, pinned.snapshot->weights, kl_answers) : 0.0;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+std::string HtmlEscape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '<') o += "&lt;";
+    else if (c == '>') o += "&gt;";
+    else if (c == '&') o += "&amp;";
+    else if (c == '"') o += "&quot;";
+    else o += c;
+  }
+  return o;
+}
+
+std::string HtmlPage(const std::string& title, const std::string& body) {
+  return "<!doctype html><meta charset=utf-8><title>" + HtmlEscape(title) +
+         "</title><style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
+         "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}"
+         "table{border-collapse:collapse}.miss{color:#b00}</style><h1>" +
+         HtmlEscape(title) + "</h1>" + body;
+}
+
+std::string ReportHtmlSections(const EvalReport& r) {
+  std::ostringstream h;
+  h << "<h2>Evaluation: " << HtmlEscape(r.set_name) << ", adapter " << HtmlEscape(r.adapter_label) << "</h2>"
+    << "<table><tr><td>held-out recall<td>" << Fixed(r.recall_before, 0) << "% &rarr; " << Fixed(r.recall, 0) << "% ("
+    << r.heldout_adapted << " of " << r.heldout << ")";
+  if (r.trained > 0) {
+    h << "<tr><td>recall on taught phrasings<td>" << Fixed(r.trained_recall, 0) << "% (" << r.trained_adapted << " of "
+      << r.trained << ")";
+  }
+  h << "<tr><td>retention<td>" << Fixed(r.retention, 0) << "% (" << r.retained << " of the " << r.known << " of "
+    << r.general << " general questions the base answers right)"
+    << "<tr><td>forgetting KL<td>" << Fixed(r.forgetting_kl, 3) << " nats/token</table>";
+  auto table = [&](const char* kind, const char* title, bool only_known) {
+    h << "<h3>" << title << "</h3><table><tr><th>question<th>expected<th>base<th>adapted";
+    for (const auto& x : r.results) {
+      if (x.kind != kind || (only_known && !x.base_right)) continue;
+      h << "<tr><td>" << HtmlEscape(x.question) << "<td><code>" << HtmlEscape(x.expect) << "</code><td"
+        << (x.base_right ? ">" : " class=miss>") << HtmlEscape(x.base_reply) << "<td"
+        << (x.adapted_right ? ">" : " class=miss>") << HtmlEscape(x.adapted_reply);
+    }
+    h << "</table>";
+  };
+  table("heldout", "Held-out paraphrases", false);
+  table("general", "Retention (general questions the base answers right)", true);
+  if (r.trained > 0) table("trained", "Taught phrasings", false);
+  return h.str();
+}
+
+}  // namespace attune::eval

@@ -1,0 +1,177 @@
+// Learning quality per persona: for each questions file, a fresh data
+// directory, the persona's teaching feedback (one demonstration per taught
+// phrasing, plus thumbs-up on three general answers the base gets right, as
+// in the demo), one training window with the demo's settings (or the levers
+// given), then attune/eval.h: held-out recall, recall on the taught
+// phrasings, retention, forgetting KL. Prints a table row (or JSON) per
+// persona; docs/trainer.md's lever table comes from runs of this program.
+//
+//   persona_bench --model M.gguf [--steps 20] [--lr 2e-3] [--rank 16]
+//                 [--alpha 32] [--targets q,k,v,o,gate,up,down]
+//                 [--anchors 16] [--anchor-weight 1] [--anchor-tokens 48]
+//                 [--l2-parent 0] [--json] PERSONA.json ...
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attune/assistant.h"
+#include "attune/eval.h"
+#include "attune/trainer/lora_params.h"
+
+namespace {
+
+using namespace attune;
+
+struct Flags {
+  std::string model;
+  std::vector<std::string> personas;
+  trainer::TrainerOptions t;
+  bool json = false;
+};
+
+[[noreturn]] void Usage(const std::string& why) {
+  std::cerr << "persona_bench: " << why
+            << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
+               " [--anchors N] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--json] PERSONA.json ...\n";
+  std::exit(2);
+}
+
+double Number(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(d)) Usage(flag + " needs a number, got '" + v + "'");
+  return d;
+}
+
+Flags Parse(int argc, char** argv) {
+  Flags f;
+  // The demo's window (cli/demo_cmd.cc).
+  f.t.max_steps = 20;
+  f.t.micro_batch_size = 8;
+  f.t.grad_accum_steps = 2;
+  f.t.adamw.lr = 2e-3;
+  f.t.lora.dropout = 0.0;
+  f.t.encode.max_seq_len = 128;
+  f.t.anchor_examples = 16;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) Usage(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--model") f.model = value();
+    else if (a == "--steps") f.t.max_steps = int64_t(Number(a, value()));
+    else if (a == "--lr") f.t.adamw.lr = Number(a, value());
+    else if (a == "--rank") f.t.lora.rank = int64_t(Number(a, value()));
+    else if (a == "--alpha") f.t.lora.alpha = Number(a, value());
+    else if (a == "--anchors") f.t.anchor_examples = int64_t(Number(a, value()));
+    else if (a == "--anchor-weight") f.t.anchor_weight = Number(a, value());
+    else if (a == "--anchor-tokens") f.t.anchor_max_tokens = int64_t(Number(a, value()));
+    else if (a == "--l2-parent") f.t.l2_to_parent = Number(a, value());
+    else if (a == "--targets") {
+      auto t = trainer::ParseTargets(value());
+      if (!t.ok()) Usage(t.status().message());
+      f.t.lora.targets = *t;
+    } else if (a == "--json") f.json = true;
+    else if (a == "--help" || a == "-h") Usage("learning quality per persona");
+    else if (!a.empty() && a[0] == '-') Usage("unknown flag " + a);
+    else f.personas.push_back(a);
+  }
+  if (f.model.empty()) Usage("--model is required");
+  if (f.personas.empty()) Usage("give at least one persona file");
+  return f;
+}
+
+int RunOne(const Flags& f, const std::string& path) {
+  auto set = eval::LoadQuestions(path);
+  if (!set.ok()) {
+    std::cerr << "persona_bench: " << set.status().ToString() << "\n";
+    return 1;
+  }
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("persona-bench-" + std::to_string(std::random_device{}()))).string();
+  AssistantOptions o;
+  o.data_dir = dir;
+  o.model_path = f.model;
+  o.background_training = false;
+  o.training.trainer = f.t;
+  auto a = Assistant::Open(o);
+  if (!a.ok()) {
+    std::cerr << "persona_bench: " << a.status().ToString() << "\n";
+    return 1;
+  }
+  Assistant& as = **a;
+  eval::EvalOptions eo;
+  eo.on_progress = [&](int done, int total) {
+    if (done == total) std::cerr << "persona_bench: " << set->name << ": " << total << " replies\n";
+  };
+  auto base = eval::AnswerAll(as, *set, "base", eo);
+  if (!base.ok()) {
+    std::cerr << "persona_bench: " << base.status().ToString() << "\n";
+    return 1;
+  }
+  int events = 0;
+  for (auto& e : eval::TeachingEvents(*set)) events += as.Record(e).ok();
+  // Thumbs-up on three general answers the base model gets right.
+  for (size_t i = 0, up = 0; i < set->general.size() && up < 3; ++i) {
+    if (!eval::Matches(base->general[i], set->general[i].expect)) continue;
+    auto reply = as.Chat({{"user", set->general[i].question}});
+    if (!reply.ok()) continue;
+    feedback::Event e;
+    e.user_id = set->user;
+    e.signal = feedback::Rating{feedback::Thumb::kUp};
+    events += as.Record(e, reply->response_id).ok();
+    ++up;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto run = as.TrainNow();
+  const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!run.ok()) {
+    std::cerr << "persona_bench: training " << set->name << ": " << run.status().ToString() << "\n";
+    return 1;
+  }
+  // The candidate is judged whether or not the gate promoted it.
+  eo.adapter = run->version.empty() ? "base" : run->version;
+  eo.base_replies = &*base;
+  auto r = eval::Evaluate(as, *set, eo);
+  std::filesystem::remove_all(dir);
+  if (!r.ok()) {
+    std::cerr << "persona_bench: " << r.status().ToString() << "\n";
+    return 1;
+  }
+  if (f.json) {
+    nlohmann::json j = {{"persona", set->name}, {"facts", set->facts.size()}, {"events", events},
+                        {"recall_before", r->recall_before}, {"recall", r->recall},
+                        {"trained_recall", r->trained_recall}, {"retention", r->retention},
+                        {"known", r->known}, {"retained", r->retained}, {"forgetting_kl", r->forgetting_kl},
+                        {"gate_forgetting_kl", run->report.forgetting_kl}, {"promoted", run->promoted},
+                        {"train_seconds", train_seconds}, {"steps", run->report.steps}};
+    std::cout << j.dump() << std::endl;
+  } else {
+    std::printf("%-8s %5zu %6d  %5.0f%% -> %5.0f%%  %5.0f%%  %5.0f%% (%d/%d)  %7.3f  %6.0f s  %s\n", set->name.c_str(),
+                set->facts.size(), events, r->recall_before, r->recall, r->trained_recall, r->retention, r->retained,
+                r->known, r->forgetting_kl, train_seconds, run->promoted ? "promoted" : "rejected");
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f = Parse(argc, argv);
+  if (!f.json) {
+    std::printf("%-8s %5s %6s  %-17s  %6s  %-14s  %7s  %8s  %s\n", "persona", "facts", "events", "held-out recall",
+                "taught", "retention", "KL", "training", "gate");
+  }
+  int rc = 0;
+  for (const auto& p : f.personas) rc |= RunOne(f, p);
+  return rc;
+}

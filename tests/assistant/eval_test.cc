@@ -1,0 +1,230 @@
+// attune/eval.h: the questions format and its errors, the shipped personas,
+// and an evaluation of a trained adapter against the base on the tiny model.
+#include "attune/eval.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <set>
+
+#include "tests/runtime/test_util.h"
+
+namespace attune::eval {
+namespace {
+
+using attune::testing::Fixture;
+
+std::string ParseError(const std::string& json) {
+  auto r = ParseQuestions(json, "q.json");
+  return r.ok() ? "(parsed)" : r.status().message();
+}
+
+TEST(EvalQuestionsTest, ErrorsNameTheFileAndTheField) {
+  EXPECT_NE(ParseError("{").find("q.json: not valid JSON"), std::string::npos);
+  EXPECT_NE(ParseError(R"({"facts": [], "colour": 1})").find("q.json: colour: unknown key"), std::string::npos);
+  EXPECT_NE(ParseError(R"({"facts": [{"taught": ["a?"], "answer": "x", "expect": "x"}]})").find("facts[0].heldout: missing"),
+            std::string::npos);
+  EXPECT_NE(ParseError(R"({"facts": [{"heldout": ["a?", 3], "expect": "x"}]})").find("facts[0].heldout[1]: must be a non-empty string"),
+            std::string::npos);
+  EXPECT_NE(ParseError(R"({"facts": [{"taught": ["a?"], "heldout": ["b?"], "expect": "x"}]})").find("facts[0].answer: missing"),
+            std::string::npos);
+  EXPECT_NE(ParseError(R"({"general": [{"question": "q?", "expect": "(unclosed"}]})")
+                .find("general[0].expect: is not a valid regular expression"),
+            std::string::npos);
+  EXPECT_NE(ParseError(R"({"facts": [{"taught": ["a?"], "heldout": ["b?"], "answer": "It is teal.", "expect": "blue"}]})")
+                .find("facts[0].expect: does not match the fact's own answer"),
+            std::string::npos);
+  EXPECT_NE(ParseError(R"({"name": "empty"})").find("asks nothing"), std::string::npos);
+}
+
+TEST(EvalQuestionsTest, MatchesIgnoringCaseAnywhereInTheReply) {
+  EXPECT_TRUE(Matches("Your dog's name is PIXEL.", "pixel"));
+  EXPECT_TRUE(Matches("A week has 7 days.", R"(\b(seven|7)\b)"));
+  EXPECT_FALSE(Matches("It has 17 legs.", R"(\b(seven|7)\b)"));
+  EXPECT_FALSE(Matches("anything", "(unclosed"));
+}
+
+TEST(EvalQuestionsTest, TheShippedPersonasParseAndDiffer) {
+  std::set<std::string> users, first_answers;
+  const std::pair<const char*, size_t> personas[] = {{"sam", 10}, {"ines", 14}, {"kofi", 18}};
+  for (const auto& [name, n_facts] : personas) {
+    auto set = LoadQuestions(Fixture(std::string("../../examples/personas/") + name + ".json"));
+    ASSERT_TRUE(set.ok()) << set.status().ToString();
+    EXPECT_EQ(set->name, name);
+    EXPECT_EQ(set->facts.size(), n_facts) << name;
+    EXPECT_GE(set->general.size(), 20u) << name;
+    users.insert(set->user);
+    first_answers.insert(set->facts[0].answer);
+    // Every phrasing teaches: one demonstration each, ids unique.
+    auto events = TeachingEvents(*set);
+    std::set<std::string> ids;
+    size_t taught = 0;
+    for (const auto& f : set->facts) taught += f.taught.size();
+    for (const auto& e : events) ids.insert(e.id);
+    EXPECT_EQ(events.size(), taught);
+    EXPECT_EQ(ids.size(), taught);
+  }
+  EXPECT_EQ(users.size(), 3u);
+  EXPECT_EQ(first_answers.size(), 3u);
+}
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    path = (std::filesystem::temp_directory_path() / ("attune_eval_" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+};
+
+AssistantOptions TinyOptions(const std::string& dir) {
+  AssistantOptions o;
+  o.data_dir = dir;
+  o.model_path = Fixture("models/tiny_llama.gguf");
+  o.chat_template = "chatml";
+  o.background_training = false;
+  o.training.trainer.lora.rank = 4;
+  o.training.trainer.lora.alpha = 8;
+  o.training.trainer.lora.dropout = 0;
+  o.training.trainer.max_steps = 30;
+  o.training.trainer.micro_batch_size = 4;
+  o.training.trainer.grad_accum_steps = 1;
+  o.training.trainer.adamw.lr = 1e-2;
+  o.training.trainer.encode.max_seq_len = 64;
+  o.training.trainer.anchor_examples = 2;
+  o.training.trainer.anchor_max_tokens = 8;
+  o.training.trainer.forgetting_prompts = {"hi"};
+  o.gate.max_forgetting_kl = 100;
+  return o;
+}
+
+TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
+  TempDir dir;
+  auto opened = Assistant::Open(TinyOptions(dir.path));
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  QuestionSet set;
+  set.name = "tiny";
+  set.user = "u";
+  // The tiny random model learns one phrasing, not paraphrases: the same
+  // question taught five times, and asked again as the "held-out" one.
+  set.facts.push_back({std::vector<std::string>(5, "my pet?"), {"my pet?"}, "cat", "cat"});
+  set.general = {{"hi", "."}, {"ab", "."}};
+  EvalOptions o;
+  o.max_tokens = 8;
+  // The general questions expect what the base model replies (escaped).
+  auto base = AnswerAll(a, set, "base", o);
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  ASSERT_FALSE(Matches(base->heldout[0], "cat")) << "the base already says cat: " << base->heldout[0];
+  for (size_t i = 0; i < set.general.size(); ++i) {
+    ASSERT_FALSE(base->general[i].empty());
+    set.general[i].expect = std::regex_replace(base->general[i], std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)");
+  }
+
+  // The base judged as the adapter: nothing learned, nothing forgotten.
+  auto same = Evaluate(a, set, o);
+  ASSERT_TRUE(same.ok()) << same.status().ToString();
+  EXPECT_EQ(same->adapter_label, "base");
+  EXPECT_EQ(same->recall, same->recall_before);
+  EXPECT_EQ(same->known, 2);
+  EXPECT_EQ(same->retention, 100);
+  EXPECT_EQ(same->forgetting_kl, 0);
+  EXPECT_EQ(same->trained, 5);
+  EXPECT_EQ(same->results.size(), 5u + 1u + 2u);
+
+  for (auto& e : TeachingEvents(set)) ASSERT_TRUE(a.Record(e).ok());
+  auto run = a.TrainNow();
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  ASSERT_TRUE(run->promoted) << run->gate_summary;
+
+  int calls = 0;
+  o.on_progress = [&](int done, int total) {
+    ++calls;
+    EXPECT_LE(done, total);
+  };
+  o.base_replies = &*base;
+  auto judged = Evaluate(a, set, o);  // "" = the active version
+  ASSERT_TRUE(judged.ok()) << judged.status().ToString();
+  EXPECT_EQ(judged->adapter_version, run->version);
+  EXPECT_EQ(judged->adapter_label, run->label);
+  EXPECT_EQ(calls, 8) << "only the adapter answers when the base replies are given";
+  EXPECT_EQ(judged->recall_before, 0);
+  EXPECT_EQ(judged->recall, 100) << judged->results[5].adapted_reply;
+  EXPECT_EQ(judged->trained_recall, 100);
+  EXPECT_GT(judged->forgetting_kl, 0);
+  EXPECT_EQ(judged->known, 2);
+  EXPECT_EQ(judged->retention, 100.0 * judged->retained / 2);
+  const std::string html = HtmlPage("t", ReportHtmlSections(*judged));
+  EXPECT_NE(html.find("Held-out paraphrases"), std::string::npos);
+  EXPECT_NE(html.find(run->label), std::string::npos);
+
+  o.adapter = "v99";
+  auto unknown = Evaluate(a, set, o);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), StatusCode::kNotFound);
+  QuestionSet other = set;
+  other.general.pop_back();
+  o.adapter = "";
+  auto mismatch = Evaluate(a, other, o);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.status().message().find("do not belong"), std::string::npos);
+}
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+CliRun RunCli(const std::string& dir, const std::string& args) {
+  const std::string out = dir + "/cli.out", err = dir + "/cli.err";
+  const int status = std::system((std::string(ATTUNE_CLI) + " eval " + args + " >" + out + " 2>" + err).c_str());
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+TEST(EvalCliTest, PrintsTheScoresWritesTheReportOrNamesTheBadField) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.path);
+  const std::string bad = dir.path + "/bad.json", good = dir.path + "/good.json", report = dir.path + "/r.html";
+  std::ofstream(bad) << R"({"facts": [{"heldout": ["x?"]}]})";
+  std::ofstream(good) << R"({"name": "tiny", "facts": [{"heldout": ["my pet?"], "expect": "cat"}],
+                             "general": [{"question": "hi", "expect": "."}]})";
+  const std::string common = " --model " + Fixture("models/tiny_llama.gguf") + " --chat-template chatml --data-dir " +
+                             dir.path + "/data --max-tokens 8";
+  auto r = RunCli(dir.path, "--questions " + bad + common);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(bad + ": facts[0].expect: missing"), std::string::npos) << r.err;
+  EXPECT_EQ(RunCli(dir.path, common).code, 2) << "--questions is required";
+  EXPECT_EQ(RunCli(dir.path, "--questions " + good + common + " --adapter v7").code, 1) << "unknown version";
+
+  r = RunCli(dir.path, "--questions " + good + common + " --adapter base --json --report " + report);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["questions"], "tiny");
+  EXPECT_EQ(j["adapter_label"], "base");
+  EXPECT_EQ(j["forgetting_kl"], 0);
+  EXPECT_EQ(j["general"]["total"], 1);
+  EXPECT_EQ(j["results"].size(), 2u);
+  EXPECT_EQ(j["report"], report);
+  std::ifstream html(report);
+  std::stringstream page;
+  page << html.rdbuf();
+  EXPECT_NE(page.str().find("<h1>Attune eval</h1>"), std::string::npos);
+  EXPECT_NE(page.str().find("my pet?"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace attune::eval
