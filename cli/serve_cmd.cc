@@ -48,10 +48,13 @@ class SignalWatcher {
       }
     });
   }
-  ~SignalWatcher() {
+  // Ends the thread; after this it no longer touches the server, which may
+  // then be destroyed.
+  void Join() {
     done_.store(true);
     if (thread_.joinable()) thread_.join();
   }
+  ~SignalWatcher() { Join(); }
 
  private:
   std::atomic<bool> done_{false};
@@ -92,6 +95,10 @@ int RunServe(CLI::App* cmd, const GlobalOptions& g, const ServeFlags& f) {
   }
   signals.Start(server->get());
   Status st = (*server)->Run();
+  // The watcher repeats Stop() while a signal is pending: it must be gone
+  // before the server is destroyed (it used to call Stop() on a server being
+  // destroyed, and the stop sometimes ended in SIGSEGV instead of exit 0).
+  signals.Join();
   server->reset();  // finishes streams, checkpoints training, flushes the store
   std::cerr << "attune serve: stopped" << std::endl;
   if (g.json) PrintJson({{"event", "stopped"}});
