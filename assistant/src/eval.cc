@@ -64,6 +64,15 @@ Result<std::vector<std::string>> Strings(const json& j, const char* key, const s
   return out;
 }
 
+// `s` as a feedback key (ids and users are printable ASCII, no spaces).
+std::string AsKey(const std::string& s) {
+  std::string k = s;
+  for (char& c : k) {
+    if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) c = '_';
+  }
+  return k;
+}
+
 double Percent(int part, int whole, double if_none) { return whole ? 100.0 * part / double(whole) : if_none; }
 
 std::string Fixed(double v, int digits) {
@@ -89,7 +98,10 @@ Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::stri
   ASSIGN_OR_RETURN(set.name, NonEmptyString(j, "name", source, "", /*required=*/false));
   if (set.name.empty()) set.name = std::filesystem::path(source).stem().string();
   ASSIGN_OR_RETURN(std::string user, NonEmptyString(j, "user", source, "", /*required=*/false));
-  if (!user.empty()) set.user = user;
+  if (!user.empty()) {
+    if (AsKey(user) != user) return FieldError(source, "user", "must be printable ASCII without spaces");
+    set.user = user;
+  }
   if (j.contains("facts")) {
     if (!j["facts"].is_array()) return FieldError(source, "facts", "must be an array");
     for (size_t i = 0; i < j["facts"].size(); ++i) {
@@ -154,9 +166,9 @@ std::vector<feedback::Event> TeachingEvents(const QuestionSet& set) {
     const Fact& f = set.facts[i];
     for (size_t k = 0; k < f.taught.size(); ++k) {
       feedback::Event e;
-      e.id = set.name + "-" + std::to_string(i) + "-" + std::to_string(k);
-      e.user_id = set.user;
-      e.conversation_id = set.name;
+      e.id = AsKey(set.name) + "-" + std::to_string(i) + "-" + std::to_string(k);
+      e.user_id = AsKey(set.user);
+      e.conversation_id = AsKey(set.name);
       e.context = {{feedback::Role::kUser, f.taught[k]}};
       e.signal = feedback::Demonstration{f.answer};
       out.push_back(std::move(e));

@@ -8,7 +8,8 @@
 //
 //   persona_bench --model M.gguf [--steps 20] [--lr 2e-3] [--rank 16]
 //                 [--alpha 32] [--targets q,k,v,o,gate,up,down]
-//                 [--anchors 16] [--anchor-weight 1] [--anchor-tokens 48]
+//                 [--anchors 16] [--anchor-selection first|nearest]
+//                 [--anchor-weight 1] [--anchor-tokens 48]
 //                 [--l2-parent 0] [--json] PERSONA.json ...
 #include <chrono>
 #include <cmath>
@@ -39,7 +40,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -72,6 +73,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--rank") f.t.lora.rank = int64_t(Number(a, value()));
     else if (a == "--alpha") f.t.lora.alpha = Number(a, value());
     else if (a == "--anchors") f.t.anchor_examples = int64_t(Number(a, value()));
+    else if (a == "--anchor-selection") f.t.anchor_selection = value();
     else if (a == "--anchor-weight") f.t.anchor_weight = Number(a, value());
     else if (a == "--anchor-tokens") f.t.anchor_max_tokens = int64_t(Number(a, value()));
     else if (a == "--l2-parent") f.t.l2_to_parent = Number(a, value());

@@ -17,6 +17,7 @@
 #include "attune/core/process.h"
 #include "attune/core/sha256.h"
 #include "attune/runtime/generate.h"
+#include "anchors.h"
 #include "checkpoint.h"
 
 namespace attune::trainer {
@@ -44,27 +45,6 @@ const char* kForgettingPrompts[] = {
     "What is a prime number?",
     "How do I make a cup of tea?",
     "Summarize the plot of Cinderella in two sentences.",
-};
-
-// General prompts for the anti-forgetting anchors (disjoint from the
-// forgetting prompts above, so the KL stays an honest measurement).
-const char* kAnchorPrompts[] = {
-    "What is the largest ocean on Earth?",
-    "How do plants get water?",
-    "Give me three tips for writing a good email.",
-    "What is the difference between weather and climate?",
-    "Explain what a computer program is.",
-    "What are the three states of matter?",
-    "Suggest a name for a bakery.",
-    "How many continents are there?",
-    "What is gravity?",
-    "Write one sentence about the moon.",
-    "What should I pack for a day at the beach?",
-    "What is the square root of 81?",
-    "Describe a rainbow.",
-    "Why do we need sleep?",
-    "What language is spoken in Brazil?",
-    "How does a bicycle work?",
 };
 
 // The base model's greedy answer (no adapter), up to max_tokens tokens;
@@ -277,6 +257,9 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
   TrainOutcome out;
   TrainReport& r = out.report;
   if (o_.max_steps <= 0 || o_.grad_accum_steps <= 0) return InvalidArgumentError("max steps and gradient accumulation must be positive");
+  if (o_.anchor_selection != "first" && o_.anchor_selection != "nearest") {
+    return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o_.anchor_selection + "'");
+  }
 
   // Encode; an example that cannot be trained is skipped with a reason.
   auto encode_all = [&](const std::vector<TextExample>& in, std::vector<EncodedExample>* dst) {
@@ -314,12 +297,18 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
   }
 
   if (o_.anchor_examples > 0 && m.tokenizer() && m.chat_template()) {
-    const int64_t n = std::min<int64_t>(o_.anchor_examples, int64_t(std::size(kAnchorPrompts)));
-    for (int64_t i = 0; i < n; ++i) {
+    std::vector<std::string> window_prompts;
+    for (const auto& e : input.new_examples) {
+      if (!e.context.empty()) window_prompts.push_back(e.context.back().content);
+    }
+    const auto chosen = internal::SelectAnchors(window_prompts, o_.anchor_examples, o_.anchor_selection);
+    const int64_t n = int64_t(chosen.size());
+    for (size_t i : chosen) {
+      const std::string& prompt = internal::AnchorPool()[i];
       TextExample a;
       a.id = "anchor-" + std::to_string(i);
-      a.context = {{"user", kAnchorPrompts[i]}};
-      a.completion = BaseAnswer(m, kAnchorPrompts[i], o_.anchor_max_tokens, &a.open_ended);
+      a.context = {{"user", prompt}};
+      a.completion = BaseAnswer(m, prompt, o_.anchor_max_tokens, &a.open_ended);
       a.weight = float(o_.anchor_weight);
       a.objective = Objective::kDistill;
       auto enc = Encode(m, a, o_.encode);

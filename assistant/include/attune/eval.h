@@ -49,7 +49,8 @@ bool Matches(const std::string& reply, const std::string& expect);
 
 // The feedback that teaches the set's facts: for each fact, a demonstration
 // of `answer` for each taught phrasing, by `set.user`. Event ids are
-// "<name>-<fact>-<phrasing>", so recording them twice adds nothing.
+// "<name>-<fact>-<phrasing>" (bytes a feedback id may not hold, such as
+// spaces, become '_'), so recording them twice adds nothing.
 std::vector<feedback::Event> TeachingEvents(const QuestionSet& set);
 
 // Replies in question order: every fact's taught phrasings (none unless

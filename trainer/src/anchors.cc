@@ -1,0 +1,135 @@
+#include "anchors.h"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+namespace attune::trainer::internal {
+namespace {
+
+// Lowercase ASCII words of `text` that carry content (not "what", "my", ...),
+// with a plural "s" dropped.
+std::set<std::string> ContentWords(const std::string& text) {
+  static const std::set<std::string> kStop = {
+      "a",     "an",   "the",   "is",   "are",   "was",  "were", "do",    "does",  "did",   "i",     "me",
+      "my",    "mine", "you",   "your", "we",    "our",  "what", "which", "who",   "whom",  "whose", "when",
+      "where", "why",  "how",   "of",   "in",    "on",   "at",   "to",    "for",   "and",   "or",    "it",
+      "its",   "this", "that",  "with", "from",  "by",   "be",   "can",   "could", "would", "should", "will",
+      "tell",  "please", "remind", "know", "remember", "s", "whats", "what's", "am", "have", "has", "called",
+      "name",  "one",  "some",  "about", "give", "there", "into", "as", "many", "much"};
+  std::set<std::string> out;
+  std::string w;
+  auto flush = [&] {
+    if (w.size() > 3 && w.back() == 's') w.pop_back();
+    if (!w.empty() && !kStop.count(w)) out.insert(w);
+    w.clear();
+  };
+  for (char c : text) {
+    if (std::isalpha(static_cast<unsigned char>(c))) {
+      w += char(std::tolower(static_cast<unsigned char>(c)));
+    } else {
+      flush();
+    }
+  }
+  flush();
+  return out;
+}
+
+}  // namespace
+
+const std::vector<std::string>& AnchorPool() {
+  static const std::vector<std::string> kPool = {
+      // The first sixteen: broad, any window (the pool of earlier releases).
+      "What is the largest ocean on Earth?",
+      "How do plants get water?",
+      "Give me three tips for writing a good email.",
+      "What is the difference between weather and climate?",
+      "Explain what a computer program is.",
+      "What are the three states of matter?",
+      "Suggest a name for a bakery.",
+      "How many continents are there?",
+      "What is gravity?",
+      "Write one sentence about the moon.",
+      "What should I pack for a day at the beach?",
+      "What is the square root of 81?",
+      "Describe a rainbow.",
+      "Why do we need sleep?",
+      "What language is spoken in Brazil?",
+      "How does a bicycle work?",
+      // Questions of the shapes users ask about themselves, about the world.
+      "What is the name of the dog in the Peanuts comic strip?",
+      "What was the name of Alexander the Great's horse?",
+      "What do you call a young dog?",
+      "What is the name of Harry Potter's owl?",
+      "Which city is the capital of Norway?",
+      "Which city is known as the Big Apple?",
+      "In which city is the Eiffel Tower?",
+      "Where do penguins live?",
+      "Where is the Great Barrier Reef?",
+      "What color do you get by mixing blue and yellow?",
+      "What color is a ripe tomato?",
+      "Which color is a stop sign?",
+      "What instrument has 88 keys?",
+      "Which instrument did Louis Armstrong play?",
+      "What instrument is used to keep the beat in a band?",
+      "What is sushi made of?",
+      "Which food is Italy famous for?",
+      "What fruit keeps the doctor away?",
+      "When is Christmas Day?",
+      "In which month does spring begin in the northern hemisphere?",
+      "On which day of the week does the weekend start?",
+      "What car company makes the Model S?",
+      "Which country does the Volkswagen Beetle come from?",
+      "How many wheels does a car have?",
+      "Who was the brother of Wilbur Wright?",
+      "Who was the sister of Moses?",
+      "What do you call your mother's sister?",
+      "Which company makes Windows?",
+      "Who founded Microsoft?",
+      "What does a teacher do?",
+      "What do you call a doctor who treats teeth?",
+      "Which sport uses a shuttlecock?",
+      "How many players are on a soccer team?",
+      "Which language is spoken in Mexico?",
+      "What is the language of Germany?",
+      "What is a university?",
+      "What subject studies maps and countries?",
+      "What pet says meow?",
+      "Which bird can talk?",
+      "What flower is a symbol of love?",
+      "Who composed the Moonlight Sonata?",
+      "What is medicine for?",
+      "What is a phone used for?",
+      "Which game is played with a king and a queen on a board?",
+      "What do you call a person who rides a bicycle?",
+      "What year did World War II end?",
+      "What does a mechanical engineer do?",
+      "What time is noon?",
+      "What is the tallest mountain in the world?",
+      "How many strings does a violin have?",
+  };
+  return kPool;
+}
+
+std::vector<size_t> SelectAnchors(const std::vector<std::string>& window_prompts, int64_t n,
+                                  const std::string& selection) {
+  const auto& pool = AnchorPool();
+  const size_t count = size_t(std::clamp<int64_t>(n, 0, int64_t(pool.size())));
+  std::vector<size_t> order(pool.size());
+  for (size_t i = 0; i < pool.size(); ++i) order[i] = i;
+  if (selection == "nearest") {
+    std::set<std::string> words;
+    for (const auto& p : window_prompts) {
+      for (auto& w : ContentWords(p)) words.insert(w);
+    }
+    std::vector<int> score(pool.size(), 0);
+    for (size_t i = 0; i < pool.size(); ++i) {
+      for (const auto& w : ContentWords(pool[i])) score[i] += int(words.count(w));
+    }
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] > score[b]; });
+  }
+  order.resize(count);
+  return order;
+}
+
+}  // namespace attune::trainer::internal
