@@ -109,7 +109,7 @@ Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::stri
       const std::string at = "facts[" + std::to_string(i) + "].";
       if (!f.is_object()) return FieldError(source, at.substr(0, at.size() - 1), "must be an object");
       for (const auto& [k, v] : f.items()) {
-        if (k != "taught" && k != "heldout" && k != "answer" && k != "expect") {
+        if (k != "taught" && k != "heldout" && k != "answer" && k != "expect" && k != "update") {
           return FieldError(source, at + k, "unknown key");
         }
       }
@@ -121,6 +121,20 @@ Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::stri
       RETURN_IF_ERROR(CheckRegex(fact.expect, source, at + "expect"));
       if (!fact.answer.empty() && !Matches(fact.answer, fact.expect)) {
         return FieldError(source, at + "expect", "does not match the fact's own answer '" + fact.answer + "'");
+      }
+      if (f.contains("update")) {
+        const json& u = f["update"];
+        if (!u.is_object()) return FieldError(source, at + "update", "must be an object with answer and expect");
+        for (const auto& [k, v] : u.items()) {
+          if (k != "answer" && k != "expect") return FieldError(source, at + "update." + k, "unknown key");
+        }
+        ASSIGN_OR_RETURN(fact.update_answer, NonEmptyString(u, "answer", source, at + "update."));
+        ASSIGN_OR_RETURN(fact.update_expect, NonEmptyString(u, "expect", source, at + "update."));
+        RETURN_IF_ERROR(CheckRegex(fact.update_expect, source, at + "update.expect"));
+        if (!Matches(fact.update_answer, fact.update_expect) || Matches(fact.answer, fact.update_expect)) {
+          return FieldError(source, at + "update.expect", "must match the update's answer and not the first answer");
+        }
+        if (fact.taught.empty()) return FieldError(source, at + "update", "needs taught phrasings to teach it with");
       }
       set.facts.push_back(std::move(fact));
     }
@@ -173,6 +187,38 @@ std::vector<feedback::Event> TeachingEvents(const QuestionSet& set) {
       e.signal = feedback::Demonstration{f.answer};
       out.push_back(std::move(e));
     }
+  }
+  return out;
+}
+
+std::vector<feedback::Event> UpdateEvents(const QuestionSet& set) {
+  QuestionSet updates = set;
+  updates.facts.clear();
+  for (const auto& f : set.facts) {
+    if (f.update_answer.empty()) continue;
+    Fact u = f;
+    u.answer = f.update_answer;
+    updates.facts.push_back(u);
+  }
+  std::vector<feedback::Event> out = TeachingEvents(updates);
+  // Ids by the fact's place in `set`, not in the list of updates.
+  for (size_t i = 0, e = 0; i < set.facts.size(); ++i) {
+    if (set.facts[i].update_answer.empty()) continue;
+    for (size_t k = 0; k < set.facts[i].taught.size(); ++k, ++e) {
+      out[e].id = AsKey(set.name) + "-" + std::to_string(i) + "-" + std::to_string(k) + "-update";
+    }
+  }
+  return out;
+}
+
+QuestionSet Updated(const QuestionSet& set) {
+  QuestionSet out = set;
+  for (auto& f : out.facts) {
+    if (f.update_answer.empty()) continue;
+    f.answer = f.update_answer;
+    f.expect = f.update_expect;
+    f.update_answer.clear();
+    f.update_expect.clear();
   }
   return out;
 }

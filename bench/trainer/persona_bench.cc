@@ -10,7 +10,13 @@
 //                 [--alpha 32] [--targets q,k,v,o,gate,up,down]
 //                 [--anchors 16] [--anchor-selection first|nearest]
 //                 [--anchor-weight 1] [--anchor-tokens 48]
-//                 [--l2-parent 0] [--json] PERSONA.json ...
+//                 [--l2-parent 0] [--windows 1] [--json] PERSONA.json ...
+//
+// With --windows N the facts are taught in N windows in a row (a third of
+// them each for N = 3), the last window also teaching the facts' updates
+// ("update" in the questions file: the user moved city); after each window
+// the candidate is judged on every fact taught so far (updated answers after
+// the last), with the first window's facts counted apart.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -34,6 +40,7 @@ struct Flags {
   std::string model;
   std::vector<std::string> personas;
   trainer::TrainerOptions t;
+  int windows = 1;
   bool json = false;
 };
 
@@ -88,6 +95,7 @@ Flags Parse(int argc, char** argv) {
   }
   if (f.model.empty()) Usage("--model is required");
   if (f.personas.empty()) Usage("give at least one persona file");
+  if (f.windows < 1 || f.windows > 10) Usage("--windows must be 1..10");
   return f;
 }
 
@@ -165,15 +173,113 @@ int RunOne(const Flags& f, const std::string& path) {
   return 0;
 }
 
+// Facts taught over f.windows windows; one row per window.
+int RunWindows(const Flags& f, const std::string& path) {
+  auto set = eval::LoadQuestions(path);
+  if (!set.ok()) {
+    std::cerr << "persona_bench: " << set.status().ToString() << "\n";
+    return 1;
+  }
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("persona-bench-" + std::to_string(std::random_device{}()))).string();
+  AssistantOptions o;
+  o.data_dir = dir;
+  o.model_path = f.model;
+  o.background_training = false;
+  o.training.trainer = f.t;
+  auto a = Assistant::Open(o);
+  if (!a.ok()) {
+    std::cerr << "persona_bench: " << a.status().ToString() << "\n";
+    return 1;
+  }
+  Assistant& as = **a;
+  const size_t n = set->facts.size(), w = size_t(f.windows);
+  auto window_of = [&](size_t fact) { return fact * w / n; };
+  size_t first_window_facts = 0;
+  for (size_t i = 0; i < n; ++i) first_window_facts += window_of(i) == 0;
+  for (size_t k = 0; k < w; ++k) {
+    eval::QuestionSet teach = *set, judged = *set;
+    teach.name = set->name + "-w" + std::to_string(k + 1);
+    teach.facts.clear();
+    judged.facts.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (window_of(i) == k) teach.facts.push_back(set->facts[i]);
+      if (window_of(i) <= k) judged.facts.push_back(set->facts[i]);
+    }
+    const bool last = k + 1 == w;
+    std::vector<feedback::Event> events = eval::TeachingEvents(teach);
+    if (last) {
+      for (auto& e : eval::UpdateEvents(*set)) events.push_back(std::move(e));
+    }
+    for (auto& e : events) {
+      auto id = as.Record(e);
+      if (!id.ok()) {
+        std::cerr << "persona_bench: feedback refused: " << id.status().ToString() << "\n";
+        return 1;
+      }
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto run = as.TrainNow();
+    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!run.ok()) {
+      std::cerr << "persona_bench: window " << k + 1 << ": " << run.status().ToString() << "\n";
+      return 1;
+    }
+    if (last) judged = eval::Updated(judged);
+    eval::EvalOptions eo;
+    eo.adapter = run->version.empty() ? "base" : run->version;
+    auto r = eval::Evaluate(as, judged, eo);
+    if (!r.ok()) {
+      std::cerr << "persona_bench: " << r.status().ToString() << "\n";
+      return 1;
+    }
+    // Held-out results are in fact order; the first window's facts first.
+    int first_right = 0, first_total = 0, updated_right = 0, updated_total = 0, old_answer = 0;
+    size_t fact = 0, asked = 0;
+    for (const auto& x : r->results) {
+      if (x.kind != "heldout") continue;
+      while (asked >= judged.facts[fact].heldout.size()) ++fact, asked = 0;
+      ++asked;
+      if (window_of(fact) == 0) first_total++, first_right += x.adapted_right;
+      if (last && !set->facts[fact].update_answer.empty()) {
+        ++updated_total;
+        updated_right += x.adapted_right;
+        old_answer += eval::Matches(x.adapted_reply, set->facts[fact].expect);
+      }
+    }
+    nlohmann::json j = {{"persona", set->name}, {"window", k + 1}, {"windows", w},
+                        {"facts_so_far", judged.facts.size()}, {"recall", r->recall},
+                        {"first_window_recall", first_total ? 100.0 * first_right / first_total : 0.0},
+                        {"first_window_facts", first_window_facts}, {"trained_recall", r->trained_recall},
+                        {"retention", r->retention}, {"known", r->known}, {"retained", r->retained},
+                        {"forgetting_kl", r->forgetting_kl}, {"promoted", run->promoted},
+                        {"gate", run->gate_summary}, {"train_seconds", train_seconds}};
+    if (last) j["updated"] = {{"right", updated_right}, {"asked", updated_total}, {"old_answer_given", old_answer}};
+    if (f.json) {
+      std::cout << j.dump() << std::endl;
+    } else {
+      std::printf("%-8s window %zu/%zu: recall %5.0f%% (first window's facts %5.0f%%), retention %5.0f%% (%d/%d), KL %.3f,"
+                  " %.0f s, %s", set->name.c_str(), k + 1, w, r->recall, j["first_window_recall"].get<double>(),
+                  r->retention, r->retained, r->known, r->forgetting_kl, train_seconds,
+                  run->promoted ? "promoted" : "rejected");
+      if (last) std::printf(", updated %d/%d (old answer %d)", updated_right, updated_total, old_answer);
+      std::printf("\n");
+      std::fflush(stdout);
+    }
+  }
+  std::filesystem::remove_all(dir);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Flags f = Parse(argc, argv);
-  if (!f.json) {
+  if (!f.json && f.windows == 1) {
     std::printf("%-8s %5s %6s  %-17s  %6s  %-14s  %7s  %8s  %s\n", "persona", "facts", "events", "held-out recall",
                 "taught", "retention", "KL", "training", "gate");
   }
   int rc = 0;
-  for (const auto& p : f.personas) rc |= RunOne(f, p);
+  for (const auto& p : f.personas) rc |= f.windows > 1 ? RunWindows(f, p) : RunOne(f, p);
   return rc;
 }

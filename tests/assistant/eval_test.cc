@@ -45,6 +45,32 @@ TEST(EvalQuestionsTest, ErrorsNameTheFileAndTheField) {
   EXPECT_NE(ParseError(R"({"name": "empty"})").find("asks nothing"), std::string::npos);
 }
 
+TEST(EvalQuestionsTest, AnUpdateIsTaughtLaterAndThenExpected) {
+  EXPECT_NE(ParseError(R"({"facts": [{"taught": ["a?"], "heldout": ["b?"], "answer": "Oslo.", "expect": "Oslo",
+                           "update": {"answer": "Oslo again.", "expect": "Oslo"}}]})")
+                .find("facts[0].update.expect: must match the update's answer and not the first answer"),
+            std::string::npos);
+  EXPECT_NE(ParseError(R"({"facts": [{"heldout": ["b?"], "expect": "Oslo", "update": {"answer": "Rome.", "expect": "Rome"}}]})")
+                .find("facts[0].update: needs taught phrasings"),
+            std::string::npos);
+  auto set = ParseQuestions(R"({"name": "m", "user": "u", "facts": [
+      {"taught": ["pet?"], "heldout": ["my pet?"], "answer": "A cat.", "expect": "cat"},
+      {"taught": ["town?", "city?"], "heldout": ["where?"], "answer": "Oslo.", "expect": "Oslo",
+       "update": {"answer": "Rome now.", "expect": "Rome"}}]})",
+                            "m.json");
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  auto updates = UpdateEvents(*set);
+  ASSERT_EQ(updates.size(), 2u);
+  EXPECT_EQ(updates[0].id, "m-1-0-update");
+  EXPECT_EQ(updates[1].id, "m-1-1-update");
+  EXPECT_EQ(std::get<feedback::Demonstration>(updates[1].signal).text, "Rome now.");
+  EXPECT_EQ(updates[1].user_id, "u");
+  QuestionSet after = Updated(*set);
+  EXPECT_EQ(after.facts[0].expect, "cat");
+  EXPECT_EQ(after.facts[1].expect, "Rome");
+  EXPECT_TRUE(after.facts[1].update_answer.empty());
+}
+
 TEST(EvalQuestionsTest, MatchesIgnoringCaseAnywhereInTheReply) {
   EXPECT_TRUE(Matches("Your dog's name is PIXEL.", "pixel"));
   EXPECT_TRUE(Matches("A week has 7 days.", R"(\b(seven|7)\b)"));

@@ -23,6 +23,10 @@ struct Fact {
   std::vector<std::string> heldout;  // paraphrases asked only when evaluating
   std::string answer;                // the user's answer, taught as a demonstration
   std::string expect;                // regular expression a right reply matches
+  // A later answer the user gives to the same questions (they moved city),
+  // for continual-learning runs; empty when none. `update_expect` matches
+  // it and not `answer`.
+  std::string update_answer, update_expect;
 };
 
 struct GeneralQuestion {
@@ -52,6 +56,12 @@ bool Matches(const std::string& reply, const std::string& expect);
 // "<name>-<fact>-<phrasing>" (bytes a feedback id may not hold, such as
 // spaces, become '_'), so recording them twice adds nothing.
 std::vector<feedback::Event> TeachingEvents(const QuestionSet& set);
+
+// The feedback that corrects the facts that have an update: a
+// demonstration of `update_answer` per taught phrasing (ids end "-update").
+std::vector<feedback::Event> UpdateEvents(const QuestionSet& set);
+// `set` as it is after the updates: answer and expect replaced.
+QuestionSet Updated(const QuestionSet& set);
 
 // Replies in question order: every fact's taught phrasings (none unless
 // EvalOptions::ask_taught), then every fact's held-out ones, then the
