@@ -23,7 +23,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -99,25 +101,47 @@ Flags Parse(int argc, char** argv) {
   return f;
 }
 
-int RunOne(const Flags& f, const std::string& path) {
+// A persona's questions and an Assistant on a fresh data directory (removed
+// when it goes), or null after printing why.
+struct Persona {
+  std::optional<eval::QuestionSet> set;
+  std::string dir;
+  std::unique_ptr<Assistant> assistant;
+  ~Persona() {
+    assistant.reset();
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+  }
+};
+
+std::unique_ptr<Persona> OpenPersona(const Flags& f, const std::string& path) {
+  auto p = std::make_unique<Persona>();
   auto set = eval::LoadQuestions(path);
   if (!set.ok()) {
     std::cerr << "persona_bench: " << set.status().ToString() << "\n";
-    return 1;
+    return nullptr;
   }
-  const std::string dir =
+  p->set = std::move(*set);
+  p->dir =
       (std::filesystem::temp_directory_path() / ("persona-bench-" + std::to_string(std::random_device{}()))).string();
   AssistantOptions o;
-  o.data_dir = dir;
+  o.data_dir = p->dir;
   o.model_path = f.model;
   o.background_training = false;
   o.training.trainer = f.t;
   auto a = Assistant::Open(o);
   if (!a.ok()) {
     std::cerr << "persona_bench: " << a.status().ToString() << "\n";
-    return 1;
+    return nullptr;
   }
-  Assistant& as = **a;
+  p->assistant = std::move(*a);
+  return p;
+}
+
+int RunOne(const Flags& f, const std::string& path) {
+  auto persona = OpenPersona(f, path);
+  if (!persona) return 1;
+  const eval::QuestionSet* set = &*persona->set;
+  Assistant& as = *persona->assistant;
   eval::EvalOptions eo;
   eo.on_progress = [&](int done, int total) {
     if (done == total) std::cerr << "persona_bench: " << set->name << ": " << total << " replies\n";
@@ -151,7 +175,6 @@ int RunOne(const Flags& f, const std::string& path) {
   eo.adapter = run->version.empty() ? "base" : run->version;
   eo.base_replies = &*base;
   auto r = eval::Evaluate(as, *set, eo);
-  std::filesystem::remove_all(dir);
   if (!r.ok()) {
     std::cerr << "persona_bench: " << r.status().ToString() << "\n";
     return 1;
@@ -175,24 +198,10 @@ int RunOne(const Flags& f, const std::string& path) {
 
 // Facts taught over f.windows windows; one row per window.
 int RunWindows(const Flags& f, const std::string& path) {
-  auto set = eval::LoadQuestions(path);
-  if (!set.ok()) {
-    std::cerr << "persona_bench: " << set.status().ToString() << "\n";
-    return 1;
-  }
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("persona-bench-" + std::to_string(std::random_device{}()))).string();
-  AssistantOptions o;
-  o.data_dir = dir;
-  o.model_path = f.model;
-  o.background_training = false;
-  o.training.trainer = f.t;
-  auto a = Assistant::Open(o);
-  if (!a.ok()) {
-    std::cerr << "persona_bench: " << a.status().ToString() << "\n";
-    return 1;
-  }
-  Assistant& as = **a;
+  auto persona = OpenPersona(f, path);
+  if (!persona) return 1;
+  const eval::QuestionSet* set = &*persona->set;
+  Assistant& as = *persona->assistant;
   const size_t n = set->facts.size(), w = size_t(f.windows);
   auto window_of = [&](size_t fact) { return fact * w / n; };
   size_t first_window_facts = 0;
@@ -267,7 +276,6 @@ int RunWindows(const Flags& f, const std::string& path) {
       std::fflush(stdout);
     }
   }
-  std::filesystem::remove_all(dir);
   return 0;
 }
 

@@ -107,6 +107,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"max_seq_len", Int(&tr.max_seq_len)},
         {"anchor_examples", Int(&tr.anchor_examples)},
         {"anchor_max_tokens", Int(&tr.anchor_max_tokens)},
+        {"anchor_selection", Str(&tr.anchor_selection)},
         {"forgetting_prompts", Strings(&tr.forgetting_prompts)}}},
       {"gate",
        {{"min_new_loss_improvement", Num(&g.min_new_loss_improvement)},
@@ -197,6 +198,8 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(tr.max_seq_len >= 8, "trainer.max_seq_len", ">= 8"));
   RETURN_IF_ERROR(Range(tr.anchor_examples >= 0, "trainer.anchor_examples", ">= 0"));
   RETURN_IF_ERROR(Range(tr.anchor_max_tokens >= 1, "trainer.anchor_max_tokens", ">= 1"));
+  RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",
+                        "trainer.anchor_selection", "\"first\" or \"nearest\""));
   RETURN_IF_ERROR(Range(c.gate.max_forgetting_kl >= 0, "gate.max_forgetting_kl", ">= 0"));
   RETURN_IF_ERROR(Range(c.gate.max_replay_regression >= 0, "gate.max_replay_regression", ">= 0"));
   RETURN_IF_ERROR(Range(c.gate.max_heldout_regression >= 0, "gate.max_heldout_regression", ">= 0"));

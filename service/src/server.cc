@@ -148,6 +148,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   to.encode.max_seq_len = tr.max_seq_len;
   to.anchor_examples = tr.anchor_examples;
   to.anchor_max_tokens = tr.anchor_max_tokens;
+  to.anchor_selection = tr.anchor_selection;
   to.forgetting_prompts = tr.forgetting_prompts;
   o.gate.min_new_loss_improvement = c.gate.min_new_loss_improvement;
   o.gate.max_replay_regression = c.gate.max_replay_regression;

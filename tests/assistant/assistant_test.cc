@@ -11,43 +11,23 @@
 #include <filesystem>
 #include <thread>
 
-#include "tests/runtime/test_util.h"
+#include "tests/assistant/tiny_assistant.h"
 
 namespace attune {
 namespace {
 
 using attune::testing::Fixture;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    path = (std::filesystem::temp_directory_path() / ("attune_assistant_" + std::to_string(::getpid()))).string();
-    std::filesystem::remove_all(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
+struct TempDir : attune::testing::TempDir {
+  TempDir() : attune::testing::TempDir("attune_assistant_") {}
 };
 
 AssistantOptions TinyOptions(const std::string& dir) {
-  AssistantOptions o;
-  o.data_dir = dir;
-  o.model_path = Fixture("models/tiny_llama.gguf");
-  o.chat_template = "chatml";  // the tiny model's vocabulary is byte-level ASCII
+  AssistantOptions o = attune::testing::TinyAssistantOptions(dir);
   o.generation.max_tokens = 8;
   o.poll_interval = std::chrono::milliseconds(20);
   o.window.min_new_events = 4;
   o.window.min_idle_minutes = 5;
-  o.training.trainer.lora.rank = 4;
-  o.training.trainer.lora.alpha = 8;
-  o.training.trainer.lora.dropout = 0;
-  o.training.trainer.max_steps = 30;
-  o.training.trainer.micro_batch_size = 4;
-  o.training.trainer.grad_accum_steps = 1;
-  o.training.trainer.adamw.lr = 1e-2;
-  o.training.trainer.encode.max_seq_len = 64;
-  o.training.trainer.anchor_examples = 2;
-  o.training.trainer.anchor_max_tokens = 8;
-  o.training.trainer.forgetting_prompts = {"hi"};
-  o.gate.max_forgetting_kl = 100;  // a random tiny model moves a lot; the other rules still apply
   o.gate.max_replay_regression = 0.02;
   o.health.window = 4;
   return o;

@@ -15,7 +15,7 @@
 #include <sstream>
 #include <set>
 
-#include "tests/runtime/test_util.h"
+#include "tests/assistant/tiny_assistant.h"
 
 namespace attune::eval {
 namespace {
@@ -102,33 +102,13 @@ TEST(EvalQuestionsTest, TheShippedPersonasParseAndDiffer) {
   EXPECT_EQ(first_answers.size(), 3u);
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    path = (std::filesystem::temp_directory_path() / ("attune_eval_" + std::to_string(::getpid()))).string();
-    std::filesystem::remove_all(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
+struct TempDir : attune::testing::TempDir {
+  TempDir() : attune::testing::TempDir("attune_eval_") {}
 };
 
 AssistantOptions TinyOptions(const std::string& dir) {
-  AssistantOptions o;
-  o.data_dir = dir;
-  o.model_path = Fixture("models/tiny_llama.gguf");
-  o.chat_template = "chatml";
+  AssistantOptions o = attune::testing::TinyAssistantOptions(dir);
   o.background_training = false;
-  o.training.trainer.lora.rank = 4;
-  o.training.trainer.lora.alpha = 8;
-  o.training.trainer.lora.dropout = 0;
-  o.training.trainer.max_steps = 30;
-  o.training.trainer.micro_batch_size = 4;
-  o.training.trainer.grad_accum_steps = 1;
-  o.training.trainer.adamw.lr = 1e-2;
-  o.training.trainer.encode.max_seq_len = 64;
-  o.training.trainer.anchor_examples = 2;
-  o.training.trainer.anchor_max_tokens = 8;
-  o.training.trainer.forgetting_prompts = {"hi"};
-  o.gate.max_forgetting_kl = 100;
   return o;
 }
 

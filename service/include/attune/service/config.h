@@ -67,6 +67,8 @@ struct TrainerConfig {
   int64_t max_seq_len = 256;        // Default: 256
   int64_t anchor_examples = 16;     // anti-forgetting anchors. Default: 16
   int64_t anchor_max_tokens = 48;   // Default: 48
+  // "first" | "nearest" (trainer_options.h). Default: "first"
+  std::string anchor_selection = "first";
   std::vector<std::string> forgetting_prompts;  // Default: none (the built-in set)
 };
 
