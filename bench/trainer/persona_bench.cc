@@ -186,6 +186,11 @@ int RunOne(const Flags& f, const std::string& path) {
                         {"known", r->known}, {"retained", r->retained}, {"forgetting_kl", r->forgetting_kl},
                         {"gate_forgetting_kl", run->report.forgetting_kl}, {"promoted", run->promoted},
                         {"train_seconds", train_seconds}, {"steps", run->report.steps}};
+    // What went wrong, for reading: general answers lost, facts missed.
+    for (const auto& x : r->results) {
+      if (x.kind == "general" && x.base_right && !x.adapted_right) j["lost"].push_back({x.question, x.adapted_reply});
+      if (x.kind == "heldout" && !x.adapted_right) j["missed"].push_back({x.question, x.adapted_reply});
+    }
     std::cout << j.dump() << std::endl;
   } else {
     std::printf("%-8s %5zu %6d  %5.0f%% -> %5.0f%%  %5.0f%%  %5.0f%% (%d/%d)  %7.3f  %6.0f s  %s\n", set->name.c_str(),
