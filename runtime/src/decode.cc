@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 
 #include "runtime/src/kernels/quant_dot.h"
 #include "runtime/src/kernels/thread_pool.h"
@@ -46,11 +47,26 @@ void AddLora(const LoraWeights::Pair& p, double scale, const float* x, float* y,
   for (int64_t o = 0; o < out; ++o) y[o] += s->lora_out[size_t(o)];
 }
 
-void Project(const Model& m, const LoraWeights* lora, size_t layer, int target, const float* x, float* y, DecodeScratch* s) {
-  m.layers()[layer].proj[size_t(target)].MulVec(x, y);
+// y_i = W_i x (+ the LoRA term) for the projections `targets` of one layer
+// that read the same input, the base products in one pool job.
+void Project(const Model& m, const LoraWeights* lora, size_t layer, std::initializer_list<int> targets, const float* x,
+             std::initializer_list<float*> ys, DecodeScratch* s) {
+  const LinearWeight* ws[4];
+  float* out[4];
+  int n = 0;
+  auto y = ys.begin();
+  for (int t : targets) {
+    ws[n] = &m.layers()[layer].proj[size_t(t)];
+    out[n++] = *y++;
+  }
+  LinearWeight::MulVecs(ws, out, n, x);
   if (lora && layer < lora->layers.size()) {
-    const auto& p = lora->layers[layer][size_t(target)];
-    if (p.a.defined()) AddLora(p, lora->scale, x, y, s);
+    int i = 0;
+    for (int t : targets) {
+      const auto& p = lora->layers[layer][size_t(t)];
+      if (p.a.defined()) AddLora(p, lora->scale, x, out[i], s);
+      ++i;
+    }
   }
 }
 
@@ -113,9 +129,7 @@ void DecodeStep(const Model& m, const LoraWeights* lora, int32_t token, KvCache*
   for (size_t li = 0; li < m.layers().size(); ++li) {
     const LayerWeights& L = m.layers()[li];
     RmsNorm(s->x.data(), L.attn_norm.data_ptr<float>(), hidden, c.rms_eps, s->h.data());
-    Project(m, lora, li, kQ, s->h.data(), s->q.data(), s);
-    Project(m, lora, li, kK, s->h.data(), s->k.data(), s);
-    Project(m, lora, li, kV, s->h.data(), s->v.data(), s);
+    Project(m, lora, li, {kQ, kK, kV}, s->h.data(), {s->q.data(), s->k.data(), s->v.data()}, s);
     if (L.q_bias.defined()) {
       const float *qb = L.q_bias.data_ptr<float>(), *kb = L.k_bias.data_ptr<float>(), *vb = L.v_bias.data_ptr<float>();
       for (int64_t i = 0; i < H * D; ++i) s->q[size_t(i)] += qb[i];
@@ -142,17 +156,16 @@ void DecodeStep(const Model& m, const LoraWeights* lora, int32_t token, KvCache*
     } else {
       for (int64_t h = 0; h < H; ++h) head(h);
     }
-    Project(m, lora, li, kO, s->att.data(), s->h.data(), s);
+    Project(m, lora, li, {kO}, s->att.data(), {s->h.data()}, s);
     for (int64_t i = 0; i < hidden; ++i) s->x[size_t(i)] += s->h[size_t(i)];
 
     RmsNorm(s->x.data(), L.ffn_norm.data_ptr<float>(), hidden, c.rms_eps, s->h.data());
-    Project(m, lora, li, kGate, s->h.data(), s->gate.data(), s);
-    Project(m, lora, li, kUp, s->h.data(), s->up.data(), s);
+    Project(m, lora, li, {kGate, kUp}, s->h.data(), {s->gate.data(), s->up.data()}, s);
     for (int64_t i = 0; i < c.intermediate; ++i) {
       const float g = s->gate[size_t(i)];
       s->gate[size_t(i)] = g / (1.0f + std::exp(-g)) * s->up[size_t(i)];
     }
-    Project(m, lora, li, kDown, s->gate.data(), s->h.data(), s);
+    Project(m, lora, li, {kDown}, s->gate.data(), {s->h.data()}, s);
     for (int64_t i = 0; i < hidden; ++i) s->x[size_t(i)] += s->h[size_t(i)];
   }
   cache->length = len;

@@ -118,6 +118,40 @@ void LinearWeight::MulVec(const float* x, float* y) const {
   });
 }
 
+void LinearWeight::MulVecs(const LinearWeight* const* ws, float* const* ys, int n, const float* x) {
+  constexpr int kMax = 4;
+  if (n > kMax) {
+    for (int i = 0; i < n; ++i) ws[i]->MulVec(x, ys[i]);
+    return;
+  }
+  // One quantized activation per weight (shared when the types agree).
+  thread_local std::vector<uint8_t> xq[kMax];
+  const void* xqp[kMax] = {};
+  ThreadPool& pool = ThreadPool::Default();
+  int64_t first_chunk[kMax + 1] = {}, chunk[kMax] = {};
+  for (int i = 0; i < n; ++i) {
+    const QuantMatrix& q = ws[i]->q_;
+    for (int j = 0; j < i && !xqp[i]; ++j) {
+      if (ws[j]->q_.type == q.type && ws[j]->q_.cols == q.cols) xqp[i] = xqp[j];
+    }
+    if (!xqp[i]) {
+      xq[i].resize(kernels::ActivationBytes(q.type, q.cols));
+      kernels::QuantizeActivation(q.type, x, xq[i].data(), q.cols);
+      xqp[i] = xq[i].data();
+    }
+    // The same chunking as MulVec.
+    chunk[i] = std::max<int64_t>(8, q.rows / (int64_t(pool.threads()) * 8));
+    first_chunk[i + 1] = first_chunk[i] + (q.rows + chunk[i] - 1) / chunk[i];
+  }
+  pool.Run(first_chunk[n], [&](int64_t c) {
+    int i = 0;
+    while (c >= first_chunk[i + 1]) ++i;
+    const QuantMatrix& q = ws[i]->q_;
+    const int64_t r0 = (c - first_chunk[i]) * chunk[i], rows = std::min(chunk[i], q.rows - r0);
+    kernels::DotRows(q.type, q.data + size_t(r0) * q.row_bytes, q.row_bytes, rows, xqp[i], q.cols, ys[i] + r0);
+  });
+}
+
 void LinearWeight::Row(int64_t id, float* dst) const {
   kernels::DequantizeRows(q_.type, q_.data + size_t(id) * q_.row_bytes, q_.row_bytes, 1, q_.cols, dst);
 }

@@ -220,6 +220,30 @@ TEST_F(SmolModelTest, OneRowProductsMatchManyRowProducts) {
   }
 }
 
+// Several weights sharing one input in one pool job (q/k/v, gate/up, and a
+// mix of types: the Q8_0 output head with Q4_1 projections) write exactly
+// what each one alone writes.
+TEST_F(SmolModelTest, ProductsSharingAnInputInOneJobEqualEachAlone) {
+  const Model& m = *engine_->model();
+  const auto& L = m.layers()[0].proj;
+  const std::vector<std::vector<const LinearWeight*>> groups = {
+      {&L[kQ], &L[kK], &L[kV]}, {&L[kGate], &L[kUp]}, {&L[kQ], &m.output()}, {&L[kDown]}};
+  for (const auto& g : groups) {
+    const int64_t in = g[0]->in_features();
+    at::Tensor x = at::randn({in}, at::make_generator<at::CPUGeneratorImpl>(5));
+    std::vector<std::vector<float>> fused(g.size()), alone(g.size());
+    std::vector<float*> ys;
+    for (size_t i = 0; i < g.size(); ++i) {
+      fused[i].assign(size_t(g[i]->out_features()), -1.0f);
+      alone[i].assign(size_t(g[i]->out_features()), -2.0f);
+      ys.push_back(fused[i].data());
+      g[i]->MulVec(x.data_ptr<float>(), alone[i].data());
+    }
+    LinearWeight::MulVecs(g.data(), ys.data(), int(g.size()), x.data_ptr<float>());
+    for (size_t i = 0; i < g.size(); ++i) EXPECT_EQ(fused[i], alone[i]) << "weight " << i << " of a group of " << g.size();
+  }
+}
+
 // The lean decode step against one full pass over the same tokens.
 TEST_F(SmolModelTest, CachedDecodingMatchesOneFullPass) {
   const Model& m = *engine_->model();

@@ -51,6 +51,12 @@ class LinearWeight {
   // y[out] = W x[in] over plain buffers (the decode path), split across the
   // runtime's thread pool. No autograd.
   void MulVec(const float* x, float* y) const;
+  // ys[i] = ws[i] x for `n` weights of the same input size in one pool job
+  // (the decode path's q/k/v and gate/up): the activation is quantized once
+  // per weight type and the rows of all of them are split across the
+  // threads together, so the hand-off to the pool is paid once, not n
+  // times. Each ys[i] is what MulVec would write, to the bit.
+  static void MulVecs(const LinearWeight* const* ws, float* const* ys, int n, const float* x);
   // Rows `ids` of W as fp32: ids int64 [...] -> [..., in] (embeddings).
   at::Tensor Rows(const at::Tensor& ids) const;
   // One row into dst[in].
