@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "attune/adapters/erasure.h"
 #include "attune/adapters/payload.h"
 #include "attune/core/file.h"
 #include "attune/core/sha256.h"
@@ -106,37 +107,13 @@ Status SyncRun::Publish(const std::string& outbox) {
 }
 
 std::set<std::string> SyncRun::LocalVersionsBuiltFrom(const std::set<std::string>& erased) const {
-  std::set<std::string> out;
+  // The erased ids, the local copies of those imported here, and (closed
+  // over by the registry's lineage) their descendants and merges.
+  std::set<std::string> seeds = erased;
   for (const auto& id : erased) {
-    if (reg_.Get(id).ok()) out.insert(id);
-    if (auto it = st_.imported.find(id); it != st_.imported.end() && reg_.Get(it->second.local_id).ok()) {
-      out.insert(it->second.local_id);
-    }
+    if (auto it = st_.imported.find(id); it != st_.imported.end()) seeds.insert(it->second.local_id);
   }
-  // Descendants and merges carry the erased data too: close over them.
-  for (bool grew = true; grew;) {
-    grew = false;
-    for (const auto& v : reg_.List()) {
-      if (out.count(v.id)) continue;
-      bool tainted = out.count(v.parent_version) || erased.count(v.parent_version);
-      if (!tainted) {
-        auto a = reg_.Load(v.id);
-        if (a.ok()) {
-          for (const char* key : {"merge.sources", "sync.parent_version"}) {
-            auto it = a->training_config.find(key);
-            if (it == a->training_config.end()) continue;
-            for (const auto& e : out) tainted = tainted || it->second.find(e) != std::string::npos;
-            for (const auto& e : erased) tainted = tainted || it->second.find(e) != std::string::npos;
-          }
-        }
-      }
-      if (tainted) {
-        out.insert(v.id);
-        grew = true;
-      }
-    }
-  }
-  return out;
+  return adapters::VersionsBuiltFrom(reg_, seeds);
 }
 
 Status SyncRun::EraseLocal(const std::set<std::string>& ids, const std::string& why) {
