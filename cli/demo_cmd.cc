@@ -114,7 +114,8 @@ class Demo {
     o.training.trainer.adamw.lr = 2e-3;
     o.training.trainer.lora.dropout = 0.0;
     o.training.trainer.encode.max_seq_len = 128;
-    o.training.trainer.anchor_examples = 16;
+    o.training.trainer.anchor_examples = 32;
+    o.training.trainer.anchor_selection = "nearest";
     if (f_.quick) {
       o.training.trainer.anchor_max_tokens = 32;
       o.training.trainer.forgetting_prompts = {"Why is the sky blue?", "Name three primary colors.",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lever table of docs/trainer.md: persona_bench on one persona under each
-# setting below (one change from the baseline each), then the chosen setting
-# on the personas it was not tuned on. One JSON line per run on stdout.
+# setting below (each flag spelled out: persona_bench's own defaults are the
+# chosen setting), then, with CHOSEN="flags", that setting on the personas it
+# was not tuned on. One JSON line per run on stdout.
 # Usage: bench/trainer/levers.sh BUILD_DIR MODEL [TUNE_PERSONA] [OTHER_PERSONAS...]
 set -euo pipefail
 BUILD=${1:?build dir}
@@ -26,13 +27,13 @@ if [ -n "${LEVERS:-}" ]; then
   IFS=';' read -ra SETTINGS <<<"$LEVERS"
 else
   SETTINGS=(
-    "baseline:"
-    "nearest anchors:--anchor-selection nearest"
-    "nearest, 32 anchors:--anchor-selection nearest --anchors 32"
-    "nearest, anchor weight 3:--anchor-selection nearest --anchor-weight 3"
-    "lr 1e-3:--lr 1e-3"
-    "rank 8:--rank 8 --alpha 16"
-    "attention only:--targets q,k,v,o"
+    "baseline (16 first anchors):--anchors 16 --anchor-selection first"
+    "nearest anchors:--anchors 16 --anchor-selection nearest"
+    "nearest, 32 anchors:--anchors 32 --anchor-selection nearest"
+    "nearest, anchor weight 3:--anchors 16 --anchor-selection nearest --anchor-weight 3"
+    "lr 1e-3:--anchors 16 --anchor-selection first --lr 1e-3"
+    "rank 8:--anchors 16 --anchor-selection first --rank 8 --alpha 16"
+    "attention only:--anchors 16 --anchor-selection first --targets q,k,v,o"
   )
 fi
 for s in "${SETTINGS[@]}"; do

@@ -8,7 +8,7 @@
 //
 //   persona_bench --model M.gguf [--steps 20] [--lr 2e-3] [--rank 16]
 //                 [--alpha 32] [--targets q,k,v,o,gate,up,down]
-//                 [--anchors 16] [--anchor-selection first|nearest]
+//                 [--anchors 32] [--anchor-selection nearest|first]
 //                 [--anchor-weight 1] [--anchor-tokens 48]
 //                 [--l2-parent 0] [--windows 1] [--json] PERSONA.json ...
 //
@@ -69,7 +69,8 @@ Flags Parse(int argc, char** argv) {
   f.t.adamw.lr = 2e-3;
   f.t.lora.dropout = 0.0;
   f.t.encode.max_seq_len = 128;
-  f.t.anchor_examples = 16;
+  f.t.anchor_examples = 32;
+  f.t.anchor_selection = "nearest";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {

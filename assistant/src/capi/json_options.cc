@@ -71,6 +71,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Int("checkpoint_every_steps", t.checkpoint_every_steps, 1, kMaxInt);
   r.Strings("forgetting_prompts", t.forgetting_prompts);
   r.Int("anchor_examples", t.anchor_examples, 0, kMaxInt);
+  r.String("anchor_selection", t.anchor_selection);
   r.Number("anchor_weight", t.anchor_weight);
   r.Int("anchor_max_tokens", t.anchor_max_tokens, 1, kMaxInt);
 }

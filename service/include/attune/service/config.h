@@ -65,10 +65,10 @@ struct TrainerConfig {
   int64_t micro_batch_size = 0;     // 0 = the largest that fits. Default: 0
   int64_t grad_accum_steps = 2;     // Default: 2
   int64_t max_seq_len = 256;        // Default: 256
-  int64_t anchor_examples = 16;     // anti-forgetting anchors. Default: 16
+  int64_t anchor_examples = 32;     // anti-forgetting anchors. Default: 32
   int64_t anchor_max_tokens = 48;   // Default: 48
-  // "first" | "nearest" (trainer_options.h). Default: "first"
-  std::string anchor_selection = "first";
+  // "first" | "nearest" (trainer_options.h). Default: "nearest"
+  std::string anchor_selection = "nearest";
   std::vector<std::string> forgetting_prompts;  // Default: none (the built-in set)
 };
 

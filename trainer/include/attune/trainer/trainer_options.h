@@ -87,13 +87,14 @@ struct TrainerOptions {
   // many built-in general prompts (a set disjoint from the forgetting
   // prompts) are mixed into training with a distillation loss toward the
   // base model's full next-token distributions, so the adapter learns the
-  // user's facts without rewriting everything else. 0 = off. Default: 16
-  int64_t anchor_examples = 16;
+  // user's facts without rewriting everything else. 0 = off. Default: 32
+  int64_t anchor_examples = 32;
   // Which prompts of the built-in pool (trainer/src/anchors.cc): "first"
   // (the pool's head, the same every window) or "nearest" (those sharing the
   // most content words with the window's prompts: questions of the same
-  // shape about general knowledge). Default: "first"
-  std::string anchor_selection = "first";
+  // shape about general knowledge). docs/trainer.md's lever table says why
+  // the default. Default: "nearest"
+  std::string anchor_selection = "nearest";
   double anchor_weight = 1.0;         // Default: 1
   int64_t anchor_max_tokens = 48;     // Default: 48
 };
