@@ -192,7 +192,7 @@ int RunOne(const Flags& f, const std::string& path) {
       if (x.kind == "general" && x.base_right && !x.adapted_right) j["lost"].push_back({x.question, x.adapted_reply});
       if (x.kind == "heldout" && !x.adapted_right) j["missed"].push_back({x.question, x.adapted_reply});
     }
-    std::cout << j.dump() << std::endl;
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::printf("%-8s %5zu %6d  %5.0f%% -> %5.0f%%  %5.0f%%  %5.0f%% (%d/%d)  %7.3f  %6.0f s  %s\n", set->name.c_str(),
                 set->facts.size(), events, r->recall_before, r->recall, r->trained_recall, r->retention, r->retained,
@@ -271,7 +271,7 @@ int RunWindows(const Flags& f, const std::string& path) {
                         {"gate", run->gate_summary}, {"train_seconds", train_seconds}};
     if (last) j["updated"] = {{"right", updated_right}, {"asked", updated_total}, {"old_answer_given", old_answer}};
     if (f.json) {
-      std::cout << j.dump() << std::endl;
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     } else {
       std::printf("%-8s window %zu/%zu: recall %5.0f%% (first window's facts %5.0f%%), retention %5.0f%% (%d/%d), KL %.3f,"
                   " %.0f s, %s", set->name.c_str(), k + 1, w, r->recall, j["first_window_recall"].get<double>(),
