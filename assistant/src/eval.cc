@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <initializer_list>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -73,6 +74,17 @@ std::string AsKey(const std::string& s) {
   return k;
 }
 
+// Refuses a key of object `j` that is not in `allowed`, naming it.
+Status CheckKeys(const json& j, std::initializer_list<const char*> allowed, const std::string& source,
+                 const std::string& at) {
+  for (const auto& [k, v] : j.items()) {
+    if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return k == a; })) {
+      return FieldError(source, at + k, "unknown key");
+    }
+  }
+  return Status::Ok();
+}
+
 double Percent(int part, int whole, double if_none) { return whole ? 100.0 * part / double(whole) : if_none; }
 
 std::string Fixed(double v, int digits) {
@@ -88,12 +100,7 @@ Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::stri
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return InvalidArgumentError(source + ": not valid JSON (docs/eval.md describes the format)");
   if (!j.is_object()) return FieldError(source, "(top level)", "must be an object");
-  static const char* kKeys[] = {"name", "user", "facts", "general"};
-  for (const auto& [k, v] : j.items()) {
-    if (std::find_if(std::begin(kKeys), std::end(kKeys), [&](const char* x) { return k == x; }) == std::end(kKeys)) {
-      return FieldError(source, k, "unknown key");
-    }
-  }
+  RETURN_IF_ERROR(CheckKeys(j, {"name", "user", "facts", "general"}, source, ""));
   QuestionSet set;
   ASSIGN_OR_RETURN(set.name, NonEmptyString(j, "name", source, "", /*required=*/false));
   if (set.name.empty()) set.name = std::filesystem::path(source).stem().string();
@@ -108,11 +115,7 @@ Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::stri
       const json& f = j["facts"][i];
       const std::string at = "facts[" + std::to_string(i) + "].";
       if (!f.is_object()) return FieldError(source, at.substr(0, at.size() - 1), "must be an object");
-      for (const auto& [k, v] : f.items()) {
-        if (k != "taught" && k != "heldout" && k != "answer" && k != "expect" && k != "update") {
-          return FieldError(source, at + k, "unknown key");
-        }
-      }
+      RETURN_IF_ERROR(CheckKeys(f, {"taught", "heldout", "answer", "expect", "update"}, source, at));
       Fact fact;
       ASSIGN_OR_RETURN(fact.taught, Strings(f, "taught", source, at, false));
       ASSIGN_OR_RETURN(fact.heldout, Strings(f, "heldout", source, at, true));
@@ -125,9 +128,7 @@ Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::stri
       if (f.contains("update")) {
         const json& u = f["update"];
         if (!u.is_object()) return FieldError(source, at + "update", "must be an object with answer and expect");
-        for (const auto& [k, v] : u.items()) {
-          if (k != "answer" && k != "expect") return FieldError(source, at + "update." + k, "unknown key");
-        }
+        RETURN_IF_ERROR(CheckKeys(u, {"answer", "expect"}, source, at + "update."));
         ASSIGN_OR_RETURN(fact.update_answer, NonEmptyString(u, "answer", source, at + "update."));
         ASSIGN_OR_RETURN(fact.update_expect, NonEmptyString(u, "expect", source, at + "update."));
         RETURN_IF_ERROR(CheckRegex(fact.update_expect, source, at + "update.expect"));
@@ -145,9 +146,7 @@ Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::stri
       const json& g = j["general"][i];
       const std::string at = "general[" + std::to_string(i) + "].";
       if (!g.is_object()) return FieldError(source, at.substr(0, at.size() - 1), "must be an object");
-      for (const auto& [k, v] : g.items()) {
-        if (k != "question" && k != "expect") return FieldError(source, at + k, "unknown key");
-      }
+      RETURN_IF_ERROR(CheckKeys(g, {"question", "expect"}, source, at));
       GeneralQuestion q;
       ASSIGN_OR_RETURN(q.question, NonEmptyString(g, "question", source, at));
       ASSIGN_OR_RETURN(q.expect, NonEmptyString(g, "expect", source, at));
@@ -271,14 +270,14 @@ Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const 
   } else {
     ASSIGN_OR_RETURN(base, AnswerAll(assistant, set, "base", o));
   }
-  Replies adapted = base;
-  if (pinned.snapshot) {
-    ASSIGN_OR_RETURN(adapted, AnswerAll(assistant, set, o.adapter, o));
-  }
   size_t n_trained = 0, n_heldout = 0;
   for (const auto& f : set.facts) n_trained += options.ask_taught ? f.taught.size() : 0, n_heldout += f.heldout.size();
   if (base.trained.size() != n_trained || base.heldout.size() != n_heldout || base.general.size() != set.general.size()) {
     return InvalidArgumentError("the base replies given do not belong to question set '" + set.name + "'");
+  }
+  Replies adapted = base;
+  if (pinned.snapshot) {
+    ASSIGN_OR_RETURN(adapted, AnswerAll(assistant, set, o.adapter, o));
   }
 
   EvalReport r;
