@@ -4,15 +4,17 @@
 Reference implementations: Hugging Face transformers / tokenizers (SmolLM2 tokenizer
 converted from GGUF and saved as tokenizer.json), the `sentencepiece` package (a tiny
 Llama-2-style BPE model, written to GGUF with the `gguf` package the way llama.cpp's
-convert_hf_to_gguf.py writes a SentencePiece vocabulary), and transformers + PEFT (one
-LoRA optimizer step with SFT, DPO and KTO losses on tiny_llama).
+convert_hf_to_gguf.py writes a SentencePiece vocabulary), and transformers + PEFT + TRL (one
+LoRA optimizer step with SFT, DPO and KTO losses on tiny_llama; the DPO and KTO losses are
+the tensors returned by TRL 0.28.0's own DPOTrainer.dpo_loss and KTOTrainer.kto_loss).
 
 Outputs (under --out, default tests/fixtures):
   tokenizer/smollm2_hf/tokenizer.json         SmolLM2 fast tokenizer (save_pretrained)
   tokenizer/smollm2_hf/tokenizer_config.json  its config, with the chat template inline
   tokenizer/tiny_spm.gguf                     tiny SentencePiece BPE vocab (GGUF v3, no tensors)
   tokenizer/tiny_spm_tokens.json              sentencepiece encode/decode goldens for it
-  trainer/lora_step.json                      LoRA init, losses, gradients, one AdamW step
+  trainer/lora_step.json                      LoRA init, SFT and DPO losses, gradients, one AdamW step
+  trainer/lora_kto_step.json                  the same for the KTO loss
 
 Everything is seeded; running the script twice gives identical files with the same
 library versions. Nothing is downloaded: the SmolLM2 tokenizer comes from the local GGUF
@@ -64,11 +66,11 @@ def f32_matrix(t) -> list[list[float]]:
     return [[float(v) for v in row] for row in a]
 
 
-def versions() -> dict[str, str]:
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("torch", "transformers", "tokenizers", "peft", "sentencepiece", "gguf", "numpy", "safetensors"):
+    for pkg in ("torch", "transformers", "tokenizers", "peft", "sentencepiece", "gguf", "numpy", "safetensors", *extra):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -76,8 +78,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def versions_str() -> str:
-    return ", ".join(f"{k} {v}" for k, v in versions().items())
+def versions_str(extra: tuple[str, ...] = ()) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions(extra).items())
 
 
 # --------------------------------------------------------------------------------------
@@ -515,6 +517,88 @@ def seq_logp(model, ids: list[int], mask: list[int]):
     return (per_tok * m).sum()
 
 
+# TRL 0.28.0 is the last release whose trainers compute the DPO and KTO losses in methods that
+# take sequence log-probabilities (DPOTrainer.dpo_loss, KTOTrainer.kto_loss); from 0.29 on
+# DPO, and from 1.6 on KTO, compute them inside _compute_loss from a model forward pass.
+TRL_VERSION = "0.28.0"
+
+
+def import_trl_losses():
+    """TRL's DPOTrainer/DPOConfig and KTOTrainer/KTOConfig, without building a trainer.
+
+    TRL 0.28's optional-dependency checks (`trl.import_utils.is_weave_available()` and the
+    like) return `transformers.utils.import_utils._is_package_available(name)` as they get it.
+    transformers 5.24 returns a tuple `(found, version)` from it, which is always true, so
+    `import trl.trainer.dpo_trainer` tries to import packages that are not installed (weave).
+    TRL's own module gets a wrapper that returns the bool; nothing else is changed.
+    """
+    import importlib.metadata as md
+
+    have = md.version("trl")
+    if have != TRL_VERSION:
+        raise SystemExit(f"the DPO/KTO fixtures need trl=={TRL_VERSION} (installed: {have}); see tools/README.md")
+    import trl.import_utils as trl_imports
+
+    if isinstance(trl_imports._is_package_available("torch"), tuple):
+        found_or_version = trl_imports._is_package_available
+
+        def is_package_available(name, return_version=False):
+            r = found_or_version(name, return_version)
+            return r if return_version else r[0]
+
+        trl_imports._is_package_available = is_package_available
+    from trl.trainer.dpo_config import DPOConfig, FDivergenceConstants
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    with trl_imports.suppress_experimental_warning():
+        from trl.experimental.kto import KTOConfig, KTOTrainer
+    return DPOTrainer, DPOConfig, FDivergenceConstants, KTOTrainer, KTOConfig
+
+
+def trl_loss_owners(tmp_dir: str):
+    """Stand-ins for `self` of DPOTrainer.dpo_loss and KTOTrainer.kto_loss.
+
+    Each carries exactly the attributes that the method reads, set the way the trainer's
+    __init__ sets them from its config (DPOConfig / KTOConfig with our beta and loss type
+    and TRL's defaults for everything else). The configs are TrainingArguments; nothing is
+    written to their output_dir.
+    """
+    import torch
+    from types import SimpleNamespace
+
+    DPOTrainer, DPOConfig, FDivergenceConstants, KTOTrainer, KTOConfig = import_trl_losses()
+    cpu = SimpleNamespace(device=torch.device("cpu"))  # the only use of self.accelerator
+
+    dcfg = DPOConfig(output_dir=tmp_dir, report_to="none", use_cpu=True, bf16=False, beta=DPO_BETA, loss_type="sigmoid")
+    # With these, DPOTrainer.get_batch_loss_metrics returns dpo_loss(...)[0].mean() unchanged.
+    assert dcfg.loss_type in ("sigmoid", ["sigmoid"]) and dcfg.loss_weights is None, (dcfg.loss_type, dcfg.loss_weights)
+    assert dcfg.label_smoothing == 0.0 and not dcfg.reference_free and dcfg.f_divergence_type == "reverse_kl"
+    assert dcfg.rpo_alpha is None and not dcfg.use_weighting and not dcfg.use_liger_kernel
+    dpo_self = SimpleNamespace(
+        accelerator=cpu,
+        beta=dcfg.beta,
+        label_smoothing=dcfg.label_smoothing,
+        reference_free=dcfg.reference_free,
+        f_divergence_type=dcfg.f_divergence_type,
+        f_divergence_params={FDivergenceConstants.ALPHA_DIVERGENCE_COEF_KEY: dcfg.f_alpha_divergence_coef},
+    )
+
+    kcfg = KTOConfig(output_dir=tmp_dir, report_to="none", use_cpu=True, bf16=False, beta=KTO_BETA, loss_type="kto")
+    assert kcfg.desirable_weight == 1.0 and kcfg.undesirable_weight == 1.0 and not kcfg.use_liger_kernel
+    kto_self = SimpleNamespace(
+        accelerator=cpu,
+        beta=kcfg.beta,
+        loss_type=kcfg.loss_type,
+        desirable_weight=kcfg.desirable_weight,
+        undesirable_weight=kcfg.undesirable_weight,
+        # KTOTrainer.__init__ sets calculate_KL = True for loss_type "kto" (False only for
+        # "apo_zero_unpaired"). We use the KL reference point z0 = 0, which is kto_loss's
+        # calculate_KL=False branch: kl = torch.zeros(1), no KL completions needed.
+        calculate_KL=False,
+    )
+    return (DPOTrainer.dpo_loss, dpo_self), (KTOTrainer.kto_loss, kto_self)
+
+
 def manual_adamw(p0: np.ndarray, g: np.ndarray) -> np.ndarray:
     """torch.optim.AdamW, first step (step = 1), zero initial moments."""
     lr, (b1, b2), eps, wd = ADAMW["lr"], ADAMW["betas"], ADAMW["eps"], ADAMW["weight_decay"]
@@ -551,6 +635,8 @@ def check_merged_forward(t_ids, t_mask, init) -> None:
 
 
 def make_lora_fixture(out: Path) -> None:
+    import tempfile
+
     import torch
     import torch.nn.functional as F
 
@@ -617,6 +703,12 @@ def make_lora_fixture(out: Path) -> None:
         with torch.no_grad(), model.disable_adapter():
             return seq_logp(model, chosen, chosen_mask), seq_logp(model, rejected, rejected_mask)
 
+    # The DPO and KTO losses are what TRL's own loss methods return for these log-probs
+    # (batch of one pair / one desirable + one undesirable example, shape [1] each); the
+    # gradients flow from TRL's loss tensor back through the policy log-probs into A and B.
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        (dpo_loss_fn, dpo_self), (kto_loss_fn, kto_self) = trl_loss_owners(tmp_dir)
+
     # DPO
     model, mods = build_lora_model()
     assert snapshot(mods, "value") == init
@@ -624,8 +716,12 @@ def make_lora_fixture(out: Path) -> None:
     ref_c, ref_r = ref_logps(model)
     pi_c = seq_logp(model, chosen, chosen_mask)
     pi_r = seq_logp(model, rejected, rejected_mask)
-    logits_dpo = (pi_c - pi_r) - (ref_c - ref_r)
-    dpo_loss = -F.logsigmoid(DPO_BETA * logits_dpo)
+    assert pi_c.requires_grad and pi_r.requires_grad and not ref_c.requires_grad
+    dpo_losses, _, _ = dpo_loss_fn(dpo_self, pi_c[None], pi_r[None], ref_c[None], ref_r[None], loss_type="sigmoid")
+    dpo_loss = dpo_losses.mean()  # DPOTrainer.get_batch_loss_metrics: losses.mean()
+    # the formula the C++ trainer implements (trainer/src/objective.cc DpoLoss) gives the same value
+    ours = -F.logsigmoid(DPO_BETA * ((pi_c - ref_c) - (pi_r - ref_r)))
+    assert abs(ours.item() - dpo_loss.item()) <= 1e-6 * abs(dpo_loss.item()), (ours.item(), dpo_loss.item())
     dpo_grads, dpo_after = adamw_step(model, mods, dpo_loss)
     dpo = {
         "beta": DPO_BETA,
@@ -653,10 +749,17 @@ def make_lora_fixture(out: Path) -> None:
     k_ref_c, k_ref_r = ref_logps(model)
     k_pi_c = seq_logp(model, chosen, chosen_mask)
     k_pi_r = seq_logp(model, rejected, rejected_mask)
-    kl = torch.zeros(1)
-    desirable = 1 - torch.sigmoid(KTO_BETA * ((k_pi_c - k_ref_c) - kl))
-    undesirable = 1 - torch.sigmoid(KTO_BETA * (kl - (k_pi_r - k_ref_r)))
-    kto_loss = torch.cat((1.0 * desirable, 1.0 * undesirable), 0).nanmean()
+    # policy_KL_logps / reference_KL_logps are None, as KTOTrainer.forward returns them when
+    # calculate_KL is False
+    kto_losses, _, _, kl = kto_loss_fn(kto_self, k_pi_c[None], k_pi_r[None], None, k_ref_c[None], k_ref_r[None], None)
+    assert kto_losses.shape == (2,) and kl.shape == (1,) and kl.item() == 0.0 and not kl.requires_grad
+    desirable, undesirable = kto_losses[0], kto_losses[1]  # desirable_weight = undesirable_weight = 1
+    kto_loss = kto_losses.nanmean()  # KTOTrainer.get_batch_loss_metrics: losses.nanmean()
+    # the formula the C++ trainer implements (trainer/src/objective.cc KtoLoss, z0 = 0)
+    ours_d = 1 - torch.sigmoid(KTO_BETA * (k_pi_c - k_ref_c))
+    ours_u = 1 - torch.sigmoid(KTO_BETA * -(k_pi_r - k_ref_r))
+    ours = (ours_d + ours_u) / 2
+    assert abs(ours.item() - kto_loss.item()) <= 1e-6 * abs(kto_loss.item()), (ours.item(), kto_loss.item())
     kto_grads, kto_after = adamw_step(model, mods, kto_loss)
     assert f32(k_pi_c.item()) == dpo["policy_chosen_logp"] and f32(k_ref_r.item()) == dpo["ref_rejected_logp"]
     kto = {
@@ -716,11 +819,17 @@ def make_lora_fixture(out: Path) -> None:
         "target_modules=[q,k,v,o,gate,up,down]_proj, bias='none')), CPU; lora_A/lora_B overwritten with "
         f"torch.randn(shape, generator=torch.Generator().manual_seed({SEED})) * {LORA_A_STD} / * {LORA_B_STD} "
         "in layer, target, A-then-B order; sft.loss = model(input_ids, attention_mask, labels=labels).loss; "
-        "dpo: -logsigmoid(beta*((pi_c-ref_c)-(pi_r-ref_r))) with ref from model.disable_adapter(); "
-        "kto: mean(1-sigmoid(beta*(pi_c-ref_c-0)), 1-sigmoid(beta*(0-(pi_r-ref_r)))); "
+        "pi/ref = sum of completion-token log-probs, ref from model.disable_adapter(); "
+        f"dpo: trl {TRL_VERSION} DPOTrainer.dpo_loss(pi_c, pi_r, ref_c, ref_r, loss_type='sigmoid').mean() "
+        "with DPOConfig(beta=0.1) defaults (label_smoothing=0, reverse_kl), "
+        "i.e. -logsigmoid(beta*((pi_c-ref_c)-(pi_r-ref_r))); "
+        f"kto: trl {TRL_VERSION} trl.experimental.kto KTOTrainer.kto_loss(pi_c, pi_r, None, ref_c, ref_r, None)"
+        ".nanmean() "
+        "with KTOConfig(beta=0.1, loss_type='kto') and calculate_KL=False (kl = 0), "
+        "i.e. mean(1-sigmoid(beta*(pi_c-ref_c-0)), 1-sigmoid(beta*(0-(pi_r-ref_r)))); "
         "each loss starts from the same init, one loss.backward() and one torch.optim.AdamW(lr=1e-2, "
         "betas=(0.9,0.999), eps=1e-8, weight_decay=0.01).step() over all A and B; "
-        f"generated by tools/make_trainer_fixtures.py; {versions_str()}"
+        f"generated by tools/make_trainer_fixtures.py; {versions_str(extra=('trl',))}"
     )
     obj = {
         "source": source,
@@ -778,7 +887,7 @@ def main() -> int:
     if "hf_tokenizer" in groups and (args.model is None or not args.model.is_file()):
         ap.error("--model must point to the SmolLM2 GGUF file for the hf_tokenizer fixture")
 
-    print(versions_str())
+    print(versions_str(extra=("trl",) if "lora" in groups else ()))
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     if "hf_tokenizer" in groups:
