@@ -49,7 +49,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--windows N] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -87,6 +87,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--anchor-weight") f.t.anchor_weight = Number(a, value());
     else if (a == "--anchor-tokens") f.t.anchor_max_tokens = int64_t(Number(a, value()));
     else if (a == "--l2-parent") f.t.l2_to_parent = Number(a, value());
+    else if (a == "--windows") f.windows = int(Number(a, value()));
     else if (a == "--targets") {
       auto t = trainer::ParseTargets(value());
       if (!t.ok()) Usage(t.status().message());
@@ -186,7 +187,8 @@ int RunOne(const Flags& f, const std::string& path) {
                         {"trained_recall", r->trained_recall}, {"retention", r->retention},
                         {"known", r->known}, {"retained", r->retained}, {"forgetting_kl", r->forgetting_kl},
                         {"gate_forgetting_kl", run->report.forgetting_kl}, {"promoted", run->promoted},
-                        {"train_seconds", train_seconds}, {"steps", run->report.steps}};
+                        {"train_seconds", train_seconds}, {"trainer_seconds", run->report.wall_seconds},
+                        {"steps", run->report.steps}};
     // What went wrong, for reading: general answers lost, facts missed.
     for (const auto& x : r->results) {
       if (x.kind == "general" && x.base_right && !x.adapted_right) j["lost"].push_back({x.question, x.adapted_reply});
@@ -268,7 +270,8 @@ int RunWindows(const Flags& f, const std::string& path) {
                         {"first_window_facts", first_window_facts}, {"trained_recall", r->trained_recall},
                         {"retention", r->retention}, {"known", r->known}, {"retained", r->retained},
                         {"forgetting_kl", r->forgetting_kl}, {"promoted", run->promoted},
-                        {"gate", run->gate_summary}, {"train_seconds", train_seconds}};
+                        {"gate", run->gate_summary}, {"train_seconds", train_seconds},
+                        {"trainer_seconds", run->report.wall_seconds}};
     if (last) j["updated"] = {{"right", updated_right}, {"asked", updated_total}, {"old_answer_given", old_answer}};
     if (f.json) {
       std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
