@@ -173,39 +173,36 @@ bool Matches(const std::string& reply, const std::string& expect) {
   }
 }
 
+namespace {
+
+// A demonstration of `answer` to the k-th taught phrasing of fact i.
+feedback::Event TeachingEvent(const QuestionSet& set, size_t i, size_t k, const std::string& answer,
+                              const std::string& id_suffix) {
+  feedback::Event e;
+  e.id = AsKey(set.name) + "-" + std::to_string(i) + "-" + std::to_string(k) + id_suffix;
+  e.user_id = AsKey(set.user);
+  e.conversation_id = AsKey(set.name);
+  e.context = {{feedback::Role::kUser, set.facts[i].taught[k]}};
+  e.signal = feedback::Demonstration{answer};
+  return e;
+}
+
+}  // namespace
+
 std::vector<feedback::Event> TeachingEvents(const QuestionSet& set) {
   std::vector<feedback::Event> out;
   for (size_t i = 0; i < set.facts.size(); ++i) {
-    const Fact& f = set.facts[i];
-    for (size_t k = 0; k < f.taught.size(); ++k) {
-      feedback::Event e;
-      e.id = AsKey(set.name) + "-" + std::to_string(i) + "-" + std::to_string(k);
-      e.user_id = AsKey(set.user);
-      e.conversation_id = AsKey(set.name);
-      e.context = {{feedback::Role::kUser, f.taught[k]}};
-      e.signal = feedback::Demonstration{f.answer};
-      out.push_back(std::move(e));
-    }
+    for (size_t k = 0; k < set.facts[i].taught.size(); ++k) out.push_back(TeachingEvent(set, i, k, set.facts[i].answer, ""));
   }
   return out;
 }
 
 std::vector<feedback::Event> UpdateEvents(const QuestionSet& set) {
-  QuestionSet updates = set;
-  updates.facts.clear();
-  for (const auto& f : set.facts) {
+  std::vector<feedback::Event> out;
+  for (size_t i = 0; i < set.facts.size(); ++i) {
+    const Fact& f = set.facts[i];
     if (f.update_answer.empty()) continue;
-    Fact u = f;
-    u.answer = f.update_answer;
-    updates.facts.push_back(u);
-  }
-  std::vector<feedback::Event> out = TeachingEvents(updates);
-  // Ids by the fact's place in `set`, not in the list of updates.
-  for (size_t i = 0, e = 0; i < set.facts.size(); ++i) {
-    if (set.facts[i].update_answer.empty()) continue;
-    for (size_t k = 0; k < set.facts[i].taught.size(); ++k, ++e) {
-      out[e].id = AsKey(set.name) + "-" + std::to_string(i) + "-" + std::to_string(k) + "-update";
-    }
+    for (size_t k = 0; k < f.taught.size(); ++k) out.push_back(TeachingEvent(set, i, k, f.update_answer, "-update"));
   }
   return out;
 }
@@ -222,10 +219,11 @@ QuestionSet Updated(const QuestionSet& set) {
   return out;
 }
 
-Result<Replies> AnswerAll(Assistant& assistant, const QuestionSet& set, const std::string& adapter,
-                          const EvalOptions& options) {
-  // One version answers everything, even when another is promoted meanwhile.
-  ASSIGN_OR_RETURN(Assistant::PinnedAdapter pinned, assistant.Pin(adapter));
+namespace {
+
+// Every reply of one pinned version (the base when it has no snapshot).
+Result<Replies> AnswerPinned(Assistant& assistant, const QuestionSet& set, const Assistant::PinnedAdapter& pinned,
+                             const EvalOptions& options) {
   runtime::GenerateOptions g;
   g.max_tokens = options.max_tokens;
   g.use_active_adapter = pinned.snapshot != nullptr;
@@ -259,16 +257,23 @@ Result<Replies> AnswerAll(Assistant& assistant, const QuestionSet& set, const st
   return out;
 }
 
+}  // namespace
+
+Result<Replies> AnswerAll(Assistant& assistant, const QuestionSet& set, const std::string& adapter,
+                          const EvalOptions& options) {
+  // One version answers everything, even when another is promoted meanwhile.
+  ASSIGN_OR_RETURN(Assistant::PinnedAdapter pinned, assistant.Pin(adapter));
+  return AnswerPinned(assistant, set, pinned, options);
+}
+
 Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const EvalOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(Assistant::PinnedAdapter pinned, assistant.Pin(options.adapter));
-  EvalOptions o = options;
-  o.adapter = pinned.version.empty() ? "base" : pinned.version;
   Replies base;
   if (options.base_replies) {
     base = *options.base_replies;
   } else {
-    ASSIGN_OR_RETURN(base, AnswerAll(assistant, set, "base", o));
+    ASSIGN_OR_RETURN(base, AnswerPinned(assistant, set, Assistant::PinnedAdapter{}, options));
   }
   size_t n_trained = 0, n_heldout = 0;
   for (const auto& f : set.facts) n_trained += options.ask_taught ? f.taught.size() : 0, n_heldout += f.heldout.size();
@@ -277,7 +282,7 @@ Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const 
   }
   Replies adapted = base;
   if (pinned.snapshot) {
-    ASSIGN_OR_RETURN(adapted, AnswerAll(assistant, set, o.adapter, o));
+    ASSIGN_OR_RETURN(adapted, AnswerPinned(assistant, set, pinned, options));
   }
 
   EvalReport r;
