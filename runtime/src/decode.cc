@@ -70,15 +70,17 @@ void Project(const Model& m, const LoraWeights* lora, size_t layer, std::initial
   }
 }
 
-// Attention of one query head over positions [0, len) of its kv head.
-void AttendHead(const float* q, const float* kc, const float* vc, int64_t len, int64_t dim, float* scores, float* out) {
+// Attention of one query head over positions [0, len) of its kv head. The
+// scores are the fp32 row kernel's dot products (SIMD, dispatched at run
+// time); the weighted sum of values is a plain loop the compiler vectorizes
+// (this file is built with -O3).
+void AttendHead(const float* q, const float* kc, const float* vc, int64_t len, int64_t dim, float* scores,
+                float* __restrict out) {
   const float scale = 1.0f / std::sqrt(float(dim));
+  kernels::DotRows(GgmlType::kF32, reinterpret_cast<const uint8_t*>(kc), size_t(dim) * sizeof(float), len, q, dim, scores);
   float mx = -INFINITY;
   for (int64_t s = 0; s < len; ++s) {
-    const float* k = kc + s * dim;
-    float acc = 0;
-    for (int64_t i = 0; i < dim; ++i) acc += q[i] * k[i];
-    scores[s] = acc * scale;
+    scores[s] *= scale;
     mx = std::max(mx, scores[s]);
   }
   float sum = 0;
@@ -90,7 +92,7 @@ void AttendHead(const float* q, const float* kc, const float* vc, int64_t len, i
   std::fill(out, out + dim, 0.0f);
   for (int64_t s = 0; s < len; ++s) {
     const float p = scores[s] * inv;
-    const float* v = vc + s * dim;
+    const float* __restrict v = vc + s * dim;
     for (int64_t i = 0; i < dim; ++i) out[i] += p * v[i];
   }
 }
