@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,13 +44,14 @@ struct Flags {
   std::vector<std::string> personas;
   trainer::TrainerOptions t;
   int windows = 1;
+  std::string forget_other;  // --forget: the other user's persona
   bool json = false;
 };
 
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--windows N] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -88,6 +90,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--anchor-tokens") f.t.anchor_max_tokens = int64_t(Number(a, value()));
     else if (a == "--l2-parent") f.t.l2_to_parent = Number(a, value());
     else if (a == "--windows") f.windows = int(Number(a, value()));
+    else if (a == "--forget") f.forget_other = value();
     else if (a == "--targets") {
       auto t = trainer::ParseTargets(value());
       if (!t.ok()) Usage(t.status().message());
@@ -137,6 +140,14 @@ std::unique_ptr<Persona> OpenPersona(const Flags& f, const std::string& path) {
   }
   p->assistant = std::move(*a);
   return p;
+}
+
+// What went wrong, for reading: general answers lost, facts missed.
+void AddMisses(const eval::EvalReport& r, nlohmann::json* j) {
+  for (const auto& x : r.results) {
+    if (x.kind == "general" && x.base_right && !x.adapted_right) (*j)["lost"].push_back({x.question, x.adapted_reply});
+    if (x.kind == "heldout" && !x.adapted_right) (*j)["missed"].push_back({x.question, x.adapted_reply});
+  }
 }
 
 int RunOne(const Flags& f, const std::string& path) {
@@ -189,11 +200,7 @@ int RunOne(const Flags& f, const std::string& path) {
                         {"gate_forgetting_kl", run->report.forgetting_kl}, {"promoted", run->promoted},
                         {"train_seconds", train_seconds}, {"trainer_seconds", run->report.wall_seconds},
                         {"steps", run->report.steps}};
-    // What went wrong, for reading: general answers lost, facts missed.
-    for (const auto& x : r->results) {
-      if (x.kind == "general" && x.base_right && !x.adapted_right) j["lost"].push_back({x.question, x.adapted_reply});
-      if (x.kind == "heldout" && !x.adapted_right) j["missed"].push_back({x.question, x.adapted_reply});
-    }
+    AddMisses(*r, &j);
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::printf("%-8s %5zu %6d  %5.0f%% -> %5.0f%%  %5.0f%%  %5.0f%% (%d/%d)  %7.3f  %6.0f s  %s\n", set->name.c_str(),
@@ -273,6 +280,7 @@ int RunWindows(const Flags& f, const std::string& path) {
                         {"gate", run->gate_summary}, {"train_seconds", train_seconds},
                         {"trainer_seconds", run->report.wall_seconds}};
     if (last) j["updated"] = {{"right", updated_right}, {"asked", updated_total}, {"old_answer_given", old_answer}};
+    AddMisses(*r, &j);
     if (f.json) {
       std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     } else {
@@ -288,15 +296,99 @@ int RunWindows(const Flags& f, const std::string& path) {
   return 0;
 }
 
+// Two users taught together, one forgotten, the other kept (--forget).
+int RunForget(const Flags& f, const std::string& path) {
+  auto persona = OpenPersona(f, path);
+  if (!persona) return 1;
+  auto other = eval::LoadQuestions(f.forget_other);
+  if (!other.ok()) {
+    std::cerr << "persona_bench: " << other.status().ToString() << "\n";
+    return 1;
+  }
+  const eval::QuestionSet& forgotten = *persona->set;
+  eval::QuestionSet kept = *other;
+  if (kept.user == forgotten.user) kept.user = forgotten.user + "-other";
+  Assistant& as = *persona->assistant;
+  for (const eval::QuestionSet* set : {&forgotten, static_cast<const eval::QuestionSet*>(&kept)}) {
+    for (auto& e : eval::TeachingEvents(*set)) {
+      auto id = as.Record(e);
+      if (!id.ok()) {
+        std::cerr << "persona_bench: feedback refused: " << id.status().ToString() << "\n";
+        return 1;
+      }
+    }
+  }
+  auto judge = [&](const std::string& stage, const std::string& version, double seconds, bool promoted) -> bool {
+    nlohmann::json j = {{"stage", stage}, {"forgotten_user", forgotten.name}, {"kept_user", kept.name},
+                        {"version", version}, {"train_seconds", seconds}, {"promoted", promoted}};
+    for (const eval::QuestionSet* set : {&forgotten, static_cast<const eval::QuestionSet*>(&kept)}) {
+      eval::EvalOptions eo;
+      eo.adapter = version.empty() ? "base" : version;
+      auto r = eval::Evaluate(as, *set, eo);
+      if (!r.ok()) {
+        std::cerr << "persona_bench: " << r.status().ToString() << "\n";
+        return false;
+      }
+      const char* key = set == &forgotten ? "forgotten" : "kept";
+      j[key] = nlohmann::json{{"recall_before", r->recall_before}, {"recall", r->recall},
+                              {"trained_recall", r->trained_recall}, {"retention", r->retention},
+                              {"forgetting_kl", r->forgetting_kl}};
+    }
+    if (f.json) {
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    } else {
+      std::printf("%-22s %-8s forgotten user (%s): recall %3.0f%% (base %3.0f%%)  kept user (%s): recall %3.0f%% (base %3.0f%%)\n",
+                  stage.c_str(), version.empty() ? "base" : version.substr(0, 8).c_str(), forgotten.name.c_str(),
+                  j["forgotten"]["recall"].get<double>(), j["forgotten"]["recall_before"].get<double>(),
+                  kept.name.c_str(), j["kept"]["recall"].get<double>(), j["kept"]["recall_before"].get<double>());
+      std::fflush(stdout);
+    }
+    return true;
+  };
+  auto window = [&](const std::string& stage) -> bool {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto run = as.TrainNow();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!run.ok() || !run->trained) {
+      std::cerr << "persona_bench: " << stage << ": " << (run.ok() ? run->skipped_reason : run.status().ToString()) << "\n";
+      return false;
+    }
+    return judge(stage, run->version, seconds, run->promoted);
+  };
+  if (!window("both users taught")) return 1;
+  auto gone = as.ForgetUser(eval::TeachingEvents(forgotten).front().user_id);
+  if (!gone.ok()) {
+    std::cerr << "persona_bench: forget: " << gone.status().ToString() << "\n";
+    return 1;
+  }
+  if (!judge("after forget", gone->active_version, 0, true)) return 1;
+  if (!window("after retraining")) return 1;
+  // No stored version may have been trained on the forgotten user's events.
+  std::set<std::string> erased;
+  for (const auto& e : eval::TeachingEvents(forgotten)) erased.insert(e.id);
+  int tainted = 0, stored = 0;
+  for (const auto& v : as.registry().List()) {
+    auto a = as.registry().Load(v.id);
+    if (!a.ok()) continue;  // retired: payload deleted
+    ++stored;
+    for (const auto& id : a->lineage) tainted += int(erased.count(id));
+  }
+  std::cerr << "persona_bench: " << stored << " stored versions, " << tainted
+            << " lineage entries naming a forgotten event\n";
+  return tainted == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Flags f = Parse(argc, argv);
-  if (!f.json && f.windows == 1) {
+  if (!f.json && f.windows == 1 && f.forget_other.empty()) {
     std::printf("%-8s %5s %6s  %-17s  %6s  %-14s  %7s  %8s  %s\n", "persona", "facts", "events", "held-out recall",
                 "taught", "retention", "KL", "training", "gate");
   }
   int rc = 0;
-  for (const auto& p : f.personas) rc |= f.windows > 1 ? RunWindows(f, p) : RunOne(f, p);
+  for (const auto& p : f.personas) {
+    rc |= !f.forget_other.empty() ? RunForget(f, p) : f.windows > 1 ? RunWindows(f, p) : RunOne(f, p);
+  }
   return rc;
 }
