@@ -1,13 +1,13 @@
 // The trainer really teaches the default model new facts: 8 made-up facts
 // taught as corrections and demonstrations; after one window the greedy
 // answers to the taught questions contain the facts, and the forgetting KL
-// stays under the bound.
-#include <ATen/ATen.h>
+// stays under the bound. Replies come from the serving path (runtime::GreedyReply).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 
 #include "attune/runtime/engine.h"
+#include "attune/runtime/generate.h"
 #include "attune/trainer/trainer.h"
 #include "tests/runtime/test_util.h"
 
@@ -82,17 +82,11 @@ TEST(LearningTest, TeachesEightFactsWithLittleForgetting) {
   runtime::LoraWeights w = p.Weights(false);
   int recalled = 0;
   for (const auto& f : kFacts) {
-    auto ids = (*m)->tokenizer()->Encode((*m)->chat_template()->Render({{"user", f.question}}, true));
-    at::NoGradGuard ng;
-    std::vector<int64_t> seq(ids->begin(), ids->end());
-    std::string answer;
-    for (int i = 0; i < 16; ++i) {
-      at::Tensor logits = runtime::Forward(**m, &w, at::tensor(seq, at::kLong).view({1, -1}), nullptr);
-      int64_t next = logits[0][-1].argmax().item<int64_t>();
-      if (next == *(*m)->tokenizer()->TokenToId("<|im_end|>")) break;
-      seq.push_back(next);
-      answer += (*m)->tokenizer()->TokenBytes(int32_t(next));
-    }
+    // The serving path's greedy reply (runtime::GreedyReply), as the trainer's
+    // anchors and the evaluation generate.
+    auto reply = runtime::GreedyReply(**m, &w, f.question, 16);
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+    const std::string& answer = *reply;
     bool ok = answer.find(f.keyword) != std::string::npos;
     recalled += ok;
     std::fprintf(stderr, "%s -> %s [%s]\n", f.question, answer.c_str(), ok ? "ok" : "MISSING");
