@@ -34,6 +34,7 @@ struct QuantLinearFn : public torch::autograd::Function<QuantLinearFn> {
     ctx->saved_data["w"] = weight;
     const auto* w = reinterpret_cast<const LinearWeight*>(weight);
     at::NoGradGuard ng;
+    ExactProducts exact;  // the product backward differentiates
     return w->Mul(x);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad) {
@@ -42,7 +43,13 @@ struct QuantLinearFn : public torch::autograd::Function<QuantLinearFn> {
   }
 };
 
+thread_local bool exact_products = false;
+
 }  // namespace
+
+ExactProducts::ExactProducts() : previous_(exact_products) { exact_products = true; }
+ExactProducts::~ExactProducts() { exact_products = previous_; }
+bool ExactProducts::active() { return exact_products; }
 
 LinearWeight::LinearWeight(at::Tensor w) : w_(w.contiguous()) {
   q_.type = GgmlType::kF32;
@@ -61,16 +68,20 @@ at::Tensor LinearWeight::Mul(const at::Tensor& x) const {
   }
   auto sizes = x.sizes().vec();
   at::Tensor x2 = x.reshape({-1, q_.cols}).to(at::kFloat).contiguous();
-  at::Tensor y = MulNoGrad(x2);
+  at::Tensor y = MulNoGrad(x2, ExactProducts::active());
   sizes.back() = q_.rows;
   return y.view(sizes);
 }
 
-at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2) const {
+at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
   const int64_t m = x2.size(0);
   at::Tensor y = at::empty({m, q_.rows}, at::kFloat);
   if (m == 1) {
     MulVec(x2.data_ptr<float>(), y.data_ptr<float>());
+    return y;
+  }
+  if (!exact && kernels::FastMultiRows(q_.type)) {
+    MulRowsQuantized(x2.data_ptr<float>(), m, y.data_ptr<float>());
     return y;
   }
   const int64_t tile = TileRows(q_.cols);
@@ -115,6 +126,24 @@ void LinearWeight::MulVec(const float* x, float* y) const {
   pool.Run((q_.rows + chunk - 1) / chunk, [&](int64_t c) {
     const int64_t r0 = c * chunk, n = std::min(chunk, q_.rows - r0);
     kernels::DotRows(q_.type, q_.data + size_t(r0) * q_.row_bytes, q_.row_bytes, n, xqp, q_.cols, y + r0);
+  });
+}
+
+void LinearWeight::MulRowsQuantized(const float* x, int64_t m, float* y) const {
+  const size_t xb = kernels::ActivationBytes(q_.type, q_.cols);
+  thread_local std::vector<uint8_t> xq;
+  xq.resize(xb * size_t(m));
+  // (a lambda body naming xq would name the worker's own thread_local)
+  uint8_t* xqp = xq.data();
+  ThreadPool& pool = ThreadPool::Default();
+  pool.Run(m, [&](int64_t i) { kernels::QuantizeActivation(q_.type, x + i * q_.cols, xqp + xb * size_t(i), q_.cols); });
+  // Chunks of weight rows small enough to stay in L1/L2 while every
+  // activation row passes over them, and enough of them that a thread which
+  // loses its core costs little.
+  const int64_t chunk = std::clamp<int64_t>(q_.rows / (int64_t(pool.threads()) * 8), 4, 64);
+  pool.Run((q_.rows + chunk - 1) / chunk, [&](int64_t c) {
+    const int64_t r0 = c * chunk, n = std::min(chunk, q_.rows - r0);
+    kernels::DotRowsMulti(q_.type, q_.data + size_t(r0) * q_.row_bytes, q_.row_bytes, n, xqp, xb, m, q_.cols, y + r0, q_.rows);
   });
 }
 

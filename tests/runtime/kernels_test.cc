@@ -215,6 +215,44 @@ TEST(KernelsTest, ScalarAndSimdAgree) {
   }
 }
 
+// The many-row kernel (prefill, evaluation) writes, for every activation
+// row, exactly what the one-row kernel writes: every type, every
+// instruction set, 1..9 activation rows (the 4-row groups and their tails),
+// odd row and block counts, a strided output.
+TEST(KernelsTest, ManyRowProductsEqualOneRowProductsToTheBit) {
+  std::mt19937 rng(23);
+  for (GgmlType type : kAllTypes) {
+    const int64_t blk = BlockElems(type) == 1 ? 8 : BlockElems(type);
+    for (int64_t rows : {1, 5}) {
+      for (int64_t nblocks : {1, 3}) {
+        const int64_t cols = blk * nblocks, y_stride = rows + 2;
+        const size_t row_bytes = GgmlRowBytes(type, size_t(cols)), xb = ActivationBytes(type, cols);
+        auto blocks = RandomBlocks(type, rows, cols, &rng);
+        for (int64_t m : {1, 4, 9}) {
+          std::vector<float> x(size_t(m * cols));
+          for (auto& v : x) v = std::normal_distribution<float>(0, 2)(rng);
+          for (Isa isa : Isas()) {
+            IsaGuard g(isa);
+            std::vector<uint8_t> xq(xb * size_t(m));
+            for (int64_t i = 0; i < m; ++i) QuantizeActivation(type, x.data() + i * cols, xq.data() + xb * size_t(i), cols);
+            std::vector<float> many(size_t(m * y_stride), -7.0f);
+            DotRowsMulti(type, blocks.data(), row_bytes, rows, xq.data(), xb, m, cols, many.data(), y_stride);
+            const char* name = GetGgmlTypeTraits(uint32_t(type))->name.data();
+            for (int64_t i = 0; i < m; ++i) {
+              std::vector<float> one(static_cast<size_t>(rows));
+              DotRows(type, blocks.data(), row_bytes, rows, xq.data() + xb * size_t(i), cols, one.data());
+              for (int64_t r = 0; r < rows; ++r) {
+                EXPECT_EQ(many[size_t(i * y_stride + r)], one[size_t(r)]) << name << " " << IsaName(isa) << " m " << m << " row " << r;
+              }
+              for (int64_t r = rows; r < y_stride; ++r) EXPECT_EQ(many[size_t(i * y_stride + r)], -7.0f) << "wrote past its rows";
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(KernelsTest, ZeroActivationGivesZero) {
   std::mt19937 rng(3);
   for (GgmlType type : kAllTypes) {

@@ -17,6 +17,7 @@
 #include "attune/core/process.h"
 #include "attune/core/sha256.h"
 #include "attune/runtime/generate.h"
+#include "attune/runtime/linear_weight.h"
 #include "anchors.h"
 #include "checkpoint.h"
 
@@ -238,6 +239,9 @@ double Trainer::ForgettingKl(const runtime::LoraWeights& lora) const {
 Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& checkpoint_path,
                                   const std::function<bool()>& should_stop,
                                   const std::function<void(const TrainProgress&)>& progress) {
+  // Every pass of the run computes the products the backward pass
+  // differentiates (fp32 on dequantized tiles), no-grad ones included.
+  runtime::ExactProducts exact;
   try {
     return RunUnguarded(input, checkpoint_path, should_stop, progress);
   } catch (const c10::Error& e) {

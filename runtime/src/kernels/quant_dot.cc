@@ -18,7 +18,12 @@ void ScalarDequantizeRows(GgmlType type, const uint8_t* w, size_t row_bytes, int
   for (int64_t r = 0; r < rows; ++r) DequantRow(type, w + size_t(r) * row_bytes, dst + r * n, n);
 }
 
-const KernelTable kScalar = {QuantizeGeneric, ScalarDotRows, ScalarDequantizeRows};
+void ScalarDotRowsMulti(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const uint8_t* xq,
+                        size_t xq_stride, int64_t m, int64_t n, float* y, int64_t y_stride) {
+  for (int64_t i = 0; i < m; ++i) ScalarDotRows(type, w, row_bytes, rows, xq + xq_stride * size_t(i), n, y + i * y_stride);
+}
+
+const KernelTable kScalar = {QuantizeGeneric, ScalarDotRows, ScalarDotRowsMulti, ScalarDequantizeRows};
 
 Isa BestIsa() {
   if (const char* env = std::getenv("ATTUNE_KERNELS")) {
@@ -108,6 +113,16 @@ void QuantizeActivation(GgmlType type, const float* x, void* out, int64_t n) { T
 
 void DotRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const void* xq, int64_t n, float* y) {
   Table().dot_rows(type, w, row_bytes, rows, xq, n, y);
+}
+
+bool FastMultiRows(GgmlType type) {
+  if (ActiveIsa() == Isa::kScalar) return false;
+  return type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0;
+}
+
+void DotRowsMulti(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const uint8_t* xq, size_t xq_stride,
+                  int64_t m, int64_t n, float* y, int64_t y_stride) {
+  Table().dot_rows_multi(type, w, row_bytes, rows, xq, xq_stride, m, n, y, y_stride);
 }
 
 void DequantizeRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, float* dst) {

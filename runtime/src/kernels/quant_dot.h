@@ -61,6 +61,16 @@ void QuantizeActivation(GgmlType type, const float* x, void* out, int64_t n);
 // y[r] = dot(row r, x) for `rows` rows of `n` elements starting at `w`,
 // rows `row_bytes` apart; `xq` from QuantizeActivation.
 void DotRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const void* xq, int64_t n, float* y);
+// The same for m activation rows (xq_stride bytes apart, each from
+// QuantizeActivation): y[i * y_stride + r] = row r · activation i. Each
+// value equals DotRows' to the bit; the SIMD paths unpack a weight block once
+// for several activation rows (prefill and evaluation products).
+// Whether DotRowsMulti has a kernel of its own for `type` on the active
+// instruction set (Q4_0, Q4_1, Q8_0 on AVX2/AVX-512), rather than DotRows per
+// activation row: only then does it beat dequantizing for an fp32 GEMM.
+bool FastMultiRows(GgmlType type);
+void DotRowsMulti(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const uint8_t* xq, size_t xq_stride,
+                  int64_t m, int64_t n, float* y, int64_t y_stride);
 // Dequantizes `rows` rows of `n` elements into dst (row-major, n floats a row).
 void DequantizeRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, float* dst);
 
@@ -68,6 +78,8 @@ void DequantizeRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t r
 struct KernelTable {
   void (*quantize)(GgmlType type, const float* x, void* out, int64_t n);
   void (*dot_rows)(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const void* xq, int64_t n, float* y);
+  void (*dot_rows_multi)(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const uint8_t* xq,
+                         size_t xq_stride, int64_t m, int64_t n, float* y, int64_t y_stride);
   void (*dequantize_rows)(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, float* dst);
 };
 const KernelTable& ScalarKernels();

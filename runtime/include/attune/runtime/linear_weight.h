@@ -35,6 +35,29 @@ struct QuantMatrix {
   std::shared_ptr<const void> owner;
 };
 
+// While an ExactProducts object lives on a thread, quantized products of
+// many rows on that thread dequantize tiles of the weight for an fp32 GEMM
+// (exact with respect to the dequantized weight). Without one, weights of
+// the types with a many-row integer kernel (Q4_0, Q4_1, Q8_0 on AVX2 and
+// AVX-512) quantize each activation row to 8 bits and use the integer dot
+// kernels, as one-row products always do (llama.cpp's method; about 2^-8
+// relative error per product; the weight is read in its blocks, with no
+// dequantized copy); other types keep the fp32 GEMM. The trainer holds one for a whole run, so that its no-grad passes
+// (the frozen base's reference, the checkpointed first pass) compute the
+// products its backward pass differentiates; autograd products are always
+// exact. Scopes nest.
+class ExactProducts {
+ public:
+  ExactProducts();
+  ~ExactProducts();
+  ExactProducts(const ExactProducts&) = delete;
+  ExactProducts& operator=(const ExactProducts&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 class LinearWeight {
  public:
   LinearWeight() = default;
@@ -44,7 +67,8 @@ class LinearWeight {
   // block size (the loader checks) and q.data holds rows * row_bytes bytes.
   explicit LinearWeight(QuantMatrix q);
 
-  // x [..., in] -> [..., out].
+  // x [..., in] -> [..., out]. Without autograd, quantized and several rows:
+  // 8-bit activations unless ExactProducts is active (see above).
   at::Tensor Mul(const at::Tensor& x) const;
   // g [..., out] -> [..., in].
   at::Tensor MulTransposed(const at::Tensor& g) const;
@@ -77,7 +101,10 @@ class LinearWeight {
   const QuantMatrix& blocks() const { return q_; }
 
  private:
-  at::Tensor MulNoGrad(const at::Tensor& x2d) const;
+  at::Tensor MulNoGrad(const at::Tensor& x2d, bool exact) const;
+  // y[m, out] = x[m, in] Wᵀ with 8-bit activations: each pool chunk of weight
+  // rows is dotted with every activation row while it is in cache.
+  void MulRowsQuantized(const float* x, int64_t m, float* y) const;
   at::Tensor w_;    // fp32 implementation only
   QuantMatrix q_;   // both (for fp32, a view of w_)
 };
