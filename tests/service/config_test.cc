@@ -28,6 +28,7 @@ unknown = "deny"
 [trainer]
 rank = 8
 forgetting_prompts = ["a", "b"]
+anchor_prompts = ["river?", "apple"]
 [gate]
 max_forgetting_kl = 0.5
 )",
@@ -40,6 +41,7 @@ max_forgetting_kl = 0.5
   EXPECT_DOUBLE_EQ(c->training.quiet_seconds, 5.5);
   EXPECT_EQ(c->trainer.rank, 8);
   EXPECT_EQ(c->trainer.forgetting_prompts, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(c->trainer.anchor_prompts, (std::vector<std::string>{"river?", "apple"}));
   EXPECT_DOUBLE_EQ(c->gate.max_forgetting_kl, 0.5);
 }
 

@@ -20,16 +20,24 @@ std::string Lower(std::string s) {
 }
 
 TEST(AnchorsTest, FirstTakesThePoolsHeadAndNearestTheSameShape) {
-  auto first = SelectAnchors({"What is my favourite color?"}, 4, "first");
+  auto first = SelectAnchors(AnchorPool(), {"What is my favourite color?"}, 4, "first");
   EXPECT_EQ(first, (std::vector<size_t>{0, 1, 2, 3}));
-  auto nearest = SelectAnchors({"What is my favourite color?", "Which instrument do I play?"}, 5, "nearest");
+  auto nearest = SelectAnchors(AnchorPool(), {"What is my favourite color?", "Which instrument do I play?"}, 5, "nearest");
   ASSERT_EQ(nearest.size(), 5u);
   for (size_t i : nearest) {
     const std::string p = Lower(AnchorPool()[i]);
     EXPECT_TRUE(p.find("color") != std::string::npos || p.find("instrument") != std::string::npos) << p;
   }
-  EXPECT_EQ(SelectAnchors({}, 1000, "nearest").size(), AnchorPool().size());
-  EXPECT_TRUE(SelectAnchors({"x"}, 0, "nearest").empty());
+  EXPECT_EQ(SelectAnchors(AnchorPool(), {}, 1000, "nearest").size(), AnchorPool().size());
+  EXPECT_TRUE(SelectAnchors(AnchorPool(), {"x"}, 0, "nearest").empty());
+}
+
+// TrainerOptions::anchor_prompts replaces the pool: selection indexes it.
+TEST(AnchorsTest, AnAppsOwnPoolIsSelectedFromLikeTheBuiltInOne) {
+  const std::vector<std::string> pool = {"river?", "Which bird sings at dawn?", "apple", "What colour is a robin?"};
+  EXPECT_EQ(SelectAnchors(pool, {"my dog?"}, 2, "first"), (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(SelectAnchors(pool, {"Which bird is blue?"}, 1, "nearest"), (std::vector<size_t>{1}));
+  EXPECT_EQ(SelectAnchors(pool, {"apple?"}, 10, "nearest"), (std::vector<size_t>{2, 0, 1, 3}));
 }
 
 // An anchor is trained on (distilled toward the base model's answer), so a

@@ -111,9 +111,9 @@ const std::vector<std::string>& AnchorPool() {
   return kPool;
 }
 
-std::vector<size_t> SelectAnchors(const std::vector<std::string>& window_prompts, int64_t n,
+std::vector<size_t> SelectAnchors(const std::vector<std::string>& pool,
+                                  const std::vector<std::string>& window_prompts, int64_t n,
                                   const std::string& selection) {
-  const auto& pool = AnchorPool();
   const size_t count = size_t(std::clamp<int64_t>(n, 0, int64_t(pool.size())));
   std::vector<size_t> order(pool.size());
   for (size_t i = 0; i < pool.size(); ++i) order[i] = i;

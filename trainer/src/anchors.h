@@ -14,13 +14,14 @@ namespace attune::trainer::internal {
 // examples/personas/, so neither measurement is trained on.
 const std::vector<std::string>& AnchorPool();
 
-// Indices into AnchorPool() of `n` anchors. "first": the pool's first n.
+// Indices into `pool` of `n` anchors. "first": the pool's first n.
 // "nearest": the n sharing the most content words with `window_prompts`
 // (the window's user messages), ties and the rest in pool order, so that the
 // base model's behaviour is pinned where the window's facts could leak (a
 // question about the user's favourite colour pulls on every question about
 // colours).
-std::vector<size_t> SelectAnchors(const std::vector<std::string>& window_prompts, int64_t n,
+std::vector<size_t> SelectAnchors(const std::vector<std::string>& pool,
+                                  const std::vector<std::string>& window_prompts, int64_t n,
                                   const std::string& selection);
 
 }  // namespace attune::trainer::internal

@@ -305,10 +305,11 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
     for (const auto& e : input.new_examples) {
       if (!e.context.empty()) window_prompts.push_back(e.context.back().content);
     }
-    const auto chosen = internal::SelectAnchors(window_prompts, o_.anchor_examples, o_.anchor_selection);
+    const auto& pool = o_.anchor_prompts.empty() ? internal::AnchorPool() : o_.anchor_prompts;
+    const auto chosen = internal::SelectAnchors(pool, window_prompts, o_.anchor_examples, o_.anchor_selection);
     const int64_t n = int64_t(chosen.size());
     for (size_t i : chosen) {
-      const std::string& prompt = internal::AnchorPool()[i];
+      const std::string& prompt = pool[i];
       TextExample a;
       a.id = "anchor-" + std::to_string(i);
       a.context = {{"user", prompt}};

@@ -72,6 +72,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Strings("forgetting_prompts", t.forgetting_prompts);
   r.Int("anchor_examples", t.anchor_examples, 0, kMaxInt);
   r.String("anchor_selection", t.anchor_selection);
+  r.Strings("anchor_prompts", t.anchor_prompts);
   r.Number("anchor_weight", t.anchor_weight);
   r.Int("anchor_max_tokens", t.anchor_max_tokens, 1, kMaxInt);
 }

@@ -70,6 +70,7 @@ struct TrainerConfig {
   // "first" | "nearest" (trainer_options.h). Default: "nearest"
   std::string anchor_selection = "nearest";
   std::vector<std::string> forgetting_prompts;  // Default: none (the built-in set)
+  std::vector<std::string> anchor_prompts;      // Default: none (the built-in pool)
 };
 
 // Promotion gate thresholds (adapters::GateOptions); defaults are the gate's.

@@ -95,6 +95,12 @@ struct TrainerOptions {
   // shape about general knowledge). docs/trainer.md's lever table says why
   // the default. Default: "nearest"
   std::string anchor_selection = "nearest";
+  // The prompts anchors are drawn from instead of the built-in pool: an
+  // app's own domain, or a model whose general behaviour is not English
+  // questions. Keep them disjoint from whatever measures forgetting (the
+  // forgetting prompts, an evaluation's general questions). Default: empty
+  // (the built-in pool)
+  std::vector<std::string> anchor_prompts;
   double anchor_weight = 1.0;         // Default: 1
   int64_t anchor_max_tokens = 48;     // Default: 48
 };
