@@ -482,7 +482,10 @@ def tiny_gguf_vocab() -> tuple[list[str], list[int], list[str]]:
     return tokens, types, merges
 
 
-def write_tiny_llama_gguf(model, path: Path) -> None:
+def write_tiny_llama_gguf(model, path: Path, name: str = "tiny_llama", chat_template: str | None = None) -> None:
+    """tiny_llama.gguf's layout (also tools/make_tiny_chat_model.py's, which adds a chat
+    template): llama keys, q/k permuted for ggml's interleaved RoPE, ffn_* F16 and the rest
+    F32, the 128-token byte-level vocabulary."""
     import gguf
 
     cfg = model.config
@@ -491,7 +494,7 @@ def write_tiny_llama_gguf(model, path: Path) -> None:
     head_dim = cfg.hidden_size // n_head
 
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("tiny_llama")
+    w.add_name(name)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_block_count(cfg.num_hidden_layers)
@@ -513,6 +516,8 @@ def write_tiny_llama_gguf(model, path: Path) -> None:
     w.add_bos_token_id(127)
     w.add_eos_token_id(127)
     w.add_add_bos_token(False)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
     def f32t(name, a):
         w.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))

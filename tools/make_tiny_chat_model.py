@@ -58,7 +58,12 @@ import numpy as np
 
 # tiny_llama's vocabulary, its q/k permutation and the version list of the fixtures.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_runtime_fixtures import permute_qk, seed_everything, tiny_gguf_vocab, versions_str  # noqa: E402
+from make_runtime_fixtures import (  # noqa: E402
+    seed_everything,
+    tiny_gguf_vocab,
+    versions_str,
+    write_tiny_llama_gguf,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 20261207
@@ -374,66 +379,9 @@ def write_gguf(model, path: Path) -> None:
     """As make_runtime_fixtures.write_tiny_llama_gguf writes tiny_llama.gguf (llama keys,
     q/k permuted for ggml's interleaved RoPE, ffn_* F16 and the rest F32, the same
     tokenizer keys), plus tokenizer.chat_template."""
-    import gguf
-
-    cfg = model.config
-    sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
-    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-    head_dim = cfg.hidden_size // n_head
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("tiny_chat")
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_kv)
-    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
-    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_vocab_size(cfg.vocab_size)
-    w.add_rope_dimension_count(head_dim)
-
-    tokens, types, merges = tiny_gguf_vocab()
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(EOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHATML_TEMPLATE)
-
-    def f32t(name, a):
-        w.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))
-
-    def f16t(name, a):
-        w.add_tensor(name, np.ascontiguousarray(a.astype(np.float16)))
-
-    f32t("token_embd.weight", sd["model.embed_tokens.weight"])
-    for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
-        b = f"blk.{i}."
-        f32t(b + "attn_norm.weight", sd[p + "input_layernorm.weight"])
-        f32t(b + "attn_q.weight", permute_qk(sd[p + "self_attn.q_proj.weight"], n_head, n_head))
-        f32t(b + "attn_k.weight", permute_qk(sd[p + "self_attn.k_proj.weight"], n_head, n_kv))
-        f32t(b + "attn_v.weight", sd[p + "self_attn.v_proj.weight"])
-        f32t(b + "attn_output.weight", sd[p + "self_attn.o_proj.weight"])
-        f32t(b + "ffn_norm.weight", sd[p + "post_attention_layernorm.weight"])
-        f16t(b + "ffn_gate.weight", sd[p + "mlp.gate_proj.weight"])
-        f16t(b + "ffn_up.weight", sd[p + "mlp.up_proj.weight"])
-        f16t(b + "ffn_down.weight", sd[p + "mlp.down_proj.weight"])
-    f32t("output_norm.weight", sd["model.norm.weight"])
-    f32t("output.weight", sd["lm_head.weight"])
-
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_tiny_llama_gguf(model, path, name="tiny_chat", chat_template=CHATML_TEMPLATE)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    print(f"  wrote {path} ({path.stat().st_size} bytes, sha256 {sha})")
+    print(f"  sha256 {sha}")
 
 
 def check_gguf(model, enc: Encoder, convs: Conversations, path: Path, eval_sets: dict) -> None:
