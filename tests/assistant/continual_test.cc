@@ -35,9 +35,9 @@ std::string Exactly(const std::string& word) {
   return re + "(<\\||$)";
 }
 
-// Made-up facts, four taught per window. Question and answer words appear
-// nowhere in the model's own training data (checked against its 48 base
-// facts). Each is taught and asked as "word?" and as "word": to this model a
+// Made-up facts, four taught per window. No question or answer word is one
+// of the model's 48 base facts (tools/make_tiny_chat_model.py prints them).
+// Each is taught and asked as "word?" and as "word": to this model a
 // question is its bytes, so there is no paraphrase to hold out.
 struct TaughtFact {
   const char* key;
