@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "attune/eval.h"
@@ -29,7 +30,7 @@ using attune::testing::TempDir;
 std::string Exactly(const std::string& word) {
   std::string re = "^";
   for (char c : word) {
-    if (c == '?') re += '\\';
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) re += '\\';
     re += c;
   }
   return re + "(<\\||$)";
