@@ -117,7 +117,13 @@ void DotRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, co
 
 bool FastMultiRows(GgmlType type) {
   if (ActiveIsa() == Isa::kScalar) return false;
-  return type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0;
+  switch (type) {
+    case GgmlType::kQ4_0: case GgmlType::kQ4_1: case GgmlType::kQ8_0:
+    case GgmlType::kQ4_K: case GgmlType::kQ5_K: case GgmlType::kQ6_K:
+      return true;
+    default:
+      return false;
+  }
 }
 
 void DotRowsMulti(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const uint8_t* xq, size_t xq_stride,

@@ -66,7 +66,7 @@ void DotRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, co
 // value equals DotRows' to the bit; the SIMD paths unpack a weight block once
 // for several activation rows (prefill and evaluation products).
 // Whether DotRowsMulti has a kernel of its own for `type` on the active
-// instruction set (Q4_0, Q4_1, Q8_0 on AVX2/AVX-512), rather than DotRows per
+// instruction set (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K on AVX2/AVX-512), rather than DotRows per
 // activation row: only then does it beat dequantizing for an fp32 GEMM.
 bool FastMultiRows(GgmlType type);
 void DotRowsMulti(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const uint8_t* xq, size_t xq_stride,
