@@ -384,4 +384,75 @@ std::string ReportHtmlSections(const EvalReport& r) {
   return h.str();
 }
 
+Result<std::vector<WindowResult>> RunWindows(Assistant& assistant, const QuestionSet& set,
+                                             const WindowsOptions& options,
+                                             const std::function<void(const WindowResult&)>& on_window) {
+  const size_t n = set.facts.size();
+  if (options.windows < 1 || size_t(options.windows) > n) {
+    return InvalidArgumentError("windows must be between 1 and the number of facts (" + std::to_string(n) + "), not " +
+                                std::to_string(options.windows));
+  }
+  if (options.kind != "heldout" && options.kind != "trained") {
+    return InvalidArgumentError("kind must be \"heldout\" or \"trained\", not '" + options.kind + "'");
+  }
+  const size_t w = size_t(options.windows);
+  auto window_of = [&](size_t fact) { return fact * w / n; };
+  auto phrasings = [&](const Fact& f) { return options.kind == "trained" ? f.taught.size() : f.heldout.size(); };
+  int first_window_facts = 0;
+  for (size_t i = 0; i < n; ++i) first_window_facts += window_of(i) == 0;
+  std::vector<WindowResult> out;
+  for (size_t k = 0; k < w; ++k) {
+    const std::string where = "window " + std::to_string(k + 1);
+    const bool last = k + 1 == w;
+    QuestionSet teach = set, judged = set;
+    teach.name = set.name + "-w" + std::to_string(k + 1);
+    teach.facts.clear();
+    judged.facts.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (window_of(i) == k) teach.facts.push_back(set.facts[i]);
+      if (window_of(i) <= k) judged.facts.push_back(set.facts[i]);
+    }
+    std::vector<feedback::Event> events = TeachingEvents(teach);
+    if (last) {
+      for (auto& e : UpdateEvents(set)) events.push_back(std::move(e));
+      judged = Updated(judged);
+    }
+    for (auto& e : events) {
+      auto id = assistant.Record(e);
+      if (!id.ok()) return id.status().WithContext(where + ": recording " + e.id);
+    }
+    WindowResult wr;
+    wr.window = int(k + 1);
+    wr.first_window_facts = first_window_facts;
+    wr.facts_so_far = int(judged.facts.size());
+    const auto t0 = std::chrono::steady_clock::now();
+    auto run = assistant.TrainNow();
+    wr.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!run.ok()) return run.status().WithContext(where);
+    wr.run = std::move(*run);
+    EvalOptions eo = options.eval;
+    eo.adapter = wr.run.version.empty() ? "base" : wr.run.version;
+    if (!eo.ask_taught && options.kind == "trained") eo.ask_taught = true;
+    auto report = Evaluate(assistant, judged, eo);
+    if (!report.ok()) return report.status().WithContext(where);
+    wr.report = std::move(*report);
+    // Results of one kind are in fact order, each fact's phrasings in turn.
+    size_t fact = 0, asked = 0;
+    for (const auto& x : wr.report.results) {
+      if (x.kind != options.kind) continue;
+      while (asked >= phrasings(judged.facts[fact])) ++fact, asked = 0;
+      ++asked;
+      if (window_of(fact) == 0) ++wr.first_window_asked, wr.first_window_right += x.adapted_right;
+      if (last && !set.facts[fact].update_answer.empty()) {
+        ++wr.updated_asked;
+        wr.updated_right += x.adapted_right;
+        wr.old_answer_given += Matches(x.adapted_reply, set.facts[fact].expect);
+      }
+    }
+    if (on_window) on_window(wr);
+    out.push_back(std::move(wr));
+  }
+  return out;
+}
+
 }  // namespace attune::eval

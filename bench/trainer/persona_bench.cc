@@ -216,82 +216,37 @@ int RunWindows(const Flags& f, const std::string& path) {
   auto persona = OpenPersona(f, path);
   if (!persona) return 1;
   const eval::QuestionSet* set = &*persona->set;
-  Assistant& as = *persona->assistant;
-  const size_t n = set->facts.size(), w = size_t(f.windows);
-  auto window_of = [&](size_t fact) { return fact * w / n; };
-  size_t first_window_facts = 0;
-  for (size_t i = 0; i < n; ++i) first_window_facts += window_of(i) == 0;
-  for (size_t k = 0; k < w; ++k) {
-    eval::QuestionSet teach = *set, judged = *set;
-    teach.name = set->name + "-w" + std::to_string(k + 1);
-    teach.facts.clear();
-    judged.facts.clear();
-    for (size_t i = 0; i < n; ++i) {
-      if (window_of(i) == k) teach.facts.push_back(set->facts[i]);
-      if (window_of(i) <= k) judged.facts.push_back(set->facts[i]);
-    }
-    const bool last = k + 1 == w;
-    std::vector<feedback::Event> events = eval::TeachingEvents(teach);
+  eval::WindowsOptions wo;
+  wo.windows = f.windows;
+  auto rows = eval::RunWindows(*persona->assistant, *set, wo, [&](const eval::WindowResult& w) {
+    const eval::EvalReport& r = w.report;
+    const bool last = w.window == f.windows;
+    const double first_recall = w.first_window_asked ? 100.0 * w.first_window_right / w.first_window_asked : 0.0;
+    nlohmann::json j = {{"persona", set->name}, {"window", w.window}, {"windows", f.windows},
+                        {"facts_so_far", w.facts_so_far}, {"recall", r.recall},
+                        {"first_window_recall", first_recall}, {"first_window_facts", w.first_window_facts},
+                        {"trained_recall", r.trained_recall}, {"retention", r.retention}, {"known", r.known},
+                        {"retained", r.retained}, {"forgetting_kl", r.forgetting_kl}, {"promoted", w.run.promoted},
+                        {"gate", w.run.gate_summary}, {"train_seconds", w.train_seconds},
+                        {"trainer_seconds", w.run.report.wall_seconds}};
     if (last) {
-      for (auto& e : eval::UpdateEvents(*set)) events.push_back(std::move(e));
+      j["updated"] = {{"right", w.updated_right}, {"asked", w.updated_asked}, {"old_answer_given", w.old_answer_given}};
     }
-    for (auto& e : events) {
-      auto id = as.Record(e);
-      if (!id.ok()) {
-        std::cerr << "persona_bench: feedback refused: " << id.status().ToString() << "\n";
-        return 1;
-      }
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    auto run = as.TrainNow();
-    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!run.ok()) {
-      std::cerr << "persona_bench: window " << k + 1 << ": " << run.status().ToString() << "\n";
-      return 1;
-    }
-    if (last) judged = eval::Updated(judged);
-    eval::EvalOptions eo;
-    eo.adapter = run->version.empty() ? "base" : run->version;
-    auto r = eval::Evaluate(as, judged, eo);
-    if (!r.ok()) {
-      std::cerr << "persona_bench: " << r.status().ToString() << "\n";
-      return 1;
-    }
-    // Held-out results are in fact order; the first window's facts first.
-    int first_right = 0, first_total = 0, updated_right = 0, updated_total = 0, old_answer = 0;
-    size_t fact = 0, asked = 0;
-    for (const auto& x : r->results) {
-      if (x.kind != "heldout") continue;
-      while (asked >= judged.facts[fact].heldout.size()) ++fact, asked = 0;
-      ++asked;
-      if (window_of(fact) == 0) first_total++, first_right += x.adapted_right;
-      if (last && !set->facts[fact].update_answer.empty()) {
-        ++updated_total;
-        updated_right += x.adapted_right;
-        old_answer += eval::Matches(x.adapted_reply, set->facts[fact].expect);
-      }
-    }
-    nlohmann::json j = {{"persona", set->name}, {"window", k + 1}, {"windows", w},
-                        {"facts_so_far", judged.facts.size()}, {"recall", r->recall},
-                        {"first_window_recall", first_total ? 100.0 * first_right / first_total : 0.0},
-                        {"first_window_facts", first_window_facts}, {"trained_recall", r->trained_recall},
-                        {"retention", r->retention}, {"known", r->known}, {"retained", r->retained},
-                        {"forgetting_kl", r->forgetting_kl}, {"promoted", run->promoted},
-                        {"gate", run->gate_summary}, {"train_seconds", train_seconds},
-                        {"trainer_seconds", run->report.wall_seconds}};
-    if (last) j["updated"] = {{"right", updated_right}, {"asked", updated_total}, {"old_answer_given", old_answer}};
-    AddMisses(*r, &j);
+    AddMisses(r, &j);
     if (f.json) {
       std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     } else {
-      std::printf("%-8s window %zu/%zu: recall %5.0f%% (first window's facts %5.0f%%), retention %5.0f%% (%d/%d), KL %.3f,"
-                  " %.0f s, %s", set->name.c_str(), k + 1, w, r->recall, j["first_window_recall"].get<double>(),
-                  r->retention, r->retained, r->known, r->forgetting_kl, train_seconds,
-                  run->promoted ? "promoted" : "rejected");
-      if (last) std::printf(", updated %d/%d (old answer %d)", updated_right, updated_total, old_answer);
+      std::printf("%-8s window %d/%d: recall %5.0f%% (first window's facts %5.0f%%), retention %5.0f%% (%d/%d), KL %.3f,"
+                  " %.0f s, %s", set->name.c_str(), w.window, f.windows, r.recall, first_recall, r.retention,
+                  r.retained, r.known, r.forgetting_kl, w.train_seconds, w.run.promoted ? "promoted" : "rejected");
+      if (last) std::printf(", updated %d/%d (old answer %d)", w.updated_right, w.updated_asked, w.old_answer_given);
       std::printf("\n");
       std::fflush(stdout);
     }
+  });
+  if (!rows.ok()) {
+    std::cerr << "persona_bench: " << rows.status().ToString() << "\n";
+    return 1;
   }
   return 0;
 }

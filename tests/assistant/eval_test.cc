@@ -201,6 +201,35 @@ CliRun RunCli(const std::string& dir, const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
 }
 
+TEST(EvalTest, RunWindowsRefusesAWindowCountItCannotSplitAndAnUnknownKind) {
+  TempDir dir;
+  auto opened = Assistant::Open(TinyOptions(dir.path));
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  QuestionSet set;
+  set.name = "tiny";
+  set.facts.push_back({{"a?"}, {"a?"}, "x", "x"});
+  set.facts.push_back({{"b?"}, {"b?"}, "y", "y"});
+  for (int windows : {0, 3}) {
+    WindowsOptions o;
+    o.windows = windows;
+    auto r = RunWindows(**opened, set, o);
+    ASSERT_FALSE(r.ok()) << windows;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("windows must be between 1 and the number of facts (2)"), std::string::npos)
+        << r.status().ToString();
+  }
+  WindowsOptions o;
+  o.windows = 2;
+  o.kind = "paraphrased";
+  auto r = RunWindows(**opened, set, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'paraphrased'"), std::string::npos) << r.status().ToString();
+  // A refused run recorded nothing: there is nothing to train.
+  auto run = (*opened)->TrainNow();
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_FALSE(run->trained);
+}
+
 TEST(EvalCliTest, PrintsTheScoresWritesTheReportOrNamesTheBadField) {
   TempDir dir;
   std::filesystem::create_directories(dir.path);

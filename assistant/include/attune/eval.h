@@ -116,6 +116,41 @@ Result<Replies> AnswerAll(Assistant& assistant, const QuestionSet& set, const st
 // Base and adapted replies, scored. NotFound names an unknown version.
 Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const EvalOptions& options);
 
+// Continual learning over several training windows, as a device sees it:
+// the set's facts are split in order into `windows` windows (fact i goes to
+// window i * windows / facts); each window records its facts' teaching
+// events (the last one also the set's update events), trains one window
+// through the Assistant (TrainNow: replay, anchors, gate, registry) and
+// judges the window's candidate on every fact taught so far (as updated, in
+// the last window) and on the general questions.
+struct WindowsOptions {
+  int windows = 3;  // Default: 3
+  // Which phrasings count for first_window_* and updated_*: "heldout" (the
+  // paraphrases never taught) or "trained". Default: "heldout"
+  std::string kind = "heldout";
+  EvalOptions eval;  // `adapter` is set to each window's candidate
+};
+
+struct WindowResult {
+  int window = 0;  // 1-based
+  trainer::TrainingRunResult run;
+  double train_seconds = 0;
+  EvalReport report;
+  int facts_so_far = 0;                          // facts taught up to this window
+  int first_window_facts = 0;                    // facts taught in window 1
+  int first_window_right = 0, first_window_asked = 0;  // replies of `kind` to them
+  // Last window only: replies of `kind` to updated facts that give the new
+  // answer, and those that still match the old one.
+  int updated_right = 0, updated_asked = 0, old_answer_given = 0;
+};
+
+// Runs the windows; `on_window` (optional) sees each result as it is ready.
+// Errors name the window; InvalidArgument for windows < 1 or more windows
+// than facts.
+Result<std::vector<WindowResult>> RunWindows(Assistant& assistant, const QuestionSet& set,
+                                             const WindowsOptions& options,
+                                             const std::function<void(const WindowResult&)>& on_window = {});
+
 // The report as HTML sections (summary, per-question tables), and a whole
 // page around any body.
 std::string ReportHtmlSections(const EvalReport& report);
