@@ -83,9 +83,10 @@ eval::Fact MakeFact(const TaughtFact& f) {
 
 // Rank 8 is an eighth of this model's width, so a window moves it a lot:
 // many anchors from the model's own neighbourhood of the taught questions
-// (anchor_prompts), weighted 6, a low learning rate and many small steps are
-// what keep its other answers (with the built-in English pool and the
-// defaults, one window kept 2 to 9 of the 16).
+// (anchor_prompts), weighted 24, a low learning rate and many small steps
+// are what keep its other answers (with the built-in English pool and the
+// defaults, one window kept 2 to 9 of the 16). docs/trainer.md has the
+// lever table these settings come from.
 AssistantOptions ContinualOptions(const std::string& dir) {
   AssistantOptions o;
   o.data_dir = dir;
@@ -102,7 +103,7 @@ AssistantOptions ContinualOptions(const std::string& dir) {
   t.encode.max_seq_len = 128;
   t.heldout_min_examples = 1000;  // few events: all of them train
   t.anchor_max_tokens = 16;
-  t.anchor_weight = 6;
+  t.anchor_weight = 24;
   t.forgetting_prompts = {"dog?", "hello", "where?", "sieil?"};
   // Anchors from the model's own neighbourhood of the taught questions (its
   // other base facts and words it repeats), disjoint from General().
@@ -115,6 +116,9 @@ AssistantOptions ContinualOptions(const std::string& dir) {
                       "cloud?", "table", "milk?", "snow", "fish?", "road", "king?", "moon", "shoe?", "rain"};
   t.anchor_examples = static_cast<int64_t>(t.anchor_prompts.size());
   t.anchor_selection = "first";
+  // Every earlier event is replayed (at most two old per new one; a window
+  // here has 8 new events and at most 16 old ones).
+  o.training.sample.replay_ratio = 2;
   return o;
 }
 
@@ -179,16 +183,16 @@ TEST(ContinualTest, ThreeWindowsLearnNewFactsKeepTheFirstWindowsAndTakeTheCorrec
 
   // Measured on an AMD EPYC (Zen 4), the results are the same run after run:
   //   window  recall of all taught  first window's  retention   KL
-  //   1       100 %  (8/8)          8/8             94 % 15/16  0.010
-  //   2        88 % (14/16)         6/8             69 % 11/16  0.050
-  //   3        79 % (19/24)         8/8             69 % 11/16  0.149
+  //   1       100 %  (8/8)          8/8            100 % 16/16  0.005
+  //   2       100 % (16/16)         8/8             75 % 12/16  0.032
+  //   3       100 % (24/24)         8/8             81 % 13/16  0.095
   // The bounds leave one or two answers of slack for other CPUs (a reply is
   // right only if every byte is the argmax). Retention falls short of the
   // 95 % that SmolLM2 is held to: this model's own facts are learned with
-  // thin margins, a few of them ("eiuioar?", "thetgmpd?") flip at the first
+  // thin margins, a few of them ("thetgmpd?", "color?") flip at the first
   // change, and the windows' drift adds up (the KL above).
-  const double min_recall[kWindows] = {90, 75, 66};
-  const double min_retention[kWindows] = {87.5, 56, 56};
+  const double min_recall[kWindows] = {87.5, 87.5, 87.5};
+  const double min_retention[kWindows] = {93.75, 68.75, 68.75};
   for (int k = 0; k < kWindows; ++k) {
     const eval::EvalReport& r = (*windows)[size_t(k)].report;
     SCOPED_TRACE("window " + std::to_string(k + 1));
