@@ -43,6 +43,7 @@ struct Flags {
   std::string model;
   std::vector<std::string> personas;
   trainer::TrainerOptions t;
+  std::optional<double> replay_ratio;  // --replay-ratio; unset keeps the default
   int windows = 1;
   std::string forget_other;  // --forget: the other user's persona
   bool json = false;
@@ -51,7 +52,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--replay-ratio R] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -89,6 +90,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--anchor-weight") f.t.anchor_weight = Number(a, value());
     else if (a == "--anchor-tokens") f.t.anchor_max_tokens = int64_t(Number(a, value()));
     else if (a == "--l2-parent") f.t.l2_to_parent = Number(a, value());
+    else if (a == "--replay-ratio") f.replay_ratio = Number(a, value());
     else if (a == "--windows") f.windows = int(Number(a, value()));
     else if (a == "--forget") f.forget_other = value();
     else if (a == "--targets") {
@@ -103,6 +105,7 @@ Flags Parse(int argc, char** argv) {
   if (f.model.empty()) Usage("--model is required");
   if (f.personas.empty()) Usage("give at least one persona file");
   if (f.windows < 1 || f.windows > 10) Usage("--windows must be 1..10");
+  if (f.replay_ratio && *f.replay_ratio < 0) Usage("--replay-ratio must be >= 0");
   return f;
 }
 
@@ -133,6 +136,7 @@ std::unique_ptr<Persona> OpenPersona(const Flags& f, const std::string& path) {
   o.model_path = f.model;
   o.background_training = false;
   o.training.trainer = f.t;
+  if (f.replay_ratio) o.training.sample.replay_ratio = *f.replay_ratio;
   auto a = Assistant::Open(o);
   if (!a.ok()) {
     std::cerr << "persona_bench: " << a.status().ToString() << "\n";
