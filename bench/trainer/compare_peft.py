@@ -13,7 +13,8 @@ RSS belongs to that configuration alone):
     tokens, every position scored except the first), the same LoRA settings
     (r 16, alpha 32, dropout 0, q,k,v,o,gate,up,down) and AdamW (lr 1e-4) on
     the LoRA parameters, torch.set_num_threads(2), with and without
-    gradient checkpointing;
+    gradient checkpointing, in fp32 and under torch.autocast("cpu",
+    dtype=torch.bfloat16) (--peft-dtypes);
   * the fp32 GEMM rate at 256x576x1536 in both stacks;
 
 and prints a table with the ours/PEFT ratios for tokens/s and peak RSS, and
@@ -98,9 +99,13 @@ def peft_worker(args):
 
     fb_s = opt_s = 0.0
     loss = None
+    bf16 = args.peft_dtype == "bf16"
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        out = model(input_ids=ids, labels=labels)
+        # bf16 autocast: the matmuls run in bf16 (AMX or AVX512-BF16 where the CPU has them),
+        # weights and optimizer state stay fp32, as PEFT's CPU users would run it.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(input_ids=ids, labels=labels)
         out.loss.backward()
         t1 = time.perf_counter()
         opt.step()
@@ -114,6 +119,7 @@ def peft_worker(args):
     total = fb_s + opt_s
     print(json.dumps({
         "impl": "peft",
+        "dtype": args.peft_dtype,
         "checkpointing": int(args.checkpointing),
         "torch_threads": args.threads,
         "seq": args.seq,
@@ -232,10 +238,13 @@ def main():
                     help="checkpointing settings (0,1) on which ours also runs with torch threads != 1 (default 0)")
     ap.add_argument("--peft-threads", default="2", help="torch.set_num_threads values for PEFT (default 2)")
     ap.add_argument("--checkpointing", default="0,1", help="which of 0 (off), 1 (on) to run (default 0,1)")
+    ap.add_argument("--peft-dtypes", default="fp32,bf16",
+                    help="PEFT compute: fp32 and/or bf16 (torch.autocast on the CPU) (default fp32,bf16)")
     ap.add_argument("--lock", default="/tmp/attune-bench.lock", help="flock file ('' = no lock)")
     ap.add_argument("--json-out", default="", help="also write all results to this file")
     ap.add_argument("--worker", choices=["peft", "gemm"], help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    ap.add_argument("--peft-dtype", choices=["fp32", "bf16"], default="fp32", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.worker:
@@ -249,6 +258,10 @@ def main():
     ckpts = [int(c) for c in args.checkpointing.split(",") if c != ""]
     ours_threads = [int(t) for t in args.ours_torch_threads.split(",") if t != ""]
     peft_threads = [int(t) for t in args.peft_threads.split(",") if t != ""]
+    peft_dtypes = [d for d in args.peft_dtypes.split(",") if d != ""]
+    for d in peft_dtypes:
+        if d not in ("fp32", "bf16"):
+            ap.error(f"--peft-dtypes: '{d}' is neither fp32 nor bf16")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
     me = [sys.executable, os.path.abspath(__file__)]
     shape = ["--seq", str(args.seq), "--batch", str(args.batch), "--warmup", str(args.warmup),
@@ -267,9 +280,10 @@ def main():
                 [args.bench, "--model", args.model, "--checkpointing", str(c), "--torch-threads", str(t),
                  "--blas-threads", "2", "--json"] + shape, args.lock))
         for t in peft_threads:
-            results["peft"].append(run_json(
-                me + ["--worker", "peft", "--model", args.model, "--checkpointing", str(c), "--threads", str(t)]
-                + shape, args.lock, env))
+            for d in peft_dtypes:
+                results["peft"].append(run_json(
+                    me + ["--worker", "peft", "--model", args.model, "--checkpointing", str(c), "--threads", str(t),
+                          "--peft-dtype", d] + shape, args.lock, env))
     results["total_seconds"] = time.perf_counter() - t_start
     if args.json_out:
         with open(args.json_out, "w") as fh:
@@ -284,23 +298,29 @@ def main():
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
     for r in results["ours"] + results["peft"]:
         th = (f"torch {r['torch_threads']} + BLAS {r['blas_threads']}" if r["impl"] == "attune"
-              else f"torch {r['torch_threads']} (MKL)")
+              else f"torch {r['torch_threads']} {r.get('dtype', 'fp32')}")
         print(f"| {r['impl']:<6} | {r['checkpointing']:>4} | {th:<18} | {r['tokens_per_second']:>8.1f} | "
               f"{r['step_seconds']:>6.2f} | {r['optimizer_seconds']:>6.3f} | {r['peak_rss_mb']:>12.0f} | "
               f"{r['rss_after_load_mb']:>13.0f} | {r['train_peak_rss_mb']:>20.0f} |")
 
-    print("\nRatios (ours = torch 1 + BLAS 2, the project default; PEFT = torch.set_num_threads(2)):\n")
-    print("| ckpt | tokens/s ours/PEFT (target >= 1.5) | peak RSS ours/PEFT (target <= 0.5) | train-phase peak ours/PEFT |")
-    print("|------|------------------------------------|------------------------------------|----------------------------|")
+    print("\nRatios (ours = torch 1 + BLAS 2, the project default; PEFT = torch.set_num_threads(2), each dtype,"
+          " and PEFT's best = its fastest dtype at that checkpointing setting):\n")
+    print("| ckpt | PEFT dtype | tokens/s ours/PEFT (target >= 1.5) | peak RSS ours/PEFT (target <= 0.35) | train-phase peak ours/PEFT |")
+    print("|------|------------|------------------------------------|-------------------------------------|----------------------------|")
     ratios = []
     for c in ckpts:
         o = next((r for r in results["ours"] if r["checkpointing"] == c and r["torch_threads"] == 1), None)
-        p = next((r for r in results["peft"] if r["checkpointing"] == c and r["torch_threads"] == 2), None)
-        if o and p:
+        peers = [r for r in results["peft"] if r["checkpointing"] == c and r["torch_threads"] == 2]
+        if not (o and peers):
+            continue
+        best = max(peers, key=lambda r: r["tokens_per_second"])
+        for p in peers:
             tr, mr = o["tokens_per_second"] / p["tokens_per_second"], o["peak_rss_mb"] / p["peak_rss_mb"]
             hr = o["train_peak_rss_mb"] / p["train_peak_rss_mb"]
-            ratios.append({"checkpointing": c, "tokens_per_second": tr, "peak_rss": mr, "train_peak_rss": hr})
-            print(f"| {c:>4} | {tr:>34.2f} | {mr:>34.2f} | {hr:>26.2f} |")
+            label = p.get("dtype", "fp32") + (" (best)" if p is best and len(peers) > 1 else "")
+            ratios.append({"checkpointing": c, "peft_dtype": p.get("dtype", "fp32"), "peft_best": p is best,
+                           "tokens_per_second": tr, "peak_rss": mr, "train_peak_rss": hr})
+            print(f"| {c:>4} | {label:<10} | {tr:>34.2f} | {mr:>35.2f} | {hr:>26.2f} |")
     results["ratios"] = ratios
 
     g_ours, g_torch = results["gemm_ours"], results["gemm_torch"]
