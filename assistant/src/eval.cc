@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
+#include <string_view>
 
 #include "attune/core/file.h"
 #include "attune/runtime/adapter_slot.h"
@@ -163,6 +164,16 @@ Result<QuestionSet> ParseQuestions(const std::string& json_text, const std::stri
 Result<QuestionSet> LoadQuestions(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseQuestions(text, path);
+}
+
+std::string Literal(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
 }
 
 bool Matches(const std::string& reply, const std::string& expect) {

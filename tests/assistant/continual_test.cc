@@ -13,7 +13,6 @@
 
 #include <cstdio>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "attune/eval.h"
@@ -27,14 +26,7 @@ using attune::testing::TempDir;
 
 // A reply of the tiny model is the answer followed by the ChatML turn suffix
 // spelled in bytes ("<|im_end|>\n"); a right reply is exactly `word`.
-std::string Exactly(const std::string& word) {
-  std::string re = "^";
-  for (char c : word) {
-    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) re += '\\';
-    re += c;
-  }
-  return re + "(<\\||$)";
-}
+std::string Exactly(const std::string& word) { return "^" + eval::Literal(word) + "(<\\||$)"; }
 
 // Made-up facts, four taught per window. No question or answer word is one
 // of the model's 48 base facts (tools/make_tiny_chat_model.py prints them).

@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
 #include <set>
 
@@ -69,6 +68,15 @@ TEST(EvalQuestionsTest, AnUpdateIsTaughtLaterAndThenExpected) {
   EXPECT_EQ(after.facts[0].expect, "cat");
   EXPECT_EQ(after.facts[1].expect, "Rome");
   EXPECT_TRUE(after.facts[1].update_answer.empty());
+}
+
+TEST(EvalQuestionsTest, LiteralMatchesExactlyItsTextWhateverTheMetacharacters) {
+  for (std::string text : {"1+1?", "a.b", "(x)[y]{z}", "^$|*\\", "plain"}) {
+    EXPECT_TRUE(Matches("say " + text + " now", Literal(text))) << text;
+  }
+  EXPECT_FALSE(Matches("aXb", Literal("a.b")));
+  EXPECT_FALSE(Matches("11", Literal("1+1")));
+  EXPECT_EQ(Literal("a?"), "a\\?");
 }
 
 TEST(EvalQuestionsTest, MatchesIgnoringCaseAnywhereInTheReply) {
@@ -132,7 +140,7 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   ASSERT_FALSE(Matches(base->heldout[0], "cat")) << "the base already says cat: " << base->heldout[0];
   for (size_t i = 0; i < set.general.size(); ++i) {
     ASSERT_FALSE(base->general[i].empty());
-    set.general[i].expect = std::regex_replace(base->general[i], std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)");
+    set.general[i].expect = Literal(base->general[i]);
   }
 
   // The base judged as the adapter: nothing learned, nothing forgotten.

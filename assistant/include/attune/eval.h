@@ -50,6 +50,9 @@ Result<QuestionSet> LoadQuestions(const std::string& path);
 // Whether `reply` matches `expect` (as above). An invalid expression never
 // matches; ParseQuestions refuses those.
 bool Matches(const std::string& reply, const std::string& expect);
+// `text` as an expression that matches it literally: every ECMAScript
+// metacharacter escaped ("1+1?" -> "1\\+1\\?").
+std::string Literal(const std::string& text);
 
 // The feedback that teaches the set's facts: for each fact, a demonstration
 // of `answer` for each taught phrasing, by `set.user`. Event ids are
