@@ -143,7 +143,9 @@ TEST(HealthStateFaultTest, FailedOrCutSaveKeepsThePreviousFile) {
       return;
     }
     EXPECT_TRUE(rated_b == 0 || rated_b == 2) << "a mix of old and new after " << k << " operations";
-    if (rated_b == 0) EXPECT_EQ(loaded.CountsFor(a).rated, 1);
+    if (rated_b == 0) {
+      EXPECT_EQ(loaded.CountsFor(a).rated, 1);
+    }
   }
 }
 

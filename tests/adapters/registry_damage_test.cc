@@ -234,7 +234,9 @@ TEST(RegistryDamageTest, CorruptionMatrixEveryFileEveryDamage) {
       for (const auto& id : ids) {
         const bool intact = PathExists(reg_dir + "/payloads/" + id + ".adapter") &&
                             ReadPayloadFile(reg_dir + "/payloads/" + id + ".adapter", id).ok();
-        if (intact) EXPECT_TRUE((*reg)->Load(id).ok()) << "repair did not recover an intact payload " << id;
+        if (intact) {
+          EXPECT_TRUE((*reg)->Load(id).ok()) << "repair did not recover an intact payload " << id;
+        }
       }
       EXPECT_EQ(PayloadCount(reg_dir), payloads) << "repair deleted a payload";
     }
