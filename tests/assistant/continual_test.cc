@@ -167,7 +167,9 @@ TEST(ContinualTest, ThreeWindowsLearnNewFactsKeepTheFirstWindowsAndTakeTheCorrec
     EXPECT_EQ(w.first_window_asked, 2 * kFactsPerWindow);
     // Windows after the first replay older events (the replay store's
     // reservoir), which is what keeps the earlier facts.
-    if (w.window > 1) EXPECT_GT(w.run.report.replay_examples, 0);
+    if (w.window > 1) {
+      EXPECT_GT(w.run.report.replay_examples, 0);
+    }
   }
   const eval::WindowResult& last = windows->back();
   // The corrected fact is asked in its two taught phrasings.
