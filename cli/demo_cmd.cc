@@ -262,7 +262,7 @@ class Demo {
       }
     }
     trainer::TrainingRunOptions poison_run = o.training;
-    poison_run.trainer.max_steps = f_.quick ? 3 : 8;
+    poison_run.trainer.max_steps = f_.quick ? 6 : 8;
     auto poisoned = as.TrainNow(&poison_run);
     if (!poisoned.ok()) return PrintError(poisoned.status());
     std::cout << "  candidate " << poisoned->label << ": " << (poisoned->promoted ? "promoted" : "rejected by the gate") << " ("

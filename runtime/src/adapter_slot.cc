@@ -19,26 +19,7 @@ adapters::BaseModelInfo BaseInfo(const Model& model) {
 Result<std::shared_ptr<const ActiveAdapter>> MakeActiveAdapter(const Model& model, const adapters::Adapter& adapter,
                                                                std::string version) {
   const adapters::BaseModelInfo base = BaseInfo(model);
-  RETURN_IF_ERROR(adapter.CheckCompatible(base));
-  if (int64_t(adapter.layers.size()) != base.n_layers) {
-    return FailedPreconditionError("adapter '" + version + "' has " + std::to_string(adapter.layers.size()) + " layers, the model " +
-                                   std::to_string(base.n_layers));
-  }
-  // Shapes and buffer sizes, so that no tensor view can read past a buffer.
-  // (Values are not checked: a NaN must reach the health watch, not hide here.)
-  for (size_t l = 0; l < adapter.layers.size(); ++l) {
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      const adapters::LoraPair& p = adapter.layers[l][size_t(t)];
-      if (p.empty()) continue;
-      const auto& d = base.dims[size_t(t)];
-      const std::vector<int64_t> want_a = {adapter.rank, d.in}, want_b = {d.out, adapter.rank};
-      if (p.a.shape != want_a || p.b.shape != want_b || int64_t(p.a.data.size()) != adapter.rank * d.in ||
-          int64_t(p.b.data.size()) != d.out * adapter.rank) {
-        return FailedPreconditionError("adapter '" + version + "': tensor " + adapters::TensorName(int64_t(l), static_cast<adapters::LoraTarget>(t), false) +
-                                       " or its B has the wrong shape or size for this model");
-      }
-    }
-  }
+  RETURN_IF_ERROR(CheckAdapterFits(base, adapter, version));
   auto out = std::make_shared<ActiveAdapter>();
   out->version = std::move(version);
   out->weights.scale = LoraScale(adapter.alpha, adapter.rank, adapter.rslora);

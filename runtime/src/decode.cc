@@ -1,7 +1,5 @@
 #include "runtime/src/decode.h"
 
-#include <ATen/ATen.h>
-
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -31,16 +29,14 @@ void Rope(float* v, int64_t heads, int64_t dim, const float* cos, const float* s
   }
 }
 
-bool DenseFloat(const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 2; }
-
-// y[out] += scale * B (A x): the unmerged LoRA term of one projection, with
-// the fp32 row kernels (A and B are dense fp32 matrices).
-void AddLora(const LoraWeights::Pair& p, double scale, const float* x, float* y, DecodeScratch* s) {
-  const int64_t r = p.a.size(0), in = p.a.size(1), out = p.b.size(0);
+// y[out] += scale * B (A x): the unmerged LoRA term of one projection for
+// one row, with the fp32 row kernels (A and B are dense fp32 matrices).
+void AddLora(const PlainLora::Pair& p, const QuantMatrix& w, double scale, const float* x, float* y, DecodeScratch* s) {
+  const int64_t r = p.rank, in = w.cols, out = w.rows;
   s->lora_tmp.resize(size_t(r));
   s->lora_out.resize(size_t(out));
-  const auto* a = reinterpret_cast<const uint8_t*>(p.a.data_ptr<float>());
-  const auto* b = reinterpret_cast<const uint8_t*>(p.b.data_ptr<float>());
+  const auto* a = reinterpret_cast<const uint8_t*>(p.a);
+  const auto* b = reinterpret_cast<const uint8_t*>(p.b);
   kernels::DotRows(GgmlType::kF32, a, size_t(in) * sizeof(float), r, x, in, s->lora_tmp.data());
   for (auto& v : s->lora_tmp) v *= float(scale);
   kernels::DotRows(GgmlType::kF32, b, size_t(r) * sizeof(float), out, s->lora_tmp.data(), r, s->lora_out.data());
@@ -48,25 +44,31 @@ void AddLora(const LoraWeights::Pair& p, double scale, const float* x, float* y,
 }
 
 // y_i = W_i x (+ the LoRA term) for the projections `targets` of one layer
-// that read the same input, the base products in one pool job.
-void Project(const Model& m, const LoraWeights* lora, size_t layer, std::initializer_list<int> targets, const float* x,
-             std::initializer_list<float*> ys, DecodeScratch* s) {
-  const LinearWeight* ws[4];
+// that read the same n input rows. One row: the base products in one pool
+// job; several: a many-row product per weight.
+void Project(const PlainWeights& m, const PlainLora* lora, size_t layer, std::initializer_list<int> targets, const float* x,
+             int64_t n, std::initializer_list<float*> ys, DecodeScratch* s) {
+  const QuantMatrix* ws[4];
   float* out[4];
-  int n = 0;
+  int k = 0;
   auto y = ys.begin();
   for (int t : targets) {
-    ws[n] = &m.layers()[layer].proj[size_t(t)];
-    out[n++] = *y++;
+    ws[k] = m.layers[layer].proj[size_t(t)];
+    out[k++] = *y++;
   }
-  LinearWeight::MulVecs(ws, out, n, x);
-  if (lora && layer < lora->layers.size()) {
-    int i = 0;
-    for (int t : targets) {
-      const auto& p = lora->layers[layer][size_t(t)];
-      if (p.a.defined()) AddLora(p, lora->scale, x, out[i], s);
-      ++i;
+  if (n == 1) {
+    MulVecs(ws, out, k, x);
+  } else {
+    for (int i = 0; i < k; ++i) MulRows(*ws[i], x, n, out[i]);
+  }
+  if (!lora || layer >= lora->layers.size()) return;
+  int i = 0;
+  for (int t : targets) {
+    const auto& p = lora->layers[layer][size_t(t)];
+    if (p.a) {
+      for (int64_t row = 0; row < n; ++row) AddLora(p, *ws[i], lora->scale, x + row * ws[i]->cols, out[i] + row * ws[i]->rows, s);
     }
+    ++i;
   }
 }
 
@@ -99,80 +101,74 @@ void AttendHead(const float* q, const float* kc, const float* vc, int64_t len, i
 
 }  // namespace
 
-bool LeanDecodeSupported(const Model& model, const LoraWeights* lora, const KvCache& cache) {
-  if (cache.k.empty() || !cache.k[0].is_contiguous() || cache.k[0].scalar_type() != at::kFloat) return false;
-  if (!lora) return true;
-  if (lora->training) return false;
-  for (const auto& layer : lora->layers) {
-    for (const auto& p : layer) {
-      if (p.a.defined() && (!DenseFloat(p.a) || !DenseFloat(p.b))) return false;
-    }
-  }
-  return true;
-}
-
-void DecodeStep(const Model& m, const LoraWeights* lora, int32_t token, KvCache* cache, float* logits, DecodeScratch* s) {
-  const ModelConfig& c = m.config();
-  const int64_t hidden = c.hidden, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv;
-  const int64_t pos = cache->length, cap = cache->capacity, len = pos + 1;
-  s->x.resize(size_t(hidden));
-  s->h.resize(size_t(std::max(hidden, H * D)));
-  s->q.resize(size_t(H * D));
-  s->k.resize(size_t(Hkv * D));
-  s->v.resize(size_t(Hkv * D));
-  s->att.resize(size_t(H * D));
-  s->gate.resize(size_t(c.intermediate));
-  s->up.resize(size_t(c.intermediate));
-  s->scores.resize(size_t(H * len));
-  m.embedding().Row(token, s->x.data());
-  const float* cos = m.rope_cos().data_ptr<float>() + pos * (D / 2);
-  const float* sin = m.rope_sin().data_ptr<float>() + pos * (D / 2);
+void ForwardRows(const PlainWeights& m, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
+                 float* logits, DecodeScratch* s) {
+  const ModelConfig& c = m.config;
+  const int64_t hidden = c.hidden, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv, I = c.intermediate;
+  const int64_t pos0 = cache->length, cap = cache->capacity;
+  auto size = [n](std::vector<float>& v, int64_t per_row) { v.resize(size_t(n * per_row)); };
+  size(s->x, hidden);
+  size(s->h, std::max(hidden, H * D));
+  size(s->q, H * D);
+  size(s->k, Hkv * D);
+  size(s->v, Hkv * D);
+  size(s->att, H * D);
+  size(s->gate, I);
+  size(s->up, I);
+  for (int64_t i = 0; i < n; ++i) RowOf(*m.embed, tokens[i], s->x.data() + i * hidden);
   kernels::ThreadPool& pool = kernels::ThreadPool::Default();
-  for (size_t li = 0; li < m.layers().size(); ++li) {
-    const LayerWeights& L = m.layers()[li];
-    RmsNorm(s->x.data(), L.attn_norm.data_ptr<float>(), hidden, c.rms_eps, s->h.data());
-    Project(m, lora, li, {kQ, kK, kV}, s->h.data(), {s->q.data(), s->k.data(), s->v.data()}, s);
-    if (L.q_bias.defined()) {
-      const float *qb = L.q_bias.data_ptr<float>(), *kb = L.k_bias.data_ptr<float>(), *vb = L.v_bias.data_ptr<float>();
-      for (int64_t i = 0; i < H * D; ++i) s->q[size_t(i)] += qb[i];
-      for (int64_t i = 0; i < Hkv * D; ++i) {
-        s->k[size_t(i)] += kb[i];
-        s->v[size_t(i)] += vb[i];
+  for (size_t li = 0; li < m.layers.size(); ++li) {
+    const PlainLayer& L = m.layers[li];
+    for (int64_t i = 0; i < n; ++i) RmsNorm(s->x.data() + i * hidden, L.attn_norm, hidden, c.rms_eps, s->h.data() + i * hidden);
+    Project(m, lora, li, {kQ, kK, kV}, s->h.data(), n, {s->q.data(), s->k.data(), s->v.data()}, s);
+    float* kc = cache->k[li];
+    float* vc = cache->v[li];
+    for (int64_t i = 0; i < n; ++i) {
+      float *q = s->q.data() + i * H * D, *k = s->k.data() + i * Hkv * D, *v = s->v.data() + i * Hkv * D;
+      if (L.q_bias) {
+        for (int64_t j = 0; j < H * D; ++j) q[j] += L.q_bias[j];
+        for (int64_t j = 0; j < Hkv * D; ++j) {
+          k[j] += L.k_bias[j];
+          v[j] += L.v_bias[j];
+        }
+      }
+      const int64_t pos = pos0 + i;
+      Rope(q, H, D, m.rope_cos + pos * (D / 2), m.rope_sin + pos * (D / 2));
+      Rope(k, Hkv, D, m.rope_cos + pos * (D / 2), m.rope_sin + pos * (D / 2));
+      for (int64_t g = 0; g < Hkv; ++g) {
+        std::copy_n(k + g * D, D, kc + (g * cap + pos) * D);
+        std::copy_n(v + g * D, D, vc + (g * cap + pos) * D);
       }
     }
-    Rope(s->q.data(), H, D, cos, sin);
-    Rope(s->k.data(), Hkv, D, cos, sin);
-    float* kc = cache->k[li].data_ptr<float>();
-    float* vc = cache->v[li].data_ptr<float>();
-    for (int64_t g = 0; g < Hkv; ++g) {
-      std::copy_n(s->k.data() + g * D, D, kc + (g * cap + pos) * D);
-      std::copy_n(s->v.data() + g * D, D, vc + (g * cap + pos) * D);
-    }
-    auto head = [&](int64_t h) {
-      const int64_t g = h / G;
-      AttendHead(s->q.data() + h * D, kc + g * cap * D, vc + g * cap * D, len, D, s->scores.data() + h * len, s->att.data() + h * D);
+    // Row i sees positions [0, pos0 + i]: causal attention over the cache.
+    auto head = [&](int64_t task) {
+      const int64_t i = task / H, h = task % H, g = h / G, len = pos0 + i + 1;
+      thread_local std::vector<float> scores;
+      scores.resize(size_t(len));
+      AttendHead(s->q.data() + (i * H + h) * D, kc + g * cap * D, vc + g * cap * D, len, D, scores.data(),
+                 s->att.data() + (i * H + h) * D);
     };
     // Long contexts split the heads across the pool; short ones are cheaper inline.
-    if (len * D * H >= (int64_t(1) << 16)) {
-      pool.Run(H, head);
+    if (n * (pos0 + n) * D * H >= (int64_t(1) << 16)) {
+      pool.Run(n * H, head);
     } else {
-      for (int64_t h = 0; h < H; ++h) head(h);
+      for (int64_t t = 0; t < n * H; ++t) head(t);
     }
-    Project(m, lora, li, {kO}, s->att.data(), {s->h.data()}, s);
-    for (int64_t i = 0; i < hidden; ++i) s->x[size_t(i)] += s->h[size_t(i)];
+    Project(m, lora, li, {kO}, s->att.data(), n, {s->h.data()}, s);
+    for (int64_t i = 0; i < n * hidden; ++i) s->x[size_t(i)] += s->h[size_t(i)];
 
-    RmsNorm(s->x.data(), L.ffn_norm.data_ptr<float>(), hidden, c.rms_eps, s->h.data());
-    Project(m, lora, li, {kGate, kUp}, s->h.data(), {s->gate.data(), s->up.data()}, s);
-    for (int64_t i = 0; i < c.intermediate; ++i) {
+    for (int64_t i = 0; i < n; ++i) RmsNorm(s->x.data() + i * hidden, L.ffn_norm, hidden, c.rms_eps, s->h.data() + i * hidden);
+    Project(m, lora, li, {kGate, kUp}, s->h.data(), n, {s->gate.data(), s->up.data()}, s);
+    for (int64_t i = 0; i < n * I; ++i) {
       const float g = s->gate[size_t(i)];
       s->gate[size_t(i)] = g / (1.0f + std::exp(-g)) * s->up[size_t(i)];
     }
-    Project(m, lora, li, {kDown}, s->gate.data(), {s->h.data()}, s);
-    for (int64_t i = 0; i < hidden; ++i) s->x[size_t(i)] += s->h[size_t(i)];
+    Project(m, lora, li, {kDown}, s->gate.data(), n, {s->h.data()}, s);
+    for (int64_t i = 0; i < n * hidden; ++i) s->x[size_t(i)] += s->h[size_t(i)];
   }
-  cache->length = len;
-  RmsNorm(s->x.data(), m.output_norm().data_ptr<float>(), hidden, c.rms_eps, s->h.data());
-  m.output().MulVec(s->h.data(), logits);
+  cache->length = pos0 + n;
+  RmsNorm(s->x.data() + (n - 1) * hidden, m.out_norm, hidden, c.rms_eps, s->h.data());
+  MulVec(*m.output, s->h.data(), logits);
 }
 
 }  // namespace attune::runtime

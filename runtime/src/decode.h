@@ -1,29 +1,28 @@
-// The lean batch-1 decode step: one token through every layer over plain
-// contiguous buffers (norms, RoPE, attention over the KV cache, SwiGLU, the
+// The lean forward pass: tokens through every layer over plain contiguous
+// buffers (norms, RoPE, causal attention over the KV cache, SwiGLU, the
 // unmerged LoRA's two small products), with the projections as quantized
-// GEMVs. No LibTorch dispatch per operation; it gives the same numbers as
-// Forward up to the 8-bit activation quantization of the GEMVs.
+// products (8-bit activations, integer dot products). No LibTorch: the
+// decode step of every generation, and the whole of a LibTorch-free one
+// (LeanModel). Forward (model.h) gives the same numbers up to the 8-bit
+// activation quantization of the products.
 #pragma once
 
 #include <vector>
 
-#include "attune/runtime/model.h"
+#include "attune/runtime/plain_weights.h"
 
 namespace attune::runtime {
 
-// Buffers reused across the steps of one generation.
+// Buffers reused across the calls of one generation.
 struct DecodeScratch {
-  std::vector<float> x, h, q, k, v, att, gate, up, lora_tmp, lora_out, scores;
+  std::vector<float> x, h, q, k, v, att, gate, up, lora_tmp, lora_out;
 };
 
-// Whether DecodeStep can serve this model and adapter (contiguous fp32 LoRA
-// tensors, fp32 contiguous cache); otherwise callers use Forward.
-bool LeanDecodeSupported(const Model& model, const LoraWeights* lora, const KvCache& cache);
-
-// Appends `token` at position cache->length, advances the cache and writes
-// the next-token logits [vocab] to `logits`.
-// REQUIRES: LeanDecodeSupported; cache->length < cache->capacity.
-void DecodeStep(const Model& model, const LoraWeights* lora, int32_t token, KvCache* cache, float* logits,
-                DecodeScratch* scratch);
+// Runs tokens[0, n) at positions cache->length … through the model, appends
+// their keys and values, advances the cache and writes the next-token
+// logits of the last one to `logits` [vocab]. n == 1 is a decode step.
+// REQUIRES: n >= 1; cache->length + n <= cache->capacity; ids < vocab.
+void ForwardRows(const PlainWeights& model, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
+                 float* logits, DecodeScratch* scratch);
 
 }  // namespace attune::runtime

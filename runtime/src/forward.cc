@@ -44,10 +44,6 @@ const char* LoraTargetName(int target) {
   return target >= 0 && target < kNumLoraTargets ? kNames[target] : "?";
 }
 
-double LoraScale(double alpha, int64_t rank, bool rslora) {
-  return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
-}
-
 AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t seq) {
   const ModelConfig& c = model.config();
   AttentionContext ctx;
@@ -128,6 +124,64 @@ void ConfigureThreads(int torch_threads, int blas_threads) {
     using SetThreads = void (*)(int);
     if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(blas_threads);
   }
+}
+
+}  // namespace attune::runtime
+
+namespace attune::runtime {
+namespace {
+
+bool DenseFloat(const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 2; }
+
+}  // namespace
+
+bool PlainViews(const Model& model, const LoraWeights* lora, KvCache* cache, PlainWeights* w, PlainLora* pl, PlainCache* pc) {
+  for (const auto* kv : {&cache->k, &cache->v}) {
+    for (const auto& t : *kv) {
+      if (!t.is_contiguous() || t.scalar_type() != at::kFloat) return false;
+    }
+  }
+  if (lora) {
+    if (lora->training) return false;
+    pl->scale = lora->scale;
+    pl->layers.assign(lora->layers.size(), {});
+    for (size_t l = 0; l < lora->layers.size(); ++l) {
+      for (int t = 0; t < kNumLoraTargets; ++t) {
+        const auto& p = lora->layers[l][size_t(t)];
+        if (!p.a.defined()) continue;
+        if (!DenseFloat(p.a) || !DenseFloat(p.b)) return false;
+        pl->layers[l][size_t(t)] = {p.a.data_ptr<float>(), p.b.data_ptr<float>(), p.a.size(0)};
+      }
+    }
+  }
+  w->config = model.config();
+  w->embed = &model.embedding().blocks();
+  w->output = &model.output().blocks();
+  w->out_norm = model.output_norm().data_ptr<float>();
+  w->rope_cos = model.rope_cos().data_ptr<float>();
+  w->rope_sin = model.rope_sin().data_ptr<float>();
+  w->layers.resize(model.layers().size());
+  for (size_t i = 0; i < model.layers().size(); ++i) {
+    const LayerWeights& L = model.layers()[i];
+    PlainLayer& P = w->layers[i];
+    P.attn_norm = L.attn_norm.data_ptr<float>();
+    P.ffn_norm = L.ffn_norm.data_ptr<float>();
+    for (int t = 0; t < kNumLoraTargets; ++t) P.proj[size_t(t)] = &L.proj[size_t(t)].blocks();
+    if (L.q_bias.defined()) {
+      P.q_bias = L.q_bias.data_ptr<float>();
+      P.k_bias = L.k_bias.data_ptr<float>();
+      P.v_bias = L.v_bias.data_ptr<float>();
+    }
+  }
+  pc->k.clear();
+  pc->v.clear();
+  for (size_t i = 0; i < cache->k.size(); ++i) {
+    pc->k.push_back(cache->k[i].data_ptr<float>());
+    pc->v.push_back(cache->v[i].data_ptr<float>());
+  }
+  pc->length = cache->length;
+  pc->capacity = cache->capacity;
+  return true;
 }
 
 }  // namespace attune::runtime

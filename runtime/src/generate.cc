@@ -2,13 +2,12 @@
 
 #include <ATen/ATen.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <unordered_set>
 
 #include "runtime/src/decode.h"
-#include "runtime/src/kernels/thread_pool.h"
+#include "runtime/src/decode_loop.h"
+#include "runtime/src/kernels/quant_dot.h"
 
 namespace attune::runtime {
 namespace {
@@ -17,209 +16,82 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// Bytes at the end of `s` that start an incomplete UTF-8 sequence.
-size_t IncompleteUtf8Tail(const std::string& s) {
-  for (size_t back = 1; back <= std::min<size_t>(3, s.size()); ++back) {
-    unsigned char c = s[s.size() - back];
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
-    size_t need = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-    return need > back ? back : 0;
+// Whether every projection has a many-row integer kernel: then the lean
+// pass prefills as fast as LibTorch's; otherwise (fp32 weights, types
+// without one, the scalar kernels) BLAS is much faster for many rows.
+bool LeanPrefillFast(const PlainWeights& w) {
+  for (const auto& L : w.layers) {
+    for (const QuantMatrix* p : L.proj) {
+      if (!kernels::FastMultiRows(p->type)) return false;
+    }
   }
-  return 0;
+  return true;
 }
-
-// Tracks generated text, stop strings and what may be streamed yet.
-class TextStream {
- public:
-  TextStream(const std::vector<std::string>& stop, const TextCallback& cb) : stop_(stop), cb_(cb) {}
-
-  // Appends bytes; returns false when a stop string was hit or the callback
-  // asked to stop (see stopped()/cancelled()).
-  bool Append(const std::string& bytes) {
-    all_ += bytes;
-    for (const auto& s : stop_) {
-      if (s.empty()) continue;
-      size_t from = emitted_ > s.size() ? emitted_ - s.size() : 0;
-      size_t pos = all_.find(s, from);
-      if (pos != std::string::npos) {
-        all_.resize(pos);
-        Emit(all_.size());
-        stopped_ = true;
-        return false;
-      }
-    }
-    size_t end = all_.size();
-    for (const auto& s : stop_) {
-      for (size_t k = std::min(s.size() - 1, all_.size()); k > 0; --k) {
-        if (all_.compare(all_.size() - k, k, s, 0, k) == 0) {
-          end = std::min(end, all_.size() - k);
-          break;
-        }
-      }
-    }
-    end -= IncompleteUtf8Tail(all_.substr(0, end));
-    return Emit(end);
-  }
-
-  void Flush() { Emit(all_.size()); }
-  const std::string& text() const { return all_; }
-  bool stopped() const { return stopped_; }
-  bool cancelled() const { return cancelled_; }
-
- private:
-  bool Emit(size_t end) {
-    if (end <= emitted_) return true;
-    std::string_view chunk(all_.data() + emitted_, end - emitted_);
-    emitted_ = end;
-    if (cb_ && !cb_(chunk)) {
-      cancelled_ = true;
-      return false;
-    }
-    return true;
-  }
-  const std::vector<std::string>& stop_;
-  const TextCallback& cb_;
-  std::string all_;
-  size_t emitted_ = 0;
-  bool stopped_ = false, cancelled_ = false;
-};
-
-
-// Decode threads that keep waiting for a worker which lost its core (another
-// process took it) are worse than one thread: after two slow steps in a row,
-// decode alone for a while, then try the pool again.
-class ThreadGovernor {
- public:
-  explicit ThreadGovernor(kernels::ThreadPool* pool) : pool_(pool), full_(pool->active()) {}
-  ~ThreadGovernor() { pool_->set_active(full_); }
-  void StepStart() {
-    t0_ = Clock::now();
-    w0_ = pool_->waited_seconds();
-  }
-  void StepEnd() {
-    if (solo_left_ > 0) {
-      if (--solo_left_ == 0) pool_->set_active(full_);
-      return;
-    }
-    const double step = Seconds(t0_, Clock::now()), waited = pool_->waited_seconds() - w0_;
-    slow_ = waited > 0.25 * step ? slow_ + 1 : 0;
-    if (slow_ >= 2 && full_ > 1) {
-      pool_->set_active(1);
-      solo_left_ = 32;
-      slow_ = 0;
-    }
-  }
-
- private:
-  kernels::ThreadPool* pool_;
-  int full_;
-  int slow_ = 0, solo_left_ = 0;
-  Clock::time_point t0_;
-  double w0_ = 0;
-};
 
 }  // namespace
 
-Result<std::vector<int32_t>> TextIds(const Model& model, const std::string& text) {
-  if (!model.tokenizer()) return FailedPreconditionError("the model has no tokenizer");
-  const Tokenizer& tok = *model.tokenizer();
-  ASSIGN_OR_RETURN(std::vector<int32_t> ids, tok.Encode(text));
-  if (tok.add_bos() && tok.bos_id() && (ids.empty() || ids[0] != *tok.bos_id())) ids.insert(ids.begin(), *tok.bos_id());
-  return ids;
-}
+Result<std::vector<int32_t>> TextIds(const Model& model, const std::string& text) { return TextIds(model.tokenizer(), text); }
 
 Result<std::vector<int32_t>> PromptIds(const Model& model, const std::vector<ChatMessage>& messages) {
-  const ChatTemplate* t = model.chat_template();
-  if (!t) return FailedPreconditionError("the model has no recognised chat template; choose one with --chat-template chatml|llama3");
-  return TextIds(model, t->Render(messages, /*add_generation_prompt=*/true));
+  return PromptIds(model.tokenizer(), model.chat_template(), messages);
 }
 
 Result<GenerateResult> Generate(const Model& model, const LoraWeights* lora, const std::vector<int32_t>& prompt,
                                 const GenerateOptions& options, const TextCallback& on_text, const PromptReuse* reuse) {
   const ModelConfig& c = model.config();
-  if (prompt.empty()) return InvalidArgumentError("the prompt is empty");
-  if (options.max_tokens < 0) return InvalidArgumentError("max tokens must be >= 0");
-  const SamplingOptions& so = options.sampling;
-  // Written so that NaN fails every check.
-  if (!(so.temperature >= 0 && std::isfinite(so.temperature)) || !(so.top_p > 0 && so.top_p <= 1) ||
-      !(so.repetition_penalty > 0 && std::isfinite(so.repetition_penalty))) {
-    return InvalidArgumentError("sampling options out of range (temperature >= 0, 0 < top-p <= 1, repetition penalty > 0)");
-  }
-  if (int64_t(prompt.size()) >= c.context_length) {
-    return FailedPreconditionError("the prompt has " + std::to_string(prompt.size()) + " tokens, the model's context holds " +
-                                   std::to_string(c.context_length) + " (shorten the prompt or the conversation)");
-  }
-  for (int32_t id : prompt) {
-    if (id < 0 || id >= c.vocab_size) return InvalidArgumentError("prompt token id " + std::to_string(id) + " is outside the vocabulary");
-  }
-  const Tokenizer* tok = model.tokenizer();
-  std::unordered_set<int32_t> eos;
-  if (options.stop_at_eos && tok) {
-    if (tok->eos_id()) eos.insert(*tok->eos_id());
-    if (model.chat_template()) {
-      if (auto id = tok->TokenToId(model.chat_template()->end_of_turn())) eos.insert(*id);
-    }
-  }
+  RETURN_IF_ERROR(CheckGeneration(c, prompt, options));
   GenerateResult result;
   result.prompt_tokens = int(prompt.size());
-  const int64_t capacity = std::min<int64_t>(c.context_length, int64_t(prompt.size()) + options.max_tokens + 1);
-  TextStream stream(options.stop, on_text);
-  Sampler sampler(options.sampling);
   std::vector<int32_t> history = prompt;
   try {
     at::NoGradGuard no_grad;
-    KvCache cache = model.NewCache(capacity);
+    KvCache cache = model.NewCache(GenerationCapacity(c, prompt, options));
     auto t0 = Clock::now();
     const int64_t reused = reuse && reuse->cache ? reuse->cache->Restore(reuse->adapter, prompt, &cache) : 0;
     result.cached_prompt_tokens = int(reused);
-    at::Tensor input = at::tensor(std::vector<int64_t>(prompt.begin() + reused, prompt.end()), at::kLong).view({1, -1});
+    // The lean pass (plain buffers) when it can serve this adapter and
+    // cache, LibTorch's Forward otherwise (a training-mode LoRA).
+    PlainWeights plain;
+    PlainLora plain_lora;
+    PlainCache plain_cache;
+    const bool lean = PlainViews(model, lora, &cache, &plain, &plain_lora, &plain_cache);
+    const PlainLora* pl = lora ? &plain_lora : nullptr;
+    DecodeScratch scratch;
+    std::vector<float> logits(size_t(c.vocab_size));
     ForwardOptions fo;
     fo.last_logits_only = true;
-    at::Tensor logits = Forward(model, lora, input, &cache, fo).reshape({-1}).contiguous();
+    auto torch_forward = [&](const std::vector<int32_t>& ids, float* out) {
+      at::Tensor t = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).view({1, -1});
+      at::Tensor l = Forward(model, lora, t, &cache, fo).reshape({-1}).contiguous();
+      std::copy_n(l.data_ptr<float>(), c.vocab_size, out);
+    };
+    const std::vector<int32_t> rest(prompt.begin() + reused, prompt.end());
+    if (lean && (rest.size() == 1 || LeanPrefillFast(plain))) {
+      ForwardRows(plain, pl, rest.data(), int64_t(rest.size()), &plain_cache, logits.data(), &scratch);
+      cache.length = plain_cache.length;
+    } else {
+      torch_forward(rest, logits.data());
+    }
     auto t1 = Clock::now();
     result.prefill_seconds = Seconds(t0, t1);
-    result.finish_reason = "length";
-    const bool lean = LeanDecodeSupported(model, lora, cache);
-    DecodeScratch scratch;
-    ThreadGovernor governor(&kernels::ThreadPool::Default());
-    for (int step = 0; step < options.max_tokens; ++step) {
-      float* row = logits.data_ptr<float>();
-      if (!std::all_of(row, row + c.vocab_size, [](float v) { return std::isfinite(v); })) {
-        result.finish_reason = "non_finite";
-        break;
-      }
-      int32_t next = sampler.Sample(row, c.vocab_size, history);
-      if (eos.count(next)) {
-        result.finish_reason = "stop";
-        break;
-      }
-      result.tokens.push_back(next);
-      history.push_back(next);
-      if (tok && !stream.Append(tok->TokenBytes(next))) {
-        result.finish_reason = stream.cancelled() ? "cancelled" : "stop";
-        break;
-      }
-      if (step + 1 == options.max_tokens) break;
-      if (cache.length >= cache.capacity) {
-        result.finish_reason = "context";
-        break;
-      }
+    auto step = [&](int32_t next, float* out) {
+      if (cache.length >= cache.capacity) return false;
       if (lean) {
-        governor.StepStart();
-        DecodeStep(model, lora, next, &cache, logits.data_ptr<float>(), &scratch);
-        governor.StepEnd();
+        plain_cache.length = cache.length;
+        ForwardRows(plain, pl, &next, 1, &plain_cache, out, &scratch);
+        cache.length = plain_cache.length;
       } else {
-        logits = Forward(model, lora, at::full({1, 1}, int64_t(next), at::kLong), &cache, fo).reshape({-1}).contiguous();
+        torch_forward({next}, out);
       }
-    }
+      return true;
+    };
+    SampleLoop(c, model.tokenizer(), model.chat_template(), options, on_text, logits.data(), step, &history, &result);
     result.decode_seconds = Seconds(t1, Clock::now());
     // A broken adapter's state is not worth keeping.
     if (reuse && reuse->cache && result.finish_reason != "non_finite") reuse->cache->Store(reuse->adapter, history, cache);
   } catch (const c10::Error& e) {
     return InternalError(std::string("generation failed in LibTorch: ") + e.what_without_backtrace());
   }
-  if (!stream.stopped() && !stream.cancelled()) stream.Flush();
-  result.text = stream.text();
   return result;
 }
 

@@ -77,11 +77,11 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
   const int64_t m = x2.size(0);
   at::Tensor y = at::empty({m, q_.rows}, at::kFloat);
   if (m == 1) {
-    MulVec(x2.data_ptr<float>(), y.data_ptr<float>());
+    runtime::MulVec(q_, x2.data_ptr<float>(), y.data_ptr<float>());
     return y;
   }
   if (!exact && kernels::FastMultiRows(q_.type)) {
-    MulRowsQuantized(x2.data_ptr<float>(), m, y.data_ptr<float>());
+    MulRows(q_, x2.data_ptr<float>(), m, y.data_ptr<float>());
     return y;
   }
   const int64_t tile = TileRows(q_.cols);
@@ -114,76 +114,7 @@ at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
   return y.view(sizes);
 }
 
-void LinearWeight::MulVec(const float* x, float* y) const {
-  // The activation, quantized once for all rows.
-  thread_local std::vector<uint8_t> xq;
-  xq.resize(kernels::ActivationBytes(q_.type, q_.cols));
-  kernels::QuantizeActivation(q_.type, x, xq.data(), q_.cols);
-  const void* xqp = xq.data();
-  ThreadPool& pool = ThreadPool::Default();
-  // Enough chunks that a thread which loses its core costs little.
-  const int64_t chunk = std::max<int64_t>(8, q_.rows / (int64_t(pool.threads()) * 8));
-  pool.Run((q_.rows + chunk - 1) / chunk, [&](int64_t c) {
-    const int64_t r0 = c * chunk, n = std::min(chunk, q_.rows - r0);
-    kernels::DotRows(q_.type, q_.data + size_t(r0) * q_.row_bytes, q_.row_bytes, n, xqp, q_.cols, y + r0);
-  });
-}
-
-void LinearWeight::MulRowsQuantized(const float* x, int64_t m, float* y) const {
-  const size_t xb = kernels::ActivationBytes(q_.type, q_.cols);
-  thread_local std::vector<uint8_t> xq;
-  xq.resize(xb * size_t(m));
-  // (a lambda body naming xq would name the worker's own thread_local)
-  uint8_t* xqp = xq.data();
-  ThreadPool& pool = ThreadPool::Default();
-  pool.Run(m, [&](int64_t i) { kernels::QuantizeActivation(q_.type, x + i * q_.cols, xqp + xb * size_t(i), q_.cols); });
-  // Chunks of weight rows small enough to stay in L1/L2 while every
-  // activation row passes over them, and enough of them that a thread which
-  // loses its core costs little.
-  const int64_t chunk = std::clamp<int64_t>(q_.rows / (int64_t(pool.threads()) * 8), 4, 64);
-  pool.Run((q_.rows + chunk - 1) / chunk, [&](int64_t c) {
-    const int64_t r0 = c * chunk, n = std::min(chunk, q_.rows - r0);
-    kernels::DotRowsMulti(q_.type, q_.data + size_t(r0) * q_.row_bytes, q_.row_bytes, n, xqp, xb, m, q_.cols, y + r0, q_.rows);
-  });
-}
-
-void LinearWeight::MulVecs(const LinearWeight* const* ws, float* const* ys, int n, const float* x) {
-  constexpr int kMax = 4;
-  if (n > kMax) {
-    for (int i = 0; i < n; ++i) ws[i]->MulVec(x, ys[i]);
-    return;
-  }
-  // One quantized activation per weight (shared when the types agree).
-  thread_local std::vector<uint8_t> xq[kMax];
-  const void* xqp[kMax] = {};
-  ThreadPool& pool = ThreadPool::Default();
-  int64_t first_chunk[kMax + 1] = {}, chunk[kMax] = {};
-  for (int i = 0; i < n; ++i) {
-    const QuantMatrix& q = ws[i]->q_;
-    for (int j = 0; j < i && !xqp[i]; ++j) {
-      if (ws[j]->q_.type == q.type && ws[j]->q_.cols == q.cols) xqp[i] = xqp[j];
-    }
-    if (!xqp[i]) {
-      xq[i].resize(kernels::ActivationBytes(q.type, q.cols));
-      kernels::QuantizeActivation(q.type, x, xq[i].data(), q.cols);
-      xqp[i] = xq[i].data();
-    }
-    // The same chunking as MulVec.
-    chunk[i] = std::max<int64_t>(8, q.rows / (int64_t(pool.threads()) * 8));
-    first_chunk[i + 1] = first_chunk[i] + (q.rows + chunk[i] - 1) / chunk[i];
-  }
-  pool.Run(first_chunk[n], [&](int64_t c) {
-    int i = 0;
-    while (c >= first_chunk[i + 1]) ++i;
-    const QuantMatrix& q = ws[i]->q_;
-    const int64_t r0 = (c - first_chunk[i]) * chunk[i], rows = std::min(chunk[i], q.rows - r0);
-    kernels::DotRows(q.type, q.data + size_t(r0) * q.row_bytes, q.row_bytes, rows, xqp[i], q.cols, ys[i] + r0);
-  });
-}
-
-void LinearWeight::Row(int64_t id, float* dst) const {
-  kernels::DequantizeRows(q_.type, q_.data + size_t(id) * q_.row_bytes, q_.row_bytes, 1, q_.cols, dst);
-}
+void LinearWeight::Row(int64_t id, float* dst) const { RowOf(q_, id, dst); }
 
 at::Tensor LinearWeight::Rows(const at::Tensor& ids) const {
   if (!quantized()) return at::embedding(w_, ids);

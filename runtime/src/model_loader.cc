@@ -12,6 +12,7 @@
 #include "attune/runtime/gguf.h"
 #include "attune/runtime/model.h"
 #include "attune/runtime/safetensors.h"
+#include "runtime/src/gguf_model.h"
 #include "runtime/src/kernels/quant_dot.h"
 
 namespace attune::runtime {
@@ -23,16 +24,6 @@ bool IsDirectory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// A tensor as stored in the file: its type, bytes and PyTorch-order shape.
-// `data` is null for an optional tensor that is absent.
-struct RawTensor {
-  std::string name;
-  GgmlType type = GgmlType::kF32;
-  const uint8_t* data = nullptr;
-  std::vector<int64_t> shape;
-  bool present() const { return data != nullptr; }
-};
-
 // Dequantizes a raw tensor into a new fp32 tensor (the kernels' SIMD rows).
 at::Tensor ToFloat(const RawTensor& t) {
   at::Tensor out = at::empty(t.shape, at::kFloat);
@@ -41,17 +32,7 @@ at::Tensor ToFloat(const RawTensor& t) {
   return out;
 }
 
-// llama.cpp's convert script permutes the rows of Q and K of llama models so
-// that its interleaved RoPE applies (convert_hf_to_gguf.py, LlamaModel.permute).
-// We undo it and use the rotate-half RoPE of the Hugging Face implementation.
-// Row (h, b, a) of the result is row (h, a, b) of the file, for head h,
-// a < head_dim / 2 and b < 2.
-int64_t UnpermutedSource(int64_t row, int64_t rows, int64_t n_head) {
-  const int64_t per_head = rows / n_head, half = per_head / 2;
-  const int64_t h = row / per_head, b = (row % per_head) / half, a = row % half;
-  return h * per_head + a * 2 + b;
-}
-
+// Undoes the Q/K row permutation of GGUF llama files (gguf_model.h).
 at::Tensor UnpermuteQk(const at::Tensor& w, int64_t n_head) {
   int64_t out = w.size(0);
   return w.reshape({n_head, out / n_head / 2, 2, w.size(1)}).transpose(1, 2).reshape({out, w.size(1)}).contiguous();
@@ -61,35 +42,12 @@ at::Tensor UnpermuteQk(const at::Tensor& w, int64_t n_head) {
 // > 0 its rows are un-permuted as above (a copy of the blocks, reordered).
 Result<LinearWeight> ToLinear(const RawTensor& t, WeightStorage storage, int64_t unpermute_heads,
                               const std::shared_ptr<const void>& owner, const std::string& file) {
-  const int64_t rows = t.shape[0], cols = t.shape[1];
   if (storage == WeightStorage::kFp32) {
     at::Tensor w = ToFloat(t);
     if (unpermute_heads > 0) w = UnpermuteQk(w, unpermute_heads);
     return LinearWeight(w);
   }
-  auto traits = GetGgmlTypeTraits(uint32_t(t.type));
-  if (!traits || cols % int64_t(traits->block_elems) != 0) {
-    return DataLossError("'" + file + "': tensor '" + t.name + "' has rows of " + std::to_string(cols) +
-                         " elements, not a multiple of the " + std::string(traits ? traits->name : "?") + " block size");
-  }
-  QuantMatrix q;
-  q.type = t.type;
-  q.rows = rows;
-  q.cols = cols;
-  q.row_bytes = GgmlRowBytes(t.type, size_t(cols));
-  const bool misaligned = t.type == GgmlType::kF32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0;
-  if (unpermute_heads > 0 || misaligned) {
-    auto buf = std::make_shared<std::vector<uint8_t>>(q.row_bytes * size_t(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t src = unpermute_heads > 0 ? UnpermutedSource(r, rows, unpermute_heads) : r;
-      std::memcpy(buf->data() + size_t(r) * q.row_bytes, t.data + size_t(src) * q.row_bytes, q.row_bytes);
-    }
-    q.data = buf->data();
-    q.owner = buf;
-  } else {
-    q.data = t.data;
-    q.owner = owner;
-  }
+  ASSIGN_OR_RETURN(QuantMatrix q, ToQuantMatrix(t, unpermute_heads, owner, file));
   return LinearWeight(std::move(q));
 }
 
@@ -140,40 +98,27 @@ Status ModelLoader::BuildWeights(const Fetch& fetch, bool gguf_names, const Load
     LayerWeights& L = m->layers_[size_t(i)];
     RETURN_IF_ERROR(fp32(name("input_layernorm.weight", "attn_norm.weight", i), {c.hidden}, &L.attn_norm));
     RETURN_IF_ERROR(fp32(name("post_attention_layernorm.weight", "ffn_norm.weight", i), {c.hidden}, &L.ffn_norm));
-    struct P { const char* hf; const char* gg; int64_t out, in; };
-    const P projs[kNumLoraTargets] = {
-        {"self_attn.q_proj.weight", "attn_q.weight", q_out, c.hidden},
-        {"self_attn.k_proj.weight", "attn_k.weight", kv_out, c.hidden},
-        {"self_attn.v_proj.weight", "attn_v.weight", kv_out, c.hidden},
-        {"self_attn.o_proj.weight", "attn_output.weight", c.hidden, q_out},
-        {"mlp.gate_proj.weight", "ffn_gate.weight", c.intermediate, c.hidden},
-        {"mlp.up_proj.weight", "ffn_up.weight", c.intermediate, c.hidden},
-        {"mlp.down_proj.weight", "ffn_down.weight", c.hidden, c.intermediate},
-    };
-    const bool permuted = gguf_names && c.arch != Architecture::kQwen2;
+    const auto projs = ProjSpecs(c);
     for (int t = 0; t < kNumLoraTargets; ++t) {
       ASSIGN_OR_RETURN(RawTensor w, fetch(name(projs[t].hf, projs[t].gg, i), {projs[t].out, projs[t].in}, false));
-      const int64_t heads = !permuted ? 0 : t == kQ ? c.n_heads : t == kK ? c.n_kv_heads : 0;
+      const int64_t heads = gguf_names ? GgufPermutedHeads(c, t) : 0;
       ASSIGN_OR_RETURN(L.proj[size_t(t)], ToLinear(w, opts.weights, heads, owner, file));
     }
     if (c.qkv_bias) {
       RETURN_IF_ERROR(fp32(name("self_attn.q_proj.bias", "attn_q.bias", i), {q_out}, &L.q_bias));
       RETURN_IF_ERROR(fp32(name("self_attn.k_proj.bias", "attn_k.bias", i), {kv_out}, &L.k_bias));
       RETURN_IF_ERROR(fp32(name("self_attn.v_proj.bias", "attn_v.bias", i), {kv_out}, &L.v_bias));
-      if (permuted) {
+      if (gguf_names && GgufPermutedHeads(c, kQ) > 0) {
         L.q_bias = UnpermuteQk(L.q_bias.view({-1, 1}), c.n_heads).view({-1});
         L.k_bias = UnpermuteQk(L.k_bias.view({-1, 1}), c.n_kv_heads).view({-1});
       }
     }
   }
-  // RoPE tables (rotate-half form, as transformers' LlamaRotaryEmbedding).
-  const int64_t half = c.head_dim / 2;
-  const int64_t max_pos = std::max<int64_t>(c.context_length, 1);
-  at::Tensor inv = at::pow(c.rope_theta, at::arange(0, half, at::kDouble) * 2.0 / double(c.head_dim)).reciprocal();
-  at::Tensor pos = at::arange(0, max_pos, at::kDouble) / c.rope_linear_scale;
-  at::Tensor freqs = at::outer(pos, inv);
-  m->rope_cos_ = freqs.cos().to(at::kFloat).contiguous();
-  m->rope_sin_ = freqs.sin().to(at::kFloat).contiguous();
+  std::vector<float> cos, sin;
+  RopeTables(c, &cos, &sin);
+  const int64_t rows = std::max<int64_t>(c.context_length, 1);
+  m->rope_cos_ = at::from_blob(cos.data(), {rows, c.head_dim / 2}, at::kFloat).clone();
+  m->rope_sin_ = at::from_blob(sin.data(), {rows, c.head_dim / 2}, at::kFloat).clone();
   m->fingerprint_ = fp_.FinishHex();
   return Status::Ok();
 }
@@ -182,88 +127,13 @@ Status ModelLoader::LoadGguf(const std::string& path, const LoadOptions& opts, M
   ASSIGN_OR_RETURN(auto opened, GgufFile::Open(path));
   // Shared: quantized weights point into its mapping.
   std::shared_ptr<const GgufFile> g(std::move(opened));
-  ModelConfig& c = m->config_;
-  ASSIGN_OR_RETURN(c.arch_name, g->GetString("general.architecture"));
-  if (c.arch_name == "llama") c.arch = Architecture::kLlama;
-  else if (c.arch_name == "mistral") c.arch = Architecture::kMistral;
-  else if (c.arch_name == "qwen2") c.arch = Architecture::kQwen2;
-  else return UnsupportedError("GGUF file '" + path + "': architecture '" + c.arch_name + "' is not supported (llama, mistral, qwen2)");
-  const std::string a = c.arch_name + ".";
-  c.name = g->Find("general.name") && g->Find("general.name")->as_string() ? *g->Find("general.name")->as_string() : c.arch_name;
-  ASSIGN_OR_RETURN(c.hidden, g->GetInt(a + "embedding_length"));
-  ASSIGN_OR_RETURN(c.intermediate, g->GetInt(a + "feed_forward_length"));
-  ASSIGN_OR_RETURN(c.n_layers, g->GetInt(a + "block_count"));
-  ASSIGN_OR_RETURN(c.n_heads, g->GetInt(a + "attention.head_count"));
-  ASSIGN_OR_RETURN(c.n_kv_heads, g->GetIntOr(a + "attention.head_count_kv", c.n_heads));
-  ASSIGN_OR_RETURN(c.context_length, g->GetInt(a + "context_length"));
-  ASSIGN_OR_RETURN(c.rope_theta, g->GetFloatOr(a + "rope.freq_base", 10000.0));
-  ASSIGN_OR_RETURN(c.rms_eps, g->GetFloat(a + "attention.layer_norm_rms_epsilon"));
-  if (c.n_heads <= 0) return DataLossError("GGUF file '" + path + "': " + a + "attention.head_count must be positive");
-  ASSIGN_OR_RETURN(c.head_dim, g->GetIntOr(a + "attention.key_length", c.hidden / c.n_heads));
-  if (g->Find(a + "rope.scaling.type")) {
-    ASSIGN_OR_RETURN(std::string st, g->GetString(a + "rope.scaling.type"));
-    if (st == "linear") {
-      ASSIGN_OR_RETURN(c.rope_linear_scale, g->GetFloat(a + "rope.scaling.factor"));
-    } else if (st != "none") {
-      return UnsupportedError("GGUF file '" + path + "': rope scaling '" + st + "' is not supported (none, linear)");
-    }
-  }
-  // Llama 3.1/3.2 GGUFs carry their RoPE frequency factors as a tensor
-  // (sometimes without a rope.scaling.type key); ignoring it would give
-  // silently wrong logits, so such files are refused.
-  if (g->FindTensor("rope_freqs.weight")) {
-    return UnsupportedError("GGUF file '" + path + "': tensor 'rope_freqs.weight' (Llama-3.1 style RoPE scaling) is not supported");
-  }
-  if (const GgufValue* sw = g->Find(a + "attention.sliding_window"); sw && sw->is_integer() && sw->as_int() > 0) {
-    ASSIGN_OR_RETURN(int64_t ctx, g->GetInt(a + "context_length"));
-    if (sw->as_int() < ctx) {
-      return UnsupportedError("GGUF file '" + path + "': sliding-window attention (" + a + "attention.sliding_window = " +
-                              std::to_string(sw->as_int()) + ", below the context length " + std::to_string(ctx) +
-                              ") is not supported");
-    }
-  }
-  const GgufTensorInfo* emb = g->FindTensor("token_embd.weight");
-  if (!emb) return DataLossError("GGUF file '" + path + "': tensor 'token_embd.weight' is missing");
-  c.vocab_size = emb->dims.size() == 2 ? int64_t(emb->dims[1]) : 0;
-  c.qkv_bias = g->FindTensor("blk.0.attn_q.bias") != nullptr;
-  if (c.n_kv_heads <= 0 || c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0 || c.n_layers <= 0 || c.n_layers > 1024) {
-    return DataLossError("GGUF file '" + path + "': inconsistent attention hyper-parameters (heads " + std::to_string(c.n_heads) +
-                         ", kv heads " + std::to_string(c.n_kv_heads) + ", head dim " + std::to_string(c.head_dim) + ")");
-  }
-  if (c.context_length <= 0 || c.context_length > (1 << 20)) return DataLossError("GGUF file '" + path + "': " + a + "context_length is out of range");
-
+  ASSIGN_OR_RETURN(m->config_, ReadGgufConfig(*g, path));
   auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) -> Result<RawTensor> {
-    const GgufTensorInfo* t = g->FindTensor(name);
-    if (!t) {
-      if (optional) return RawTensor{};
-      return DataLossError("GGUF file '" + path + "': tensor '" + name + "' is missing");
-    }
-    std::vector<int64_t> got(t->dims.rbegin(), t->dims.rend());
-    if (got != shape) {
-      std::string e, s;
-      for (auto d : shape) e += std::to_string(d) + ",";
-      for (auto d : got) s += std::to_string(d) + ",";
-      return DataLossError("GGUF file '" + path + "': tensor '" + name + "' has shape [" + s + "], the metadata implies [" + e + "]");
-    }
-    fp_.Update(name);
-    fp_.Update(t->data, size_t(t->n_bytes));
-    return RawTensor{name, t->type, t->data, shape};
+    return FetchGgufTensor(*g, path, name, shape, optional, &fp_);
   };
   RETURN_IF_ERROR(BuildWeights(fetch, /*gguf_names=*/true, opts, g, path, m));
 
-  if (g->Find("tokenizer.ggml.model")) {
-    ASSIGN_OR_RETURN(m->tokenizer_, Tokenizer::FromGguf(*g));
-  } else if (!opts.allow_missing_tokenizer) {
-    return InvalidArgumentError("GGUF file '" + path + "' has no tokenizer (metadata key 'tokenizer.ggml.model' is missing)");
-  }
-  std::string jinja;
-  if (g->Find("tokenizer.chat_template")) {
-    ASSIGN_OR_RETURN(jinja, g->GetString("tokenizer.chat_template"));
-  }
-  auto chat = ChatTemplate::Detect(jinja, opts.chat_template);
-  if (chat.ok()) m->chat_ = std::make_unique<ChatTemplate>(*chat);
-  else if (!opts.chat_template.empty()) return chat.status();
-  return Status::Ok();
+  return ReadGgufTextSide(*g, path, opts.chat_template, opts.allow_missing_tokenizer, &m->tokenizer_, &m->chat_);
 }
 
 Status ModelLoader::LoadHf(const std::string& dir, const LoadOptions& opts, Model* m) {
@@ -345,19 +215,6 @@ Status ModelLoader::LoadHf(const std::string& dir, const LoadOptions& opts, Mode
   return Status::Ok();
 }
 
-namespace {
-
-// A tokenizer that can produce ids the embedding has no row for would make
-// generation read past the matrix; such a pair is refused at load.
-Status CheckTokenizerFitsVocabulary(const Model& m, const std::string& path) {
-  if (!m.tokenizer() || m.tokenizer()->vocab_size() <= m.config().vocab_size) return Status::Ok();
-  return InvalidArgumentError("model '" + path + "': the tokenizer has " + std::to_string(m.tokenizer()->vocab_size()) +
-                              " tokens but the embedding only " + std::to_string(m.config().vocab_size) +
-                              " rows (hint: tokenizer and weights of different models?)");
-}
-
-}  // namespace
-
 Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const LoadOptions& options) {
   std::shared_ptr<Model> m(new Model());
   m->path_ = path;
@@ -375,17 +232,7 @@ Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const 
   } catch (const std::exception& e) {
     return InternalError("loading '" + path + "': " + e.what());
   }
-  RETURN_IF_ERROR(CheckTokenizerFitsVocabulary(*m, path));
-  // NaN passes no comparison: these are written so that it fails them.
-  const ModelConfig& c = m->config();
-  if (!(c.rms_eps > 0 && c.rms_eps < 1)) {
-    return InvalidArgumentError("model '" + path + "': the RMS norm epsilon is " + std::to_string(c.rms_eps) +
-                                "; it must be a number in (0, 1)");
-  }
-  if (!(c.rope_theta > 0 && std::isfinite(c.rope_theta))) {
-    return InvalidArgumentError("model '" + path + "': the RoPE base frequency is " + std::to_string(c.rope_theta) +
-                                "; it must be a finite number > 0");
-  }
+  RETURN_IF_ERROR(CheckLoadedConfig(m->config(), m->tokenizer(), path));
   return std::shared_ptr<const Model>(std::move(m));
 }
 

@@ -10,6 +10,7 @@
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/engine.h"
 #include "attune/runtime/generate.h"
+#include "tests/runtime/random_adapter.h"
 #include "tests/runtime/test_util.h"
 
 namespace attune::runtime {
@@ -26,31 +27,7 @@ std::unique_ptr<Engine> OpenTiny(size_t prompt_cache_bytes) {
 }
 
 // Every target in every layer, random, large enough to change the replies.
-adapters::Adapter RandomAdapter(const Model& model, uint32_t seed) {
-  const adapters::BaseModelInfo base = BaseInfo(model);
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n(0.0f, 0.5f);
-  adapters::Adapter a;
-  a.base_fingerprint = base.fingerprint;
-  a.arch = base.arch;
-  a.n_layers = base.n_layers;
-  a.rank = 2;
-  a.alpha = 4;
-  a.layers.resize(size_t(a.n_layers));
-  for (int t = 0; t < adapters::kNumLoraTargets; ++t) {
-    const auto target = adapters::LoraTarget(t);
-    const auto& d = base.dims[size_t(t)];
-    a.targets.push_back(target);
-    a.base_dims[size_t(t)] = d;
-    for (auto& layer : a.layers) {
-      layer[size_t(t)].a = adapters::Matrix{{a.rank, d.in}, std::vector<float>(size_t(a.rank * d.in))};
-      layer[size_t(t)].b = adapters::Matrix{{d.out, a.rank}, std::vector<float>(size_t(d.out * a.rank))};
-      for (float& v : layer[size_t(t)].a.data) v = n(rng);
-      for (float& v : layer[size_t(t)].b.data) v = n(rng);
-    }
-  }
-  return a;
-}
+adapters::Adapter RandomAdapter(const Model& model, uint32_t seed) { return testing::RandomAdapter(BaseInfo(model), seed); }
 
 GenerateOptions Greedy(int max_tokens) {
   GenerateOptions o;

@@ -22,18 +22,9 @@
 
 #include "attune/runtime/ggml_types.h"
 #include "attune/runtime/model_config.h"
+#include "attune/runtime/quant_matrix.h"
 
 namespace attune::runtime {
-
-// GGUF blocks of a [rows, cols] matrix; `owner` keeps the bytes alive (the
-// file mapping or a buffer of our own).
-struct QuantMatrix {
-  GgmlType type = GgmlType::kF32;
-  int64_t rows = 0, cols = 0;
-  size_t row_bytes = 0;
-  const uint8_t* data = nullptr;
-  std::shared_ptr<const void> owner;
-};
 
 // While an ExactProducts object lives on a thread, quantized products of
 // many rows on that thread dequantize tiles of the weight for an fp32 GEMM
@@ -72,15 +63,6 @@ class LinearWeight {
   at::Tensor Mul(const at::Tensor& x) const;
   // g [..., out] -> [..., in].
   at::Tensor MulTransposed(const at::Tensor& g) const;
-  // y[out] = W x[in] over plain buffers (the decode path), split across the
-  // runtime's thread pool. No autograd.
-  void MulVec(const float* x, float* y) const;
-  // ys[i] = ws[i] x for `n` weights of the same input size in one pool job
-  // (the decode path's q/k/v and gate/up): the activation is quantized once
-  // per weight type and the rows of all of them are split across the
-  // threads together, so the hand-off to the pool is paid once, not n
-  // times. Each ys[i] is what MulVec would write, to the bit.
-  static void MulVecs(const LinearWeight* const* ws, float* const* ys, int n, const float* x);
   // Rows `ids` of W as fp32: ids int64 [...] -> [..., in] (embeddings).
   at::Tensor Rows(const at::Tensor& ids) const;
   // One row into dst[in].
@@ -102,9 +84,6 @@ class LinearWeight {
 
  private:
   at::Tensor MulNoGrad(const at::Tensor& x2d, bool exact) const;
-  // y[m, out] = x[m, in] Wᵀ with 8-bit activations: each pool chunk of weight
-  // rows is dotted with every activation row while it is in cache.
-  void MulRowsQuantized(const float* x, int64_t m, float* y) const;
   at::Tensor w_;    // fp32 implementation only
   QuantMatrix q_;   // both (for fp32, a view of w_)
 };

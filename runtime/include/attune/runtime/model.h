@@ -20,6 +20,7 @@
 #include "attune/runtime/linear_weight.h"
 #include "attune/runtime/lora_target.h"
 #include "attune/runtime/model_config.h"
+#include "attune/runtime/plain_weights.h"
 #include "attune/runtime/tokenizer.h"
 
 namespace attune::runtime {
@@ -40,10 +41,6 @@ struct LoraWeights {
   bool training = false;
   std::vector<std::array<Pair, kNumLoraTargets>> layers;
 };
-
-// The one place the LoRA scale is computed: alpha / r, or alpha / sqrt(r)
-// with rsLoRA (Kalajdzievski 2023).
-double LoraScale(double alpha, int64_t rank, bool rslora);
 
 struct LayerWeights {
   at::Tensor attn_norm, ffn_norm;
@@ -148,6 +145,13 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t laye
                         const AttentionContext& ctx, KvCache* cache);
 // Final norm and output projection: [batch, seq, hidden] -> [batch, seq, vocab].
 at::Tensor HeadForward(const Model& model, const at::Tensor& x);
+
+// Views (plain_weights.h) of the model, an adapter (null: none) and a cache
+// for the lean forward pass (ForwardRows). False when that pass cannot serve
+// them: a LoRA in training mode or whose tensors are not dense fp32, a cache
+// that is not contiguous fp32. The views point into their arguments.
+bool PlainViews(const Model& model, const LoraWeights* lora, KvCache* cache, PlainWeights* weights, PlainLora* plain_lora,
+                PlainCache* plain_cache);
 
 // Sets LibTorch's intra-op threads, and OpenBLAS's and the decode kernels' threads. 0 keeps a
 // library's default. See docs/runtime.md for why the default is (1, cores).

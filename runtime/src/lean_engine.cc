@@ -1,0 +1,261 @@
+#include "attune/runtime/lean_engine.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+
+#include "attune/adapters/adapter.h"
+#include "attune/adapters/snapshot.h"
+#include "attune/core/file.h"
+#include "attune/runtime/plain_weights.h"
+#include "runtime/src/decode.h"
+#include "runtime/src/decode_loop.h"
+#include "runtime/src/gguf_model.h"
+#include "runtime/src/kernels/thread_pool.h"
+
+namespace attune::runtime {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+struct LeanLayer {
+  std::vector<float> attn_norm, ffn_norm, q_bias, k_bias, v_bias;
+  std::array<QuantMatrix, kNumLoraTargets> proj;
+};
+
+// An installed adapter: its buffers and the view the forward pass reads.
+struct LeanAdapter {
+  std::string version;
+  std::shared_ptr<const adapters::Adapter> adapter;
+  PlainLora lora;
+};
+
+// A KV cache of `capacity` positions over one buffer.
+struct LeanCache {
+  std::vector<float> kv;
+  PlainCache view;
+  LeanCache(const ModelConfig& c, int64_t capacity) {
+    const size_t per_layer = size_t(c.n_kv_heads * capacity * c.head_dim);
+    kv.resize(2 * per_layer * size_t(c.n_layers));
+    view.capacity = capacity;
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      view.k.push_back(kv.data() + size_t(2 * l) * per_layer);
+      view.v.push_back(kv.data() + size_t(2 * l + 1) * per_layer);
+    }
+  }
+};
+
+}  // namespace
+
+struct LeanEngine::Impl {
+  std::string path;
+  std::shared_ptr<const GgufFile> file;  // the weights point into its mapping
+  ModelConfig config;
+  std::shared_ptr<const Tokenizer> tokenizer;
+  std::shared_ptr<const ChatTemplate> chat;
+  std::string fingerprint;
+  QuantMatrix embed, output;
+  std::vector<float> out_norm, rope_cos, rope_sin;
+  std::vector<LeanLayer> layers;
+  PlainWeights plain;  // views of the above
+  adapters::SnapshotSlot<LeanAdapter> slot;  // the installed adapter
+
+  Status Load(const LeanEngineOptions& o);
+};
+
+Status LeanEngine::Impl::Load(const LeanEngineOptions& o) {
+  path = o.model_path;
+  ASSIGN_OR_RETURN(auto opened, GgufFile::Open(path));
+  file = std::shared_ptr<const GgufFile>(std::move(opened));
+  const GgufFile& g = *file;
+  ASSIGN_OR_RETURN(config, ReadGgufConfig(g, path));
+  const ModelConfig& c = config;
+  // The order of the fetches is the fingerprint's: the same as Model::Load's.
+  Sha256 fp;
+  auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) {
+    return FetchGgufTensor(g, path, name, shape, optional, &fp);
+  };
+  auto blk = [](int i, const char* name) { return "blk." + std::to_string(i) + "." + name; };
+  ASSIGN_OR_RETURN(RawTensor emb, fetch("token_embd.weight", {c.vocab_size, c.hidden}, false));
+  ASSIGN_OR_RETURN(embed, ToQuantMatrix(emb, 0, file, path));
+  ASSIGN_OR_RETURN(RawTensor norm, fetch("output_norm.weight", {c.hidden}, false));
+  out_norm = ToFloats(norm);
+  ASSIGN_OR_RETURN(RawTensor out, fetch("output.weight", {c.vocab_size, c.hidden}, true));
+  if (out.present()) {
+    ASSIGN_OR_RETURN(output, ToQuantMatrix(out, 0, file, path));
+  } else {
+    output = embed;
+  }
+  const auto projs = ProjSpecs(c);
+  layers.resize(size_t(c.n_layers));
+  for (int i = 0; i < int(c.n_layers); ++i) {
+    LeanLayer& L = layers[size_t(i)];
+    ASSIGN_OR_RETURN(RawTensor an, fetch(blk(i, "attn_norm.weight"), {c.hidden}, false));
+    ASSIGN_OR_RETURN(RawTensor fn, fetch(blk(i, "ffn_norm.weight"), {c.hidden}, false));
+    L.attn_norm = ToFloats(an);
+    L.ffn_norm = ToFloats(fn);
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      ASSIGN_OR_RETURN(RawTensor w, fetch(blk(i, projs[size_t(t)].gg), {projs[size_t(t)].out, projs[size_t(t)].in}, false));
+      ASSIGN_OR_RETURN(L.proj[size_t(t)], ToQuantMatrix(w, GgufPermutedHeads(c, t), file, path));
+    }
+    if (c.qkv_bias) {
+      ASSIGN_OR_RETURN(RawTensor qb, fetch(blk(i, "attn_q.bias"), {projs[kQ].out}, false));
+      ASSIGN_OR_RETURN(RawTensor kb, fetch(blk(i, "attn_k.bias"), {projs[kK].out}, false));
+      ASSIGN_OR_RETURN(RawTensor vb, fetch(blk(i, "attn_v.bias"), {projs[kV].out}, false));
+      L.q_bias = ToFloats(qb, GgufPermutedHeads(c, kQ));
+      L.k_bias = ToFloats(kb, GgufPermutedHeads(c, kK));
+      L.v_bias = ToFloats(vb);
+    }
+  }
+  fingerprint = fp.FinishHex();
+  RopeTables(c, &rope_cos, &rope_sin);
+  RETURN_IF_ERROR(ReadGgufTextSide(g, path, o.chat_template, /*allow_missing_tokenizer=*/false, &tokenizer, &chat));
+  RETURN_IF_ERROR(CheckLoadedConfig(c, tokenizer.get(), path));
+
+  plain.config = c;
+  plain.embed = &embed;
+  plain.output = &output;
+  plain.out_norm = out_norm.data();
+  plain.rope_cos = rope_cos.data();
+  plain.rope_sin = rope_sin.data();
+  plain.layers.resize(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LeanLayer& L = layers[i];
+    PlainLayer& P = plain.layers[i];
+    P.attn_norm = L.attn_norm.data();
+    P.ffn_norm = L.ffn_norm.data();
+    for (int t = 0; t < kNumLoraTargets; ++t) P.proj[size_t(t)] = &L.proj[size_t(t)];
+    if (c.qkv_bias) {
+      P.q_bias = L.q_bias.data();
+      P.k_bias = L.k_bias.data();
+      P.v_bias = L.v_bias.data();
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<LeanEngine>> LeanEngine::Open(const LeanEngineOptions& options) {
+  if (options.model_path.empty()) return InvalidArgumentError("no model path given");
+  struct stat st;
+  if (::stat(options.model_path.c_str(), &st) != 0) {
+    return NotFoundError("model file '" + options.model_path + "' does not exist (hint: `attune model fetch` downloads the default model)");
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return InvalidArgumentError("model '" + options.model_path +
+                                "' is a directory: the LibTorch-free engine reads GGUF files only (use `attune generate` for "
+                                "Hugging Face directories)");
+  }
+  if (options.threads > 0) kernels::ThreadPool::Default().set_active(options.threads);
+  auto impl = std::make_unique<Impl>();
+  try {
+    RETURN_IF_ERROR(impl->Load(options));
+  } catch (const std::exception& e) {
+    return InternalError("loading '" + options.model_path + "': " + e.what());
+  }
+  return std::unique_ptr<LeanEngine>(new LeanEngine(std::move(impl)));
+}
+
+LeanEngine::LeanEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LeanEngine::~LeanEngine() = default;
+
+const ModelConfig& LeanEngine::config() const { return impl_->config; }
+const Tokenizer* LeanEngine::tokenizer() const { return impl_->tokenizer.get(); }
+const ChatTemplate* LeanEngine::chat_template() const { return impl_->chat.get(); }
+const std::string& LeanEngine::fingerprint() const { return impl_->fingerprint; }
+
+int64_t LeanEngine::parameter_count() const {
+  const ModelConfig& c = impl_->config;
+  int64_t n = impl_->embed.rows * impl_->embed.cols + c.hidden;
+  if (!c.tied_embeddings) n += impl_->output.rows * impl_->output.cols;
+  for (const auto& L : impl_->layers) {
+    n += 2 * c.hidden + int64_t(L.q_bias.size() + L.k_bias.size() + L.v_bias.size());
+    for (const auto& p : L.proj) n += p.rows * p.cols;
+  }
+  return n;
+}
+
+adapters::BaseModelInfo LeanEngine::base_info() const {
+  adapters::BaseModelInfo base;
+  base.fingerprint = impl_->fingerprint;
+  base.arch = impl_->config.arch_name;
+  base.n_layers = impl_->config.n_layers;
+  for (int t = 0; t < kNumLoraTargets; ++t) {
+    const QuantMatrix& p = impl_->layers.at(0).proj[size_t(t)];
+    base.dims[size_t(t)] = {p.cols, p.rows};
+  }
+  return base;
+}
+
+Status LeanEngine::SetAdapter(const adapters::Adapter& adapter, const std::string& version) {
+  RETURN_IF_ERROR(CheckAdapterFits(base_info(), adapter, version));
+  auto a = std::make_shared<LeanAdapter>();
+  a->version = version;
+  a->adapter = std::make_shared<const adapters::Adapter>(adapter);
+  a->lora = PlainLoraOf(*a->adapter);
+  auto old = impl_->slot.Publish(std::move(a));
+  return Status::Ok();  // `old` is released here, outside the slot's lock
+}
+
+void LeanEngine::ClearAdapter() { impl_->slot.Publish(nullptr); }
+std::string LeanEngine::adapter_version() const {
+  auto a = impl_->slot.Pin();
+  return a ? a->version : "";
+}
+
+Result<GenerateResult> LeanEngine::Chat(const std::vector<ChatMessage>& messages, const GenerateOptions& options,
+                                        const TextCallback& on_text) const {
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptIds(impl_->tokenizer.get(), impl_->chat.get(), messages));
+  return GenerateIds(ids, options, on_text);
+}
+
+Result<GenerateResult> LeanEngine::Complete(const std::string& prompt, const GenerateOptions& options,
+                                            const TextCallback& on_text) const {
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, TextIds(impl_->tokenizer.get(), prompt));
+  return GenerateIds(ids, options, on_text);
+}
+
+Result<GenerateResult> LeanEngine::GenerateIds(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                               const TextCallback& on_text) const {
+  if (options.adapter) return InvalidArgumentError("the LibTorch-free engine serves its installed adapter only (GenerateOptions::adapter)");
+  const ModelConfig& c = impl_->config;
+  RETURN_IF_ERROR(CheckGeneration(c, prompt, options));
+  std::shared_ptr<const LeanAdapter> adapter = options.use_active_adapter ? impl_->slot.Pin() : nullptr;
+  const PlainLora* lora = adapter ? &adapter->lora : nullptr;
+  GenerateResult result;
+  result.prompt_tokens = int(prompt.size());
+  result.adapter_version = adapter ? adapter->version : "";
+  LeanCache kv(c, GenerationCapacity(c, prompt, options));
+  PlainCache& cache = kv.view;
+  DecodeScratch scratch;
+  std::vector<float> logits(size_t(c.vocab_size));
+  auto t0 = Clock::now();
+  ForwardRows(impl_->plain, lora, prompt.data(), int64_t(prompt.size()), &cache, logits.data(), &scratch);
+  auto t1 = Clock::now();
+  result.prefill_seconds = Seconds(t0, t1);
+  std::vector<int32_t> history = prompt;
+  auto step = [&](int32_t next, float* out) {
+    if (cache.length >= cache.capacity) return false;
+    ForwardRows(impl_->plain, lora, &next, 1, &cache, out, &scratch);
+    return true;
+  };
+  SampleLoop(c, impl_->tokenizer.get(), impl_->chat.get(), options, on_text, logits.data(), step, &history, &result);
+  result.decode_seconds = Seconds(t1, Clock::now());
+  return result;
+}
+
+Result<std::vector<float>> LeanEngine::NextTokenLogits(const std::vector<int32_t>& ids) const {
+  const ModelConfig& c = impl_->config;
+  GenerateOptions o;
+  o.max_tokens = 0;
+  RETURN_IF_ERROR(CheckGeneration(c, ids, o));
+  std::shared_ptr<const LeanAdapter> adapter = impl_->slot.Pin();
+  LeanCache kv(c, int64_t(ids.size()));
+  DecodeScratch scratch;
+  std::vector<float> logits(size_t(c.vocab_size));
+  ForwardRows(impl_->plain, adapter ? &adapter->lora : nullptr, ids.data(), int64_t(ids.size()), &kv.view, logits.data(), &scratch);
+  return logits;
+}
+
+}  // namespace attune::runtime
