@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Runs Attune's runtime benchmark and llama.cpp (llama-cpp-python) on the same
+"""Runs Attune's runtime benchmarks and llama.cpp (llama-cpp-python) on the same
 GGUF with the same thread count, in the same run, and prints ratios.
 
 Usage (llama-cpp-python installed in a virtual environment outside the repo):
   python3 bench/runtime/compare_llamacpp.py [--model PATH] [--threads 2] [--bench build/bench/runtime/runtime_bench]
+      [--lean-bench build/bench/runtime/lean_bench]
 
-Both sides: prefill = one forward pass over a 128-token prompt; decode = 128
-greedy steps of one token with a KV cache after a 16-token prompt. Peak RSS is
-each process's own high-water mark (ru_maxrss / VmHWM), model load included.
+Ours is measured twice: `attune` is the LibTorch engine (runtime_bench; the
+process loads LibTorch, as `attune generate` and the service do), `attune-run`
+the LibTorch-free engine (lean_bench; the process of `attune-run`). Each side:
+prefill = one forward pass over a 128-token prompt; decode = 128 greedy steps
+of one token with a KV cache after a 16-token prompt. Peak RSS is each
+process's own high-water mark (ru_maxrss / VmHWM), model load included.
 
 --busy also measures both sides again while another process keeps one core
 busy (a shell loop), and prints each side's busy / quiet decode ratio.
@@ -50,9 +54,11 @@ def run_llamacpp(model, threads, repeats):
     return {"prefill_tps": 128 / min(prefill), "decode_tps": 128 / min(decode), "peak_rss_mb": rss}
 
 
-def run_attune(bench, model, threads, weights="quantized"):
-    cmd = [bench, "--threads", str(threads), "--weights", weights, "--benchmark_format=json",
+def run_attune(bench, model, threads, weights=None):
+    cmd = [bench, "--threads", str(threads), "--benchmark_format=json",
            "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=false"]
+    if weights:
+        cmd += ["--weights", weights]
     if model:
         cmd += ["--model", model]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -72,6 +78,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bench", default="build/bench/runtime/runtime_bench")
+    ap.add_argument("--lean-bench", default="build/bench/runtime/lean_bench",
+                    help="the LibTorch-free engine's benchmark ('' to skip it)")
     ap.add_argument("--weights", choices=["quantized", "fp32"], default="quantized")
     ap.add_argument("--busy", action="store_true", help="also measure with one core kept busy by another process")
     ap.add_argument("--side", choices=["both", "llamacpp"], default="both", help=argparse.SUPPRESS)
@@ -80,23 +88,32 @@ def main():
         print(json.dumps(run_llamacpp(a.model, a.threads, a.repeats)))
         return
 
+    lean = bool(a.lean_bench) and a.weights == "quantized"
+
     def measure():
         ours = run_attune(a.bench, a.model, a.threads, a.weights)
+        ours_lean = run_attune(a.lean_bench, a.model, a.threads) if lean else None
         # llama.cpp in its own process so that its peak RSS is its own.
         peer = json.loads(subprocess.run([sys.executable, __file__, "--side", "llamacpp", "--model", a.model,
                                           "--threads", str(a.threads), "--repeats", str(a.repeats)],
                                          check=True, capture_output=True, text=True).stdout)
-        return ours, peer
+        return ours, peer, ours_lean
 
-    ours, peer = measure()
+    ours, peer, ours_lean = measure()
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  threads={a.threads}  weights={a.weights}")
-    print(f"{'metric':<14}{'attune':>12}{'llama.cpp':>12}{'ratio':>9}")
+    header = f"{'metric':<14}{'attune':>12}{'llama.cpp':>12}{'ratio':>9}"
+    if lean:
+        header += f"{'attune-run':>12}{'ratio':>9}"
+    print(header)
     for k in ("prefill_tps", "decode_tps", "peak_rss_mb"):
-        print(f"{k:<14}{ours[k]:>12.1f}{peer[k]:>12.1f}{ours[k] / peer[k]:>9.2f}")
+        line = f"{k:<14}{ours[k]:>12.1f}{peer[k]:>12.1f}{ours[k] / peer[k]:>9.2f}"
+        if lean:
+            line += f"{ours_lean[k]:>12.1f}{ours_lean[k] / peer[k]:>9.2f}"
+        print(line)
     if a.busy:
         hog = subprocess.Popen(["sh", "-c", "while :; do :; done"])
         try:
-            ours_b, peer_b = measure()
+            ours_b, peer_b, _ = measure()
         finally:
             hog.kill()
         print("with one core busy (another process):")
