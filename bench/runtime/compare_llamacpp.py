@@ -113,14 +113,20 @@ def main():
     if a.busy:
         hog = subprocess.Popen(["sh", "-c", "while :; do :; done"])
         try:
-            ours_b, peer_b, _ = measure()
+            ours_b, peer_b, lean_b = measure()
         finally:
             hog.kill()
         print("with one core busy (another process):")
-        print(f"{'decode_tps':<14}{ours_b['decode_tps']:>12.1f}{peer_b['decode_tps']:>12.1f}"
-              f"{ours_b['decode_tps'] / peer_b['decode_tps']:>9.2f}")
-        print(f"busy/quiet decode: attune {ours_b['decode_tps'] / ours['decode_tps']:.2f}, "
-              f"llama.cpp {peer_b['decode_tps'] / peer['decode_tps']:.2f}")
+        line = (f"{'decode_tps':<14}{ours_b['decode_tps']:>12.1f}{peer_b['decode_tps']:>12.1f}"
+                f"{ours_b['decode_tps'] / peer_b['decode_tps']:>9.2f}")
+        if lean:
+            line += f"{lean_b['decode_tps']:>12.1f}{lean_b['decode_tps'] / peer_b['decode_tps']:>9.2f}"
+        print(line)
+        busy = (f"busy/quiet decode: attune {ours_b['decode_tps'] / ours['decode_tps']:.2f}, "
+                f"llama.cpp {peer_b['decode_tps'] / peer['decode_tps']:.2f}")
+        if lean:
+            busy += f", attune-run {lean_b['decode_tps'] / ours_lean['decode_tps']:.2f}"
+        print(busy)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,12 @@ void AttendHead(const float* q, const float* kc, const float* vc, int64_t len, i
 
 }  // namespace
 
-void ForwardRows(const PlainWeights& m, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
-                 float* logits, DecodeScratch* s) {
+namespace {
+
+// Rows [0, n) of one chunk through every layer; the hidden states stay in
+// s->x for the caller.
+void LayersForward(const PlainWeights& m, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
+                   DecodeScratch* s) {
   const ModelConfig& c = m.config;
   const int64_t hidden = c.hidden, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv, I = c.intermediate;
   const int64_t pos0 = cache->length, cap = cache->capacity;
@@ -167,8 +171,27 @@ void ForwardRows(const PlainWeights& m, const PlainLora* lora, const int32_t* to
     for (int64_t i = 0; i < n * hidden; ++i) s->x[size_t(i)] += s->h[size_t(i)];
   }
   cache->length = pos0 + n;
-  RmsNorm(s->x.data() + (n - 1) * hidden, m.out_norm, hidden, c.rms_eps, s->h.data());
-  MulVec(*m.output, s->h.data(), logits);
+}
+
+}  // namespace
+
+void ForwardRows(const PlainWeights& m, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
+                 float* logits, DecodeScratch* s) {
+  // Long prompts go through in chunks, so that the buffers stay a few MB
+  // (as llama.cpp's batches). Every row's numbers are the same either way:
+  // a many-row product equals the one-row products to the bit.
+  constexpr int64_t kChunk = 256;
+  int64_t done = 0;
+  while (done < n) {
+    const int64_t rows = std::min(kChunk, n - done);
+    LayersForward(m, lora, tokens + done, rows, cache, s);
+    done += rows;
+    if (done == n) {
+      const int64_t hidden = m.config.hidden;
+      RmsNorm(s->x.data() + (rows - 1) * hidden, m.out_norm, hidden, m.config.rms_eps, s->h.data());
+      MulVec(*m.output, s->h.data(), logits);
+    }
+  }
 }
 
 }  // namespace attune::runtime

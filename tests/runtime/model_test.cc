@@ -346,6 +346,33 @@ TEST_F(SmolModelTest, CachedDecodingMatchesOneFullPass) {
   }
 }
 
+// A prompt longer than the lean pass's chunk (256 rows) is prefilled in
+// chunks; every row's numbers are those of one-token steps, to the bit (a
+// many-row product equals the one-row products exactly, and attention is
+// computed row by row either way).
+TEST_F(SmolModelTest, ChunkedPrefillEqualsTokenByTokenDecodingExactly) {
+  const Model& m = *engine_->model();
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 300; ++i) ids.push_back(int32_t(int64_t(i) * 37 % 20000 + 100));
+  const int64_t vocab = m.config().vocab_size;
+  std::vector<float> chunked(static_cast<size_t>(vocab)), stepped(static_cast<size_t>(vocab));
+  for (bool one_by_one : {false, true}) {
+    KvCache cache = m.NewCache(int64_t(ids.size()));
+    PlainWeights w;
+    PlainLora pl;
+    PlainCache pc;
+    ASSERT_TRUE(PlainViews(m, nullptr, &cache, &w, &pl, &pc));
+    DecodeScratch scratch;
+    if (one_by_one) {
+      for (int32_t id : ids) ForwardRows(w, nullptr, &id, 1, &pc, stepped.data(), &scratch);
+    } else {
+      ForwardRows(w, nullptr, ids.data(), int64_t(ids.size()), &pc, chunked.data(), &scratch);
+    }
+    EXPECT_EQ(pc.length, int64_t(ids.size()));
+  }
+  EXPECT_EQ(chunked, stepped);
+}
+
 // With fp32 weights, decode is exact fp32 (no 8-bit activations), so greedy
 // tokens equal transformers' even where two candidates are within 0.1 logit
 // (the first token of the first prompt).
