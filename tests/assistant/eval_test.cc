@@ -130,7 +130,7 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   set.user = "u";
   // The tiny random model learns one phrasing, not paraphrases: the same
   // question taught five times, and asked again as the "held-out" one.
-  set.facts.push_back({std::vector<std::string>(5, "my pet?"), {"my pet?"}, "cat", "cat"});
+  set.facts.push_back({std::vector<std::string>(5, "my pet?"), {"my pet?"}, "cat", "cat", "", ""});
   set.general = {{"hi", "."}, {"ab", "."}};
   EvalOptions o;
   o.max_tokens = 8;
@@ -215,8 +215,8 @@ TEST(EvalTest, RunWindowsRefusesAWindowCountItCannotSplitAndAnUnknownKind) {
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   QuestionSet set;
   set.name = "tiny";
-  set.facts.push_back({{"a?"}, {"a?"}, "x", "x"});
-  set.facts.push_back({{"b?"}, {"b?"}, "y", "y"});
+  set.facts.push_back({{"a?"}, {"a?"}, "x", "x", "", ""});
+  set.facts.push_back({{"b?"}, {"b?"}, "y", "y", "", ""});
   for (int windows : {0, 3}) {
     WindowsOptions o;
     o.windows = windows;
