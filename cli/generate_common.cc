@@ -67,7 +67,10 @@ int ReportGeneration(const GlobalOptions& g, const Result<runtime::GenerateResul
 }
 
 void AddGenFlags(CLI::App* cmd, GenFlags& f, bool with_weights) {
-  cmd->add_option("--model", f.model, "GGUF file or Hugging Face directory (default: the cached default model)")
+  // Without --weights this is attune-run, which reads GGUF files only.
+  cmd->add_option("--model", f.model,
+                  with_weights ? "GGUF file or Hugging Face directory (default: the cached default model)"
+                               : "GGUF file (default: the cached default model)")
       ->check(NonEmptyValue());
   cmd->add_option("--adapter", f.adapter, "active|none|VERSION|PATH (default: active)");
   cmd->add_option("--system", f.system, "System prompt");

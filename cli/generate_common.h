@@ -55,7 +55,8 @@ Status InstallAdapter(const GlobalOptions& g, const std::string& choice, E& engi
 
 runtime::GenerateOptions ToOptions(const GenFlags& f);
 
-// The flags both commands take; `with_weights` adds --weights.
+// The flags both commands take; `with_weights` (attune, not attune-run)
+// adds --weights and allows Hugging Face directories in --model's help.
 void AddGenFlags(CLI::App* cmd, GenFlags& f, bool with_weights);
 
 // Prints a generation's outcome (text already streamed unless --json).

@@ -128,6 +128,11 @@ TEST_F(RunCliTest, BadInputIsAClearErrorWithExitCodeOne) {
   EXPECT_EQ(Run(ATTUNE_RUN, "generate --weights fp32 --model " + tiny_ + " hi").code, 2);
   EXPECT_EQ(Run(ATTUNE_RUN, "generate --model " + tiny_).code, 2);
   EXPECT_EQ(Run(ATTUNE_RUN, "train").code, 2);
+  // The help says what it reads.
+  Output help = Run(ATTUNE_RUN, "generate --help");
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("GGUF file"), std::string::npos) << help.out;
+  EXPECT_EQ(help.out.find("Hugging Face"), std::string::npos) << help.out;
 }
 
 }  // namespace
