@@ -99,9 +99,11 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
   return x + Project(L, kDown, at::silu(gate) * up, lora, li);
 }
 
-at::Tensor HeadForward(const Model& model, const at::Tensor& x) {
-  return model.output().Mul(RmsNorm(x, model.output_norm(), model.config().rms_eps));
+at::Tensor HeadNorm(const Model& model, const at::Tensor& x) {
+  return RmsNorm(x, model.output_norm(), model.config().rms_eps);
 }
+
+at::Tensor HeadForward(const Model& model, const at::Tensor& x) { return model.output().Mul(HeadNorm(model, x)); }
 
 at::Tensor Forward(const Model& model, const LoraWeights* lora, const at::Tensor& tokens, KvCache* cache,
                    const ForwardOptions& options) {

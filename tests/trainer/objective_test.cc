@@ -4,6 +4,7 @@
 #include "attune/trainer/objective.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -145,6 +146,78 @@ TEST_F(LoraStepTest, KtoLossGradientsAndStepMatchTrlFormula) {
   });
   EXPECT_NEAR(loss, k["loss"].get<double>(), 1e-5);
   ExpectGradsAndStep(k);
+}
+
+// The output head runs a chunk of rows at a time (at most 1024 rows of
+// logits at once): with more scored positions than one chunk, the SFT and
+// distillation losses and their gradients equal those of the whole
+// [positions, vocab] head computed at once, and the base's log-probabilities
+// equal the whole head's log-softmax.
+TEST_F(LoraStepTest, HeadInChunksEqualsTheWholeHead) {
+  at::Generator gen = at::detail::createCPUGenerator(7);
+  const int64_t B = 6, T = 200;  // 6 * 199 = 1194 scored positions: two chunks
+  at::Tensor all = at::randint(model_->config().vocab_size, {B, T}, gen, at::kLong);
+  std::vector<Sequence> seqs(static_cast<size_t>(B));
+  std::vector<const Sequence*> ptrs;
+  for (int64_t i = 0; i < B; ++i) {
+    const int64_t* p = all[i].contiguous().data_ptr<int64_t>();
+    seqs[size_t(i)].ids.assign(p, p + T);
+    seqs[size_t(i)].scored.assign(size_t(T), 1);
+    seqs[size_t(i)].scored[0] = 0;
+    ptrs.push_back(&seqs[size_t(i)]);
+  }
+  Batch b = MakeBatch(ptrs);
+  at::Tensor idx = (b.scored.narrow(1, 1, T - 1) > 0).nonzero();
+  at::Tensor rows = idx.select(1, 0), pos = idx.select(1, 1);
+  ASSERT_GT(rows.size(0), 1024);
+  at::Tensor targets = b.ids.index({rows, pos + 1});
+  auto whole = [&](const at::Tensor& h) {
+    return at::log_softmax(runtime::HeadForward(*model_, h.index({rows, pos})), -1);  // [N, V]
+  };
+  at::Tensor weights = at::rand({B}, gen) + 0.5;
+  const double norm = double(rows.size(0));
+  at::Tensor base = BaseLogProbsAtTargets(*model_, Hidden(*model_, nullptr, b.ids), b);
+  {
+    at::NoGradGuard ng;
+    EXPECT_LT((base - whole(Hidden(*model_, nullptr, b.ids))).abs().max().item<double>(), 1e-5);
+  }
+  using LossFn = std::function<at::Tensor(const at::Tensor&)>;
+  auto grads = [&](const LossFn& fn, double* loss) {
+    for (auto& p : params_.parameters()) p.mutable_grad() = at::Tensor();
+    *loss = ForwardBackward(*model_, params_.Weights(true), b.ids, /*checkpointing=*/false, fn);
+    std::vector<at::Tensor> g;
+    for (const auto& p : params_.parameters()) g.push_back(p.grad().clone());
+    return g;
+  };
+  struct Case {
+    const char* name;
+    LossFn chunked, reference;
+  };
+  const Case cases[] = {
+      {"sft", [&](const at::Tensor& h) { return SftLoss(*model_, h, b, weights, norm); },
+       [&](const at::Tensor& h) {
+         at::Tensor lp = whole(h).gather(1, targets.unsqueeze(1)).squeeze(1);
+         return -(lp * weights.index_select(0, rows)).sum() / norm;
+       }},
+      {"distill", [&](const at::Tensor& h) { return DistillLoss(*model_, h, b, base, weights, norm); },
+       [&](const at::Tensor& h) {
+         at::Tensor kl = (base.exp() * (base - whole(h))).sum(-1);
+         return (kl * weights.index_select(0, rows)).sum() / norm;
+       }},
+  };
+  for (const Case& c : cases) {
+    double got_loss = 0, want_loss = 0;
+    auto got = grads(c.chunked, &got_loss);
+    auto want = grads(c.reference, &want_loss);
+    EXPECT_NEAR(got_loss, want_loss, 1e-5 * std::max(1.0, std::abs(want_loss))) << c.name;
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double scale = want[i].abs().max().item<double>() + 1e-6;
+      worst = std::max(worst, (got[i] - want[i]).abs().max().item<double>() / scale);
+    }
+    EXPECT_LT(worst, 1e-4) << c.name;
+    EXPECT_GT(want[1].abs().max().item<double>(), 0) << c.name << ": the gradients compared are not all zero";
+  }
 }
 
 // d loss / d theta by central differences on a few elements of every kind of

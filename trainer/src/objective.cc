@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <mutex>
@@ -90,30 +91,107 @@ std::pair<at::Tensor, at::Tensor> TargetIndex(const Batch& batch) {
 
 }  // namespace
 
+namespace {
+
+// Rows of logits computed at once: about 32 MiB of floats ([170, 49152] for
+// SmolLM2's vocabulary), instead of [scored positions, vocab] several times
+// over (logits, log-softmax and their gradients: about 800 MiB at 1020 scored
+// positions).
+int64_t HeadChunkRows(int64_t vocab) { return std::clamp<int64_t>((int64_t(1) << 23) / std::max<int64_t>(vocab, 1), 16, 1024); }
+
+// The output head followed by a per-row reduction of its log-probabilities,
+// one chunk of rows at a time. hn: the normed final hidden states [N, H].
+// With `base_lp` [N, V]: KL(base || head) per row; otherwise (`base_lp`
+// undefined or empty) log p(target) per row, `targets` [N] (int64). With `jac`, also each row's derivative of its
+// value with respect to its hn row ([N, H]): (onehot - p) W for a target,
+// (p - p_base) W for the KL. Because every value depends on its own row only,
+// backward is then a scaling of these rows, and no [N, V] tensor lives
+// between forward and backward.
+at::Tensor HeadReduce(const runtime::LinearWeight& head, const at::Tensor& hn, const at::Tensor& targets,
+                      const at::Tensor& base_lp, at::Tensor* jac) {
+  at::NoGradGuard ng;
+  const int64_t n = hn.size(0), chunk = HeadChunkRows(head.out_features());
+  const bool kl = base_lp.defined() && base_lp.dim() == 2;
+  at::Tensor out = at::empty({n}, at::kFloat);
+  if (jac) *jac = at::empty({n, hn.size(1)}, at::kFloat);
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t c = std::min(chunk, n - r0);
+    at::Tensor lp = head.Mul(hn.narrow(0, r0, c));  // logits [c, V]
+    lp.sub_(at::logsumexp(lp, -1, /*keepdim=*/true));
+    if (!kl) {
+      at::Tensor t = targets.narrow(0, r0, c).unsqueeze(1);
+      out.narrow(0, r0, c).copy_(lp.gather(1, t).squeeze(1));
+      if (jac) lp.exp_().neg_().scatter_add_(1, t, at::ones({c, 1}, at::kFloat));  // onehot - p
+    } else {
+      at::Tensor b = base_lp.narrow(0, r0, c);
+      at::Tensor pb = b.exp();
+      out.narrow(0, r0, c).copy_((pb * (b - lp)).sum(-1));
+      if (jac) lp.exp_().sub_(pb);  // p - p_base
+    }
+    if (jac) jac->narrow(0, r0, c).copy_(head.MulTransposed(lp));
+  }
+  return out;
+}
+
+struct HeadReduceFn : public torch::autograd::Function<HeadReduceFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hn, const at::Tensor& targets,
+                            const at::Tensor& base_lp, int64_t head) {
+    runtime::ExactProducts exact;  // the product the row derivatives differentiate
+    at::Tensor jac;
+    at::Tensor out = HeadReduce(*reinterpret_cast<const runtime::LinearWeight*>(head), hn, targets, base_lp, &jac);
+    ctx->save_for_backward({jac});
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    at::Tensor jac = ctx->get_saved_variables()[0];
+    return {jac * grad[0].unsqueeze(1), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// Normed hidden states at the scored positions, then HeadReduce with a graph
+// when `hidden` has one.
+at::Tensor HeadRows(const runtime::Model& model, const at::Tensor& hidden, const at::Tensor& rows, const at::Tensor& pos,
+                    const at::Tensor& targets, const at::Tensor& base_lp) {
+  at::Tensor hn = runtime::HeadNorm(model, hidden.index({rows, pos}));  // [N, H]
+  if (hn.requires_grad() && at::GradMode::is_enabled()) {
+    // Autograd wants every tensor argument defined.
+    const at::Tensor none = at::empty({0}, at::kFloat);
+    return HeadReduceFn::apply(hn, targets.defined() ? targets : none, base_lp.defined() ? base_lp : none,
+                               reinterpret_cast<int64_t>(&model.output()));
+  }
+  return HeadReduce(model.output(), hn, targets, base_lp, nullptr);
+}
+
+}  // namespace
+
 at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch) {
+  at::NoGradGuard ng;
   auto [rows, pos] = TargetIndex(batch);
-  at::Tensor h = base_hidden.index({rows, pos});
-  return at::log_softmax(runtime::HeadForward(model, h.unsqueeze(0)).squeeze(0), -1);
+  at::Tensor hn = runtime::HeadNorm(model, base_hidden.index({rows, pos}));
+  const int64_t n = hn.size(0), chunk = HeadChunkRows(model.output().out_features());
+  at::Tensor out = at::empty({n, model.output().out_features()}, at::kFloat);
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t c = std::min(chunk, n - r0);
+    at::Tensor lp = out.narrow(0, r0, c);
+    lp.copy_(model.output().Mul(hn.narrow(0, r0, c)));
+    lp.sub_(at::logsumexp(lp, -1, /*keepdim=*/true));
+  }
+  return out;
 }
 
 at::Tensor DistillLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch,
                        const at::Tensor& base_logprobs, const at::Tensor& weights, double norm) {
   auto [rows, pos] = TargetIndex(batch);
-  at::Tensor h = hidden.index({rows, pos});
-  at::Tensor lp = at::log_softmax(runtime::HeadForward(model, h.unsqueeze(0)).squeeze(0), -1);  // [N, V]
-  at::Tensor kl = (base_logprobs.exp() * (base_logprobs - lp)).sum(-1);                          // [N]
+  at::Tensor kl = HeadRows(model, hidden, rows, pos, at::Tensor(), base_logprobs);  // [N]
   return (kl * weights.index_select(0, rows)).sum() / norm;
 }
 
 at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch) {
   // Target position p (scored) is predicted by hidden state p - 1.
-  at::Tensor target_mask = batch.scored.narrow(1, 1, batch.scored.size(1) - 1) > 0;  // [B, T-1]
-  at::Tensor idx = target_mask.nonzero();                                             // [N, 2]
-  at::Tensor rows = idx.select(1, 0), pos = idx.select(1, 1);
-  at::Tensor h = hidden.index({rows, pos});                                          // [N, H]
-  at::Tensor targets = batch.ids.index({rows, pos + 1});                             // [N]
-  at::Tensor logits = runtime::HeadForward(model, h.unsqueeze(0)).squeeze(0);        // [N, V]
-  at::Tensor lp = at::log_softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+  auto [rows, pos] = TargetIndex(batch);
+  at::Tensor targets = batch.ids.index({rows, pos + 1});  // [N]
+  at::Tensor lp = HeadRows(model, hidden, rows, pos, targets, at::Tensor());
   return at::zeros({hidden.size(0)}, lp.options()).index_add(0, rows, lp);
 }
 
@@ -143,8 +221,11 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
   {
     at::NoGradGuard ng;
     at::Tensor x = runtime::EmbedTokens(model, ids);
+    // The kept inputs live in one block, not among the layers' temporaries,
+    // where they would pin the heap and keep the freed temporaries' pages.
+    at::Tensor kept = at::empty({int64_t(L), x.size(0), x.size(1), x.size(2)}, x.options());
     for (size_t l = 0; l < L; ++l) {
-      inputs[l] = x;
+      inputs[l] = kept[int64_t(l)].copy_(x);
       {
         std::lock_guard<std::mutex> lock(gen.mutex());
         rng[l] = gen.get_state();

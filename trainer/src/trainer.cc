@@ -96,7 +96,11 @@ int64_t PickMicroBatch(const runtime::Model& m, const TrainerOptions& o) {
   const auto& c = m.config();
   const double T = double(o.encode.max_seq_len);
   // Activation bytes per token of one layer (norms, projections, SwiGLU,
-  // attention probabilities), and the output head on up to every token.
+  // attention probabilities), and the output head on up to every token. The
+  // head now runs a chunk of rows at a time (objective.cc), so its term
+  // overestimates; it is kept so that the default micro-batch, and with it
+  // the default windows' step size, stays what the learning settings were
+  // measured with.
   const double layer_tok = 4.0 * (12.0 * c.hidden + 6.0 * c.intermediate + 3.0 * c.n_heads * T);
   const double layers = o.gradient_checkpointing ? 4.0 * c.hidden * c.n_layers + layer_tok : layer_tok * c.n_layers;
   const double head = 12.0 * c.vocab_size;

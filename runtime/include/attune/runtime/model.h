@@ -144,7 +144,10 @@ at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens);
 at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& x,
                         const AttentionContext& ctx, KvCache* cache);
 // Final norm and output projection: [batch, seq, hidden] -> [batch, seq, vocab].
+// HeadForward(x) == model.output().Mul(HeadNorm(x)); the trainer runs the
+// projection itself, a chunk of rows at a time.
 at::Tensor HeadForward(const Model& model, const at::Tensor& x);
+at::Tensor HeadNorm(const Model& model, const at::Tensor& x);
 
 // Views (plain_weights.h) of the model, an adapter (null: none) and a cache
 // for the lean forward pass (ForwardRows). False when that pass cannot serve
