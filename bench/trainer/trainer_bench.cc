@@ -165,6 +165,7 @@ int main(int argc, char** argv) {
   at::Tensor weights = at::ones({f.batch});
 
   double fb_s = 0, opt_s = 0, loss = 0;
+  runtime::ExactProducts exact;  // as Trainer::Run holds one: every product the fp32 one backward differentiates
   auto step = [&](bool timed) {
     auto t0 = Clock::now();
     loss = trainer::ForwardBackward(*model, w, b.ids, f.checkpointing != 0,
