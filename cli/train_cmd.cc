@@ -41,6 +41,7 @@ struct TrainFlags {
   bool no_promote = false;
   bool force = false;
   bool no_checkpointing = false;
+  bool bf16_base = false;
 };
 
 int Train(const GlobalOptions& g, const TrainFlags& f) {
@@ -56,6 +57,7 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   o.trainer.max_minutes = f.max_minutes;
   o.trainer.max_memory_mb = f.max_memory_mb;
   o.trainer.gradient_checkpointing = !f.no_checkpointing;
+  o.trainer.bf16_base = f.bf16_base;
   o.trainer.seed = f.seed;
   o.sample.seed = f.seed;
   o.promote = !f.no_promote;
@@ -111,6 +113,9 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   }
 
   runtime::ConfigureThreads(1, f.threads);
+  if (f.bf16_base && !runtime::CpuHasBf16()) {
+    std::cerr << "attune: warning: this CPU has no AVX512-BF16 or AMX: --bf16-base is emulated and slower than fp32\n";
+  }
   auto model = runtime::Model::Load(*model_path);
   if (!model.ok()) return PrintError(model.status());
   adapters::RegistryOptions ro;
@@ -193,12 +198,14 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
       ->check(CLI::PositiveNumber);
   t->add_option("--seed", f.seed, "Seed for sampling, init, data order, 0..2^64-1 (default 0)")
       ->check(CountValue(UINT64_MAX));
-  t->add_option("--threads", f.threads, "BLAS threads (default: all cores)")->check(CLI::Range(0, 1024));
+  t->add_option("--threads", f.threads, "BLAS threads (default: all cores; with --bf16-base, LibTorch's)")->check(CLI::Range(0, 1024));
   t->add_option("--window-policy", f.window_policy, "JSON window policy; train only while it holds");
   t->add_flag("--wait-for-window", f.wait, "Wait until the window policy holds, then train");
   t->add_flag("--no-promote", f.no_promote, "Keep the candidate without running the gate");
   t->add_flag("--force", f.force, "Promote even if the gate rejects (recorded in the history)");
   t->add_flag("--no-checkpointing", f.no_checkpointing, "Keep all activations (faster, more memory)");
+  t->add_flag("--bf16-base", f.bf16_base,
+              "Frozen base products in bf16, as PyTorch's bf16 autocast (faster on CPUs with AVX512-BF16 or AMX)");
   AddCommonFlags(t, g);
   t->callback(Run(r, [&] { return Train(g, f); }));
 }

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "attune/runtime/model.h"
@@ -117,15 +118,37 @@ at::Tensor Forward(const Model& model, const LoraWeights* lora, const at::Tensor
   return HeadForward(model, x);
 }
 
+namespace {
+
+int BlasThreads() {
+  using GetThreads = int (*)();
+  auto fn = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return fn ? fn() : 0;
+}
+
+void SetBlasThreads(int n) {
+  // OpenBLAS is reached through libblas.so.3; its thread setter is optional.
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(n);
+}
+
+}  // namespace
+
+LibTorchProductsThreads::LibTorchProductsThreads() : torch_(at::get_num_threads()), blas_(BlasThreads()) {
+  at::set_num_threads(std::max({torch_, blas_, 1}));
+  if (blas_ > 0) SetBlasThreads(1);
+}
+
+LibTorchProductsThreads::~LibTorchProductsThreads() {
+  at::set_num_threads(torch_);
+  if (blas_ > 0) SetBlasThreads(blas_);
+}
+
 void ConfigureThreads(int torch_threads, int blas_threads) {
   if (torch_threads > 0) at::set_num_threads(torch_threads);
   // The decode kernels' pool follows the BLAS thread count.
   if (blas_threads > 0) kernels::ThreadPool::Default().set_active(blas_threads);
-  if (blas_threads > 0) {
-    // OpenBLAS is reached through libblas.so.3; its thread setter is optional.
-    using SetThreads = void (*)(int);
-    if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(blas_threads);
-  }
+  if (blas_threads > 0) SetBlasThreads(blas_threads);
 }
 
 }  // namespace attune::runtime

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -44,8 +46,27 @@ struct QuantLinearFn : public torch::autograd::Function<QuantLinearFn> {
 };
 
 thread_local bool exact_products = false;
+thread_local bool bf16_products = false;
+
+// y (+)= x wtᵀ through bf16 (see Bf16Products); x is already bf16.
+void MulTileBf16(const at::Tensor& x_bf16, const at::Tensor& wt, at::Tensor out) {
+  out.copy_(at::mm(x_bf16, wt.to(at::kBFloat16).t()));
+}
 
 }  // namespace
+
+Bf16Products::Bf16Products() : previous_(bf16_products) { bf16_products = true; }
+Bf16Products::~Bf16Products() { bf16_products = previous_; }
+bool Bf16Products::active() { return bf16_products; }
+
+bool CpuHasBf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool amx_bf16 = (d >> 22) & 1;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return amx_bf16;
+  const bool avx512_bf16 = (a >> 5) & 1;
+  return avx512_bf16 || amx_bf16;
+}
 
 ExactProducts::ExactProducts() : previous_(exact_products) { exact_products = true; }
 ExactProducts::~ExactProducts() { exact_products = previous_; }
@@ -86,12 +107,18 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
   }
   const int64_t tile = TileRows(q_.cols);
   std::vector<float> buf(size_t(std::min(tile, q_.rows) * q_.cols));
+  const bool bf16 = Bf16Products::active();
+  const at::Tensor xb = bf16 ? x2.to(at::kBFloat16) : x2;
   for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
     const int64_t n = std::min(tile, q_.rows - r0);
     DequantizeTile(q_, r0, n, buf.data());
     at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
     at::Tensor out = y.narrow(1, r0, n);
-    out.copy_(at::mm(x2, wt.t()));
+    if (bf16) {
+      MulTileBf16(xb, wt, out);
+    } else {
+      out.copy_(at::mm(x2, wt.t()));
+    }
   }
   return y;
 }
@@ -104,11 +131,17 @@ at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
   const int64_t tile = TileRows(q_.cols);
   std::vector<float> buf(size_t(std::min(tile, q_.rows) * q_.cols));
   at::NoGradGuard ng;
+  const bool bf16 = Bf16Products::active();
+  const at::Tensor gb = bf16 ? g2.to(at::kBFloat16) : g2;
   for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
     const int64_t n = std::min(tile, q_.rows - r0);
     DequantizeTile(q_, r0, n, buf.data());
     at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
-    y.addmm_(g2.narrow(1, r0, n), wt);
+    if (bf16) {
+      y.add_(at::mm(gb.narrow(1, r0, n), wt.to(at::kBFloat16)));
+    } else {
+      y.addmm_(g2.narrow(1, r0, n), wt);
+    }
   }
   sizes.back() = q_.cols;
   return y.view(sizes);

@@ -1,10 +1,14 @@
 #include "attune/runtime/model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
+
+#include <dlfcn.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -101,6 +105,23 @@ TEST(TinyModelTest, ZeroLoraChangesNothingAndNonzeroLoraDoes) {
   EXPECT_TRUE(at::allclose(Forward(**m, &lora, ids, nullptr), base));
   for (auto& layer : lora.layers) layer[kQ].b = at::randn({c.n_heads * c.head_dim, 4}) * 0.1;
   EXPECT_FALSE(at::allclose(Forward(**m, &lora, ids, nullptr), base, 1e-3, 1e-3));
+}
+
+// The trainer's bf16 base moves the cores from OpenBLAS to LibTorch's
+// intra-op pool for the run, and gives them back.
+TEST(ThreadsTest, LibTorchProductsThreadsMovesOpenBlasThreadsAndRestoresThem) {
+  using GetThreads = int (*)();
+  auto blas = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  ASSERT_NE(blas, nullptr) << "the BLAS in use is not OpenBLAS";
+  ConfigureThreads(1, 2);
+  ASSERT_EQ(blas(), 2);
+  {
+    LibTorchProductsThreads scope;
+    EXPECT_EQ(at::get_num_threads(), 2);
+    EXPECT_EQ(blas(), 1);
+  }
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_EQ(blas(), 2);
 }
 
 TEST(ModelLoadTest, TruncatedSafetensorsNamesTheFile) {
@@ -284,6 +305,35 @@ TEST_F(SmolModelTest, OneRowProductsMatchManyRowProducts) {
     // Relative error of the whole output row: ~2^-8 / sqrt(block) per term.
     EXPECT_LT((one - many).norm().item<double>(), 0.01 * many.norm().item<double>()) << w->out_features() << "x" << w->in_features();
   }
+}
+
+// The trainer's bf16 option (Bf16Products): the tile products round the
+// weight and the activations to bf16 and the product to bf16, so on every
+// weight of the model Mul and MulTransposed stay within 2^-7 relative (norm
+// of the whole output) of the exact fp32 ones; and the logits of the whole
+// model keep transformers' top-1 under the same bounds as 8-bit activations.
+TEST_F(SmolModelTest, Bf16ProductsStayWithinBf16RoundingOfTheExactOnes) {
+  const Model& m = *engine_->model();
+  at::NoGradGuard ng;
+  ExactProducts exact;
+  std::vector<const LinearWeight*> ws = {&m.output()};
+  for (const auto& p : m.layers()[0].proj) ws.push_back(&p);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(23);
+  for (const LinearWeight* w : ws) {
+    at::Tensor x = at::randn({33, w->in_features()}, gen);
+    at::Tensor g = at::randn({33, w->out_features()}, gen);
+    at::Tensor y = w->Mul(x), gx = w->MulTransposed(g), yb, gxb;
+    {
+      Bf16Products bf16;
+      yb = w->Mul(x);
+      gxb = w->MulTransposed(g);
+    }
+    EXPECT_FALSE(at::equal(y, yb)) << "the bf16 product is not in use";
+    EXPECT_LT((y - yb).norm().item<double>(), std::ldexp(1.0, -7) * y.norm().item<double>()) << w->out_features();
+    EXPECT_LT((gx - gxb).norm().item<double>(), std::ldexp(1.0, -7) * gx.norm().item<double>()) << w->out_features();
+  }
+  Bf16Products bf16;
+  ExpectGoldenLogits(m, 0.5f, 2.5);
 }
 
 // Several weights sharing one input in one pool job (q/k/v, gate/up, and a

@@ -89,6 +89,30 @@ TEST(TrainerTest, LearnsTheNewExamplesAndReportsEverything) {
   EXPECT_NE(rep.ToJson().find("\"forgetting_kl\""), std::string::npos);
 }
 
+// TrainerOptions::bf16_base: the frozen base's products in bf16 (the tiny
+// GGUF holds F16 blocks, so its products go through dequantized tiles). The
+// first step's loss is the fp32 run's within bf16 rounding, and the run
+// learns its examples as much as the fp32 one (held-in loss within 5 %).
+TEST(TrainerTest, Bf16BaseLearnsAndItsFirstLossIsTheFp32Ones) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 20;
+  auto fp32 = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(fp32.ok()) << fp32.status().ToString();
+  o.bf16_base = true;
+  auto bf16 = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();
+  const TrainReport& a = fp32->report;
+  const TrainReport& b = bf16->report;
+  ASSERT_EQ(b.loss_curve.size(), 20u);
+  EXPECT_NE(b.loss_curve[0], a.loss_curve[0]) << "the bf16 products are not in use";
+  EXPECT_NEAR(b.loss_curve[0], a.loss_curve[0], 0.02 * a.loss_curve[0]);
+  EXPECT_LT(b.new_loss_candidate, b.new_loss_parent);
+  EXPECT_NEAR(b.new_loss_candidate, a.new_loss_candidate, 0.05 * a.new_loss_candidate);
+}
+
 // N steps straight == N/2 steps, stop, resume for the rest.
 TEST(TrainerTest, StopAndResumeGivesTheSameAdapter) {
   auto m = TinyModel();

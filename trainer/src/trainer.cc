@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -246,6 +247,9 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   // Every pass of the run computes the products the backward pass
   // differentiates (fp32 on dequantized tiles), no-grad ones included.
   runtime::ExactProducts exact;
+  std::optional<runtime::Bf16Products> bf16;
+  std::optional<runtime::LibTorchProductsThreads> bf16_threads;
+  if (o_.bf16_base) bf16.emplace(), bf16_threads.emplace();
   try {
     return RunUnguarded(input, checkpoint_path, should_stop, progress);
   } catch (const c10::Error& e) {

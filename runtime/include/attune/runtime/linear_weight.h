@@ -49,6 +49,31 @@ class ExactProducts {
   bool previous_;
 };
 
+// While a Bf16Products object lives on a thread, the products that
+// dequantize tiles for a GEMM on that thread (many rows under ExactProducts,
+// and MulTransposed) round the tile and the activations to bf16 and run
+// LibTorch's bf16 GEMM (oneDNN; AVX512-BF16 or AMX where the CPU has them),
+// accumulating in fp32 and rounding the product to bf16: what
+// torch.autocast("cpu", dtype=torch.bfloat16) does to a linear layer
+// (relative error about 2^-8 per product). The GEMM runs on LibTorch's
+// intra-op threads. For the trainer's frozen base (TrainerOptions::bf16_base).
+// Scopes nest.
+class Bf16Products {
+ public:
+  Bf16Products();
+  ~Bf16Products();
+  Bf16Products(const Bf16Products&) = delete;
+  Bf16Products& operator=(const Bf16Products&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
+// True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16);
+// elsewhere a bf16 GEMM is emulated and slower than fp32.
+bool CpuHasBf16();
+
 class LinearWeight {
  public:
   LinearWeight() = default;

@@ -160,4 +160,21 @@ bool PlainViews(const Model& model, const LoraWeights* lora, KvCache* cache, Pla
 // library's default. See docs/runtime.md for why the default is (1, cores).
 void ConfigureThreads(int torch_threads, int blas_threads);
 
+// For work whose large products run on LibTorch's intra-op threads (the
+// trainer's bf16 base): while it lives, LibTorch gets as many intra-op
+// threads as OpenBLAS had, and OpenBLAS runs on the calling thread (two
+// spinning pools on the same cores slow both down). The decode kernels' pool
+// is left alone. The destructor restores both counts. Process-wide, as the
+// libraries' own settings are.
+class LibTorchProductsThreads {
+ public:
+  LibTorchProductsThreads();
+  ~LibTorchProductsThreads();
+  LibTorchProductsThreads(const LibTorchProductsThreads&) = delete;
+  LibTorchProductsThreads& operator=(const LibTorchProductsThreads&) = delete;
+
+ private:
+  int torch_ = 0, blas_ = 0;
+};
+
 }  // namespace attune::runtime
