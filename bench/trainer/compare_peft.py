@@ -7,7 +7,8 @@ RSS belongs to that configuration alone):
   * build/bench/trainer/trainer_bench (Attune, LibTorch) with and without
     gradient checkpointing, LibTorch intra-op threads 1 (the project default,
     OpenBLAS on 2 threads), and intra-op 2 without checkpointing (to show
-    oversubscription);
+    oversubscription); and with the frozen base's products in bf16
+    (TrainerOptions::bf16_base, intra-op 2 + OpenBLAS 1; --ours-bf16);
   * PEFT + PyTorch on the same GGUF file, which transformers dequantizes to
     fp32, with the same data shape (micro-batch of 4 random sequences of 256
     tokens, every position scored except the first), the same LoRA settings
@@ -45,6 +46,13 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 def default_model():
     home = os.environ.get("ATTUNE_HOME") or os.path.expanduser("~/.local/share/attune")
     return os.path.join(home, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def label_of(r):
+    """Threads and compute of one result row."""
+    if r["impl"] == "attune":
+        return f"torch {r['torch_threads']} + BLAS {r['blas_threads']} {'bf16' if r.get('bf16') else 'fp32'}"
+    return f"torch {r['torch_threads']} {r.get('dtype', 'fp32')}"
 
 
 # ---------------------------------------------------------------- workers
@@ -234,6 +242,9 @@ def main():
     ap.add_argument("--steps", type=int, default=3, help="timed steps per configuration (default 3)")
     ap.add_argument("--ours-torch-threads", default="1,2",
                     help="LibTorch intra-op threads to run ours with; OpenBLAS stays at 2 (default 1,2)")
+    ap.add_argument("--ours-bf16", default="0,1",
+                    help="ours in fp32 (0, torch threads as above + BLAS 2) and/or with the frozen base's products"
+                         " in bf16 (1, TrainerOptions::bf16_base: torch 2 + BLAS 1) (default 0,1)")
     ap.add_argument("--extra-threads-checkpointing", default="0",
                     help="checkpointing settings (0,1) on which ours also runs with torch threads != 1 (default 0)")
     ap.add_argument("--peft-threads", default="2", help="torch.set_num_threads values for PEFT (default 2)")
@@ -257,6 +268,7 @@ def main():
         ap.error(f"--model {args.model}: no such file (fetch it: attune model fetch)")
     ckpts = [int(c) for c in args.checkpointing.split(",") if c != ""]
     ours_threads = [int(t) for t in args.ours_torch_threads.split(",") if t != ""]
+    ours_bf16 = [int(b) for b in args.ours_bf16.split(",") if b != ""]
     peft_threads = [int(t) for t in args.peft_threads.split(",") if t != ""]
     peft_dtypes = [d for d in args.peft_dtypes.split(",") if d != ""]
     for d in peft_dtypes:
@@ -273,12 +285,16 @@ def main():
                                     args.lock)
     results["gemm_torch"] = run_json(me + ["--worker", "gemm", "--threads", "2"], args.lock, env)
     for c in ckpts:
-        for t in ours_threads:
+        for t in ours_threads if 0 in ours_bf16 else []:
             if t != 1 and str(c) not in args.extra_threads_checkpointing.split(","):
                 continue
             results["ours"].append(run_json(
                 [args.bench, "--model", args.model, "--checkpointing", str(c), "--torch-threads", str(t),
                  "--blas-threads", "2", "--json"] + shape, args.lock))
+        if 1 in ours_bf16:
+            results["ours"].append(run_json(
+                [args.bench, "--model", args.model, "--checkpointing", str(c), "--bf16", "1", "--torch-threads", "2",
+                 "--blas-threads", "1", "--json"] + shape, args.lock))
         for t in peft_threads:
             for d in peft_dtypes:
                 results["peft"].append(run_json(
@@ -290,37 +306,39 @@ def main():
             json.dump(results, fh, indent=2)
 
     # ---- table
-    print(f"\nSmolLM2-135M ({os.path.basename(args.model)}, fp32 compute), micro-batch {args.batch} x {args.seq} "
+    print(f"\nSmolLM2-135M ({os.path.basename(args.model)}), micro-batch {args.batch} x {args.seq} "
           f"tokens, LoRA r16 a32 all 7 targets, AdamW; {args.warmup} warm-up + {args.steps} timed steps\n")
-    hdr = f"| {'impl':<6} | {'ckpt':>4} | {'threads':<18} | {'tokens/s':>8} | {'step s':>6} | " \
+    hdr = f"| {'impl':<6} | {'ckpt':>4} | {'threads, compute':<23} | {'tokens/s':>8} | {'step s':>6} | " \
           f"{'opt s':>6} | {'peak RSS MiB':>12} | {'load peak MiB':>13} | {'train-phase peak MiB':>20} |"
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
     for r in results["ours"] + results["peft"]:
-        th = (f"torch {r['torch_threads']} + BLAS {r['blas_threads']}" if r["impl"] == "attune"
-              else f"torch {r['torch_threads']} {r.get('dtype', 'fp32')}")
-        print(f"| {r['impl']:<6} | {r['checkpointing']:>4} | {th:<18} | {r['tokens_per_second']:>8.1f} | "
+        print(f"| {r['impl']:<6} | {r['checkpointing']:>4} | {label_of(r):<23} | {r['tokens_per_second']:>8.1f} | "
               f"{r['step_seconds']:>6.2f} | {r['optimizer_seconds']:>6.3f} | {r['peak_rss_mb']:>12.0f} | "
               f"{r['rss_after_load_mb']:>13.0f} | {r['train_peak_rss_mb']:>20.0f} |")
 
-    print("\nRatios (ours = torch 1 + BLAS 2, the project default; PEFT = torch.set_num_threads(2), each dtype,"
-          " and PEFT's best = its fastest dtype at that checkpointing setting):\n")
-    print("| ckpt | PEFT dtype | tokens/s ours/PEFT (target >= 1.5) | peak RSS ours/PEFT (target <= 0.35) | train-phase peak ours/PEFT |")
-    print("|------|------------|------------------------------------|-------------------------------------|----------------------------|")
+    print("\nRatios (ours fp32 = torch 1 + BLAS 2, the project default; ours bf16 = TrainerOptions::bf16_base,"
+          " torch 2 + BLAS 1; PEFT = torch.set_num_threads(2), each dtype, and PEFT's best = its fastest dtype at"
+          " that checkpointing setting):\n")
+    print("| ckpt | ours | PEFT dtype | tokens/s ours/PEFT (target >= 1.5) | peak RSS ours/PEFT (target <= 0.35) | train-phase peak ours/PEFT |")
+    print("|------|------|------------|------------------------------------|-------------------------------------|----------------------------|")
     ratios = []
     for c in ckpts:
-        o = next((r for r in results["ours"] if r["checkpointing"] == c and r["torch_threads"] == 1), None)
         peers = [r for r in results["peft"] if r["checkpointing"] == c and r["torch_threads"] == 2]
-        if not (o and peers):
+        if not peers:
             continue
         best = max(peers, key=lambda r: r["tokens_per_second"])
-        for p in peers:
-            tr, mr = o["tokens_per_second"] / p["tokens_per_second"], o["peak_rss_mb"] / p["peak_rss_mb"]
-            hr = o["train_peak_rss_mb"] / p["train_peak_rss_mb"]
-            label = p.get("dtype", "fp32") + (" (best)" if p is best and len(peers) > 1 else "")
-            ratios.append({"checkpointing": c, "peft_dtype": p.get("dtype", "fp32"), "peft_best": p is best,
-                           "tokens_per_second": tr, "peak_rss": mr, "train_peak_rss": hr})
-            print(f"| {c:>4} | {label:<10} | {tr:>34.2f} | {mr:>35.2f} | {hr:>26.2f} |")
+        for o in results["ours"]:
+            if o["checkpointing"] != c or (not o.get("bf16") and o["torch_threads"] != 1):
+                continue
+            mine = "bf16" if o.get("bf16") else "fp32"
+            for p in peers:
+                tr, mr = o["tokens_per_second"] / p["tokens_per_second"], o["peak_rss_mb"] / p["peak_rss_mb"]
+                hr = o["train_peak_rss_mb"] / p["train_peak_rss_mb"]
+                label = p.get("dtype", "fp32") + (" (best)" if p is best and len(peers) > 1 else "")
+                ratios.append({"checkpointing": c, "ours": mine, "peft_dtype": p.get("dtype", "fp32"),
+                               "peft_best": p is best, "tokens_per_second": tr, "peak_rss": mr, "train_peak_rss": hr})
+                print(f"| {c:>4} | {mine} | {label:<10} | {tr:>34.2f} | {mr:>35.2f} | {hr:>26.2f} |")
     results["ratios"] = ratios
 
     g_ours, g_torch = results["gemm_ours"], results["gemm_torch"]
@@ -332,7 +350,8 @@ def main():
     floors = []
     for c in ckpts:
         f = flops_per_token(args.model, args.seq, 16, c)
-        o = next((r for r in results["ours"] if r["checkpointing"] == c and r["torch_threads"] == 1), None)
+        o = next((r for r in results["ours"] if r["checkpointing"] == c and r["torch_threads"] == 1
+                  and not r.get("bf16")), None)
         floor_tps = gemm / f["total"]
         frac = o["tokens_per_second"] / floor_tps if o else None
         floors.append({"checkpointing": c, "flops_per_token": f, "floor_tokens_per_second": floor_tps,

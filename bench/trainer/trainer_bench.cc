@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 
 struct Flags {
   std::string model;
-  int checkpointing = 0, torch_threads = 1, blas_threads = 2;
+  int checkpointing = 0, torch_threads = 1, blas_threads = 2, bf16 = 0;
   int64_t seq = 256, batch = 4, warmup = 1, steps = 3;
   uint64_t seed = 0;
   bool json = false, gemm = false;
@@ -52,12 +53,13 @@ struct Flags {
 
 [[noreturn]] void Usage(int code) {
   std::fprintf(code ? stderr : stdout,
-               "usage: trainer_bench [--model PATH] [--checkpointing 0|1] [--torch-threads N]\n"
+               "usage: trainer_bench [--model PATH] [--checkpointing 0|1] [--bf16 0|1] [--torch-threads N]\n"
                "                     [--blas-threads N] [--seq N] [--batch N] [--warmup N]\n"
                "                     [--steps N] [--seed N] [--json]\n"
                "       trainer_bench --gemm [--torch-threads N] [--blas-threads N] [--json]\n"
                "Measures LoRA training tokens/s and peak RSS (VmHWM) on one configuration,\n"
-               "or (--gemm) the fp32 GEMM rate at 256x576x1536.\n"
+               "or (--gemm) the fp32 GEMM rate at 256x576x1536. --bf16 1: the frozen base's\n"
+               "products in bf16 (TrainerOptions::bf16_base; LibTorch's intra-op threads run them).\n"
                "Defaults: the cached default model, checkpointing 0, torch threads 1,\n"
                "BLAS threads 2, seq 256, batch 4, warmup 1, steps 3.\n");
   std::exit(code);
@@ -74,6 +76,7 @@ Flags Parse(int argc, char** argv) {
     if (a == "--help" || a == "-h") Usage(0);
     else if (a == "--model") f.model = next();
     else if (a == "--checkpointing") f.checkpointing = std::stoi(next());
+    else if (a == "--bf16") f.bf16 = std::stoi(next());
     else if (a == "--torch-threads") f.torch_threads = std::stoi(next());
     else if (a == "--blas-threads") f.blas_threads = std::stoi(next());
     else if (a == "--seq") f.seq = std::stoll(next());
@@ -166,6 +169,8 @@ int main(int argc, char** argv) {
 
   double fb_s = 0, opt_s = 0, loss = 0;
   runtime::ExactProducts exact;  // as Trainer::Run holds one: every product the fp32 one backward differentiates
+  std::optional<runtime::Bf16Products> bf16;
+  if (f.bf16) bf16.emplace();
   auto step = [&](bool timed) {
     auto t0 = Clock::now();
     loss = trainer::ForwardBackward(*model, w, b.ids, f.checkpointing != 0,
@@ -188,12 +193,12 @@ int main(int argc, char** argv) {
   const double peak = std::max(train_peak, rss_after_load);
   if (f.json) {
     std::printf(
-        "{\"impl\": \"attune\", \"checkpointing\": %d, \"torch_threads\": %d, \"blas_threads\": %d, "
+        "{\"impl\": \"attune\", \"checkpointing\": %d, \"bf16\": %d, \"torch_threads\": %d, \"blas_threads\": %d, "
         "\"seq\": %lld, \"batch\": %lld, \"warmup\": %lld, \"steps\": %lld, \"tokens_per_second\": %.3f, "
         "\"step_seconds\": %.4f, \"forward_backward_seconds\": %.4f, \"optimizer_seconds\": %.5f, "
         "\"peak_rss_mb\": %.1f, \"train_peak_rss_mb\": %.1f, \"rss_after_load_mb\": %.1f, \"load_seconds\": %.3f, \"loss\": %.5f, "
         "\"lora_params\": %zu}\n",
-        f.checkpointing, f.torch_threads, f.blas_threads, static_cast<long long>(f.seq),
+        f.checkpointing, f.bf16, f.torch_threads, f.blas_threads, static_cast<long long>(f.seq),
         static_cast<long long>(f.batch), static_cast<long long>(f.warmup), static_cast<long long>(f.steps), tps,
         total / f.steps, fb_s / f.steps, opt_s / f.steps, peak, train_peak, rss_after_load, load_s, loss, lora.parameters().size());
   } else {
