@@ -48,7 +48,7 @@ struct QuantLinearFn : public torch::autograd::Function<QuantLinearFn> {
 thread_local bool exact_products = false;
 thread_local bool bf16_products = false;
 
-// y (+)= x wtᵀ through bf16 (see Bf16Products); x is already bf16.
+// out = x wtᵀ through bf16 (see Bf16Products); x is already bf16.
 void MulTileBf16(const at::Tensor& x_bf16, const at::Tensor& wt, at::Tensor out) {
   out.copy_(at::mm(x_bf16, wt.to(at::kBFloat16).t()));
 }

@@ -89,10 +89,6 @@ std::pair<at::Tensor, at::Tensor> TargetIndex(const Batch& batch) {
   return {idx.select(1, 0), idx.select(1, 1)};
 }
 
-}  // namespace
-
-namespace {
-
 // Rows of logits computed at once: about 32 MiB of floats ([170, 49152] for
 // SmolLM2's vocabulary), instead of [scored positions, vocab] several times
 // over (logits, log-softmax and their gradients: about 800 MiB at 1020 scored
@@ -102,9 +98,9 @@ int64_t HeadChunkRows(int64_t vocab) { return std::clamp<int64_t>((int64_t(1) <<
 // The output head followed by a per-row reduction of its log-probabilities,
 // one chunk of rows at a time. hn: the normed final hidden states [N, H].
 // With `base_lp` [N, V]: KL(base || head) per row; otherwise (`base_lp`
-// undefined or empty) log p(target) per row, `targets` [N] (int64). With `jac`, also each row's derivative of its
-// value with respect to its hn row ([N, H]): (onehot - p) W for a target,
-// (p - p_base) W for the KL. Because every value depends on its own row only,
+// undefined or empty) log p(target) per row, `targets` [N] (int64). With
+// `jac`, also each row's derivative of its value with respect to its hn row
+// ([N, H]): (onehot - p) W for a target, (p - p_base) W for the KL. Because every value depends on its own row only,
 // backward is then a scaling of these rows, and no [N, V] tensor lives
 // between forward and backward.
 at::Tensor HeadReduce(const runtime::LinearWeight& head, const at::Tensor& hn, const at::Tensor& targets,
