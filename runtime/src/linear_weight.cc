@@ -48,11 +48,6 @@ struct QuantLinearFn : public torch::autograd::Function<QuantLinearFn> {
 thread_local bool exact_products = false;
 thread_local bool bf16_products = false;
 
-// out = x wtᵀ through bf16 (see Bf16Products); x is already bf16.
-void MulTileBf16(const at::Tensor& x_bf16, const at::Tensor& wt, at::Tensor out) {
-  out.copy_(at::mm(x_bf16, wt.to(at::kBFloat16).t()));
-}
-
 }  // namespace
 
 Bf16Products::Bf16Products() : previous_(bf16_products) { bf16_products = true; }
@@ -115,7 +110,7 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
     at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
     at::Tensor out = y.narrow(1, r0, n);
     if (bf16) {
-      MulTileBf16(xb, wt, out);
+      out.copy_(at::mm(xb, wt.to(at::kBFloat16).t()));
     } else {
       out.copy_(at::mm(x2, wt.t()));
     }

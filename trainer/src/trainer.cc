@@ -9,8 +9,8 @@
 #include <fstream>
 #include <limits>
 #include <map>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 
