@@ -26,13 +26,17 @@ at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
   return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
 }
 
+// An operand of a product: in bf16 under Bf16Products (as autocast casts the
+// operands of matmul and linear), else as it is. Products come back to fp32.
+at::Tensor Operand(const at::Tensor& t) { return Bf16Products::active() ? t.to(at::kBFloat16) : t; }
+
 at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer) {
   at::Tensor y = L.proj[size_t(target)].Mul(x);
   if (lora) {
     const auto& p = lora->layers[layer][size_t(target)];
     if (p.a.defined()) {
       at::Tensor xin = lora->training && lora->dropout > 0 ? at::dropout(x, lora->dropout, /*train=*/true) : x;
-      y = y + at::linear(at::linear(xin, p.a), p.b) * lora->scale;
+      y = y + at::linear(at::linear(Operand(xin), Operand(p.a)), Operand(p.b)).to(at::kFloat) * lora->scale;
     }
   }
   return y;
@@ -89,9 +93,10 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
   // Grouped-query attention without repeating K/V: the G query heads of a kv
   // head are stacked along the row axis.
   at::Tensor qg = q.reshape({B, Hkv, G * T, D});
-  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)) * (1.0 / std::sqrt(double(D)));  // [B, Hkv, G*T, S]
+  at::Tensor scores = at::matmul(Operand(qg), Operand(k).transpose(-1, -2)).to(at::kFloat) *
+                      (1.0 / std::sqrt(double(D)));  // [B, Hkv, G*T, S]
   if (ctx.mask.defined()) scores = scores + ctx.mask;
-  at::Tensor attn = at::matmul(at::softmax(scores, -1), v);  // [B, Hkv, G*T, D]
+  at::Tensor attn = at::matmul(Operand(at::softmax(scores, -1)), Operand(v)).to(at::kFloat);  // [B, Hkv, G*T, D]
   attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   at::Tensor x = x_in + Project(L, kO, attn, lora, li);
 

@@ -1,11 +1,13 @@
 #include "attune/runtime/linear_weight.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cpuid.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "runtime/src/kernels/quant_dot.h"
@@ -26,6 +28,33 @@ void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
   ThreadPool::Default().Run((n + chunk - 1) / chunk, [&](int64_t c) {
     const int64_t a = c * chunk, rows = std::min(chunk, n - a);
     kernels::DequantizeRows(q.type, q.data + size_t(r0 + a) * q.row_bytes, q.row_bytes, rows, q.cols, dst + a * q.cols);
+  });
+}
+
+// fp32 -> bf16, rounding to nearest even (as at::Tensor::to does); NaN stays NaN.
+void ToBf16(const float* src, int64_t n, uint16_t* dst) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, &src[i], sizeof(u));
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    dst[i] = nan ? uint16_t((u >> 16) | 0x40u) : uint16_t(rounded);
+  }
+}
+
+// Dequantizes rows [r0, r0 + n) to bf16 into dst, 16 rows at a time across
+// LibTorch's intra-op threads (the ones its bf16 GEMM runs on next).
+void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* dst) {
+  const int64_t chunk = 16;
+  at::parallel_for(0, (n + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> rows_f32(size_t(chunk * q.cols));
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t a = c * chunk, rows = std::min(chunk, n - a);
+      kernels::DequantizeRows(q.type, q.data + size_t(r0 + a) * q.row_bytes, q.row_bytes, rows, q.cols,
+                              rows_f32.data());
+      ToBf16(rows_f32.data(), rows * q.cols, dst + a * q.cols);
+    }
   });
 }
 
@@ -100,20 +129,25 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
     MulRows(q_, x2.data_ptr<float>(), m, y.data_ptr<float>());
     return y;
   }
+  if (Bf16Products::active()) {
+    const at::Tensor xb = x2.to(at::kBFloat16);
+    const int64_t tile = TileRows(q_.cols);
+    std::vector<uint16_t> buf(size_t(std::min(tile, q_.rows) * q_.cols));
+    for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
+      const int64_t n = std::min(tile, q_.rows - r0);
+      DequantizeTileBf16(q_, r0, n, buf.data());
+      at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kBFloat16);
+      y.narrow(1, r0, n).copy_(at::mm(xb, wt.t()));
+    }
+    return y;
+  }
   const int64_t tile = TileRows(q_.cols);
   std::vector<float> buf(size_t(std::min(tile, q_.rows) * q_.cols));
-  const bool bf16 = Bf16Products::active();
-  const at::Tensor xb = bf16 ? x2.to(at::kBFloat16) : x2;
   for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
     const int64_t n = std::min(tile, q_.rows - r0);
     DequantizeTile(q_, r0, n, buf.data());
     at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
-    at::Tensor out = y.narrow(1, r0, n);
-    if (bf16) {
-      out.copy_(at::mm(xb, wt.to(at::kBFloat16).t()));
-    } else {
-      out.copy_(at::mm(x2, wt.t()));
-    }
+    y.narrow(1, r0, n).copy_(at::mm(x2, wt.t()));
   }
   return y;
 }
@@ -122,23 +156,31 @@ at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
   if (!quantized()) return at::matmul(g, w_);
   auto sizes = g.sizes().vec();
   at::Tensor g2 = g.reshape({-1, q_.rows}).to(at::kFloat).contiguous();
+  at::NoGradGuard ng;
+  sizes.back() = q_.cols;
+  if (Bf16Products::active()) {
+    const at::Tensor gb = g2.to(at::kBFloat16);
+    const int64_t tile = TileRows(q_.cols);
+    std::vector<uint16_t> buf(size_t(std::min(tile, q_.rows) * q_.cols));
+    at::Tensor y;
+    for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
+      const int64_t n = std::min(tile, q_.rows - r0);
+      DequantizeTileBf16(q_, r0, n, buf.data());
+      at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kBFloat16);
+      at::Tensor part = at::mm(gb.narrow(1, r0, n), wt);
+      y = y.defined() ? y.add_(part) : part.to(at::kFloat);
+    }
+    return y.view(sizes);
+  }
   at::Tensor y = at::zeros({g2.size(0), q_.cols}, at::kFloat);
   const int64_t tile = TileRows(q_.cols);
   std::vector<float> buf(size_t(std::min(tile, q_.rows) * q_.cols));
-  at::NoGradGuard ng;
-  const bool bf16 = Bf16Products::active();
-  const at::Tensor gb = bf16 ? g2.to(at::kBFloat16) : g2;
   for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
     const int64_t n = std::min(tile, q_.rows - r0);
     DequantizeTile(q_, r0, n, buf.data());
     at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
-    if (bf16) {
-      y.add_(at::mm(gb.narrow(1, r0, n), wt.to(at::kBFloat16)));
-    } else {
-      y.addmm_(g2.narrow(1, r0, n), wt);
-    }
+    y.addmm_(g2.narrow(1, r0, n), wt);
   }
-  sizes.back() = q_.cols;
   return y.view(sizes);
 }
 

@@ -55,9 +55,12 @@ class ExactProducts {
 // LibTorch's bf16 GEMM (oneDNN; AVX512-BF16 or AMX where the CPU has them),
 // accumulating in fp32 and rounding the product to bf16: what
 // torch.autocast("cpu", dtype=torch.bfloat16) does to a linear layer
-// (relative error about 2^-8 per product). The GEMM runs on LibTorch's
-// intra-op threads. For the trainer's frozen base (TrainerOptions::bf16_base).
-// Scopes nest.
+// (relative error about 2^-8 per product). The tile is dequantized straight
+// to bf16, and it and the GEMM run on LibTorch's intra-op threads. The
+// forward pass also runs the attention products (q kᵀ, p v) and the LoRA
+// products in bf16 in such a scope, as autocast does; norms, softmax, the
+// LoRA tensors themselves and their optimizer stay fp32. For the trainer's
+// frozen base (TrainerOptions::bf16_base). Scopes nest.
 class Bf16Products {
  public:
   Bf16Products();
