@@ -9,26 +9,16 @@
 #include <cmath>
 
 #include "attune/runtime/model.h"
+#include "runtime/src/bf16.h"
+#include "runtime/src/norm_rope.h"
 #include "runtime/src/kernels/thread_pool.h"
 
 namespace attune::runtime {
 namespace {
 
-at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& w, double eps) {
-  at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
-  return x * at::rsqrt(var + eps) * w;
-}
-
-// x [B, H, T, D]; cos/sin [T, D/2]. rotate_half: (x1, x2) -> (-x2, x1).
-at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-  return at::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
-}
-
 // An operand of a product: in bf16 under Bf16Products (as autocast casts the
 // operands of matmul and linear), else as it is. Products come back to fp32.
-at::Tensor Operand(const at::Tensor& t) { return Bf16Products::active() ? t.to(at::kBFloat16) : t; }
+at::Tensor Operand(const at::Tensor& t) { return Bf16Products::active() ? CastBf16(t) : t; }
 
 at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer) {
   at::Tensor y = L.proj[size_t(target)].Mul(x);
@@ -36,7 +26,7 @@ at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const
     const auto& p = lora->layers[layer][size_t(target)];
     if (p.a.defined()) {
       at::Tensor xin = lora->training && lora->dropout > 0 ? at::dropout(x, lora->dropout, /*train=*/true) : x;
-      y = y + at::linear(at::linear(Operand(xin), Operand(p.a)), Operand(p.b)).to(at::kFloat) * lora->scale;
+      y = y + CastFp32(at::linear(at::linear(Operand(xin), Operand(p.a)), Operand(p.b)), lora->scale);
     }
   }
   return y;
@@ -81,8 +71,8 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
     k = k + L.k_bias;
     v = v + L.v_bias;
   }
-  q = Rope(q.view({B, T, H, D}).transpose(1, 2), ctx.cos, ctx.sin);    // [B, H, T, D]
-  k = Rope(k.view({B, T, Hkv, D}).transpose(1, 2), ctx.cos, ctx.sin);  // [B, Hkv, T, D]
+  q = Rope(q.view({B, T, H, D}), ctx.cos, ctx.sin);    // [B, H, T, D]
+  k = Rope(k.view({B, T, Hkv, D}), ctx.cos, ctx.sin);  // [B, Hkv, T, D]
   v = v.view({B, T, Hkv, D}).transpose(1, 2);
   if (cache) {
     cache->k[li].narrow(2, ctx.past, T).copy_(k);
@@ -93,10 +83,10 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
   // Grouped-query attention without repeating K/V: the G query heads of a kv
   // head are stacked along the row axis.
   at::Tensor qg = q.reshape({B, Hkv, G * T, D});
-  at::Tensor scores = at::matmul(Operand(qg), Operand(k).transpose(-1, -2)).to(at::kFloat) *
-                      (1.0 / std::sqrt(double(D)));  // [B, Hkv, G*T, S]
+  at::Tensor scores =
+      CastFp32(at::matmul(Operand(qg), Operand(k).transpose(-1, -2)), 1.0 / std::sqrt(double(D)));  // [B, Hkv, G*T, S]
   if (ctx.mask.defined()) scores = scores + ctx.mask;
-  at::Tensor attn = at::matmul(Operand(at::softmax(scores, -1)), Operand(v)).to(at::kFloat);  // [B, Hkv, G*T, D]
+  at::Tensor attn = CastFp32(at::matmul(Operand(at::softmax(scores, -1)), Operand(v)));  // [B, Hkv, G*T, D]
   attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   at::Tensor x = x_in + Project(L, kO, attn, lora, li);
 

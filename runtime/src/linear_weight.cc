@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/src/bf16.h"
 #include "runtime/src/kernels/quant_dot.h"
 #include "runtime/src/kernels/thread_pool.h"
 
@@ -31,18 +32,6 @@ void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
   });
 }
 
-// fp32 -> bf16, rounding to nearest even (as at::Tensor::to does); NaN stays NaN.
-void ToBf16(const float* src, int64_t n, uint16_t* dst) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, &src[i], sizeof(u));
-    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    dst[i] = nan ? uint16_t((u >> 16) | 0x40u) : uint16_t(rounded);
-  }
-}
-
 // Dequantizes rows [r0, r0 + n) to bf16 into dst, 16 rows at a time across
 // LibTorch's intra-op threads (the ones its bf16 GEMM runs on next).
 void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* dst) {
@@ -53,7 +42,7 @@ void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* d
       const int64_t a = c * chunk, rows = std::min(chunk, n - a);
       kernels::DequantizeRows(q.type, q.data + size_t(r0 + a) * q.row_bytes, q.row_bytes, rows, q.cols,
                               rows_f32.data());
-      ToBf16(rows_f32.data(), rows * q.cols, dst + a * q.cols);
+      ToBf16(rows_f32.data(), rows * q.cols, dst + a * q.cols);  // one thread: already in a parallel region
     }
   });
 }
@@ -130,14 +119,18 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
     return y;
   }
   if (Bf16Products::active()) {
-    const at::Tensor xb = x2.to(at::kBFloat16);
+    const at::Tensor xb = Bf16Copy(x2);
     const int64_t tile = TileRows(q_.cols);
     std::vector<uint16_t> buf(size_t(std::min(tile, q_.rows) * q_.cols));
+    float* yd = y.data_ptr<float>();
     for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
       const int64_t n = std::min(tile, q_.rows - r0);
       DequantizeTileBf16(q_, r0, n, buf.data());
-      at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kBFloat16);
-      y.narrow(1, r0, n).copy_(at::mm(xb, wt.t()));
+      const at::Tensor part = at::mm(xb, at::from_blob(buf.data(), {n, q_.cols}, at::kBFloat16).t()).contiguous();
+      const auto* pd = reinterpret_cast<const uint16_t*>(part.data_ptr());
+      at::parallel_for(0, m, 16, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) FromBf16(pd + i * n, n, yd + i * q_.rows + r0);
+      });
     }
     return y;
   }
@@ -159,16 +152,16 @@ at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
   at::NoGradGuard ng;
   sizes.back() = q_.cols;
   if (Bf16Products::active()) {
-    const at::Tensor gb = g2.to(at::kBFloat16);
+    const at::Tensor gb = Bf16Copy(g2);
     const int64_t tile = TileRows(q_.cols);
     std::vector<uint16_t> buf(size_t(std::min(tile, q_.rows) * q_.cols));
-    at::Tensor y;
+    at::Tensor y = at::empty({g2.size(0), q_.cols}, at::kFloat);
     for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
       const int64_t n = std::min(tile, q_.rows - r0);
       DequantizeTileBf16(q_, r0, n, buf.data());
-      at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kBFloat16);
-      at::Tensor part = at::mm(gb.narrow(1, r0, n), wt);
-      y = y.defined() ? y.add_(part) : part.to(at::kFloat);
+      const at::Tensor part =
+          at::mm(gb.narrow(1, r0, n), at::from_blob(buf.data(), {n, q_.cols}, at::kBFloat16)).contiguous();
+      FromBf16(reinterpret_cast<const uint16_t*>(part.data_ptr()), part.numel(), y.data_ptr<float>(), r0 > 0);
     }
     return y.view(sizes);
   }

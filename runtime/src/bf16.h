@@ -1,0 +1,31 @@
+// fp32 <-> bf16 conversions for the bf16 products (Bf16Products): plain
+// loops over contiguous buffers, split across LibTorch's intra-op threads.
+// LibTorch 1.13's own dtype-converting copy runs at about a third of memory
+// speed here, and the bf16 training step converts every product's operands
+// and result.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace attune::runtime {
+
+// fp32 -> bf16, rounding to nearest even as LibTorch does; NaN stays NaN.
+void ToBf16(const float* src, int64_t n, uint16_t* dst);
+// bf16 -> fp32: dst = src * scale, or dst += src * scale with accumulate.
+void FromBf16(const uint16_t* src, int64_t n, float* dst, bool accumulate = false, float scale = 1.0f);
+
+// A bf16 copy of an fp32 tensor, and an fp32 copy of a bf16 one (contiguous;
+// no autograd).
+at::Tensor Bf16Copy(const at::Tensor& t);
+at::Tensor Fp32Copy(const at::Tensor& t, float scale = 1.0f);
+
+// Differentiable casts: t.to(kBFloat16), and t.to(kFloat) * scale (the
+// scale of a product folded into its conversion), with the loops above,
+// forward and backward. CastBf16 returns t itself when it is bf16 already;
+// CastFp32 of a tensor that is not bf16 is plain LibTorch (t * scale).
+at::Tensor CastBf16(const at::Tensor& t);
+at::Tensor CastFp32(const at::Tensor& t, double scale = 1.0);
+
+}  // namespace attune::runtime
