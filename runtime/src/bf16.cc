@@ -12,34 +12,37 @@ namespace {
 // Elements per thread's share below which a conversion stays on one thread.
 constexpr int64_t kGrain = int64_t(1) << 15;
 
-void ToBf16Serial(const float* src, int64_t n, uint16_t* dst) {
+void ToBf16Serial(const float* src, int64_t n, uint16_t* dst, float scale) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
+    const float v = src[i] * scale;
     uint32_t u;
-    std::memcpy(&u, &src[i], sizeof(u));
+    std::memcpy(&u, &v, sizeof(u));
     const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
     const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     dst[i] = nan ? uint16_t((u >> 16) | 0x40u) : uint16_t(rounded);
   }
 }
 
-void FromBf16Serial(const uint16_t* src, int64_t n, float* dst, bool accumulate, float scale) {
+inline float Bf16ToFloat(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// dst = src * scale (+ add, when given), or dst += src * scale. One loop
+// per case, so that each vectorizes.
+void FromBf16Serial(const uint16_t* src, int64_t n, float* dst, bool accumulate, float scale, const float* add) {
   if (accumulate) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t u = uint32_t(src[i]) << 16;
-      float f;
-      std::memcpy(&f, &u, sizeof(f));
-      dst[i] += f * scale;
-    }
+    for (int64_t i = 0; i < n; ++i) dst[i] += Bf16ToFloat(src[i]) * scale;
+  } else if (add) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFloat(src[i]) * scale + add[i];
   } else {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t u = uint32_t(src[i]) << 16;
-      float f;
-      std::memcpy(&f, &u, sizeof(f));
-      dst[i] = f * scale;
-    }
+    for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFloat(src[i]) * scale;
   }
 }
 
@@ -54,39 +57,57 @@ struct CastBf16Fn : public torch::autograd::Function<CastBf16Fn> {
 };
 
 struct CastFp32Fn : public torch::autograd::Function<CastFp32Fn> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& t, double scale) {
+  // mask: the address of a tensor, read only here (it is no input of the
+  // graph; an undefined one could not be).
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& t, double scale, int64_t mask) {
     ctx->saved_data["scale"] = scale;
-    return Fp32Copy(t, float(scale));
+    return Fp32Copy(t, float(scale), *reinterpret_cast<const at::Tensor*>(mask));
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list g) {
-    const double scale = ctx->saved_data["scale"].toDouble();
-    return {Bf16Copy(scale == 1.0 ? g[0] : g[0] * scale), at::Tensor()};
+    return {Bf16Copy(g[0], float(ctx->saved_data["scale"].toDouble())), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-void ToBf16(const float* src, int64_t n, uint16_t* dst) {
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { ToBf16Serial(src + b, e - b, dst + b); });
+void ToBf16(const float* src, int64_t n, uint16_t* dst, float scale) {
+  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { ToBf16Serial(src + b, e - b, dst + b, scale); });
 }
 
 void FromBf16(const uint16_t* src, int64_t n, float* dst, bool accumulate, float scale) {
   at::parallel_for(0, n, kGrain,
-                   [&](int64_t b, int64_t e) { FromBf16Serial(src + b, e - b, dst + b, accumulate, scale); });
+                   [&](int64_t b, int64_t e) { FromBf16Serial(src + b, e - b, dst + b, accumulate, scale, nullptr); });
 }
 
-at::Tensor Bf16Copy(const at::Tensor& t) {
+at::Tensor Bf16Copy(const at::Tensor& t, float scale) {
   const at::Tensor src = t.to(at::kFloat).contiguous();
   at::Tensor out = at::empty(src.sizes(), at::kBFloat16);
-  ToBf16(src.data_ptr<float>(), src.numel(), Bf16Data(out));
+  ToBf16(src.data_ptr<float>(), src.numel(), Bf16Data(out), scale);
   return out;
 }
 
-at::Tensor Fp32Copy(const at::Tensor& t, float scale) {
-  if (t.scalar_type() != at::kBFloat16) return scale == 1.0f ? t.to(at::kFloat) : t.to(at::kFloat) * scale;
+at::Tensor Fp32Copy(const at::Tensor& t, float scale, const at::Tensor& mask) {
+  if (t.scalar_type() != at::kBFloat16) {
+    at::Tensor out = scale == 1.0f ? t.to(at::kFloat) : t.to(at::kFloat) * scale;
+    return mask.defined() ? out + mask : out;
+  }
   const at::Tensor src = t.contiguous();
   at::Tensor out = at::empty(src.sizes(), at::kFloat);
-  FromBf16(Bf16Data(src), src.numel(), out.data_ptr<float>(), /*accumulate=*/false, scale);
+  if (!mask.defined()) {
+    FromBf16(Bf16Data(src), src.numel(), out.data_ptr<float>(), /*accumulate=*/false, scale);
+    return out;
+  }
+  // The mask [R, S] repeats over the leading axes: row i takes mask row i % R.
+  const at::Tensor m = mask.to(at::kFloat).contiguous();
+  const int64_t cols = src.size(-1), rows = src.numel() / cols, mask_rows = m.numel() / cols;
+  const uint16_t* sd = Bf16Data(src);
+  const float* md = m.data_ptr<float>();
+  float* od = out.data_ptr<float>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      FromBf16Serial(sd + i * cols, cols, od + i * cols, false, scale, md + (i % mask_rows) * cols);
+    }
+  });
   return out;
 }
 
@@ -95,10 +116,10 @@ at::Tensor CastBf16(const at::Tensor& t) {
   return t.requires_grad() ? CastBf16Fn::apply(t) : Bf16Copy(t);
 }
 
-at::Tensor CastFp32(const at::Tensor& t, double scale) {
-  if (t.scalar_type() != at::kBFloat16) return scale == 1.0 ? t.to(at::kFloat) : t.to(at::kFloat) * scale;
-  if (t.requires_grad()) return CastFp32Fn::apply(t, scale);
-  return Fp32Copy(t, float(scale));
+at::Tensor CastFp32(const at::Tensor& t, double scale, const at::Tensor& mask) {
+  if (t.scalar_type() != at::kBFloat16) return Fp32Copy(t, float(scale), mask);
+  if (t.requires_grad()) return CastFp32Fn::apply(t, scale, reinterpret_cast<int64_t>(&mask));
+  return Fp32Copy(t, float(scale), mask);
 }
 
 }  // namespace attune::runtime

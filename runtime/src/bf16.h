@@ -11,21 +11,24 @@
 
 namespace attune::runtime {
 
-// fp32 -> bf16, rounding to nearest even as LibTorch does; NaN stays NaN.
-void ToBf16(const float* src, int64_t n, uint16_t* dst);
+// fp32 -> bf16 of src * scale, rounding to nearest even as LibTorch does;
+// NaN stays NaN.
+void ToBf16(const float* src, int64_t n, uint16_t* dst, float scale = 1.0f);
 // bf16 -> fp32: dst = src * scale, or dst += src * scale with accumulate.
 void FromBf16(const uint16_t* src, int64_t n, float* dst, bool accumulate = false, float scale = 1.0f);
 
-// A bf16 copy of an fp32 tensor, and an fp32 copy of a bf16 one (contiguous;
-// no autograd).
-at::Tensor Bf16Copy(const at::Tensor& t);
-at::Tensor Fp32Copy(const at::Tensor& t, float scale = 1.0f);
+// A bf16 copy of t * scale, and an fp32 copy of t * scale + mask (mask
+// [R, S] added to every R rows of t's last axis S; undefined: none), both
+// contiguous, no autograd.
+at::Tensor Bf16Copy(const at::Tensor& t, float scale = 1.0f);
+at::Tensor Fp32Copy(const at::Tensor& t, float scale = 1.0f, const at::Tensor& mask = {});
 
-// Differentiable casts: t.to(kBFloat16), and t.to(kFloat) * scale (the
-// scale of a product folded into its conversion), with the loops above,
-// forward and backward. CastBf16 returns t itself when it is bf16 already;
-// CastFp32 of a tensor that is not bf16 is plain LibTorch (t * scale).
+// Differentiable casts: t.to(kBFloat16), and t.to(kFloat) * scale + mask
+// (a product's scale and the attention mask folded into its conversion),
+// with the loops above, forward and backward. CastBf16 returns t itself
+// when it is bf16 already; CastFp32 of a tensor that is not bf16 is plain
+// LibTorch.
 at::Tensor CastBf16(const at::Tensor& t);
-at::Tensor CastFp32(const at::Tensor& t, double scale = 1.0);
+at::Tensor CastFp32(const at::Tensor& t, double scale = 1.0, const at::Tensor& mask = {});
 
 }  // namespace attune::runtime

@@ -83,9 +83,8 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
   // Grouped-query attention without repeating K/V: the G query heads of a kv
   // head are stacked along the row axis.
   at::Tensor qg = q.reshape({B, Hkv, G * T, D});
-  at::Tensor scores =
-      CastFp32(at::matmul(Operand(qg), Operand(k).transpose(-1, -2)), 1.0 / std::sqrt(double(D)));  // [B, Hkv, G*T, S]
-  if (ctx.mask.defined()) scores = scores + ctx.mask;
+  const at::Tensor scores = CastFp32(at::matmul(Operand(qg), Operand(k).transpose(-1, -2)), 1.0 / std::sqrt(double(D)),
+                                     ctx.mask);  // [B, Hkv, G*T, S]
   at::Tensor attn = CastFp32(at::matmul(Operand(at::softmax(scores, -1)), Operand(v)));  // [B, Hkv, G*T, D]
   attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   at::Tensor x = x_in + Project(L, kO, attn, lora, li);

@@ -77,6 +77,15 @@ TEST(NormRopeTest, CastsRoundAsLibTorchAndCarryGradients) {
   EXPECT_TRUE(at::equal(b, br));
   EXPECT_TRUE(at::equal(Fp32Copy(br, 0.5f), br.to(at::kFloat) * 0.5));
 
+  // A mask [R, S] over every R rows, as the attention's causal mask.
+  at::Tensor scores = at::randn({2, 3, 4, 5}, gen).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor mask = at::randn({4, 5}, gen);
+  at::Tensor masked = CastFp32(scores, 0.125, mask);
+  EXPECT_TRUE(at::equal(masked, scores.detach().to(at::kFloat) * 0.125 + mask));
+  at::Tensor gm = at::randn({2, 3, 4, 5}, gen);
+  at::Tensor dscores = torch::autograd::grad({masked}, {scores}, {gm})[0];
+  EXPECT_TRUE(at::equal(dscores, (gm * 0.125).to(at::kBFloat16)));
+
   at::Tensor xs = at::randn({6, 5}, gen).requires_grad_(true);
   at::Tensor y = CastFp32(at::matmul(CastBf16(xs), CastBf16(xs).t()), 0.25);
   EXPECT_EQ(y.scalar_type(), at::kFloat);
