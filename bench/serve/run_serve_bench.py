@@ -27,7 +27,11 @@ import time
 import urllib.error
 import urllib.request
 
-DEFAULT_MODEL = os.path.expanduser("~/.local/share/attune/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+# The default model where `attune model fetch` puts it (runtime/src/model_store.cc).
+DEFAULT_MODEL = os.path.join(
+    os.environ.get("ATTUNE_MODEL_CACHE")
+    or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "attune"),
+    "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def http(url, body=None, method=None, timeout=600):

@@ -44,8 +44,12 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def default_model():
-    home = os.environ.get("ATTUNE_HOME") or os.path.expanduser("~/.local/share/attune")
-    return os.path.join(home, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    """The default model where `attune model fetch` puts it (runtime/src/model_store.cc)."""
+    cache = os.environ.get("ATTUNE_MODEL_CACHE")
+    if not cache:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        cache = os.path.join(xdg, "attune") if xdg else os.path.expanduser("~/.cache/attune")
+    return os.path.join(cache, "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def label_of(r):
