@@ -7,7 +7,6 @@
 #include <cpuid.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "runtime/src/bf16.h"
@@ -45,6 +44,25 @@ void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* d
       ToBf16(rows_f32.data(), rows * q.cols, dst + a * q.cols);  // one thread: already in a parallel region
     }
   });
+}
+
+// Calls f(r0, n, tile) for each tile of rows [r0, r0 + n) of q, dequantized
+// to bf16 (on LibTorch's threads) or to fp32 (on the pool).
+template <typename F>
+void ForEachTile(const QuantMatrix& q, bool bf16, F&& f) {
+  const int64_t tile = TileRows(q.cols), cap = std::min(tile, q.rows) * q.cols;
+  std::vector<float> f32(size_t(bf16 ? 0 : cap));
+  std::vector<uint16_t> b16(size_t(bf16 ? cap : 0));
+  for (int64_t r0 = 0; r0 < q.rows; r0 += tile) {
+    const int64_t n = std::min(tile, q.rows - r0);
+    if (bf16) {
+      DequantizeTileBf16(q, r0, n, b16.data());
+      f(r0, n, at::from_blob(b16.data(), {n, q.cols}, at::kBFloat16));
+    } else {
+      DequantizeTile(q, r0, n, f32.data());
+      f(r0, n, at::from_blob(f32.data(), {n, q.cols}, at::kFloat));
+    }
+  }
 }
 
 // Autograd for a frozen quantized weight: d(x Wᵀ)/dx · g = g W. Nothing is
@@ -118,30 +136,23 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
     MulRows(q_, x2.data_ptr<float>(), m, y.data_ptr<float>());
     return y;
   }
-  if (Bf16Products::active()) {
-    const at::Tensor xb = Bf16Copy(x2);
-    const int64_t tile = TileRows(q_.cols);
-    std::vector<uint16_t> buf(size_t(std::min(tile, q_.rows) * q_.cols));
-    float* yd = y.data_ptr<float>();
-    for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
-      const int64_t n = std::min(tile, q_.rows - r0);
-      DequantizeTileBf16(q_, r0, n, buf.data());
-      const at::Tensor part = at::mm(xb, at::from_blob(buf.data(), {n, q_.cols}, at::kBFloat16).t()).contiguous();
-      const auto* pd = reinterpret_cast<const uint16_t*>(part.data_ptr());
-      at::parallel_for(0, m, 16, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) FromBf16(pd + i * n, n, yd + i * q_.rows + r0);
-      });
+  // Under Bf16Products each tile's product is bf16; it is widened into its
+  // columns of y.
+  const bool bf16 = Bf16Products::active();
+  const at::Tensor xin = bf16 ? Bf16Copy(x2) : x2;
+  float* yd = y.data_ptr<float>();
+  ForEachTile(q_, bf16, [&](int64_t r0, int64_t n, const at::Tensor& wt) {
+    const at::Tensor part = at::mm(xin, wt.t());
+    if (!bf16) {
+      y.narrow(1, r0, n).copy_(part);
+      return;
     }
-    return y;
-  }
-  const int64_t tile = TileRows(q_.cols);
-  std::vector<float> buf(size_t(std::min(tile, q_.rows) * q_.cols));
-  for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
-    const int64_t n = std::min(tile, q_.rows - r0);
-    DequantizeTile(q_, r0, n, buf.data());
-    at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
-    y.narrow(1, r0, n).copy_(at::mm(x2, wt.t()));
-  }
+    const at::Tensor bf16_part = part.contiguous();
+    const auto* pd = reinterpret_cast<const uint16_t*>(bf16_part.data_ptr());
+    at::parallel_for(0, m, 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) FromBf16(pd + i * n, n, yd + i * q_.rows + r0);
+    });
+  });
   return y;
 }
 
@@ -151,29 +162,18 @@ at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
   at::Tensor g2 = g.reshape({-1, q_.rows}).to(at::kFloat).contiguous();
   at::NoGradGuard ng;
   sizes.back() = q_.cols;
-  if (Bf16Products::active()) {
-    const at::Tensor gb = Bf16Copy(g2);
-    const int64_t tile = TileRows(q_.cols);
-    std::vector<uint16_t> buf(size_t(std::min(tile, q_.rows) * q_.cols));
-    at::Tensor y = at::empty({g2.size(0), q_.cols}, at::kFloat);
-    for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
-      const int64_t n = std::min(tile, q_.rows - r0);
-      DequantizeTileBf16(q_, r0, n, buf.data());
-      const at::Tensor part =
-          at::mm(gb.narrow(1, r0, n), at::from_blob(buf.data(), {n, q_.cols}, at::kBFloat16)).contiguous();
-      FromBf16(reinterpret_cast<const uint16_t*>(part.data_ptr()), part.numel(), y.data_ptr<float>(), r0 > 0);
-    }
-    return y.view(sizes);
-  }
+  // Under Bf16Products each tile's partial sum is bf16, widened and added.
+  const bool bf16 = Bf16Products::active();
+  const at::Tensor gin = bf16 ? Bf16Copy(g2) : g2;
   at::Tensor y = at::zeros({g2.size(0), q_.cols}, at::kFloat);
-  const int64_t tile = TileRows(q_.cols);
-  std::vector<float> buf(size_t(std::min(tile, q_.rows) * q_.cols));
-  for (int64_t r0 = 0; r0 < q_.rows; r0 += tile) {
-    const int64_t n = std::min(tile, q_.rows - r0);
-    DequantizeTile(q_, r0, n, buf.data());
-    at::Tensor wt = at::from_blob(buf.data(), {n, q_.cols}, at::kFloat);
-    y.addmm_(g2.narrow(1, r0, n), wt);
-  }
+  ForEachTile(q_, bf16, [&](int64_t r0, int64_t n, const at::Tensor& wt) {
+    if (!bf16) {
+      y.addmm_(g2.narrow(1, r0, n), wt);
+      return;
+    }
+    const at::Tensor part = at::mm(gin.narrow(1, r0, n), wt).contiguous();
+    FromBf16(reinterpret_cast<const uint16_t*>(part.data_ptr()), part.numel(), y.data_ptr<float>(), /*accumulate=*/true);
+  });
   return y.view(sizes);
 }
 
