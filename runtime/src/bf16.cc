@@ -2,9 +2,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstring>
+
+#include "runtime/src/kernels/quant_dot.h"
 
 namespace attune::runtime {
 namespace {
@@ -12,19 +15,12 @@ namespace {
 // Elements per thread's share below which a conversion stays on one thread.
 constexpr int64_t kGrain = int64_t(1) << 15;
 
-void ToBf16Serial(const float* src, int64_t n, uint16_t* dst, float scale) {
+[[gnu::always_inline]] inline void ToBf16Body(const float* src, int64_t n, uint16_t* dst, float scale) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = src[i] * scale;
-    uint32_t u;
-    std::memcpy(&u, &v, sizeof(u));
-    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    dst[i] = nan ? uint16_t((u >> 16) | 0x40u) : uint16_t(rounded);
-  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = c10::detail::round_to_nearest_even(src[i] * scale);
 }
 
-inline float Bf16ToFloat(uint16_t b) {
+[[gnu::always_inline]] inline float Bf16ToFloat(uint16_t b) {
   const uint32_t u = uint32_t(b) << 16;
   float f;
   std::memcpy(&f, &u, sizeof(f));
@@ -33,7 +29,8 @@ inline float Bf16ToFloat(uint16_t b) {
 
 // dst = src * scale (+ add, when given), or dst += src * scale. One loop
 // per case, so that each vectorizes.
-void FromBf16Serial(const uint16_t* src, int64_t n, float* dst, bool accumulate, float scale, const float* add) {
+[[gnu::always_inline]] inline void FromBf16Body(const uint16_t* src, int64_t n, float* dst, bool accumulate,
+                                                float scale, const float* add) {
   if (accumulate) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) dst[i] += Bf16ToFloat(src[i]) * scale;
@@ -43,6 +40,39 @@ void FromBf16Serial(const uint16_t* src, int64_t n, float* dst, bool accumulate,
   } else {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFloat(src[i]) * scale;
+  }
+}
+
+// The loops built for AVX-512, AVX2 and the baseline (the rest of this
+// LibTorch code is built for the baseline), chosen as the quantized kernels
+// are (kernels::ActiveIsa, ATTUNE_KERNELS). No fused multiply-add, so that
+// every build rounds alike.
+#define ATTUNE_CONVERSIONS(SUFFIX, ATTRS)                                                                \
+  ATTRS void ToBf16##SUFFIX(const float* src, int64_t n, uint16_t* dst, float scale) {                 \
+    ToBf16Body(src, n, dst, scale);                                                                     \
+  }                                                                                                     \
+  ATTRS void FromBf16##SUFFIX(const uint16_t* src, int64_t n, float* dst, bool accumulate, float scale, \
+                              const float* add) {                                                       \
+    FromBf16Body(src, n, dst, accumulate, scale, add);                                                  \
+  }
+ATTUNE_CONVERSIONS(Avx512, __attribute__((target("avx512f,avx512bw"), optimize("fp-contract=off"))))
+ATTUNE_CONVERSIONS(Avx2, __attribute__((target("avx2"), optimize("fp-contract=off"))))
+ATTUNE_CONVERSIONS(Scalar, __attribute__((optimize("fp-contract=off"))))
+#undef ATTUNE_CONVERSIONS
+
+void ToBf16Serial(const float* src, int64_t n, uint16_t* dst, float scale) {
+  switch (kernels::ActiveIsa()) {
+    case kernels::Isa::kAvx512: return ToBf16Avx512(src, n, dst, scale);
+    case kernels::Isa::kAvx2: return ToBf16Avx2(src, n, dst, scale);
+    default: return ToBf16Scalar(src, n, dst, scale);
+  }
+}
+
+void FromBf16Serial(const uint16_t* src, int64_t n, float* dst, bool accumulate, float scale, const float* add) {
+  switch (kernels::ActiveIsa()) {
+    case kernels::Isa::kAvx512: return FromBf16Avx512(src, n, dst, accumulate, scale, add);
+    case kernels::Isa::kAvx2: return FromBf16Avx2(src, n, dst, accumulate, scale, add);
+    default: return FromBf16Scalar(src, n, dst, accumulate, scale, add);
   }
 }
 

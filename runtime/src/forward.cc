@@ -20,8 +20,17 @@ namespace {
 // operands of matmul and linear), else as it is. Products come back to fp32.
 at::Tensor Operand(const at::Tensor& t) { return Bf16Products::active() ? CastBf16(t) : t; }
 
-at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer) {
-  at::Tensor y = L.proj[size_t(target)].Mul(x);
+// x rounded to bf16 once for the base products of the weights that share
+// it (q, k, v; gate, up) under Bf16Products; else undefined.
+at::Tensor SharedBf16(const LinearWeight& w, const at::Tensor& x) {
+  if (!Bf16Products::active() || !w.quantized()) return {};
+  at::NoGradGuard ng;
+  return Bf16Copy(x);
+}
+
+at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer,
+                   const at::Tensor& x_bf16 = {}) {
+  at::Tensor y = L.proj[size_t(target)].Mul(x, x_bf16);
   if (lora) {
     const auto& p = lora->layers[layer][size_t(target)];
     if (p.a.defined()) {
@@ -65,7 +74,8 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
   const int64_t S = ctx.past + T;
   const LayerWeights& L = model.layers()[li];
   at::Tensor h = RmsNorm(x_in, L.attn_norm, c.rms_eps);
-  at::Tensor q = Project(L, kQ, h, lora, li), k = Project(L, kK, h, lora, li), v = Project(L, kV, h, lora, li);
+  at::Tensor hb = SharedBf16(L.proj[kQ], h);
+  at::Tensor q = Project(L, kQ, h, lora, li, hb), k = Project(L, kK, h, lora, li, hb), v = Project(L, kV, h, lora, li, hb);
   if (L.q_bias.defined()) {
     q = q + L.q_bias;
     k = k + L.k_bias;
@@ -90,7 +100,8 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
   at::Tensor x = x_in + Project(L, kO, attn, lora, li);
 
   h = RmsNorm(x, L.ffn_norm, c.rms_eps);
-  at::Tensor gate = Project(L, kGate, h, lora, li), up = Project(L, kUp, h, lora, li);
+  hb = SharedBf16(L.proj[kGate], h);
+  at::Tensor gate = Project(L, kGate, h, lora, li, hb), up = Project(L, kUp, h, lora, li, hb);
   return x + Project(L, kDown, at::silu(gate) * up, lora, li);
 }
 

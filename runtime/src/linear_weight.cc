@@ -66,18 +66,21 @@ void ForEachTile(const QuantMatrix& q, bool bf16, F&& f) {
 }
 
 // Autograd for a frozen quantized weight: d(x Wᵀ)/dx · g = g W. Nothing is
-// saved but the weight's address (it outlives every graph built on it).
+// saved but the weight's address (it outlives every graph built on it). The
+// bf16 copy of x is passed by address too (0: none), read only in forward
+// while the caller holds it.
 struct QuantLinearFn : public torch::autograd::Function<QuantLinearFn> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t weight) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t weight,
+                            int64_t x_bf16) {
     ctx->saved_data["w"] = weight;
     const auto* w = reinterpret_cast<const LinearWeight*>(weight);
     at::NoGradGuard ng;
     ExactProducts exact;  // the product backward differentiates
-    return w->Mul(x);
+    return x_bf16 ? w->Mul(x, *reinterpret_cast<const at::Tensor*>(x_bf16)) : w->Mul(x);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad) {
     const auto* w = reinterpret_cast<const LinearWeight*>(ctx->saved_data["w"].toInt());
-    return {w->MulTransposed(grad[0]), at::Tensor()};
+    return {w->MulTransposed(grad[0]), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -113,19 +116,21 @@ LinearWeight::LinearWeight(at::Tensor w) : w_(w.contiguous()) {
 
 LinearWeight::LinearWeight(QuantMatrix q) : q_(std::move(q)) {}
 
-at::Tensor LinearWeight::Mul(const at::Tensor& x) const {
+at::Tensor LinearWeight::Mul(const at::Tensor& x, const at::Tensor& x_bf16) const {
   if (!quantized()) return at::linear(x, w_);
   if (x.requires_grad() && at::GradMode::is_enabled()) {
-    return QuantLinearFn::apply(x, reinterpret_cast<int64_t>(this));
+    return QuantLinearFn::apply(x, reinterpret_cast<int64_t>(this),
+                                x_bf16.defined() ? reinterpret_cast<int64_t>(&x_bf16) : int64_t(0));
   }
   auto sizes = x.sizes().vec();
   at::Tensor x2 = x.reshape({-1, q_.cols}).to(at::kFloat).contiguous();
-  at::Tensor y = MulNoGrad(x2, ExactProducts::active());
+  const at::Tensor x2_bf16 = x_bf16.defined() ? x_bf16.reshape({-1, q_.cols}).contiguous() : at::Tensor();
+  at::Tensor y = MulNoGrad(x2, ExactProducts::active(), x2_bf16);
   sizes.back() = q_.rows;
   return y.view(sizes);
 }
 
-at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
+at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact, const at::Tensor& x2_bf16) const {
   const int64_t m = x2.size(0);
   at::Tensor y = at::empty({m, q_.rows}, at::kFloat);
   if (m == 1) {
@@ -139,7 +144,7 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact) const {
   // Under Bf16Products each tile's product is bf16; it is widened into its
   // columns of y.
   const bool bf16 = Bf16Products::active();
-  const at::Tensor xin = bf16 ? Bf16Copy(x2) : x2;
+  const at::Tensor xin = !bf16 ? x2 : x2_bf16.defined() ? x2_bf16 : Bf16Copy(x2);
   float* yd = y.data_ptr<float>();
   ForEachTile(q_, bf16, [&](int64_t r0, int64_t n, const at::Tensor& wt) {
     const at::Tensor part = at::mm(xin, wt.t());

@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "runtime/src/bf16.h"
+#include "runtime/src/kernels/quant_dot.h"
 #include "runtime/src/norm_rope.h"
 
 namespace attune::runtime {
@@ -63,36 +64,54 @@ TEST(NormRopeTest, RopeEqualsRotateHalfAndTransposesToHeadsFirst) {
 }
 
 // The differentiable casts round as LibTorch rounds, scale, and pass
-// gradients back in the input's dtype.
+// gradients back in the input's dtype, on every instruction set of this CPU
+// and the scalar path (the conversion loops dispatch as the kernels do).
 TEST(NormRopeTest, CastsRoundAsLibTorchAndCarryGradients) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
-  at::Tensor x = at::randn({4, 33}, gen);
-  x[0][0] = std::numeric_limits<float>::quiet_NaN();
-  x[0][1] = std::numeric_limits<float>::infinity();
-  x[0][2] = 1.0f + 1.0f / 256.0f;  // a tie: rounds to even (1.0)
-  at::Tensor b = Bf16Copy(x), br = x.to(at::kBFloat16);
-  EXPECT_TRUE(at::isnan(b[0][0]).item<bool>());
-  b[0][0] = 0;
-  br[0][0] = 0;
-  EXPECT_TRUE(at::equal(b, br));
-  EXPECT_TRUE(at::equal(Fp32Copy(br, 0.5f), br.to(at::kFloat) * 0.5));
+  const kernels::Isa previous = kernels::ActiveIsa();
+  for (kernels::Isa isa : {kernels::Isa::kScalar, kernels::Isa::kAvx2, kernels::Isa::kAvx512}) {
+    if (!kernels::IsaSupported(isa)) continue;
+    SCOPED_TRACE(kernels::IsaName(isa));
+    kernels::ForceIsa(isa);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
+    at::Tensor x = at::randn({4, 33}, gen);
+    x[0][0] = std::numeric_limits<float>::quiet_NaN();
+    x[0][1] = std::numeric_limits<float>::infinity();
+    x[0][2] = 1.0f + 1.0f / 256.0f;  // a tie: rounds to even (1.0)
+    at::Tensor b = Bf16Copy(x), br = x.to(at::kBFloat16);
+    EXPECT_TRUE(at::isnan(b[0][0]).item<bool>());
+    b[0][0] = 0;
+    br[0][0] = 0;
+    EXPECT_TRUE(at::equal(b, br));
+    EXPECT_TRUE(at::equal(Fp32Copy(br, 0.5f), br.to(at::kFloat) * 0.5));
+    // More than one thread's share, with a tail no vector width divides.
+    at::Tensor big = at::randn({3, 70001}, gen) * 1000;
+    EXPECT_TRUE(at::equal(Bf16Copy(big, 0.25f), (big * 0.25).to(at::kBFloat16)));
+    at::Tensor big_b = big.to(at::kBFloat16);
+    EXPECT_TRUE(at::equal(Fp32Copy(big_b, 3.0f), big_b.to(at::kFloat) * 3.0));
+    at::Tensor acc = at::randn({3, 70001}, gen);
+    const at::Tensor sum = acc + big_b.to(at::kFloat);
+    FromBf16(reinterpret_cast<const uint16_t*>(big_b.data_ptr()), big_b.numel(), acc.data_ptr<float>(),
+             /*accumulate=*/true);
+    EXPECT_TRUE(at::equal(acc, sum));
 
-  // A mask [R, S] over every R rows, as the attention's causal mask.
-  at::Tensor scores = at::randn({2, 3, 4, 5}, gen).to(at::kBFloat16).requires_grad_(true);
-  at::Tensor mask = at::randn({4, 5}, gen);
-  at::Tensor masked = CastFp32(scores, 0.125, mask);
-  EXPECT_TRUE(at::equal(masked, scores.detach().to(at::kFloat) * 0.125 + mask));
-  at::Tensor gm = at::randn({2, 3, 4, 5}, gen);
-  at::Tensor dscores = torch::autograd::grad({masked}, {scores}, {gm})[0];
-  EXPECT_TRUE(at::equal(dscores, (gm * 0.125).to(at::kBFloat16)));
+    // A mask [R, S] over every R rows, as the attention's causal mask.
+    at::Tensor scores = at::randn({2, 3, 4, 5}, gen).to(at::kBFloat16).requires_grad_(true);
+    at::Tensor mask = at::randn({4, 5}, gen);
+    at::Tensor masked = CastFp32(scores, 0.125, mask);
+    EXPECT_TRUE(at::equal(masked, scores.detach().to(at::kFloat) * 0.125 + mask));
+    at::Tensor gm = at::randn({2, 3, 4, 5}, gen);
+    at::Tensor dscores = torch::autograd::grad({masked}, {scores}, {gm})[0];
+    EXPECT_TRUE(at::equal(dscores, (gm * 0.125).to(at::kBFloat16)));
 
-  at::Tensor xs = at::randn({6, 5}, gen).requires_grad_(true);
-  at::Tensor y = CastFp32(at::matmul(CastBf16(xs), CastBf16(xs).t()), 0.25);
-  EXPECT_EQ(y.scalar_type(), at::kFloat);
-  at::Tensor g = torch::autograd::grad({y.sum()}, {xs})[0];
-  EXPECT_EQ(g.scalar_type(), at::kFloat);
-  at::Tensor gr = torch::autograd::grad({(at::matmul(xs, xs.t()) * 0.25).sum()}, {xs})[0];
-  EXPECT_LT((g - gr).abs().max().item<double>(), 0.02 * gr.abs().max().item<double>());
+    at::Tensor xs = at::randn({6, 5}, gen).requires_grad_(true);
+    at::Tensor y = CastFp32(at::matmul(CastBf16(xs), CastBf16(xs).t()), 0.25);
+    EXPECT_EQ(y.scalar_type(), at::kFloat);
+    at::Tensor g = torch::autograd::grad({y.sum()}, {xs})[0];
+    EXPECT_EQ(g.scalar_type(), at::kFloat);
+    at::Tensor gr = torch::autograd::grad({(at::matmul(xs, xs.t()) * 0.25).sum()}, {xs})[0];
+    EXPECT_LT((g - gr).abs().max().item<double>(), 0.02 * gr.abs().max().item<double>());
+  }
+  kernels::ForceIsa(previous);
 }
 
 }  // namespace

@@ -60,7 +60,7 @@ class ExactProducts {
 // forward pass also runs the attention products (q kᵀ, p v) and the LoRA
 // products in bf16 in such a scope, as autocast does; norms, softmax, the
 // LoRA tensors themselves and their optimizer stay fp32. For the trainer's
-// frozen base (TrainerOptions::bf16_base). Scopes nest.
+// frozen base (TrainerOptions::base_products). Scopes nest.
 class Bf16Products {
  public:
   Bf16Products();
@@ -87,8 +87,12 @@ class LinearWeight {
   explicit LinearWeight(QuantMatrix q);
 
   // x [..., in] -> [..., out]. Without autograd, quantized and several rows:
-  // 8-bit activations unless ExactProducts is active (see above).
-  at::Tensor Mul(const at::Tensor& x) const;
+  // 8-bit activations unless ExactProducts is active (see above). x_bf16,
+  // when defined, is x rounded to bf16 (Bf16Copy, any shape of x's
+  // elements): under Bf16Products the product uses it rather than rounding
+  // x again, so that weights sharing one input (q, k, v; gate, up) round it
+  // once.
+  at::Tensor Mul(const at::Tensor& x, const at::Tensor& x_bf16 = {}) const;
   // g [..., out] -> [..., in].
   at::Tensor MulTransposed(const at::Tensor& g) const;
   // Rows `ids` of W as fp32: ids int64 [...] -> [..., in] (embeddings).
@@ -111,7 +115,7 @@ class LinearWeight {
   const QuantMatrix& blocks() const { return q_; }
 
  private:
-  at::Tensor MulNoGrad(const at::Tensor& x2d, bool exact) const;
+  at::Tensor MulNoGrad(const at::Tensor& x2d, bool exact, const at::Tensor& x2d_bf16) const;
   at::Tensor w_;    // fp32 implementation only
   QuantMatrix q_;   // both (for fp32, a view of w_)
 };
