@@ -42,6 +42,7 @@ struct TrainFlags {
   bool force = false;
   bool no_checkpointing = false;
   bool bf16_base = false;
+  std::string base_products = "auto";
 };
 
 int Train(const GlobalOptions& g, const TrainFlags& f) {
@@ -57,7 +58,7 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   o.trainer.max_minutes = f.max_minutes;
   o.trainer.max_memory_mb = f.max_memory_mb;
   o.trainer.gradient_checkpointing = !f.no_checkpointing;
-  o.trainer.bf16_base = f.bf16_base;
+  o.trainer.base_products = f.bf16_base ? "bf16" : f.base_products;
   o.trainer.seed = f.seed;
   o.sample.seed = f.seed;
   o.promote = !f.no_promote;
@@ -113,8 +114,8 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   }
 
   runtime::ConfigureThreads(1, f.threads);
-  if (f.bf16_base && !runtime::CpuHasBf16()) {
-    std::cerr << "attune: warning: this CPU has no AVX512-BF16 or AMX: --bf16-base is emulated and slower than fp32\n";
+  if (o.trainer.base_products == "bf16" && !runtime::CpuHasBf16()) {
+    std::cerr << "attune: warning: this CPU has no AVX512-BF16 or AMX: bf16 base products are emulated and slower than fp32\n";
   }
   auto model = runtime::Model::Load(*model_path);
   if (!model.ok()) return PrintError(model.status());
@@ -198,14 +199,17 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
       ->check(CLI::PositiveNumber);
   t->add_option("--seed", f.seed, "Seed for sampling, init, data order, 0..2^64-1 (default 0)")
       ->check(CountValue(UINT64_MAX));
-  t->add_option("--threads", f.threads, "BLAS threads (default: all cores; with --bf16-base, LibTorch's)")->check(CLI::Range(0, 1024));
+  t->add_option("--threads", f.threads, "BLAS threads (default: all cores; with bf16 base products, LibTorch's)")->check(CLI::Range(0, 1024));
   t->add_option("--window-policy", f.window_policy, "JSON window policy; train only while it holds");
   t->add_flag("--wait-for-window", f.wait, "Wait until the window policy holds, then train");
   t->add_flag("--no-promote", f.no_promote, "Keep the candidate without running the gate");
   t->add_flag("--force", f.force, "Promote even if the gate rejects (recorded in the history)");
   t->add_flag("--no-checkpointing", f.no_checkpointing, "Keep all activations (faster, more memory)");
-  t->add_flag("--bf16-base", f.bf16_base,
-              "Frozen base products in bf16, as PyTorch's bf16 autocast (faster on CPUs with AVX512-BF16 or AMX)");
+  t->add_option("--base-products", f.base_products,
+                 "Frozen base products: bf16 (as PyTorch's bf16 autocast; about 2x faster on CPUs with AVX512-BF16 "
+                 "or AMX), fp32, or auto: bf16 where the CPU has it (default auto)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
+  t->add_flag("--bf16-base", f.bf16_base, "Same as --base-products bf16");
   AddCommonFlags(t, g);
   t->callback(Run(r, [&] { return Train(g, f); }));
 }

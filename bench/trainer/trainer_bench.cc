@@ -59,7 +59,7 @@ struct Flags {
                "       trainer_bench --gemm [--torch-threads N] [--blas-threads N] [--json]\n"
                "Measures LoRA training tokens/s and peak RSS (VmHWM) on one configuration,\n"
                "or (--gemm) the fp32 GEMM rate at 256x576x1536. --bf16 1: the frozen base's\n"
-               "products in bf16 (TrainerOptions::bf16_base; LibTorch's intra-op threads run them).\n"
+               "products in bf16 (TrainerOptions::base_products \"bf16\"; LibTorch's intra-op threads run them).\n"
                "Defaults: the cached default model, checkpointing 0, torch threads 1,\n"
                "BLAS threads 2, seq 256, batch 4, warmup 1, steps 3.\n");
   std::exit(code);

@@ -108,6 +108,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"anchor_examples", Int(&tr.anchor_examples)},
         {"anchor_max_tokens", Int(&tr.anchor_max_tokens)},
         {"anchor_selection", Str(&tr.anchor_selection)},
+        {"base_products", Str(&tr.base_products)},
         {"forgetting_prompts", Strings(&tr.forgetting_prompts)},
         {"anchor_prompts", Strings(&tr.anchor_prompts)}}},
       {"gate",
@@ -201,6 +202,8 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(tr.anchor_max_tokens >= 1, "trainer.anchor_max_tokens", ">= 1"));
   RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",
                         "trainer.anchor_selection", "\"first\" or \"nearest\""));
+  RETURN_IF_ERROR(Range(tr.base_products == "auto" || tr.base_products == "fp32" || tr.base_products == "bf16",
+                        "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));
   RETURN_IF_ERROR(Range(c.gate.max_forgetting_kl >= 0, "gate.max_forgetting_kl", ">= 0"));
   RETURN_IF_ERROR(Range(c.gate.max_replay_regression >= 0, "gate.max_replay_regression", ">= 0"));
   RETURN_IF_ERROR(Range(c.gate.max_heldout_regression >= 0, "gate.max_heldout_regression", ">= 0"));

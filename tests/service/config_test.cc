@@ -29,6 +29,7 @@ unknown = "deny"
 rank = 8
 forgetting_prompts = ["a", "b"]
 anchor_prompts = ["river?", "apple"]
+base_products = "fp32"
 [gate]
 max_forgetting_kl = 0.5
 )",
@@ -42,6 +43,7 @@ max_forgetting_kl = 0.5
   EXPECT_EQ(c->trainer.rank, 8);
   EXPECT_EQ(c->trainer.forgetting_prompts, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(c->trainer.anchor_prompts, (std::vector<std::string>{"river?", "apple"}));
+  EXPECT_EQ(c->trainer.base_products, "fp32");
   EXPECT_DOUBLE_EQ(c->gate.max_forgetting_kl, 0.5);
 }
 
@@ -69,6 +71,10 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   ASSERT_FALSE(sock.ok());
   EXPECT_NE(sock.status().message().find("server.socket must be a path shorter than 108 bytes"), std::string::npos)
       << sock.status().message();
+  auto bp = ParseServiceConfig("[trainer]\nbase_products = \"fp16\"\n", "f.toml");
+  ASSERT_FALSE(bp.ok());
+  EXPECT_NE(bp.status().message().find("trainer.base_products must be \"auto\", \"fp32\" or \"bf16\""), std::string::npos)
+      << bp.status().message();
   auto bad = ParseServiceConfig("[server\n", "f.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("f.toml:1:"), std::string::npos) << bad.status().message();

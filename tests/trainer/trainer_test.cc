@@ -89,7 +89,7 @@ TEST(TrainerTest, LearnsTheNewExamplesAndReportsEverything) {
   EXPECT_NE(rep.ToJson().find("\"forgetting_kl\""), std::string::npos);
 }
 
-// TrainerOptions::bf16_base: the frozen base's products in bf16 (the tiny
+// TrainerOptions::base_products "bf16": the frozen base's products in bf16 (the tiny
 // GGUF holds F16 blocks, so its products go through dequantized tiles). The
 // first step's loss is the fp32 run's within bf16 rounding, and the run
 // learns its examples as much as the fp32 one (held-in loss within 5 %).
@@ -99,18 +99,42 @@ TEST(TrainerTest, Bf16BaseLearnsAndItsFirstLossIsTheFp32Ones) {
   in.new_examples = Examples();
   TrainerOptions o = SmallOptions();
   o.max_steps = 20;
+  o.base_products = "fp32";
   auto fp32 = Trainer(m, o).Run(in, "", nullptr, nullptr);
   ASSERT_TRUE(fp32.ok()) << fp32.status().ToString();
-  o.bf16_base = true;
+  o.base_products = "bf16";
   auto bf16 = Trainer(m, o).Run(in, "", nullptr, nullptr);
   ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();
   const TrainReport& a = fp32->report;
   const TrainReport& b = bf16->report;
+  EXPECT_FALSE(a.bf16_base);
+  EXPECT_TRUE(b.bf16_base);
   ASSERT_EQ(b.loss_curve.size(), 20u);
   EXPECT_NE(b.loss_curve[0], a.loss_curve[0]) << "the bf16 products are not in use";
   EXPECT_NEAR(b.loss_curve[0], a.loss_curve[0], 0.02 * a.loss_curve[0]);
   EXPECT_LT(b.new_loss_candidate, b.new_loss_parent);
   EXPECT_NEAR(b.new_loss_candidate, a.new_loss_candidate, 0.05 * a.new_loss_candidate);
+}
+
+// The default, "auto", runs the base's products in bf16 exactly where the
+// CPU has AVX512-BF16 or AMX; anything but auto, fp32 and bf16 is refused.
+TEST(TrainerTest, BaseProductsAutoFollowsTheCpuAndOthersAreRefused) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 1;
+  ASSERT_EQ(o.base_products, "auto");
+  auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->report.bf16_base, runtime::CpuHasBf16());
+  EXPECT_NE(r->report.ToJson().find(runtime::CpuHasBf16() ? "\"base_products\":\"bf16\"" : "\"base_products\":\"fp32\""),
+            std::string::npos);
+  o.base_products = "fp16";
+  auto bad = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("fp16"), std::string::npos);
 }
 
 // N steps straight == N/2 steps, stop, resume for the rest.

@@ -151,6 +151,7 @@ std::string TrainReport::ToJson() const {
                       {"clipped_steps", clipped_steps},
                       {"tokens", tokens},
                       {"micro_batch_size", micro_batch_size},
+                      {"base_products", bf16_base ? "bf16" : "fp32"},
                       {"wall_seconds", wall_seconds},
                       {"tokens_per_second", tokens_per_second},
                       {"peak_rss_mb", peak_rss_mb},
@@ -247,11 +248,18 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   // Every pass of the run computes the products the backward pass
   // differentiates (fp32 on dequantized tiles), no-grad ones included.
   runtime::ExactProducts exact;
+  const std::string& bp = o_.base_products;
+  if (bp != "auto" && bp != "fp32" && bp != "bf16") {
+    return InvalidArgumentError("base_products must be \"auto\", \"fp32\" or \"bf16\", not '" + bp + "'");
+  }
+  const bool bf16_base = bp == "bf16" || (bp == "auto" && runtime::CpuHasBf16());
   std::optional<runtime::Bf16Products> bf16;
   std::optional<runtime::LibTorchProductsThreads> bf16_threads;
-  if (o_.bf16_base) bf16.emplace(), bf16_threads.emplace();
+  if (bf16_base) bf16.emplace(), bf16_threads.emplace();
   try {
-    return RunUnguarded(input, checkpoint_path, should_stop, progress);
+    auto out = RunUnguarded(input, checkpoint_path, should_stop, progress);
+    if (out.ok()) out->report.bf16_base = bf16_base;
+    return out;
   } catch (const c10::Error& e) {
     return InternalError(std::string("training failed in LibTorch: ") + e.what_without_backtrace());
   } catch (const std::bad_alloc&) {

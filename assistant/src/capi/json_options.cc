@@ -58,7 +58,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Int("max_tokens_per_step", t.max_tokens_per_step, 0, std::numeric_limits<int64_t>::max());
   r.Int("max_seq_len", t.encode.max_seq_len, 2, kMaxInt);
   r.Bool("gradient_checkpointing", t.gradient_checkpointing);
-  r.Bool("bf16_base", t.bf16_base);
+  r.String("base_products", t.base_products);
   r.Number("max_memory_mb", t.max_memory_mb);
   r.Number("sft_weight", t.sft_weight);
   r.Number("dpo_weight", t.dpo_weight);
@@ -93,6 +93,10 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
     auto mask = trainer::ParseTargets(targets);
     if (!mask.ok()) return mask.status().WithContext(r.PathOf("targets"));
     o.trainer.lora.targets = *mask;
+  }
+  const std::string& bp = o.trainer.base_products;
+  if (bp != "auto" && bp != "fp32" && bp != "bf16") {
+    return InvalidArgumentError(r.PathOf("base_products") + ": '" + bp + "' is not \"auto\", \"fp32\" or \"bf16\"");
   }
   return Status::Ok();
 }

@@ -69,6 +69,9 @@ struct TrainerConfig {
   int64_t anchor_max_tokens = 48;   // Default: 48
   // "first" | "nearest" (trainer_options.h). Default: "nearest"
   std::string anchor_selection = "nearest";
+  // "auto" | "fp32" | "bf16": the frozen base's products (trainer_options.h).
+  // Default: "auto" (bf16 where the CPU has AVX512-BF16 or AMX)
+  std::string base_products = "auto";
   std::vector<std::string> forgetting_prompts;  // Default: none (the built-in set)
   std::vector<std::string> anchor_prompts;      // Default: none (the built-in pool)
 };

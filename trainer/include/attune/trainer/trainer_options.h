@@ -51,14 +51,15 @@ struct TrainerOptions {
   int64_t max_tokens_per_step = 0;
   EncodeOptions encode;               // Default: max_seq_len 256
   bool gradient_checkpointing = true; // Default: true
-  // The frozen base's products in bf16 (runtime::Bf16Products), as PyTorch's
-  // bf16 autocast: on a quantized base, about 1.5x the training speed where
-  // the CPU has AVX512-BF16 or AMX (runtime::CpuHasBf16; elsewhere bf16 is
-  // emulated and slower), at about 2^-8 relative error per product. The
-  // products run on LibTorch's intra-op threads: for the run, those get
-  // OpenBLAS's threads and OpenBLAS gets 1 (runtime::LibTorchProductsThreads).
-  // Default: false
-  bool bf16_base = false;
+  // The frozen base's products: "bf16" (runtime::Bf16Products, as PyTorch's
+  // bf16 autocast: about 2x the fp32 training speed on a quantized base
+  // where the CPU has AVX512-BF16 or AMX, at about 2^-8 relative error per
+  // product; elsewhere bf16 is emulated and slower), "fp32", or "auto":
+  // bf16 where runtime::CpuHasBf16(), else fp32. The bf16 products run on
+  // LibTorch's intra-op threads: for the run, those get OpenBLAS's threads
+  // and OpenBLAS gets 1 (runtime::LibTorchProductsThreads).
+  // Default: "auto"
+  std::string base_products = "auto";
   // Memory the trainer may use on top of the model's weights. Default: 1024
   double max_memory_mb = 1024;
   double sft_weight = 1.0;            // Default: 1
@@ -122,6 +123,7 @@ struct TrainReport {
   int64_t skipped_steps = 0;          // non-finite steps skipped
   int64_t clipped_steps = 0;          // steps whose gradient norm was clipped
   int64_t micro_batch_size = 0;
+  bool bf16_base = false;             // the frozen base's products ran in bf16
   double wall_seconds = 0, tokens_per_second = 0, peak_rss_mb = 0;
   int64_t new_examples = 0, replay_examples = 0, heldout_examples = 0, skipped_examples = 0;
   std::vector<std::string> notes;     // skipped examples, held-out policy, truncation
