@@ -76,9 +76,10 @@ TEST(TinyModelTest, CachedDecodingEqualsOneFullPass) {
   KvCache cache = (*m)->NewCache(16);
   at::Tensor first = Forward(**m, nullptr, Ids({ids.begin(), ids.begin() + 5}), &cache);
   // Five rows against eight: BLAS may sum products of other shapes in
-  // another order (OpenBLAS 0.3.21's Haswell kernels, which it also runs on
-  // CPUs it does not know, such as AMD Zen 5, differ by 1.4e-5 here). A
-  // cache read at a wrong position differs by whole logits.
+  // another order (OpenBLAS 0.3.21's Haswell kernels, which a machine that
+  // sets OPENBLAS_CORETYPE=Haswell selects, differ by 1.4e-5 here; its
+  // Cooperlake kernels by less than 1e-5). A cache read at a wrong position
+  // differs by whole logits.
   EXPECT_LT((first[0] - full[0].narrow(0, 0, 5)).abs().max().item<double>(), 5e-5);
   for (size_t t = 5; t < ids.size(); ++t) {
     at::Tensor step = Forward(**m, nullptr, Ids({ids[t]}), &cache);
