@@ -5,10 +5,12 @@ Runs, in one invocation and each configuration in its own process (so peak
 RSS belongs to that configuration alone):
 
   * build/bench/trainer/trainer_bench (Attune, LibTorch) with and without
-    gradient checkpointing, LibTorch intra-op threads 1 (the project default,
-    OpenBLAS on 2 threads), and intra-op 2 without checkpointing (to show
-    oversubscription); and with the frozen base's products in bf16
-    (TrainerOptions::bf16_base, intra-op 2 + OpenBLAS 1; --ours-bf16);
+    gradient checkpointing, fp32 products with LibTorch intra-op threads 1
+    (OpenBLAS on 2 threads; the default where the CPU has no AVX512-BF16 or
+    AMX), and intra-op 2 without checkpointing (to show oversubscription);
+    and with the frozen base's products in bf16 (TrainerOptions::base_products
+    "bf16", the default "auto" where the CPU has them; intra-op 2 + OpenBLAS 1;
+    --ours-bf16);
   * PEFT + PyTorch on the same GGUF file, which transformers dequantizes to
     fp32, with the same data shape (micro-batch of 4 random sequences of 256
     tokens, every position scored except the first), the same LoRA settings
@@ -248,7 +250,7 @@ def main():
                     help="LibTorch intra-op threads to run ours with; OpenBLAS stays at 2 (default 1,2)")
     ap.add_argument("--ours-bf16", default="0,1",
                     help="ours in fp32 (0, torch threads as above + BLAS 2) and/or with the frozen base's products"
-                         " in bf16 (1, TrainerOptions::bf16_base: torch 2 + BLAS 1) (default 0,1)")
+                         " in bf16 (1, TrainerOptions::base_products \"bf16\": torch 2 + BLAS 1) (default 0,1)")
     ap.add_argument("--extra-threads-checkpointing", default="0",
                     help="checkpointing settings (0,1) on which ours also runs with torch threads != 1 (default 0)")
     ap.add_argument("--peft-threads", default="2", help="torch.set_num_threads values for PEFT (default 2)")
@@ -321,7 +323,8 @@ def main():
               f"{r['step_seconds']:>6.2f} | {r['optimizer_seconds']:>6.3f} | {r['peak_rss_mb']:>12.0f} | "
               f"{r['rss_after_load_mb']:>13.0f} | {r['train_peak_rss_mb']:>20.0f} |")
 
-    print("\nRatios (ours fp32 = torch 1 + BLAS 2, the project default; ours bf16 = TrainerOptions::bf16_base,"
+    print("\nRatios (ours fp32 = torch 1 + BLAS 2, the default without AVX512-BF16 or AMX; ours bf16 ="
+          " TrainerOptions::base_products \"bf16\", the default with them,"
           " torch 2 + BLAS 1; PEFT = torch.set_num_threads(2), each dtype, and PEFT's best = its fastest dtype at"
           " that checkpointing setting):\n")
     print("| ckpt | ours | PEFT dtype | tokens/s ours/PEFT (target >= 1.5) | peak RSS ours/PEFT (target <= 0.35) | train-phase peak ours/PEFT |")
