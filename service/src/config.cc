@@ -8,6 +8,7 @@
 #include <toml++/toml.h>
 
 #include "attune/core/file.h"
+#include "attune/trainer/trainer_options.h"
 
 namespace attune::service {
 
@@ -202,8 +203,8 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(tr.anchor_max_tokens >= 1, "trainer.anchor_max_tokens", ">= 1"));
   RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",
                         "trainer.anchor_selection", "\"first\" or \"nearest\""));
-  RETURN_IF_ERROR(Range(tr.base_products == "auto" || tr.base_products == "fp32" || tr.base_products == "bf16",
-                        "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));
+  RETURN_IF_ERROR(
+      Range(trainer::KnownBaseProducts(tr.base_products), "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));
   RETURN_IF_ERROR(Range(c.gate.max_forgetting_kl >= 0, "gate.max_forgetting_kl", ">= 0"));
   RETURN_IF_ERROR(Range(c.gate.max_replay_regression >= 0, "gate.max_replay_regression", ">= 0"));
   RETURN_IF_ERROR(Range(c.gate.max_heldout_regression >= 0, "gate.max_heldout_regression", ">= 0"));

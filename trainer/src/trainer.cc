@@ -249,7 +249,7 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   // differentiates (fp32 on dequantized tiles), no-grad ones included.
   runtime::ExactProducts exact;
   const std::string& bp = o_.base_products;
-  if (bp != "auto" && bp != "fp32" && bp != "bf16") {
+  if (!KnownBaseProducts(bp)) {
     return InvalidArgumentError("base_products must be \"auto\", \"fp32\" or \"bf16\", not '" + bp + "'");
   }
   const bool bf16_base = bp == "bf16" || (bp == "auto" && runtime::CpuHasBf16());

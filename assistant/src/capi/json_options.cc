@@ -95,7 +95,7 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
     o.trainer.lora.targets = *mask;
   }
   const std::string& bp = o.trainer.base_products;
-  if (bp != "auto" && bp != "fp32" && bp != "bf16") {
+  if (!trainer::KnownBaseProducts(bp)) {
     return InvalidArgumentError(r.PathOf("base_products") + ": '" + bp + "' is not \"auto\", \"fp32\" or \"bf16\"");
   }
   return Status::Ok();

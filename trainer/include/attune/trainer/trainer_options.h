@@ -114,6 +114,9 @@ struct TrainerOptions {
   int64_t anchor_max_tokens = 48;     // Default: 48
 };
 
+// Whether `s` is one of TrainerOptions::base_products' values.
+inline bool KnownBaseProducts(const std::string& s) { return s == "auto" || s == "fp32" || s == "bf16"; }
+
 struct TrainReport {
   bool completed = false;
   // "max_steps", "max_minutes", "stopped", "non_finite" (see
