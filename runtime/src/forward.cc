@@ -139,6 +139,16 @@ void SetBlasThreads(int n) {
 
 }  // namespace
 
+ThreadsScope::ThreadsScope(int torch_threads, int blas_threads) : torch_(at::get_num_threads()), blas_(BlasThreads()) {
+  if (torch_threads > 0) at::set_num_threads(torch_threads);
+  if (blas_threads > 0 && blas_ > 0) SetBlasThreads(blas_threads);
+}
+
+ThreadsScope::~ThreadsScope() {
+  at::set_num_threads(torch_);
+  if (blas_ > 0) SetBlasThreads(blas_);
+}
+
 LibTorchProductsThreads::LibTorchProductsThreads() : torch_(at::get_num_threads()), blas_(BlasThreads()) {
   at::set_num_threads(std::max({torch_, blas_, 1}));
   if (blas_ > 0) SetBlasThreads(1);

@@ -110,6 +110,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"anchor_max_tokens", Int(&tr.anchor_max_tokens)},
         {"anchor_selection", Str(&tr.anchor_selection)},
         {"base_products", Str(&tr.base_products)},
+        {"threads", Int(&tr.threads)},
         {"forgetting_prompts", Strings(&tr.forgetting_prompts)},
         {"anchor_prompts", Strings(&tr.anchor_prompts)}}},
       {"gate",
@@ -203,6 +204,7 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(tr.anchor_max_tokens >= 1, "trainer.anchor_max_tokens", ">= 1"));
   RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",
                         "trainer.anchor_selection", "\"first\" or \"nearest\""));
+  RETURN_IF_ERROR(Range(tr.threads >= 0 && tr.threads <= 1024, "trainer.threads", "in 0..1024"));
   RETURN_IF_ERROR(
       Range(trainer::KnownBaseProducts(tr.base_products), "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));
   RETURN_IF_ERROR(Range(c.gate.max_forgetting_kl >= 0, "gate.max_forgetting_kl", ">= 0"));

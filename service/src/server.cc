@@ -150,6 +150,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   to.anchor_max_tokens = tr.anchor_max_tokens;
   to.anchor_selection = tr.anchor_selection;
   to.base_products = tr.base_products;
+  to.threads = int(tr.threads);
   to.forgetting_prompts = tr.forgetting_prompts;
   to.anchor_prompts = tr.anchor_prompts;
   o.gate.min_new_loss_improvement = c.gate.min_new_loss_improvement;

@@ -30,6 +30,7 @@ rank = 8
 forgetting_prompts = ["a", "b"]
 anchor_prompts = ["river?", "apple"]
 base_products = "fp32"
+threads = 1
 [gate]
 max_forgetting_kl = 0.5
 )",
@@ -44,6 +45,7 @@ max_forgetting_kl = 0.5
   EXPECT_EQ(c->trainer.forgetting_prompts, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(c->trainer.anchor_prompts, (std::vector<std::string>{"river?", "apple"}));
   EXPECT_EQ(c->trainer.base_products, "fp32");
+  EXPECT_EQ(c->trainer.threads, 1);
   EXPECT_DOUBLE_EQ(c->gate.max_forgetting_kl, 0.5);
 }
 
@@ -75,6 +77,9 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   ASSERT_FALSE(bp.ok());
   EXPECT_NE(bp.status().message().find("trainer.base_products must be \"auto\", \"fp32\" or \"bf16\""), std::string::npos)
       << bp.status().message();
+  auto th = ParseServiceConfig("[trainer]\nthreads = -1\n", "f.toml");
+  ASSERT_FALSE(th.ok());
+  EXPECT_NE(th.status().message().find("trainer.threads must be in 0..1024"), std::string::npos) << th.status().message();
   auto bad = ParseServiceConfig("[server\n", "f.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("f.toml:1:"), std::string::npos) << bad.status().message();

@@ -1,11 +1,15 @@
 #include "attune/trainer/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <utility>
+#include <vector>
 
 #include "tests/runtime/test_util.h"
 
@@ -135,6 +139,38 @@ TEST(TrainerTest, BaseProductsAutoFollowsTheCpuAndOthersAreRefused) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("fp16"), std::string::npos);
+}
+
+// TrainerOptions::threads: the run computes on that many threads (LibTorch's
+// and OpenBLAS's, whichever products it runs), and the process's counts come
+// back afterwards; a negative count is refused.
+TEST(TrainerTest, ThreadsHoldForTheRunAndAreRestored) {
+  using GetThreads = int (*)();
+  auto blas = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  ASSERT_NE(blas, nullptr) << "the BLAS in use is not OpenBLAS";
+  runtime::ConfigureThreads(2, 2);
+  const int torch_before = at::get_num_threads(), blas_before = blas();
+  ASSERT_GE(blas_before, 2) << "needs 2 cores";
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 2;
+  o.threads = 1;
+  std::vector<std::pair<int, int>> seen;
+  auto r = Trainer(m, o).Run(in, "", nullptr, [&](const TrainProgress&) { seen.emplace_back(at::get_num_threads(), blas()); });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_FALSE(seen.empty());
+  for (const auto& [torch, openblas] : seen) {
+    EXPECT_EQ(torch, 1);
+    EXPECT_EQ(openblas, 1);
+  }
+  EXPECT_EQ(at::get_num_threads(), torch_before);
+  EXPECT_EQ(blas(), blas_before);
+  o.threads = -1;
+  auto bad = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
 }
 
 // N steps straight == N/2 steps, stop, resume for the rest.

@@ -253,6 +253,9 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
     return InvalidArgumentError("base_products must be \"auto\", \"fp32\" or \"bf16\", not '" + bp + "'");
   }
   const bool bf16_base = bp == "bf16" || (bp == "auto" && runtime::CpuHasBf16());
+  if (o_.threads < 0) return InvalidArgumentError("threads must be >= 0, not " + std::to_string(o_.threads));
+  std::optional<runtime::ThreadsScope> threads;
+  if (o_.threads > 0) threads.emplace(1, o_.threads);
   std::optional<runtime::Bf16Products> bf16;
   std::optional<runtime::LibTorchProductsThreads> bf16_threads;
   if (bf16_base) bf16.emplace(), bf16_threads.emplace();

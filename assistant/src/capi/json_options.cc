@@ -59,6 +59,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Int("max_seq_len", t.encode.max_seq_len, 2, kMaxInt);
   r.Bool("gradient_checkpointing", t.gradient_checkpointing);
   r.String("base_products", t.base_products);
+  r.Int("threads", t.threads, 0, 1024);
   r.Number("max_memory_mb", t.max_memory_mb);
   r.Number("sft_weight", t.sft_weight);
   r.Number("dpo_weight", t.dpo_weight);

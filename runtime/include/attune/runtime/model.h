@@ -160,6 +160,21 @@ bool PlainViews(const Model& model, const LoraWeights* lora, KvCache* cache, Pla
 // library's default. See docs/runtime.md for why the default is (1, cores).
 void ConfigureThreads(int torch_threads, int blas_threads);
 
+// While it lives, LibTorch has `torch_threads` intra-op threads and
+// OpenBLAS `blas_threads` (a count <= 0 leaves that one alone); the
+// destructor restores both. Process-wide, as the libraries' own settings
+// are; the decode kernels' pool is left alone.
+class ThreadsScope {
+ public:
+  ThreadsScope(int torch_threads, int blas_threads);
+  ~ThreadsScope();
+  ThreadsScope(const ThreadsScope&) = delete;
+  ThreadsScope& operator=(const ThreadsScope&) = delete;
+
+ private:
+  int torch_ = 0, blas_ = 0;
+};
+
 // For work whose large products run on LibTorch's intra-op threads (the
 // trainer's bf16 base): while it lives, LibTorch gets as many intra-op
 // threads as OpenBLAS had, and OpenBLAS runs on the calling thread (two

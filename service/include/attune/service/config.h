@@ -72,6 +72,8 @@ struct TrainerConfig {
   // "auto" | "fp32" | "bf16": the frozen base's products (trainer_options.h).
   // Default: "auto" (bf16 where the CPU has AVX512-BF16 or AMX)
   std::string base_products = "auto";
+  // Cores training computes on; 0 = all (trainer_options.h). Default: 0
+  int64_t threads = 0;
   std::vector<std::string> forgetting_prompts;  // Default: none (the built-in set)
   std::vector<std::string> anchor_prompts;      // Default: none (the built-in pool)
 };

@@ -60,6 +60,13 @@ struct TrainerOptions {
   // and OpenBLAS gets 1 (runtime::LibTorchProductsThreads).
   // Default: "auto"
   std::string base_products = "auto";
+  // Cores the run computes on: fp32 products on OpenBLAS's threads (LibTorch
+  // 1), bf16 ones on LibTorch's (OpenBLAS 1); restored after the run. 1 is
+  // the setting for a device where something else keeps a core busy: two
+  // threads spinning at OpenMP barriers against another process lose more
+  // than half their speed (docs/PERFORMANCE.md). 0 = as the process set
+  // them (runtime::ConfigureThreads; by default all cores). Default: 0
+  int threads = 0;
   // Memory the trainer may use on top of the model's weights. Default: 1024
   double max_memory_mb = 1024;
   double sft_weight = 1.0;            // Default: 1
