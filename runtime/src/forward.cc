@@ -149,15 +149,8 @@ ThreadsScope::~ThreadsScope() {
   if (blas_ > 0) SetBlasThreads(blas_);
 }
 
-LibTorchProductsThreads::LibTorchProductsThreads() : torch_(at::get_num_threads()), blas_(BlasThreads()) {
-  at::set_num_threads(std::max({torch_, blas_, 1}));
-  if (blas_ > 0) SetBlasThreads(1);
-}
-
-LibTorchProductsThreads::~LibTorchProductsThreads() {
-  at::set_num_threads(torch_);
-  if (blas_ > 0) SetBlasThreads(blas_);
-}
+LibTorchProductsThreads::LibTorchProductsThreads()
+    : scope_(std::max({at::get_num_threads(), BlasThreads(), 1}), /*blas_threads=*/1) {}
 
 void ConfigureThreads(int torch_threads, int blas_threads) {
   if (torch_threads > 0) at::set_num_threads(torch_threads);

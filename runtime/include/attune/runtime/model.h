@@ -184,12 +184,9 @@ class ThreadsScope {
 class LibTorchProductsThreads {
  public:
   LibTorchProductsThreads();
-  ~LibTorchProductsThreads();
-  LibTorchProductsThreads(const LibTorchProductsThreads&) = delete;
-  LibTorchProductsThreads& operator=(const LibTorchProductsThreads&) = delete;
 
  private:
-  int torch_ = 0, blas_ = 0;
+  ThreadsScope scope_;
 };
 
 }  // namespace attune::runtime
