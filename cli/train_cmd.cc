@@ -208,7 +208,11 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   t->add_option("--base-products", f.base_products,
                  "Frozen base products: bf16 (as PyTorch's bf16 autocast; about 2x faster on CPUs with AVX512-BF16 "
                  "or AMX), fp32, or auto: bf16 where the CPU has it (default auto)")
-      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            return trainer::KnownBaseProducts(s) ? std::string() : "'" + s + "' is not auto, fp32 or bf16";
+          },
+          "{auto,fp32,bf16}"));
   t->add_flag("--bf16-base", f.bf16_base, "Same as --base-products bf16");
   AddCommonFlags(t, g);
   t->callback(Run(r, [&] { return Train(g, f); }));
