@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev            # LibTorch (runtime, trainer)
+  libdnnl-dev             # oneDNN headers: the bf16 training products call it as LibTorch does
   libopenblas0-pthread    # fast BLAS behind LibTorch (the reference BLAS is ~40x slower)
   libeigen3-dev           # adapters/export math
   libssl-dev              # OpenSSL 3: SHA-256 (core), Ed25519 bundle signatures (export)

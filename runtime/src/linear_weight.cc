@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/src/bf16.h"
+#include "runtime/src/bf16_gemm.h"
 #include "runtime/src/kernels/quant_dot.h"
 #include "runtime/src/kernels/thread_pool.h"
 
@@ -18,9 +19,16 @@ namespace {
 
 using kernels::ThreadPool;
 
+const uint16_t* Bf16Data(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
+
 // Rows of a dequantized tile: about 1 MiB of floats, so the tile stays in
 // L2 while BLAS streams the activations past it.
 int64_t TileRows(int64_t cols) { return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(cols, 1)); }
+// bf16 tiles are up to 8 MiB: a whole projection of a small model in one
+// product. oneDNN's fast bf16 kernels need dense operands, so a product
+// over a whole weight writes (or reads) its operand in place, while one
+// over part of it goes through a dense scratch.
+int64_t TileRowsBf16(int64_t cols) { return std::max<int64_t>(16, (int64_t(1) << 22) / std::max<int64_t>(cols, 1)); }
 
 // Dequantizes rows [r0, r0 + n) into dst, split across the pool.
 void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
@@ -50,7 +58,7 @@ void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* d
 // to bf16 (on LibTorch's threads) or to fp32 (on the pool).
 template <typename F>
 void ForEachTile(const QuantMatrix& q, bool bf16, F&& f) {
-  const int64_t tile = TileRows(q.cols), cap = std::min(tile, q.rows) * q.cols;
+  const int64_t tile = bf16 ? TileRowsBf16(q.cols) : TileRows(q.cols), cap = std::min(tile, q.rows) * q.cols;
   std::vector<float> f32(size_t(bf16 ? 0 : cap));
   std::vector<uint16_t> b16(size_t(bf16 ? cap : 0));
   for (int64_t r0 = 0; r0 < q.rows; r0 += tile) {
@@ -141,21 +149,25 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact, const at::T
     MulRows(q_, x2.data_ptr<float>(), m, y.data_ptr<float>());
     return y;
   }
-  // Under Bf16Products each tile's product is bf16; it is widened into its
-  // columns of y.
+  // Under Bf16Products each tile's product is computed in fp32 (oneDNN,
+  // bf16 operands) into y, or into a scratch copied into its columns.
   const bool bf16 = Bf16Products::active();
   const at::Tensor xin = !bf16 ? x2 : x2_bf16.defined() ? x2_bf16 : Bf16Copy(x2);
   float* yd = y.data_ptr<float>();
+  at::Tensor scratch;
   ForEachTile(q_, bf16, [&](int64_t r0, int64_t n, const at::Tensor& wt) {
-    const at::Tensor part = at::mm(xin, wt.t());
     if (!bf16) {
-      y.narrow(1, r0, n).copy_(part);
+      y.narrow(1, r0, n).copy_(at::mm(xin, wt.t()));
       return;
     }
-    const at::Tensor bf16_part = part.contiguous();
-    const auto* pd = reinterpret_cast<const uint16_t*>(bf16_part.data_ptr());
+    Bf16GemmShape s;
+    s.m = m, s.n = n, s.k = q_.cols, s.lda = q_.cols, s.ldb = q_.cols, s.ldc = n, s.b_transposed = true;
+    if (n == q_.rows) return Bf16Gemm(s, Bf16Data(xin), Bf16Data(wt), yd);
+    if (!scratch.defined()) scratch = at::empty({m * n}, at::kFloat);
+    const float* sd = scratch.data_ptr<float>();
+    Bf16Gemm(s, Bf16Data(xin), Bf16Data(wt), scratch.data_ptr<float>());
     at::parallel_for(0, m, 16, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) FromBf16(pd + i * n, n, yd + i * q_.rows + r0);
+      for (int64_t i = b; i < e; ++i) std::copy_n(sd + i * n, n, yd + i * q_.rows + r0);
     });
   });
   return y;
@@ -167,17 +179,22 @@ at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
   at::Tensor g2 = g.reshape({-1, q_.rows}).to(at::kFloat).contiguous();
   at::NoGradGuard ng;
   sizes.back() = q_.cols;
-  // Under Bf16Products each tile's partial sum is bf16, widened and added.
+  // Under Bf16Products each tile's partial sum is added in fp32 (the first
+  // one written, so y needs no zero fill); a tile of part of the weight
+  // reads a dense copy of its columns of g.
   const bool bf16 = Bf16Products::active();
   const at::Tensor gin = bf16 ? Bf16Copy(g2) : g2;
-  at::Tensor y = at::zeros({g2.size(0), q_.cols}, at::kFloat);
+  at::Tensor y = bf16 ? at::empty({g2.size(0), q_.cols}, at::kFloat) : at::zeros({g2.size(0), q_.cols}, at::kFloat);
   ForEachTile(q_, bf16, [&](int64_t r0, int64_t n, const at::Tensor& wt) {
     if (!bf16) {
       y.addmm_(g2.narrow(1, r0, n), wt);
       return;
     }
-    const at::Tensor part = at::mm(gin.narrow(1, r0, n), wt).contiguous();
-    FromBf16(reinterpret_cast<const uint16_t*>(part.data_ptr()), part.numel(), y.data_ptr<float>(), /*accumulate=*/true);
+    const at::Tensor part = n == q_.rows ? gin : gin.narrow(1, r0, n).contiguous();
+    Bf16GemmShape s;
+    s.m = g2.size(0), s.n = q_.cols, s.k = n, s.lda = n, s.ldb = q_.cols, s.ldc = q_.cols;
+    s.accumulate = r0 > 0;
+    Bf16Gemm(s, Bf16Data(part), Bf16Data(wt), y.data_ptr<float>());
   });
   return y.view(sizes);
 }

@@ -335,11 +335,12 @@ TEST_F(SmolModelTest, Bf16ProductsStayWithinBf16RoundingOfTheExactOnes) {
       gxb = w->MulTransposed(g);
     }
     EXPECT_FALSE(at::equal(y, yb)) << "the bf16 product is not in use";
-    // The tiles are rounded to bf16 as LibTorch rounds (to nearest even):
-    // x Wᵀ equals LibTorch's bf16 GEMM on its own conversion of the
-    // dequantized weight, up to the order of the sums. (g W sums over the
-    // tiles' rows, so its partial sums are rounded per tile: the bound above.)
-    const at::Tensor yr = at::mm(x.to(at::kBFloat16), w->Dequantized().to(at::kBFloat16).t()).to(at::kFloat);
+    // The operands are rounded to bf16 as LibTorch rounds (to nearest even)
+    // and the product is kept in fp32: x Wᵀ equals an fp32 GEMM of LibTorch's
+    // own bf16 conversions of x and the dequantized weight, up to the order
+    // of the sums (no bf16 rounding of the result, which autocast would add).
+    const at::Tensor yr =
+        at::mm(x.to(at::kBFloat16).to(at::kFloat), w->Dequantized().to(at::kBFloat16).to(at::kFloat).t());
     EXPECT_LT((yr - yb).norm().item<double>(), std::ldexp(1.0, -12) * y.norm().item<double>()) << w->out_features();
     EXPECT_LT((y - yb).norm().item<double>(), std::ldexp(1.0, -7) * y.norm().item<double>()) << w->out_features();
     EXPECT_LT((gx - gxb).norm().item<double>(), std::ldexp(1.0, -7) * gx.norm().item<double>()) << w->out_features();

@@ -52,11 +52,13 @@ class ExactProducts {
 // While a Bf16Products object lives on a thread, the products that
 // dequantize tiles for a GEMM on that thread (many rows under ExactProducts,
 // and MulTransposed) round the tile and the activations to bf16 and run
-// LibTorch's bf16 GEMM (oneDNN; AVX512-BF16 or AMX where the CPU has them),
-// accumulating in fp32 and rounding the product to bf16: what
-// torch.autocast("cpu", dtype=torch.bfloat16) does to a linear layer
-// (relative error about 2^-8 per product). The tile is dequantized straight
-// to bf16, and it and the GEMM run on LibTorch's intra-op threads. The
+// oneDNN's bf16 GEMM (the library LibTorch's own bf16 GEMM calls;
+// AVX512-BF16 or AMX where the CPU has them), accumulating and writing the
+// product in fp32: what torch.autocast("cpu", dtype=torch.bfloat16) does to
+// a linear layer, without its final rounding of the product to bf16
+// (relative error about 2^-8 per product, from the operands). The tile is
+// dequantized to bf16, and it and the GEMM run on LibTorch's intra-op
+// threads. The
 // forward pass also runs the attention products (q kᵀ, p v) and the LoRA
 // products in bf16 in such a scope, as autocast does; norms, softmax, the
 // LoRA tensors themselves and their optimizer stay fp32. For the trainer's

@@ -1,0 +1,86 @@
+#include "runtime/src/bf16_gemm.h"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <stdexcept>
+#include <tuple>
+#include <unordered_map>
+
+namespace attune::runtime {
+namespace {
+
+using dnnl::memory;
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct Key {
+  Bf16GemmShape s;
+  bool operator==(const Key& o) const {
+    return std::tie(s.m, s.n, s.k, s.lda, s.ldb, s.ldc, s.b_transposed, s.accumulate) ==
+           std::tie(o.s.m, o.s.n, o.s.k, o.s.lda, o.s.ldb, o.s.ldc, o.s.b_transposed, o.s.accumulate);
+  }
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = 0;
+    for (int64_t v : {k.s.m, k.s.n, k.s.k, k.s.lda, k.s.ldb, k.s.ldc}) h = h * 1000003u ^ size_t(v);
+    return h * 31u + size_t(k.s.b_transposed) * 2u + size_t(k.s.accumulate);
+  }
+};
+
+struct Prepared {
+  memory::desc a, b, c;
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+};
+
+Prepared Prepare(const Bf16GemmShape& s) {
+  if (s.m <= 0 || s.n <= 0 || s.k <= 0 || s.lda < s.k || s.ldc < s.n || s.ldb < (s.b_transposed ? s.k : s.n)) {
+    throw std::invalid_argument("Bf16Gemm: bad shape");
+  }
+  Prepared p;
+  p.a = memory::desc({s.m, s.k}, memory::data_type::bf16, memory::dims{s.lda, 1});
+  p.b = s.b_transposed ? memory::desc({s.k, s.n}, memory::data_type::bf16, memory::dims{1, s.ldb})
+                       : memory::desc({s.k, s.n}, memory::data_type::bf16, memory::dims{s.ldb, 1});
+  p.c = memory::desc({s.m, s.n}, memory::data_type::f32, memory::dims{s.ldc, 1});
+  dnnl::primitive_attr attr;
+  if (s.accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  p.pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(p.a, p.b, p.c), attr, Engine());
+  p.primitive = dnnl::matmul(p.pd);
+  return p;
+}
+
+// Primitives of this thread, by shape: a training run repeats a few dozen
+// shapes, and oneDNN's own cache would still hash the whole descriptor.
+const Prepared& Lookup(const Bf16GemmShape& s) {
+  thread_local std::unordered_map<Key, Prepared, KeyHash> cache;
+  auto it = cache.find(Key{s});
+  if (it == cache.end()) {
+    if (cache.size() > 256) cache.clear();
+    it = cache.emplace(Key{s}, Prepare(s)).first;
+  }
+  return it->second;
+}
+
+}  // namespace
+
+void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, float* c) {
+  const Prepared& p = Lookup(s);
+  memory am(p.a, Engine(), const_cast<uint16_t*>(a));
+  memory bm(p.b, Engine(), const_cast<uint16_t*>(b));
+  memory cm(p.c, Engine(), c);
+  dnnl::stream stream(Engine());
+  p.primitive.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+}
+
+std::string Bf16GemmImplementation(const Bf16GemmShape& s) { return Lookup(s).pd.impl_info_str(); }
+
+}  // namespace attune::runtime

@@ -1,0 +1,31 @@
+// bf16 × bf16 → fp32 matrix products through oneDNN's matmul primitive (the
+// library LibTorch's own bf16 GEMM runs on), for the products of
+// Bf16Products: the result is written or added in fp32 directly, with no
+// bf16 rounding of the product and no widening pass after it.
+//
+// Row-major operands with leading dimensions, as BLAS takes them:
+//   C[m, n] (+)= A[m, k] · op(B),  op(B) = B[k, n] or, with b_transposed,
+//   the transpose of B[n, k].
+// The product runs on the calling thread's OpenMP threads (LibTorch's
+// intra-op threads). Thread safety: any thread may call it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace attune::runtime {
+
+struct Bf16GemmShape {
+  int64_t m = 0, n = 0, k = 0;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  bool b_transposed = false;
+  bool accumulate = false;  // C += A·op(B) instead of C = A·op(B)
+};
+
+void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, float* c);
+
+// The name of the oneDNN implementation that runs shape s ("brg:avx512_core_bf16",
+// …; "ref" would be its slow reference code), for tests and benchmarks.
+std::string Bf16GemmImplementation(const Bf16GemmShape& s);
+
+}  // namespace attune::runtime

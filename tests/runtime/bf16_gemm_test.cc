@@ -1,0 +1,67 @@
+// The bf16 × bf16 → fp32 products of the bf16 training path (oneDNN's
+// matmul) against LibTorch's fp32 matmul of the same bf16 values widened:
+// odd shapes, one row and one column, both layouts of B, writing into
+// columns of a wider C, and accumulating.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "attune/runtime/linear_weight.h"
+#include "runtime/src/bf16_gemm.h"
+
+namespace attune::runtime {
+namespace {
+
+const uint16_t* Data(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
+
+TEST(Bf16GemmTest, ProductsEqualFp32MatmulOfTheWidenedValues) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  struct Case { int64_t m, n, k; };
+  for (const Case c : {Case{1, 1, 1}, Case{3, 5, 7}, Case{37, 33, 65}, Case{1, 130, 96}, Case{70, 1, 17}}) {
+    for (const bool transposed : {false, true}) {
+      for (const bool accumulate : {false, true}) {
+        SCOPED_TRACE(testing::Message() << c.m << "x" << c.n << "x" << c.k << " transposed " << transposed
+                                        << " accumulate " << accumulate);
+        const at::Tensor a = at::randn({c.m, c.k}, gen).to(at::kBFloat16);
+        const at::Tensor b = transposed ? at::randn({c.n, c.k}, gen).to(at::kBFloat16)
+                                        : at::randn({c.k, c.n}, gen).to(at::kBFloat16);
+        // C is [m, n + 5]; the product goes into columns [2, 2 + n).
+        const at::Tensor before = at::randn({c.m, c.n + 5}, gen);
+        at::Tensor out = before.clone();
+        Bf16GemmShape s;
+        s.m = c.m, s.n = c.n, s.k = c.k, s.lda = c.k, s.ldb = transposed ? c.k : c.n, s.ldc = c.n + 5;
+        s.b_transposed = transposed, s.accumulate = accumulate;
+        Bf16Gemm(s, Data(a), Data(b), out.data_ptr<float>() + 2);
+
+        const at::Tensor bk = transposed ? b.to(at::kFloat).t() : b.to(at::kFloat);
+        at::Tensor want = at::mm(a.to(at::kFloat), bk);
+        if (accumulate) want += before.narrow(1, 2, c.n);
+        const at::Tensor got = out.narrow(1, 2, c.n);
+        // Only the summation order differs: fp32 rounding over k terms.
+        EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * (1 + want.abs().max().item<double>()));
+        EXPECT_TRUE(out.narrow(1, 0, 2).equal(before.narrow(1, 0, 2)));
+        EXPECT_TRUE(out.narrow(1, c.n + 2, 3).equal(before.narrow(1, c.n + 2, 3)));
+      }
+    }
+  }
+}
+
+// Where the CPU multiplies bf16 in hardware, oneDNN runs the products with
+// its optimized kernels, not its reference code (which would be correct and
+// many times slower).
+TEST(Bf16GemmTest, HardwareBf16RunsAnOptimizedImplementation) {
+  Bf16GemmShape forward;  // a SmolLM2 projection, its tile written into a wider output
+  forward.m = 1024, forward.n = 455, forward.k = 576, forward.lda = 576, forward.ldb = 576, forward.ldc = 1536;
+  forward.b_transposed = true;
+  Bf16GemmShape backward;  // g W, accumulating
+  backward.m = 1024, backward.n = 576, backward.k = 170, backward.lda = 1536, backward.ldb = 576,
+  backward.ldc = 576, backward.accumulate = true;
+  for (const auto& s : {forward, backward}) {
+    const std::string impl = Bf16GemmImplementation(s);
+    RecordProperty("implementation", impl);
+    EXPECT_FALSE(impl.empty());
+    if (CpuHasBf16()) EXPECT_EQ(impl.find("ref"), std::string::npos) << impl;
+  }
+}
+
+}  // namespace
+}  // namespace attune::runtime
