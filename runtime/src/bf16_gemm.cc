@@ -2,6 +2,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <functional>
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
@@ -19,15 +20,15 @@ dnnl::engine& Engine() {
 struct Key {
   Bf16GemmShape s;
   bool operator==(const Key& o) const {
-    return std::tie(s.m, s.n, s.k, s.lda, s.ldb, s.ldc, s.b_transposed, s.accumulate) ==
-           std::tie(o.s.m, o.s.n, o.s.k, o.s.lda, o.s.ldb, o.s.ldc, o.s.b_transposed, o.s.accumulate);
+    return std::tie(s.m, s.n, s.k, s.lda, s.ldb, s.ldc, s.b_transposed, s.accumulate, s.alpha) ==
+           std::tie(o.s.m, o.s.n, o.s.k, o.s.lda, o.s.ldb, o.s.ldc, o.s.b_transposed, o.s.accumulate, o.s.alpha);
   }
 };
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = 0;
     for (int64_t v : {k.s.m, k.s.n, k.s.k, k.s.lda, k.s.ldb, k.s.ldc}) h = h * 1000003u ^ size_t(v);
-    return h * 31u + size_t(k.s.b_transposed) * 2u + size_t(k.s.accumulate);
+    return (h * 31u + size_t(k.s.b_transposed) * 2u + size_t(k.s.accumulate)) ^ std::hash<float>()(k.s.alpha);
   }
 };
 
@@ -47,6 +48,7 @@ Prepared Prepare(const Bf16GemmShape& s) {
                        : memory::desc({s.k, s.n}, memory::data_type::bf16, memory::dims{s.ldb, 1});
   p.c = memory::desc({s.m, s.n}, memory::data_type::f32, memory::dims{s.ldc, 1});
   dnnl::primitive_attr attr;
+  if (s.alpha != 1.0f) attr.set_output_scales(0, {s.alpha});
   if (s.accumulate) {
     dnnl::post_ops ops;
     ops.append_sum(1.0f);

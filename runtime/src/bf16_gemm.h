@@ -4,8 +4,8 @@
 // bf16 rounding of the product and no widening pass after it.
 //
 // Row-major operands with leading dimensions, as BLAS takes them:
-//   C[m, n] (+)= A[m, k] · op(B),  op(B) = B[k, n] or, with b_transposed,
-//   the transpose of B[n, k].
+//   C[m, n] (+)= alpha · A[m, k] · op(B),  op(B) = B[k, n] or, with
+//   b_transposed, the transpose of B[n, k].
 // The product runs on the calling thread's OpenMP threads (LibTorch's
 // intra-op threads). Thread safety: any thread may call it.
 #pragma once
@@ -19,7 +19,8 @@ struct Bf16GemmShape {
   int64_t m = 0, n = 0, k = 0;
   int64_t lda = 0, ldb = 0, ldc = 0;
   bool b_transposed = false;
-  bool accumulate = false;  // C += A·op(B) instead of C = A·op(B)
+  bool accumulate = false;  // C += alpha·A·op(B) instead of C = alpha·A·op(B)
+  float alpha = 1.0f;
 };
 
 void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, float* c);

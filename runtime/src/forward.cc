@@ -4,12 +4,14 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "attune/runtime/model.h"
 #include "runtime/src/bf16.h"
+#include "runtime/src/bf16_gemm.h"
 #include "runtime/src/norm_rope.h"
 #include "runtime/src/kernels/thread_pool.h"
 
@@ -28,17 +30,104 @@ at::Tensor SharedBf16(const LinearWeight& w, const at::Tensor& x) {
   return Bf16Copy(x);
 }
 
+const uint16_t* Bf16Data(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
+
+// A frozen quantized projection and its LoRA under Bf16Products, in one
+// product each: y = x Wᵀ + scale · (xl Aᵀ) Bᵀ, with xl the LoRA's input (x,
+// or x after dropout), all operands bf16 as autocast makes them, and the
+// LoRA's product added into y in fp32 by oneDNN: no [.., out] bf16 tensor,
+// no widening, no separate sum, and x rounded once for both. The bf16
+// copies are kept for backward.
+struct Bf16Lora {
+  at::Tensor xl_b, a_b, b_b, t_b;  // xl [m, in], A [r, in], B [out, r], t = xl Aᵀ [m, r]
+};
+
+at::Tensor ProjectBf16(const LinearWeight& w, const at::Tensor& x, const at::Tensor& x_bf16, const at::Tensor& xl,
+                       const at::Tensor& a, const at::Tensor& b, double scale, Bf16Lora* keep) {
+  at::NoGradGuard ng;
+  const int64_t in = w.in_features(), out = w.out_features(), r = a.size(0);
+  const at::Tensor xb = x_bf16.defined() ? x_bf16 : Bf16Copy(x);
+  at::Tensor y = w.Mul(x, xb);
+  const int64_t m = y.numel() / out;
+  Bf16Lora l;
+  l.xl_b = (xl.is_same(x) ? xb : Bf16Copy(xl)).reshape({m, in});
+  l.a_b = Bf16Copy(a);
+  l.b_b = Bf16Copy(b);
+  at::Tensor t = at::empty({m, r}, at::kFloat);
+  Bf16GemmShape s;
+  s.m = m, s.n = r, s.k = in, s.lda = in, s.ldb = in, s.ldc = r, s.b_transposed = true;
+  Bf16Gemm(s, Bf16Data(l.xl_b), Bf16Data(l.a_b), t.data_ptr<float>());
+  l.t_b = Bf16Copy(t);
+  s = Bf16GemmShape();
+  s.m = m, s.n = out, s.k = r, s.lda = r, s.ldb = r, s.ldc = out, s.b_transposed = true, s.accumulate = true;
+  s.alpha = float(scale);
+  Bf16Gemm(s, Bf16Data(l.t_b), Bf16Data(l.b_b), y.data_ptr<float>());
+  if (keep) *keep = std::move(l);
+  return y;
+}
+
+// Its autograd: dx = g W + (scale · g B) A (the LoRA's part to xl when that
+// is not x), dA = (scale · g B)ᵀ xl, dB = scale · gᵀ t; the weight products
+// in bf16 with fp32 sums, as autocast computes them.
+struct ProjectBf16Fn : public torch::autograd::Function<ProjectBf16Fn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& xl,
+                            const at::Tensor& a, const at::Tensor& b, int64_t weight, int64_t x_bf16, double scale) {
+    const auto* w = reinterpret_cast<const LinearWeight*>(weight);
+    ExactProducts exact;  // the product backward differentiates
+    Bf16Lora l;
+    at::Tensor y = ProjectBf16(*w, x, x_bf16 ? *reinterpret_cast<const at::Tensor*>(x_bf16) : at::Tensor(), xl, a, b,
+                               scale, &l);
+    ctx->saved_data["w"] = weight;
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["same"] = xl.is_same(x);
+    ctx->saved_data["xl_b"] = l.xl_b;
+    ctx->saved_data["a_b"] = l.a_b;
+    ctx->saved_data["b_b"] = l.b_b;
+    ctx->saved_data["t_b"] = l.t_b;
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    at::NoGradGuard ng;
+    const auto* w = reinterpret_cast<const LinearWeight*>(ctx->saved_data["w"].toInt());
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const bool same = ctx->saved_data["same"].toBool();
+    const at::Tensor xl_b = ctx->saved_data["xl_b"].toTensor(), a_b = ctx->saved_data["a_b"].toTensor(),
+                     b_b = ctx->saved_data["b_b"].toTensor(), t_b = ctx->saved_data["t_b"].toTensor();
+    const int64_t in = w->in_features(), out = w->out_features(), r = a_b.size(0);
+    const at::Tensor g = grad[0].reshape({-1, out}).to(at::kFloat).contiguous();
+    const int64_t m = g.size(0);
+    const at::Tensor gb = Bf16Copy(g);
+    at::Tensor gx = w->MulTransposed(g, gb);  // [m, in]
+    at::Tensor gt = at::empty({m, r}, at::kFloat);
+    Bf16GemmShape s;
+    s.m = m, s.n = r, s.k = out, s.lda = out, s.ldb = r, s.ldc = r;
+    Bf16Gemm(s, Bf16Data(gb), Bf16Data(b_b), gt.data_ptr<float>());
+    const at::Tensor gt_b = Bf16Copy(gt, float(scale));  // dL/dt
+    at::Tensor gxl = same ? gx : at::empty({m, in}, at::kFloat);
+    s = Bf16GemmShape();
+    s.m = m, s.n = in, s.k = r, s.lda = r, s.ldb = in, s.ldc = in, s.accumulate = same;
+    Bf16Gemm(s, Bf16Data(gt_b), Bf16Data(a_b), gxl.data_ptr<float>());
+    at::Tensor ga = CastFp32(at::mm(gt_b.t(), xl_b));
+    at::Tensor gbw = CastFp32(at::mm(gb.t(), t_b), scale);
+    auto sizes = grad[0].sizes().vec();
+    sizes.back() = in;
+    return {gx.view(sizes), same ? at::Tensor() : gxl.view(sizes), ga, gbw, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer,
                    const at::Tensor& x_bf16 = {}) {
-  at::Tensor y = L.proj[size_t(target)].Mul(x, x_bf16);
-  if (lora) {
-    const auto& p = lora->layers[layer][size_t(target)];
-    if (p.a.defined()) {
-      at::Tensor xin = lora->training && lora->dropout > 0 ? at::dropout(x, lora->dropout, /*train=*/true) : x;
-      y = y + CastFp32(at::linear(at::linear(Operand(xin), Operand(p.a)), Operand(p.b)), lora->scale);
-    }
+  const LinearWeight& w = L.proj[size_t(target)];
+  const LoraWeights::Pair* p = lora && lora->layers[layer][size_t(target)].a.defined() ? &lora->layers[layer][size_t(target)] : nullptr;
+  if (!p) return w.Mul(x, x_bf16);
+  at::Tensor xin = lora->training && lora->dropout > 0 ? at::dropout(x, lora->dropout, /*train=*/true) : x;
+  if (Bf16Products::active() && w.quantized()) {
+    if (!at::GradMode::is_enabled()) return ProjectBf16(w, x, x_bf16, xin, p->a, p->b, lora->scale, nullptr);
+    return ProjectBf16Fn::apply(x, xin, p->a, p->b, reinterpret_cast<int64_t>(&w),
+                                x_bf16.defined() ? reinterpret_cast<int64_t>(&x_bf16) : int64_t(0), lora->scale);
   }
-  return y;
+  return w.Mul(x, x_bf16) + CastFp32(at::linear(at::linear(Operand(xin), Operand(p->a)), Operand(p->b)), lora->scale);
 }
 
 }  // namespace

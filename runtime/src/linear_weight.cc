@@ -173,7 +173,7 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact, const at::T
   return y;
 }
 
-at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
+at::Tensor LinearWeight::MulTransposed(const at::Tensor& g, const at::Tensor& g_bf16) const {
   if (!quantized()) return at::matmul(g, w_);
   auto sizes = g.sizes().vec();
   at::Tensor g2 = g.reshape({-1, q_.rows}).to(at::kFloat).contiguous();
@@ -183,7 +183,7 @@ at::Tensor LinearWeight::MulTransposed(const at::Tensor& g) const {
   // one written, so y needs no zero fill); a tile of part of the weight
   // reads a dense copy of its columns of g.
   const bool bf16 = Bf16Products::active();
-  const at::Tensor gin = bf16 ? Bf16Copy(g2) : g2;
+  const at::Tensor gin = !bf16 ? g2 : g_bf16.defined() ? g_bf16.reshape({-1, q_.rows}).contiguous() : Bf16Copy(g2);
   at::Tensor y = bf16 ? at::empty({g2.size(0), q_.cols}, at::kFloat) : at::zeros({g2.size(0), q_.cols}, at::kFloat);
   ForEachTile(q_, bf16, [&](int64_t r0, int64_t n, const at::Tensor& wt) {
     if (!bf16) {

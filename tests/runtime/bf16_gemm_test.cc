@@ -1,7 +1,7 @@
 // The bf16 × bf16 → fp32 products of the bf16 training path (oneDNN's
 // matmul) against LibTorch's fp32 matmul of the same bf16 values widened:
 // odd shapes, one row and one column, both layouts of B, writing into
-// columns of a wider C, and accumulating.
+// columns of a wider C, and accumulating a scaled product.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -19,6 +19,7 @@ TEST(Bf16GemmTest, ProductsEqualFp32MatmulOfTheWidenedValues) {
   for (const Case c : {Case{1, 1, 1}, Case{3, 5, 7}, Case{37, 33, 65}, Case{1, 130, 96}, Case{70, 1, 17}}) {
     for (const bool transposed : {false, true}) {
       for (const bool accumulate : {false, true}) {
+        const float alpha = accumulate ? 0.375f : 1.0f;
         SCOPED_TRACE(testing::Message() << c.m << "x" << c.n << "x" << c.k << " transposed " << transposed
                                         << " accumulate " << accumulate);
         const at::Tensor a = at::randn({c.m, c.k}, gen).to(at::kBFloat16);
@@ -29,11 +30,11 @@ TEST(Bf16GemmTest, ProductsEqualFp32MatmulOfTheWidenedValues) {
         at::Tensor out = before.clone();
         Bf16GemmShape s;
         s.m = c.m, s.n = c.n, s.k = c.k, s.lda = c.k, s.ldb = transposed ? c.k : c.n, s.ldc = c.n + 5;
-        s.b_transposed = transposed, s.accumulate = accumulate;
+        s.b_transposed = transposed, s.accumulate = accumulate, s.alpha = alpha;
         Bf16Gemm(s, Data(a), Data(b), out.data_ptr<float>() + 2);
 
         const at::Tensor bk = transposed ? b.to(at::kFloat).t() : b.to(at::kFloat);
-        at::Tensor want = at::mm(a.to(at::kFloat), bk);
+        at::Tensor want = at::mm(a.to(at::kFloat), bk) * alpha;
         if (accumulate) want += before.narrow(1, 2, c.n);
         const at::Tensor got = out.narrow(1, 2, c.n);
         // Only the summation order differs: fp32 rounding over k terms.

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <dlfcn.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "attune/runtime/engine.h"
@@ -347,6 +349,50 @@ TEST_F(SmolModelTest, Bf16ProductsStayWithinBf16RoundingOfTheExactOnes) {
   }
   Bf16Products bf16;
   ExpectGoldenLogits(m, 0.5f, 2.5);
+}
+
+// A layer with a LoRA on all seven targets under Bf16Products (the frozen
+// product and its LoRA fused, the LoRA's product added in fp32) against the
+// same layer in fp32: output and the gradients of the input and of every A
+// and B within bf16 rounding, with dropout on the LoRA input as well.
+TEST_F(SmolModelTest, Bf16LoraLayerMatchesTheFp32LayerWithGradients) {
+  const Model& m = *engine_->model();
+  const auto& c = m.config();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(31);
+  for (const double dropout : {0.0, 0.25}) {
+    SCOPED_TRACE(::testing::Message() << "dropout " << dropout);
+    LoraWeights lora;
+    lora.scale = LoraScale(8, 4, false);
+    lora.training = dropout > 0;
+    lora.dropout = dropout;
+    lora.layers.resize(size_t(c.n_layers));
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      const LinearWeight& w = m.layers()[0].proj[size_t(t)];
+      lora.layers[0][size_t(t)].a = (at::randn({4, w.in_features()}, gen) * 0.05).requires_grad_(true);
+      lora.layers[0][size_t(t)].b = (at::randn({w.out_features(), 4}, gen) * 0.05).requires_grad_(true);
+    }
+    const at::Tensor x0 = at::randn({2, 7, c.hidden}, gen), g = at::randn({2, 7, c.hidden}, gen);
+    const AttentionContext ctx = MakeAttentionContext(m, 0, 7);
+    ExactProducts exact;
+    auto run = [&](bool bf16) {
+      std::optional<Bf16Products> scope;
+      if (bf16) scope.emplace();
+      at::manual_seed(5);  // the same dropout masks in both runs
+      at::Tensor x = x0.clone().requires_grad_(true);
+      at::Tensor y = LayerForward(m, &lora, 0, x, ctx, nullptr);
+      std::vector<at::Tensor> inputs = {x};
+      for (auto& p : lora.layers[0]) inputs.insert(inputs.end(), {p.a, p.b});
+      std::vector<at::Tensor> out = torch::autograd::grad({y}, inputs, {g});
+      out.insert(out.begin(), y.detach());
+      return out;
+    };
+    const auto want = run(false), got = run(true);
+    EXPECT_FALSE(at::equal(got[0], want[0])) << "the bf16 products are not in use";
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double rel = (got[i] - want[i]).norm().item<double>() / want[i].norm().item<double>();
+      EXPECT_LT(rel, std::ldexp(1.0, -6)) << (i == 0 ? "output" : i == 1 ? "input gradient" : "LoRA gradient") << " #" << i;
+    }
+  }
 }
 
 // Several weights sharing one input in one pool job (q/k/v, gate/up, and a

@@ -95,8 +95,9 @@ class LinearWeight {
   // x again, so that weights sharing one input (q, k, v; gate, up) round it
   // once.
   at::Tensor Mul(const at::Tensor& x, const at::Tensor& x_bf16 = {}) const;
-  // g [..., out] -> [..., in].
-  at::Tensor MulTransposed(const at::Tensor& g) const;
+  // g [..., out] -> [..., in]. g_bf16, when defined, is g rounded to bf16
+  // (Bf16Copy), used under Bf16Products as x_bf16 is in Mul.
+  at::Tensor MulTransposed(const at::Tensor& g, const at::Tensor& g_bf16 = {}) const;
   // Rows `ids` of W as fp32: ids int64 [...] -> [..., in] (embeddings).
   at::Tensor Rows(const at::Tensor& ids) const;
   // One row into dst[in].
