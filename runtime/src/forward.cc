@@ -133,8 +133,7 @@ at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const
 }  // namespace
 
 const char* LoraTargetName(int target) {
-  static const char* kNames[] = {"q", "k", "v", "o", "gate", "up", "down"};
-  return target >= 0 && target < kNumLoraTargets ? kNames[target] : "?";
+  return adapters::LoraTargetName(adapters::LoraTarget(target)).data();  // names are literals: NUL-terminated
 }
 
 AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t seq) {

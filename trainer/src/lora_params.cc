@@ -15,13 +15,9 @@ Result<std::array<bool, kNumLoraTargets>> ParseTargets(const std::string& list) 
   std::string item;
   bool any = false;
   while (std::getline(ss, item, ',')) {
-    bool found = false;
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      if (item == runtime::LoraTargetName(t)) {
-        out[size_t(t)] = found = any = true;
-      }
-    }
-    if (!found) return InvalidArgumentError("unknown LoRA target '" + item + "' (choose from q,k,v,o,gate,up,down)");
+    auto t = adapters::ParseLoraTarget(item);
+    if (!t.ok()) return InvalidArgumentError("unknown LoRA target '" + item + "' (choose from q,k,v,o,gate,up,down)");
+    out[size_t(*t)] = any = true;
   }
   if (!any) return InvalidArgumentError("no LoRA targets given (choose from q,k,v,o,gate,up,down)");
   return out;

@@ -23,7 +23,8 @@
 
 namespace attune::adapters {
 
-// LoRA targets, in the order used everywhere (matches runtime::LoraTarget).
+// LoRA targets, in the order used everywhere (runtime indexes its per-layer
+// arrays by these values: runtime/lora_target.h).
 enum class LoraTarget : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
 inline constexpr int kNumLoraTargets = 7;
 
