@@ -76,9 +76,6 @@ void FromBf16Serial(const uint16_t* src, int64_t n, float* dst, bool accumulate,
   }
 }
 
-const uint16_t* Bf16Data(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
-uint16_t* Bf16Data(at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr()); }
-
 struct CastBf16Fn : public torch::autograd::Function<CastBf16Fn> {
   static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& t) { return Bf16Copy(t); }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list g) {

@@ -10,6 +10,10 @@
 
 namespace attune::runtime {
 
+// The elements of a bf16 tensor (contiguous where the caller needs it).
+inline const uint16_t* Bf16Data(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
+inline uint16_t* Bf16Data(at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr()); }
+
 // fp32 -> bf16 of src * scale, rounding to nearest even as LibTorch does;
 // NaN stays NaN.
 void ToBf16(const float* src, int64_t n, uint16_t* dst, float scale = 1.0f);

@@ -30,8 +30,6 @@ at::Tensor SharedBf16(const LinearWeight& w, const at::Tensor& x) {
   return Bf16Copy(x);
 }
 
-const uint16_t* Bf16Data(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
-
 // A frozen quantized projection and its LoRA under Bf16Products, in one
 // product each: y = x Wᵀ + scale · (xl Aᵀ) Bᵀ, with xl the LoRA's input (x,
 // or x after dropout), all operands bf16 as autocast makes them, and the
@@ -119,8 +117,8 @@ struct ProjectBf16Fn : public torch::autograd::Function<ProjectBf16Fn> {
 at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer,
                    const at::Tensor& x_bf16 = {}) {
   const LinearWeight& w = L.proj[size_t(target)];
-  const LoraWeights::Pair* p = lora && lora->layers[layer][size_t(target)].a.defined() ? &lora->layers[layer][size_t(target)] : nullptr;
-  if (!p) return w.Mul(x, x_bf16);
+  const LoraWeights::Pair* p = lora ? &lora->layers[layer][size_t(target)] : nullptr;
+  if (!p || !p->a.defined()) return w.Mul(x, x_bf16);
   at::Tensor xin = lora->training && lora->dropout > 0 ? at::dropout(x, lora->dropout, /*train=*/true) : x;
   if (Bf16Products::active() && w.quantized()) {
     if (!at::GradMode::is_enabled()) return ProjectBf16(w, x, x_bf16, xin, p->a, p->b, lora->scale, nullptr);

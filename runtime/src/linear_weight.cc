@@ -19,8 +19,6 @@ namespace {
 
 using kernels::ThreadPool;
 
-const uint16_t* Bf16Data(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
-
 // Rows of a dequantized tile: about 1 MiB of floats, so the tile stays in
 // L2 while BLAS streams the activations past it.
 int64_t TileRows(int64_t cols) { return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(cols, 1)); }

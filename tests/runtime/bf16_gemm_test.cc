@@ -6,12 +6,11 @@
 #include <gtest/gtest.h>
 
 #include "attune/runtime/linear_weight.h"
+#include "runtime/src/bf16.h"
 #include "runtime/src/bf16_gemm.h"
 
 namespace attune::runtime {
 namespace {
-
-const uint16_t* Data(const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
 
 TEST(Bf16GemmTest, ProductsEqualFp32MatmulOfTheWidenedValues) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
@@ -31,7 +30,7 @@ TEST(Bf16GemmTest, ProductsEqualFp32MatmulOfTheWidenedValues) {
         Bf16GemmShape s;
         s.m = c.m, s.n = c.n, s.k = c.k, s.lda = c.k, s.ldb = transposed ? c.k : c.n, s.ldc = c.n + 5;
         s.b_transposed = transposed, s.accumulate = accumulate, s.alpha = alpha;
-        Bf16Gemm(s, Data(a), Data(b), out.data_ptr<float>() + 2);
+        Bf16Gemm(s, Bf16Data(a), Bf16Data(b), out.data_ptr<float>() + 2);
 
         const at::Tensor bk = transposed ? b.to(at::kFloat).t() : b.to(at::kFloat);
         at::Tensor want = at::mm(a.to(at::kFloat), bk) * alpha;

@@ -90,7 +90,7 @@ TEST(NormRopeTest, CastsRoundAsLibTorchAndCarryGradients) {
     EXPECT_TRUE(at::equal(Fp32Copy(big_b, 3.0f), big_b.to(at::kFloat) * 3.0));
     at::Tensor acc = at::randn({3, 70001}, gen);
     const at::Tensor sum = acc + big_b.to(at::kFloat);
-    FromBf16(reinterpret_cast<const uint16_t*>(big_b.data_ptr()), big_b.numel(), acc.data_ptr<float>(),
+    FromBf16(Bf16Data(big_b), big_b.numel(), acc.data_ptr<float>(),
              /*accumulate=*/true);
     EXPECT_TRUE(at::equal(acc, sum));
 
