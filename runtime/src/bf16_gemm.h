@@ -25,8 +25,10 @@ struct Bf16GemmShape {
 
 void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, float* c);
 
-// The name of the oneDNN implementation that runs shape s ("brg:avx512_core_bf16",
-// …; "ref" would be its slow reference code), for tests and benchmarks.
+// The name of the oneDNN implementation that runs shape s, for tests and
+// benchmarks: "brg:avx512_core_bf16" (or "brg:avx512_core_amx") for dense
+// operands on a CPU with bf16; "gemm:jit" where a leading dimension is wider
+// than its matrix (slower); "ref…" its reference code (much slower).
 std::string Bf16GemmImplementation(const Bf16GemmShape& s);
 
 }  // namespace attune::runtime
