@@ -1,5 +1,6 @@
 #include "runtime/src/bf16_gemm.h"
 
+#include <ATen/ATen.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <functional>
@@ -33,6 +34,7 @@ struct KeyHash {
 };
 
 struct Prepared {
+  bool onednn = false;  // false: oneDNN has no bf16 matmul on this CPU (no AVX-512)
   memory::desc a, b, c;
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul primitive;
@@ -54,9 +56,27 @@ Prepared Prepare(const Bf16GemmShape& s) {
     ops.append_sum(1.0f);
     attr.set_post_ops(ops);
   }
-  p.pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(p.a, p.b, p.c), attr, Engine());
-  p.primitive = dnnl::matmul(p.pd);
+  try {
+    p.pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(p.a, p.b, p.c), attr, Engine());
+    p.primitive = dnnl::matmul(p.pd);
+    p.onednn = true;
+  } catch (const dnnl::error&) {
+    // oneDNN 2.x supports bf16 only from AVX-512 on, even in its reference
+    // code; Bf16Gemm then widens the operands for LibTorch's fp32 GEMM.
+  }
   return p;
+}
+
+// The same product on a CPU where oneDNN refuses bf16: the bf16 operands
+// widened exactly to fp32, LibTorch's fp32 GEMM.
+void WidenedGemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, float* c) {
+  auto* ua = const_cast<uint16_t*>(a);
+  auto* ub = const_cast<uint16_t*>(b);
+  const at::Tensor A = at::from_blob(ua, {s.m, s.k}, {s.lda, 1}, at::kBFloat16).to(at::kFloat);
+  const at::Tensor B = s.b_transposed ? at::from_blob(ub, {s.n, s.k}, {s.ldb, 1}, at::kBFloat16).to(at::kFloat).t()
+                                      : at::from_blob(ub, {s.k, s.n}, {s.ldb, 1}, at::kBFloat16).to(at::kFloat);
+  at::Tensor C = at::from_blob(c, {s.m, s.n}, {s.ldc, 1}, at::kFloat);
+  C.addmm_(A, B, /*beta=*/s.accumulate ? 1.0 : 0.0, /*alpha=*/s.alpha);
 }
 
 // Primitives of this thread, by shape: a training run repeats a few dozen
@@ -75,6 +95,7 @@ const Prepared& Lookup(const Bf16GemmShape& s) {
 
 void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, float* c) {
   const Prepared& p = Lookup(s);
+  if (!p.onednn) return WidenedGemm(s, a, b, c);
   memory am(p.a, Engine(), const_cast<uint16_t*>(a));
   memory bm(p.b, Engine(), const_cast<uint16_t*>(b));
   memory cm(p.c, Engine(), c);
@@ -83,6 +104,9 @@ void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, floa
   stream.wait();
 }
 
-std::string Bf16GemmImplementation(const Bf16GemmShape& s) { return Lookup(s).pd.impl_info_str(); }
+std::string Bf16GemmImplementation(const Bf16GemmShape& s) {
+  const Prepared& p = Lookup(s);
+  return p.onednn ? p.pd.impl_info_str() : "widened to fp32 (no oneDNN bf16 on this CPU)";
+}
 
 }  // namespace attune::runtime

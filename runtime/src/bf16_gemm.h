@@ -7,7 +7,9 @@
 //   C[m, n] (+)= alpha · A[m, k] · op(B),  op(B) = B[k, n] or, with
 //   b_transposed, the transpose of B[n, k].
 // The product runs on the calling thread's OpenMP threads (LibTorch's
-// intra-op threads). Thread safety: any thread may call it.
+// intra-op threads). On a CPU without AVX-512, where oneDNN 2.x has no bf16,
+// the operands are widened to fp32 for LibTorch's GEMM (same result up to
+// the order of the sums). Thread safety: any thread may call it.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +30,8 @@ void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, floa
 // The name of the oneDNN implementation that runs shape s, for tests and
 // benchmarks: "brg:avx512_core_bf16" (or "brg:avx512_core_amx") for dense
 // operands on a CPU with bf16; "gemm:jit" where a leading dimension is wider
-// than its matrix (slower); "ref…" its reference code (much slower).
+// than its matrix (slower); "ref…" its reference code (much slower); or
+// that the product is widened to fp32 (no oneDNN bf16 on this CPU).
 std::string Bf16GemmImplementation(const Bf16GemmShape& s);
 
 }  // namespace attune::runtime
