@@ -99,7 +99,7 @@ void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, floa
   memory am(p.a, Engine(), const_cast<uint16_t*>(a));
   memory bm(p.b, Engine(), const_cast<uint16_t*>(b));
   memory cm(p.c, Engine(), c);
-  dnnl::stream stream(Engine());
+  thread_local dnnl::stream stream(Engine());  // one per thread, not one per product
   p.primitive.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   stream.wait();
 }

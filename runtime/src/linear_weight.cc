@@ -19,14 +19,16 @@ namespace {
 
 using kernels::ThreadPool;
 
-// Rows of a dequantized tile: about 1 MiB of floats, so the tile stays in
-// L2 while BLAS streams the activations past it.
-int64_t TileRows(int64_t cols) { return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(cols, 1)); }
-// bf16 tiles are up to 8 MiB: a whole projection of a small model in one
-// product. oneDNN's fast bf16 kernels need dense operands, so a product
-// over a whole weight writes (or reads) its operand in place, while one
-// over part of it goes through a dense scratch.
-int64_t TileRowsBf16(int64_t cols) { return std::max<int64_t>(16, (int64_t(1) << 22) / std::max<int64_t>(cols, 1)); }
+// Rows of a dequantized tile. fp32: about 1 MiB, so the tile stays in L2
+// while BLAS streams the activations past it. bf16: up to 8 MiB, a whole
+// projection of a small model in one product; oneDNN's fast bf16 kernels
+// need dense operands, so a product over a whole weight writes (or reads)
+// its operand in place, while one over part of it goes through a dense
+// scratch.
+int64_t TileRows(int64_t cols, bool bf16) {
+  const int64_t elements = int64_t(1) << (bf16 ? 22 : 18);
+  return std::max<int64_t>(16, elements / std::max<int64_t>(cols, 1));
+}
 
 // Dequantizes rows [r0, r0 + n) into dst, split across the pool.
 void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
@@ -56,7 +58,7 @@ void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* d
 // to bf16 (on LibTorch's threads) or to fp32 (on the pool).
 template <typename F>
 void ForEachTile(const QuantMatrix& q, bool bf16, F&& f) {
-  const int64_t tile = bf16 ? TileRowsBf16(q.cols) : TileRows(q.cols), cap = std::min(tile, q.rows) * q.cols;
+  const int64_t tile = TileRows(q.cols, bf16), cap = std::min(tile, q.rows) * q.cols;
   std::vector<float> f32(size_t(bf16 ? 0 : cap));
   std::vector<uint16_t> b16(size_t(bf16 ? cap : 0));
   for (int64_t r0 = 0; r0 < q.rows; r0 += tile) {
@@ -162,11 +164,8 @@ at::Tensor LinearWeight::MulNoGrad(const at::Tensor& x2, bool exact, const at::T
     s.m = m, s.n = n, s.k = q_.cols, s.lda = q_.cols, s.ldb = q_.cols, s.ldc = n, s.b_transposed = true;
     if (n == q_.rows) return Bf16Gemm(s, Bf16Data(xin), Bf16Data(wt), yd);
     if (!scratch.defined()) scratch = at::empty({m * n}, at::kFloat);
-    const float* sd = scratch.data_ptr<float>();
     Bf16Gemm(s, Bf16Data(xin), Bf16Data(wt), scratch.data_ptr<float>());
-    at::parallel_for(0, m, 16, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) std::copy_n(sd + i * n, n, yd + i * q_.rows + r0);
-    });
+    y.narrow(1, r0, n).copy_(scratch.narrow(0, 0, m * n).view({m, n}));
   });
   return y;
 }
