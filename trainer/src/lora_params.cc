@@ -10,16 +10,19 @@ namespace attune::trainer {
 using runtime::kNumLoraTargets;
 
 Result<std::array<bool, kNumLoraTargets>> ParseTargets(const std::string& list) {
+  std::array<bool, kNumLoraTargets> all;
+  all.fill(true);
+  const std::string choose = " (choose from " + TargetsToString(all) + ")";
   std::array<bool, kNumLoraTargets> out{};
   std::stringstream ss(list);
   std::string item;
   bool any = false;
   while (std::getline(ss, item, ',')) {
     auto t = adapters::ParseLoraTarget(item);
-    if (!t.ok()) return InvalidArgumentError("unknown LoRA target '" + item + "' (choose from q,k,v,o,gate,up,down)");
+    if (!t.ok()) return InvalidArgumentError("unknown LoRA target '" + item + "'" + choose);
     out[size_t(*t)] = any = true;
   }
-  if (!any) return InvalidArgumentError("no LoRA targets given (choose from q,k,v,o,gate,up,down)");
+  if (!any) return InvalidArgumentError("no LoRA targets given" + choose);
   return out;
 }
 
