@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -40,12 +41,23 @@ struct Bf16Lora {
   at::Tensor xl_b, a_b, b_b, t_b;  // xl [m, in], A [r, in], B [out, r], t = xl Aᵀ [m, r]
 };
 
+//
+// Without `value`, only what backward keeps is computed, and y is
+// uninitialized: for a product whose value no one reads (LayerBackward's
+// down projection).
 at::Tensor ProjectBf16(const LinearWeight& w, const at::Tensor& x, const at::Tensor& x_bf16, const at::Tensor& xl,
-                       const at::Tensor& a, const at::Tensor& b, double scale, Bf16Lora* keep) {
+                       const at::Tensor& a, const at::Tensor& b, double scale, Bf16Lora* keep, bool value = true) {
   at::NoGradGuard ng;
   const int64_t in = w.in_features(), out = w.out_features(), r = a.size(0);
   const at::Tensor xb = x_bf16.defined() ? x_bf16 : Bf16Copy(x);
-  at::Tensor y = w.Mul(x, xb);
+  at::Tensor y;
+  if (value) {
+    y = w.Mul(x, xb);
+  } else {
+    auto sizes = x.sizes().vec();
+    sizes.back() = out;
+    y = at::empty(sizes, at::kFloat);
+  }
   const int64_t m = y.numel() / out;
   Bf16Lora l;
   l.xl_b = (xl.is_same(x) ? xb : Bf16Copy(xl)).reshape({m, in});
@@ -56,6 +68,10 @@ at::Tensor ProjectBf16(const LinearWeight& w, const at::Tensor& x, const at::Ten
   s.m = m, s.n = r, s.k = in, s.lda = in, s.ldb = in, s.ldc = r, s.b_transposed = true;
   Bf16Gemm(s, Bf16Data(l.xl_b), Bf16Data(l.a_b), t.data_ptr<float>());
   l.t_b = Bf16Copy(t);
+  if (!value) {
+    if (keep) *keep = std::move(l);
+    return y;
+  }
   s = Bf16GemmShape();
   s.m = m, s.n = out, s.k = r, s.lda = r, s.ldb = r, s.ldc = out, s.b_transposed = true, s.accumulate = true;
   s.alpha = float(scale);
@@ -69,12 +85,13 @@ at::Tensor ProjectBf16(const LinearWeight& w, const at::Tensor& x, const at::Ten
 // in bf16 with fp32 sums, as autocast computes them.
 struct ProjectBf16Fn : public torch::autograd::Function<ProjectBf16Fn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& xl,
-                            const at::Tensor& a, const at::Tensor& b, int64_t weight, int64_t x_bf16, double scale) {
+                            const at::Tensor& a, const at::Tensor& b, int64_t weight, int64_t x_bf16, double scale,
+                            bool value) {
     const auto* w = reinterpret_cast<const LinearWeight*>(weight);
     ExactProducts exact;  // the product backward differentiates
     Bf16Lora l;
     at::Tensor y = ProjectBf16(*w, x, x_bf16 ? *reinterpret_cast<const at::Tensor*>(x_bf16) : at::Tensor(), xl, a, b,
-                               scale, &l);
+                               scale, &l, value);
     ctx->saved_data["w"] = weight;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["same"] = xl.is_same(x);
@@ -110,12 +127,15 @@ struct ProjectBf16Fn : public torch::autograd::Function<ProjectBf16Fn> {
     at::Tensor gbw = CastFp32(at::mm(gb.t(), t_b), scale);
     auto sizes = grad[0].sizes().vec();
     sizes.back() = in;
-    return {gx.view(sizes), same ? at::Tensor() : gxl.view(sizes), ga, gbw, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {gx.view(sizes), same ? at::Tensor() : gxl.view(sizes), ga, gbw, at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
+// value false: the result's value may be left unspecified (only its graph
+// is used); the fused bf16 path then skips the frozen product.
 at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer,
-                   const at::Tensor& x_bf16 = {}) {
+                   const at::Tensor& x_bf16 = {}, bool value = true) {
   const LinearWeight& w = L.proj[size_t(target)];
   const LoraWeights::Pair* p = lora ? &lora->layers[layer][size_t(target)] : nullptr;
   if (!p || !p->a.defined()) return w.Mul(x, x_bf16);
@@ -123,7 +143,8 @@ at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const
   if (Bf16Products::active() && w.quantized()) {
     if (!at::GradMode::is_enabled()) return ProjectBf16(w, x, x_bf16, xin, p->a, p->b, lora->scale, nullptr);
     return ProjectBf16Fn::apply(x, xin, p->a, p->b, reinterpret_cast<int64_t>(&w),
-                                x_bf16.defined() ? reinterpret_cast<int64_t>(&x_bf16) : int64_t(0), lora->scale);
+                                x_bf16.defined() ? reinterpret_cast<int64_t>(&x_bf16) : int64_t(0), lora->scale,
+                                value);
   }
   return w.Mul(x, x_bf16) + CastFp32(at::linear(at::linear(Operand(xin), Operand(p->a)), Operand(p->b)), lora->scale);
 }
@@ -152,8 +173,17 @@ AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t 
 
 at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens) { return model.embedding().Rows(tokens); }
 
-at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
-                        const AttentionContext& ctx, KvCache* cache) {
+namespace {
+
+// A layer's output is mid + down: the residual after attention and the MLP's
+// down projection. down_value false leaves down's value unspecified (its
+// graph is built; LayerBackward).
+struct LayerOut {
+  at::Tensor mid, down;
+};
+
+LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
+                    const AttentionContext& ctx, KvCache* cache, bool down_value) {
   const ModelConfig& c = model.config();
   const int64_t B = x_in.size(0), T = x_in.size(1);
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv;
@@ -188,7 +218,26 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
   h = RmsNorm(x, L.ffn_norm, c.rms_eps);
   hb = SharedBf16(L.proj[kGate], h);
   at::Tensor gate = Project(L, kGate, h, lora, li, hb), up = Project(L, kUp, h, lora, li, hb);
-  return x + Project(L, kDown, at::silu(gate) * up, lora, li);
+  return {x, Project(L, kDown, at::silu(gate) * up, lora, li, {}, down_value)};
+}
+
+}  // namespace
+
+at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
+                        const AttentionContext& ctx, KvCache* cache) {
+  LayerOut out = LayerParts(model, lora, li, x_in, ctx, cache, /*down_value=*/true);
+  return out.mid + out.down;
+}
+
+at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x,
+                         const AttentionContext& ctx, const at::Tensor& grad, bool input_grad) {
+  at::Tensor xg = x.detach().requires_grad_(input_grad);
+  {
+    LayerOut out = LayerParts(model, lora, li, xg, ctx, nullptr, /*down_value=*/false);
+    // y = mid + down: the gradient reaches both as it is.
+    torch::autograd::backward({out.mid, out.down}, {grad, grad});
+  }
+  return xg.grad();
 }
 
 at::Tensor HeadNorm(const Model& model, const at::Tensor& x) {

@@ -395,6 +395,58 @@ TEST_F(SmolModelTest, Bf16LoraLayerMatchesTheFp32LayerWithGradients) {
   }
 }
 
+// The checkpointed trainer's backward through one layer (LayerBackward,
+// which skips the frozen down product under Bf16Products) gives the same
+// input and LoRA gradients as backward through LayerForward, in fp32 and in
+// bf16, with dropout on the LoRA input.
+TEST_F(SmolModelTest, LayerBackwardEqualsBackwardThroughLayerForward) {
+  const Model& m = *engine_->model();
+  const auto& c = m.config();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(37);
+  LoraWeights lora;
+  lora.scale = LoraScale(8, 4, false);
+  lora.training = true;
+  lora.dropout = 0.1;
+  lora.layers.resize(size_t(c.n_layers));
+  std::vector<at::Tensor> params;
+  for (int t = 0; t < kNumLoraTargets; ++t) {
+    const LinearWeight& w = m.layers()[1].proj[size_t(t)];
+    auto& p = lora.layers[1][size_t(t)];
+    p.a = (at::randn({4, w.in_features()}, gen) * 0.05).requires_grad_(true);
+    p.b = (at::randn({w.out_features(), 4}, gen) * 0.05).requires_grad_(true);
+    params.insert(params.end(), {p.a, p.b});
+  }
+  const at::Tensor x = at::randn({2, 9, c.hidden}, gen), g = at::randn({2, 9, c.hidden}, gen);
+  const AttentionContext ctx = MakeAttentionContext(m, 0, 9);
+  ExactProducts exact;
+  for (const bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    std::optional<Bf16Products> scope;
+    if (bf16) scope.emplace();
+    auto grads = [&]() {
+      std::vector<at::Tensor> out;
+      for (auto& p : params) {
+        out.push_back(p.grad().clone());
+        p.mutable_grad() = at::Tensor();
+      }
+      return out;
+    };
+    at::manual_seed(3);
+    at::Tensor xr = x.clone().requires_grad_(true);
+    LayerForward(m, &lora, 1, xr, ctx, nullptr).backward(g);
+    const at::Tensor want_gx = xr.grad();
+    const auto want = grads();
+    at::manual_seed(3);
+    const at::Tensor gx = LayerBackward(m, &lora, 1, x, ctx, g);
+    const auto got = grads();
+    EXPECT_TRUE(at::equal(gx, want_gx)) << "input gradient";
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(at::equal(got[i], want[i])) << "LoRA gradient #" << i;
+    at::manual_seed(3);
+    EXPECT_FALSE(LayerBackward(m, &lora, 1, x, ctx, g, /*input_grad=*/false).defined());
+    EXPECT_TRUE(at::equal(grads()[0], want[0])) << "without the input's gradient";
+  }
+}
+
 // Several weights sharing one input in one pool job (q/k/v, gate/up, and a
 // mix of types: the Q8_0 output head with Q4_1 projections) write exactly
 // what each one alone writes.

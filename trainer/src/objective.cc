@@ -262,14 +262,11 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
   // Pass 2: recompute each layer with a graph, backward from the gradient
   // that arrived at its output.
   for (size_t l = L; l-- > 0;) {
-    at::Tensor x = inputs[l].detach().requires_grad_(l > 0);
     {
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(rng[l]);
     }
-    at::Tensor y = runtime::LayerForward(model, &lora, l, x, ctx, nullptr);
-    y.backward(grad);
-    if (l > 0) grad = x.grad();
+    grad = runtime::LayerBackward(model, &lora, l, inputs[l], ctx, grad, /*input_grad=*/l > 0);
     inputs[l + 1] = at::Tensor();  // free as we go
   }
   {

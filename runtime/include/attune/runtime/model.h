@@ -143,6 +143,14 @@ at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens);
 // layer's keys/values at ctx.past (the caller advances cache->length).
 at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& x,
                         const AttentionContext& ctx, KvCache* cache);
+// Backward through layer `layer` for per-layer gradient checkpointing:
+// recomputes it from its input x with a graph, backpropagates grad (dL/d
+// its output) into the LoRA tensors' gradients, and returns dL/dx (undefined
+// without input_grad). Faster than LayerForward then backward: the frozen
+// part of the MLP's down projection, whose value backward never reads, is
+// not computed (bf16 products). No cache.
+at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& x,
+                         const AttentionContext& ctx, const at::Tensor& grad, bool input_grad = true);
 // Final norm and output projection: [batch, seq, hidden] -> [batch, seq, vocab].
 // HeadForward(x) == model.output().Mul(HeadNorm(x)); the trainer runs the
 // projection itself, a chunk of rows at a time.
