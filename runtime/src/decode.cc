@@ -4,6 +4,7 @@
 #include <cmath>
 #include <initializer_list>
 
+#include "runtime/src/kernels/activations.h"
 #include "runtime/src/kernels/quant_dot.h"
 #include "runtime/src/kernels/thread_pool.h"
 
@@ -163,10 +164,7 @@ void LayersForward(const PlainWeights& m, const PlainLora* lora, const int32_t* 
 
     for (int64_t i = 0; i < n; ++i) RmsNorm(s->x.data() + i * hidden, L.ffn_norm, hidden, c.rms_eps, s->h.data() + i * hidden);
     Project(m, lora, li, {kGate, kUp}, s->h.data(), n, {s->gate.data(), s->up.data()}, s);
-    for (int64_t i = 0; i < n * I; ++i) {
-      const float g = s->gate[size_t(i)];
-      s->gate[size_t(i)] = g / (1.0f + std::exp(-g)) * s->up[size_t(i)];
-    }
+    kernels::SwiGlu(s->gate.data(), s->up.data(), n * I, s->gate.data());
     Project(m, lora, li, {kDown}, s->gate.data(), n, {s->h.data()}, s);
     for (int64_t i = 0; i < n * hidden; ++i) s->x[size_t(i)] += s->h[size_t(i)];
   }

@@ -14,6 +14,7 @@
 #include "runtime/src/bf16.h"
 #include "runtime/src/bf16_gemm.h"
 #include "runtime/src/norm_rope.h"
+#include "runtime/src/swiglu.h"
 #include "runtime/src/kernels/thread_pool.h"
 
 namespace attune::runtime {
@@ -218,7 +219,7 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
   h = RmsNorm(x, L.ffn_norm, c.rms_eps);
   hb = SharedBf16(L.proj[kGate], h);
   at::Tensor gate = Project(L, kGate, h, lora, li, hb), up = Project(L, kUp, h, lora, li, hb);
-  return {x, Project(L, kDown, at::silu(gate) * up, lora, li, {}, down_value)};
+  return {x, Project(L, kDown, SwiGlu(gate, up), lora, li, {}, down_value)};
 }
 
 }  // namespace

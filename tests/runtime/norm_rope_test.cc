@@ -8,6 +8,7 @@
 #include "runtime/src/bf16.h"
 #include "runtime/src/kernels/quant_dot.h"
 #include "runtime/src/norm_rope.h"
+#include "runtime/src/swiglu.h"
 
 namespace attune::runtime {
 namespace {
@@ -60,6 +61,24 @@ TEST(NormRopeTest, RopeEqualsRotateHalfAndTransposesToHeadsFirst) {
     at::Tensor dxr = torch::autograd::grad({yr}, {x}, {g})[0];
     ExpectClose(y, yr, 1e-6, "y");
     ExpectClose(dx, dxr, 1e-6, "dx");
+  }
+}
+
+// The fused SwiGLU op against LibTorch's silu(gate) * up, values and both
+// gradients, on an odd shape longer than one thread's share and on one
+// element (the kernels' own bounds are in kernels_test).
+TEST(NormRopeTest, SwiGluMatchesLibTorchsSiluTimesUpWithGradients) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(19);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{3, 7, 1537}, {1}}) {
+    at::Tensor gate = (at::randn(shape, gen) * 4).requires_grad_(true), up = at::randn(shape, gen).requires_grad_(true);
+    const at::Tensor dy = at::randn(shape, gen);
+    at::Tensor y = SwiGlu(gate, up);
+    auto got = torch::autograd::grad({y}, {gate, up}, {dy});
+    at::Tensor yr = at::silu(gate) * up;
+    auto want = torch::autograd::grad({yr}, {gate, up}, {dy});
+    ExpectClose(y, yr, 1e-6, "y");
+    ExpectClose(got[0], want[0], 1e-6, "dgate");
+    ExpectClose(got[1], want[1], 1e-6, "dup");
   }
 }
 

@@ -1,0 +1,90 @@
+#include "runtime/src/kernels/activations.h"
+
+#include <cstring>
+
+#include "runtime/src/kernels/quant_dot.h"
+
+// Built with -fno-trapping-math (CMakeLists.txt): the clamp's selects only
+// vectorize on AVX2 and the baseline without it.
+namespace attune::runtime::kernels {
+namespace {
+
+// e^x in float: 2^n e^r with n = round(x log2 e), |r| <= ln 2 / 2, r = x -
+// n ln 2 in two parts (Cody-Waite), e^r from Cephes' expf polynomial. n is
+// rounded by adding 1.5 * 2^23 (branch-free, so the loops vectorize) and 2^n
+// is built in the exponent bits. Within 2 ulp for |x| <= 87.3. Below, it
+// is 0 (where e^x would be subnormal, and e^-inf); above
+// 88.4 it is infinite (n = 128 makes 2^n infinity), so g / (1 + e^-g) is 0
+// for g < -88.4, as in exact arithmetic. NaN stays NaN.
+[[gnu::always_inline]] inline float Exp(float x_in) {
+  float x = x_in < -87.3f ? -87.3f : x_in;
+  x = x > 88.8f ? 88.8f : x;
+  const float t = x * 1.44269504088896341f + 12582912.0f;
+  const float n = t - 12582912.0f;
+  uint32_t ti;
+  std::memcpy(&ti, &t, sizeof(ti));
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const uint32_t bits = (ti - 0x4B400000u + 127u) << 23;  // unsigned: NaN's bits wrap harmlessly
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x_in < -87.3f ? 0.0f : p * scale;
+}
+
+[[gnu::always_inline]] inline void ForwardBody(const float* g, const float* u, int64_t n, float* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + Exp(-g[i])) * u[i];
+}
+
+[[gnu::always_inline]] inline void BackwardBody(const float* g, const float* u, const float* dy, int64_t n, float* dg,
+                                                float* du) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = 1.0f / (1.0f + Exp(-g[i]));
+    const float gs = g[i] * s;
+    dg[i] = dy[i] * u[i] * (s + gs * (1.0f - s));
+    du[i] = dy[i] * gs;
+  }
+}
+
+#define ATTUNE_SWIGLU(SUFFIX, ATTRS)                                                                             \
+  ATTRS void Forward##SUFFIX(const float* g, const float* u, int64_t n, float* y) { ForwardBody(g, u, n, y); }  \
+  ATTRS void Backward##SUFFIX(const float* g, const float* u, const float* dy, int64_t n, float* dg, float* du) { \
+    BackwardBody(g, u, dy, n, dg, du);                                                                          \
+  }
+#if defined(__x86_64__)
+ATTUNE_SWIGLU(Avx512, __attribute__((target("avx512f,avx512bw"), optimize("fp-contract=off"))))
+ATTUNE_SWIGLU(Avx2, __attribute__((target("avx2"), optimize("fp-contract=off"))))
+#endif
+ATTUNE_SWIGLU(Scalar, __attribute__((optimize("fp-contract=off"))))
+#undef ATTUNE_SWIGLU
+
+}  // namespace
+
+void SwiGlu(const float* g, const float* u, int64_t n, float* y) {
+  switch (ActiveIsa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512: return ForwardAvx512(g, u, n, y);
+    case Isa::kAvx2: return ForwardAvx2(g, u, n, y);
+#endif
+    default: return ForwardScalar(g, u, n, y);
+  }
+}
+
+void SwiGluBackward(const float* g, const float* u, const float* dy, int64_t n, float* dg, float* du) {
+  switch (ActiveIsa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512: return BackwardAvx512(g, u, dy, n, dg, du);
+    case Isa::kAvx2: return BackwardAvx2(g, u, dy, n, dg, du);
+#endif
+    default: return BackwardScalar(g, u, dy, n, dg, du);
+  }
+}
+
+}  // namespace attune::runtime::kernels

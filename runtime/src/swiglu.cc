@@ -1,0 +1,50 @@
+#include "runtime/src/swiglu.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+
+#include "runtime/src/kernels/activations.h"
+
+namespace attune::runtime {
+namespace {
+
+// Elements per thread's share below which a pass stays on one thread.
+constexpr int64_t kGrain = int64_t(1) << 14;
+
+struct SwiGluFn : public torch::autograd::Function<SwiGluFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
+    const at::Tensor g = gate.contiguous(), u = up.contiguous();
+    at::Tensor y = at::empty(g.sizes(), at::kFloat);
+    const float *gd = g.data_ptr<float>(), *ud = u.data_ptr<float>();
+    float* yd = y.data_ptr<float>();
+    at::parallel_for(0, g.numel(), kGrain,
+                     [&](int64_t b, int64_t e) { kernels::SwiGlu(gd + b, ud + b, e - b, yd + b); });
+    ctx->save_for_backward({g, u});
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &g = saved[0], &u = saved[1];
+    const at::Tensor dy = grads[0].to(at::kFloat).contiguous();
+    at::Tensor dg = at::empty(g.sizes(), at::kFloat), du = at::empty(g.sizes(), at::kFloat);
+    const float *gd = g.data_ptr<float>(), *ud = u.data_ptr<float>(), *dyd = dy.data_ptr<float>();
+    float *dgd = dg.data_ptr<float>(), *dud = du.data_ptr<float>();
+    at::parallel_for(0, g.numel(), kGrain, [&](int64_t b, int64_t e) {
+      kernels::SwiGluBackward(gd + b, ud + b, dyd + b, e - b, dgd + b, dud + b);
+    });
+    return {dg, du};
+  }
+};
+
+}  // namespace
+
+at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up) {
+  TORCH_CHECK(gate.scalar_type() == at::kFloat && up.scalar_type() == at::kFloat && gate.sizes() == up.sizes(),
+              "SwiGlu: gate and up must be fp32 tensors of one shape");
+  return SwiGluFn::apply(gate, up);
+}
+
+}  // namespace attune::runtime
