@@ -326,6 +326,61 @@ TEST(ActivationsTest, SwiGluMatchesDoublePrecisionWithTheSameBitsOnEveryIsa) {
   }
 }
 
+// The output head's row reductions against double precision, on every
+// instruction set (the same bits on each): log softmax at a target and its
+// derivative (onehot - p), and KL(base || softmax) with its derivative (p -
+// p_base), on rows of 1, 17 and 4099 logits (the vocabulary's order of
+// spread: logits around ±20). Bounds: the float log-sum-exp of n terms is
+// within n·2^-24 relatively; values within 1e-5 (1 + |value|), derivatives
+// within 1e-6.
+TEST(ActivationsTest, LogitRowReductionsMatchDoublePrecisionWithTheSameBitsOnEveryIsa) {
+  std::mt19937 rng(29);
+  std::normal_distribution<float> normal(0.0f, 6.0f);
+  for (const int64_t n : {int64_t(1), int64_t(17), int64_t(4099)}) {
+    SCOPED_TRACE(::testing::Message() << "n " << n);
+    std::vector<float> x(static_cast<size_t>(n)), base(x.size());
+    for (float& v : x) v = normal(rng);
+    double bmx = -INFINITY, bsum = 0;
+    for (float& v : base) bmx = std::max(bmx, double(v = normal(rng)));
+    for (float v : base) bsum += std::exp(double(v) - bmx);
+    for (float& v : base) v = float(double(v) - bmx - std::log(bsum));  // log-probabilities
+    const int64_t target = n / 2;
+    double mx = -INFINITY, sum = 0;
+    for (float v : x) mx = std::max(mx, double(v));
+    for (float v : x) sum += std::exp(double(v) - mx);
+    const double lse = mx + std::log(sum);
+    double want_kl = 0;
+    for (size_t j = 0; j < x.size(); ++j) want_kl += std::exp(double(base[j])) * (double(base[j]) - (double(x[j]) - lse));
+    std::vector<float> first_grad, first_kl_grad;
+    float first_value = 0, first_kl = 0;
+    for (Isa isa : Isas()) {
+      SCOPED_TRACE(IsaName(isa));
+      IsaGuard guard(isa);
+      std::vector<float> g = x, k = x, untouched = x;
+      const float value = LogSoftmaxAt(g.data(), n, target, /*grad=*/true);
+      EXPECT_NEAR(value, double(x[size_t(target)]) - lse, 1e-5 * (1 + std::fabs(double(x[size_t(target)]) - lse)));
+      EXPECT_EQ(LogSoftmaxAt(untouched.data(), n, target, /*grad=*/false), value);
+      EXPECT_EQ(untouched, x) << "without grad the row is left as it is";
+      const float kl = KlFromBase(k.data(), base.data(), n, /*grad=*/true);
+      EXPECT_NEAR(kl, want_kl, 1e-5 * (1 + std::fabs(want_kl)));
+      EXPECT_EQ(KlFromBase(untouched.data(), base.data(), n, /*grad=*/false), kl);
+      for (size_t j = 0; j < x.size(); ++j) {
+        const double p = std::exp(double(x[j]) - lse);
+        ASSERT_NEAR(g[j], (int64_t(j) == target ? 1.0 : 0.0) - p, 1e-6) << j;
+        ASSERT_NEAR(k[j], p - std::exp(double(base[j])), 1e-6) << j;
+      }
+      if (first_grad.empty()) {
+        first_grad = g, first_kl_grad = k, first_value = value, first_kl = kl;
+      } else {
+        EXPECT_EQ(value, first_value);
+        EXPECT_EQ(kl, first_kl);
+        EXPECT_EQ(0, std::memcmp(g.data(), first_grad.data(), g.size() * sizeof(float)));
+        EXPECT_EQ(0, std::memcmp(k.data(), first_kl_grad.data(), k.size() * sizeof(float)));
+      }
+    }
+  }
+}
+
 TEST(ThreadPoolTest, RunsEveryChunkExactlyOnce) {
   ThreadPool pool(3);
   for (int64_t n : {1, 2, 7, 1000}) {

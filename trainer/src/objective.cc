@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <mutex>
 
+#include "attune/runtime/logit_rows.h"
+
 namespace attune::trainer {
 
 int64_t Sequence::n_scored() const { return std::count(scored.begin(), scored.end(), 1); }
@@ -114,18 +116,11 @@ at::Tensor HeadReduce(const runtime::LinearWeight& head, const at::Tensor& hn, c
   if (jac) *jac = at::empty({n, hn.size(1)}, at::kFloat);
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t c = std::min(chunk, n - r0);
-    at::Tensor lp = head.Mul(hn.narrow(0, r0, c));  // logits [c, V]
-    lp.sub_(at::logsumexp(lp, -1, /*keepdim=*/true));
-    if (!kl) {
-      at::Tensor t = targets.narrow(0, r0, c).unsqueeze(1);
-      out.narrow(0, r0, c).copy_(lp.gather(1, t).squeeze(1));
-      if (jac) lp.exp_().neg_().scatter_add_(1, t, at::ones({c, 1}, at::kFloat));  // onehot - p
-    } else {
-      at::Tensor b = base_lp.narrow(0, r0, c);
-      at::Tensor pb = b.exp();
-      out.narrow(0, r0, c).copy_((pb * (b - lp)).sum(-1));
-      if (jac) lp.exp_().sub_(pb);  // p - p_base
-    }
+    at::Tensor lp = head.Mul(hn.narrow(0, r0, c)).contiguous();  // logits [c, V]
+    // The values, and with jac the logits' rows become their derivatives:
+    // onehot - p for a target, p - p_base for the KL.
+    out.narrow(0, r0, c).copy_(kl ? runtime::KlFromBaseRows(lp, base_lp.narrow(0, r0, c), jac != nullptr)
+                                  : runtime::LogSoftmaxAtTargets(lp, targets.narrow(0, r0, c), jac != nullptr));
     if (jac) jac->narrow(0, r0, c).copy_(head.MulTransposed(lp));
   }
   return out;

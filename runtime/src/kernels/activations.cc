@@ -1,5 +1,6 @@
 #include "runtime/src/kernels/activations.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "runtime/src/kernels/quant_dot.h"
@@ -53,17 +54,62 @@ namespace {
   }
 }
 
-#define ATTUNE_SWIGLU(SUFFIX, ATTRS)                                                                             \
+// log Σ e^x over a row: max, then one pass of exponentials.
+[[gnu::always_inline]] inline float LogSumExp(const float* x, int64_t n) {
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += Exp(x[j] - mx);
+  return mx + std::log(sum);
+}
+
+[[gnu::always_inline]] inline float LogSoftmaxAtBody(float* x, int64_t n, int64_t target, bool grad) {
+  const float lse = LogSumExp(x, n);
+  const float value = x[target] - lse;
+  if (grad) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) x[j] = -Exp(x[j] - lse);
+    x[target] += 1.0f;
+  }
+  return value;
+}
+
+[[gnu::always_inline]] inline float KlFromBaseBody(float* x, const float* b, int64_t n, bool grad) {
+  const float lse = LogSumExp(x, n);
+  float kl = 0.0f;
+  if (grad) {
+#pragma omp simd reduction(+ : kl)
+    for (int64_t j = 0; j < n; ++j) {
+      const float pb = Exp(b[j]);
+      kl += pb * (b[j] - (x[j] - lse));
+      x[j] = Exp(x[j] - lse) - pb;
+    }
+  } else {
+#pragma omp simd reduction(+ : kl)
+    for (int64_t j = 0; j < n; ++j) kl += Exp(b[j]) * (b[j] - (x[j] - lse));
+  }
+  return kl;
+}
+
+#define ATTUNE_ACTIVATIONS(SUFFIX, ATTRS)                                                                             \
   ATTRS void Forward##SUFFIX(const float* g, const float* u, int64_t n, float* y) { ForwardBody(g, u, n, y); }  \
   ATTRS void Backward##SUFFIX(const float* g, const float* u, const float* dy, int64_t n, float* dg, float* du) { \
     BackwardBody(g, u, dy, n, dg, du);                                                                          \
+  }                                                                                                             \
+  ATTRS float LogSoftmaxAt##SUFFIX(float* x, int64_t n, int64_t target, bool grad) {                           \
+    return LogSoftmaxAtBody(x, n, target, grad);                                                                \
+  }                                                                                                             \
+  ATTRS float KlFromBase##SUFFIX(float* x, const float* b, int64_t n, bool grad) {                             \
+    return KlFromBaseBody(x, b, n, grad);                                                                       \
   }
 #if defined(__x86_64__)
-ATTUNE_SWIGLU(Avx512, __attribute__((target("avx512f,avx512bw"), optimize("fp-contract=off"))))
-ATTUNE_SWIGLU(Avx2, __attribute__((target("avx2"), optimize("fp-contract=off"))))
+ATTUNE_ACTIVATIONS(Avx512, __attribute__((target("avx512f,avx512bw"), optimize("fp-contract=off"))))
+ATTUNE_ACTIVATIONS(Avx2, __attribute__((target("avx2"), optimize("fp-contract=off"))))
 #endif
-ATTUNE_SWIGLU(Scalar, __attribute__((optimize("fp-contract=off"))))
-#undef ATTUNE_SWIGLU
+ATTUNE_ACTIVATIONS(Scalar, __attribute__((optimize("fp-contract=off"))))
+#undef ATTUNE_ACTIVATIONS
 
 }  // namespace
 
@@ -84,6 +130,26 @@ void SwiGluBackward(const float* g, const float* u, const float* dy, int64_t n, 
     case Isa::kAvx2: return BackwardAvx2(g, u, dy, n, dg, du);
 #endif
     default: return BackwardScalar(g, u, dy, n, dg, du);
+  }
+}
+
+float LogSoftmaxAt(float* x, int64_t n, int64_t target, bool grad) {
+  switch (ActiveIsa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512: return LogSoftmaxAtAvx512(x, n, target, grad);
+    case Isa::kAvx2: return LogSoftmaxAtAvx2(x, n, target, grad);
+#endif
+    default: return LogSoftmaxAtScalar(x, n, target, grad);
+  }
+}
+
+float KlFromBase(float* x, const float* b, int64_t n, bool grad) {
+  switch (ActiveIsa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512: return KlFromBaseAvx512(x, b, n, grad);
+    case Isa::kAvx2: return KlFromBaseAvx2(x, b, n, grad);
+#endif
+    default: return KlFromBaseScalar(x, b, n, grad);
   }
 }
 

@@ -1,9 +1,11 @@
-// The SwiGLU product silu(g) * u and its gradient over plain buffers, for
-// the lean decode pass and the training op (runtime/src/swiglu.h). Built for
+// Activations over plain buffers: the SwiGLU product silu(g) * u and its
+// gradient, for the lean decode pass and the training op
+// (runtime/src/swiglu.h), and the log-probability reductions of the output
+// head's rows for the training loss (attune/runtime/logit_rows.h). Built for
 // AVX-512, AVX2 and the baseline, chosen as the quantized kernels are
 // (ActiveIsa, ATTUNE_KERNELS). No fused multiply-add, so every build gives
-// the same bits. The exponential is our own (below): within a few ulp of
-// silu in float, not bit-equal to libm's or LibTorch's.
+// the same bits. The exponential is our own (activations.cc): within 2 ulp,
+// not bit-equal to libm's or LibTorch's.
 //
 // Thread safety: reentrant.
 #pragma once
@@ -18,5 +20,15 @@ void SwiGlu(const float* g, const float* u, int64_t n, float* y);
 // The gradients of y = silu(g) * u given dy: with s = sigmoid(g),
 // dg = dy u s (1 + g (1 - s)), du = dy g s.
 void SwiGluBackward(const float* g, const float* u, const float* dy, int64_t n, float* dg, float* du);
+
+// log softmax(x)[target] over one row of n logits (log Σ e^x from the row's
+// maximum). With grad, x becomes that value's derivative with respect to
+// the logits: onehot(target) - softmax(x). REQUIRES: 0 <= target < n.
+float LogSoftmaxAt(float* x, int64_t n, int64_t target, bool grad);
+
+// KL(base || softmax(x)) = Σ e^b (b - log softmax(x)) for one row of n
+// logits x and base log-probabilities b. With grad, x becomes its
+// derivative with respect to the logits: softmax(x) - e^b.
+float KlFromBase(float* x, const float* b, int64_t n, bool grad);
 
 }  // namespace attune::runtime::kernels
