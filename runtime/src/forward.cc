@@ -184,7 +184,8 @@ struct LayerOut {
 };
 
 LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
-                    const AttentionContext& ctx, KvCache* cache, bool down_value) {
+                    const AttentionContext& ctx, KvCache* cache, bool down_value, LayerKeep* keep,
+                    const LayerKeep* kept) {
   const ModelConfig& c = model.config();
   const int64_t B = x_in.size(0), T = x_in.size(1);
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv;
@@ -218,23 +219,41 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
 
   h = RmsNorm(x, L.ffn_norm, c.rms_eps);
   hb = SharedBf16(L.proj[kGate], h);
-  at::Tensor gate = Project(L, kGate, h, lora, li, hb), up = Project(L, kUp, h, lora, li, hb);
-  return {x, Project(L, kDown, SwiGlu(gate, up), lora, li, {}, down_value)};
+  at::Tensor m;  // silu(gate) * up
+  if (kept && kept->kept) {
+    // Graph nodes for gate and up (in this order: their dropout masks come
+    // from the generator in turn); their values are the kept ones.
+    const at::Tensor gate = Project(L, kGate, h, lora, li, hb, /*value=*/false);
+    const at::Tensor up = Project(L, kUp, h, lora, li, hb, /*value=*/false);
+    m = SwiGluOfKept(gate, up, kept->gate, kept->up);
+  } else {
+    at::Tensor gate = Project(L, kGate, h, lora, li, hb), up = Project(L, kUp, h, lora, li, hb);
+    if (keep && Bf16Products::active() && !at::GradMode::is_enabled() && L.proj[kGate].quantized() &&
+        L.proj[kUp].quantized()) {
+      keep->gate = Bf16Copy(gate);
+      keep->up = Bf16Copy(up);
+      keep->kept = true;
+      m = SwiGluOfBf16(keep->gate, keep->up).view(gate.sizes());
+    } else {
+      m = SwiGlu(gate, up);
+    }
+  }
+  return {x, Project(L, kDown, m, lora, li, {}, down_value)};
 }
 
 }  // namespace
 
 at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
-                        const AttentionContext& ctx, KvCache* cache) {
-  LayerOut out = LayerParts(model, lora, li, x_in, ctx, cache, /*down_value=*/true);
+                        const AttentionContext& ctx, KvCache* cache, LayerKeep* keep) {
+  LayerOut out = LayerParts(model, lora, li, x_in, ctx, cache, /*down_value=*/true, keep, nullptr);
   return out.mid + out.down;
 }
 
 at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x,
-                         const AttentionContext& ctx, const at::Tensor& grad, bool input_grad) {
+                         const AttentionContext& ctx, const at::Tensor& grad, bool input_grad, const LayerKeep* kept) {
   at::Tensor xg = x.detach().requires_grad_(input_grad);
   {
-    LayerOut out = LayerParts(model, lora, li, xg, ctx, nullptr, /*down_value=*/false);
+    LayerOut out = LayerParts(model, lora, li, xg, ctx, nullptr, /*down_value=*/false, nullptr, kept);
     // y = mid + down: the gradient reaches both as it is.
     torch::autograd::backward({out.mid, out.down}, {grad, grad});
   }

@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 
+#include "runtime/src/bf16.h"
 #include "runtime/src/kernels/activations.h"
 
 namespace attune::runtime {
@@ -39,7 +40,50 @@ struct SwiGluFn : public torch::autograd::Function<SwiGluFn> {
   }
 };
 
+// The values come from the bf16 inputs; the gradients go to gate and up.
+struct SwiGluKeptFn : public torch::autograd::Function<SwiGluKeptFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up,
+                            const at::Tensor& gate_bf16, const at::Tensor& up_bf16) {
+    at::Tensor y = SwiGluOfBf16(gate_bf16, up_bf16);
+    ctx->saved_data["g"] = gate_bf16;
+    ctx->saved_data["u"] = up_bf16;
+    return y.view(gate.sizes());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor g = ctx->saved_data["g"].toTensor(), u = ctx->saved_data["u"].toTensor();
+    const at::Tensor dy = grads[0].to(at::kFloat).contiguous();
+    at::Tensor dg = at::empty(dy.sizes(), at::kFloat), du = at::empty(dy.sizes(), at::kFloat);
+    const uint16_t *gd = Bf16Data(g), *ud = Bf16Data(u);
+    const float* dyd = dy.data_ptr<float>();
+    float *dgd = dg.data_ptr<float>(), *dud = du.data_ptr<float>();
+    at::parallel_for(0, dy.numel(), kGrain, [&](int64_t b, int64_t e) {
+      kernels::SwiGluBf16Backward(gd + b, ud + b, dyd + b, e - b, dgd + b, dud + b);
+    });
+    return {dg, du, at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
+
+at::Tensor SwiGluOfBf16(const at::Tensor& gate_bf16, const at::Tensor& up_bf16) {
+  TORCH_CHECK(gate_bf16.scalar_type() == at::kBFloat16 && up_bf16.scalar_type() == at::kBFloat16 &&
+                  gate_bf16.sizes() == up_bf16.sizes() && gate_bf16.is_contiguous() && up_bf16.is_contiguous(),
+              "SwiGluOfBf16: gate and up must be contiguous bf16 tensors of one shape");
+  at::Tensor y = at::empty(gate_bf16.sizes(), at::kFloat);
+  const uint16_t *gd = Bf16Data(gate_bf16), *ud = Bf16Data(up_bf16);
+  float* yd = y.data_ptr<float>();
+  at::parallel_for(0, y.numel(), kGrain,
+                   [&](int64_t b, int64_t e) { kernels::SwiGluBf16(gd + b, ud + b, e - b, yd + b); });
+  return y;
+}
+
+at::Tensor SwiGluOfKept(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& gate_bf16,
+                        const at::Tensor& up_bf16) {
+  TORCH_CHECK(gate.numel() == gate_bf16.numel() && up.numel() == up_bf16.numel() && gate.sizes() == up.sizes(),
+              "SwiGluOfKept: the kept values must match gate and up");
+  return SwiGluKeptFn::apply(gate, up, gate_bf16, up_bf16);
+}
 
 at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up) {
   TORCH_CHECK(gate.scalar_type() == at::kFloat && up.scalar_type() == at::kFloat && gate.sizes() == up.sizes(),

@@ -315,6 +315,28 @@ TEST(ActivationsTest, SwiGluMatchesDoublePrecisionWithTheSameBitsOnEveryIsa) {
       EXPECT_EQ(0, std::memcmp(dg.data(), want_dg.data(), dg.size() * sizeof(float)));
       EXPECT_EQ(0, std::memcmp(du.data(), want_du.data(), du.size() * sizeof(float)));
     }
+    // From bf16 inputs: the same bits as from their widened values.
+    std::vector<uint16_t> gb(g.size()), ub(g.size());
+    std::vector<float> gw(g.size()), uw(g.size());
+    for (size_t i = 0; i < g.size(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &g[i], 4);
+      gb[i] = uint16_t(bits >> 16);
+      std::memcpy(&bits, &u[i], 4);
+      ub[i] = uint16_t(bits >> 16);
+      bits = uint32_t(gb[i]) << 16;
+      std::memcpy(&gw[i], &bits, 4);
+      bits = uint32_t(ub[i]) << 16;
+      std::memcpy(&uw[i], &bits, 4);
+    }
+    std::vector<float> yb(g.size()), yw(g.size()), dgb(g.size()), dub(g.size()), dgw(g.size()), duw(g.size());
+    SwiGluBf16(gb.data(), ub.data(), n, yb.data());
+    SwiGlu(gw.data(), uw.data(), n, yw.data());
+    SwiGluBf16Backward(gb.data(), ub.data(), dy.data(), n, dgb.data(), dub.data());
+    SwiGluBackward(gw.data(), uw.data(), dy.data(), n, dgw.data(), duw.data());
+    EXPECT_EQ(0, std::memcmp(yb.data(), yw.data(), yb.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(dgb.data(), dgw.data(), dgb.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(dub.data(), duw.data(), dub.size() * sizeof(float)));
     // NaN stays NaN; in place (y over g) gives the same values; one element.
     const float nan = std::numeric_limits<float>::quiet_NaN(), one = 1.0f;
     float out = 0.0f;

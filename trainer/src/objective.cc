@@ -229,6 +229,7 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
   // its dropout masks come from.
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   std::vector<at::Tensor> inputs(L), rng(L);
+  std::vector<runtime::LayerKeep> keep(L);
   {
     at::NoGradGuard ng;
     at::Tensor x = runtime::EmbedTokens(model, ids);
@@ -241,7 +242,7 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
         std::lock_guard<std::mutex> lock(gen.mutex());
         rng[l] = gen.get_state();
       }
-      x = runtime::LayerForward(model, &lora, l, x, ctx, nullptr);
+      x = runtime::LayerForward(model, &lora, l, x, ctx, nullptr, &keep[l]);
     }
     inputs.push_back(x);
   }
@@ -261,8 +262,9 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(rng[l]);
     }
-    grad = runtime::LayerBackward(model, &lora, l, inputs[l], ctx, grad, /*input_grad=*/l > 0);
+    grad = runtime::LayerBackward(model, &lora, l, inputs[l], ctx, grad, /*input_grad=*/l > 0, &keep[l]);
     inputs[l + 1] = at::Tensor();  // free as we go
+    keep[l] = runtime::LayerKeep();
   }
   {
     std::lock_guard<std::mutex> lock(gen.mutex());

@@ -54,6 +54,34 @@ namespace {
   }
 }
 
+[[gnu::always_inline]] inline float Bf16ToFloat(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// The same from bf16 inputs (the kept products of a checkpointed pass).
+[[gnu::always_inline]] inline void ForwardBf16Body(const uint16_t* gb, const uint16_t* ub, int64_t n, float* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = Bf16ToFloat(gb[i]);
+    y[i] = g / (1.0f + Exp(-g)) * Bf16ToFloat(ub[i]);
+  }
+}
+
+[[gnu::always_inline]] inline void BackwardBf16Body(const uint16_t* gb, const uint16_t* ub, const float* dy, int64_t n,
+                                                    float* dg, float* du) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = Bf16ToFloat(gb[i]), u = Bf16ToFloat(ub[i]);
+    const float s = 1.0f / (1.0f + Exp(-g));
+    const float gs = g * s;
+    dg[i] = dy[i] * u * (s + gs * (1.0f - s));
+    du[i] = dy[i] * gs;
+  }
+}
+
 // log Σ e^x over a row: max, then one pass of exponentials.
 [[gnu::always_inline]] inline float LogSumExp(const float* x, int64_t n) {
   float mx = -INFINITY;
@@ -98,6 +126,13 @@ namespace {
   ATTRS void Backward##SUFFIX(const float* g, const float* u, const float* dy, int64_t n, float* dg, float* du) { \
     BackwardBody(g, u, dy, n, dg, du);                                                                          \
   }                                                                                                             \
+  ATTRS void ForwardBf16##SUFFIX(const uint16_t* g, const uint16_t* u, int64_t n, float* y) {                  \
+    ForwardBf16Body(g, u, n, y);                                                                                \
+  }                                                                                                             \
+  ATTRS void BackwardBf16##SUFFIX(const uint16_t* g, const uint16_t* u, const float* dy, int64_t n, float* dg,  \
+                                  float* du) {                                                                  \
+    BackwardBf16Body(g, u, dy, n, dg, du);                                                                      \
+  }                                                                                                             \
   ATTRS float LogSoftmaxAt##SUFFIX(float* x, int64_t n, int64_t target, bool grad) {                           \
     return LogSoftmaxAtBody(x, n, target, grad);                                                                \
   }                                                                                                             \
@@ -130,6 +165,26 @@ void SwiGluBackward(const float* g, const float* u, const float* dy, int64_t n, 
     case Isa::kAvx2: return BackwardAvx2(g, u, dy, n, dg, du);
 #endif
     default: return BackwardScalar(g, u, dy, n, dg, du);
+  }
+}
+
+void SwiGluBf16(const uint16_t* g, const uint16_t* u, int64_t n, float* y) {
+  switch (ActiveIsa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512: return ForwardBf16Avx512(g, u, n, y);
+    case Isa::kAvx2: return ForwardBf16Avx2(g, u, n, y);
+#endif
+    default: return ForwardBf16Scalar(g, u, n, y);
+  }
+}
+
+void SwiGluBf16Backward(const uint16_t* g, const uint16_t* u, const float* dy, int64_t n, float* dg, float* du) {
+  switch (ActiveIsa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512: return BackwardBf16Avx512(g, u, dy, n, dg, du);
+    case Isa::kAvx2: return BackwardBf16Avx2(g, u, dy, n, dg, du);
+#endif
+    default: return BackwardBf16Scalar(g, u, dy, n, dg, du);
   }
 }
 

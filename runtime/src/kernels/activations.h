@@ -21,6 +21,11 @@ void SwiGlu(const float* g, const float* u, int64_t n, float* y);
 // dg = dy u s (1 + g (1 - s)), du = dy g s.
 void SwiGluBackward(const float* g, const float* u, const float* dy, int64_t n, float* dg, float* du);
 
+// The same two from bf16 g and u (bits as LibTorch's bfloat16), widened
+// exactly: the values equal SwiGlu's on the widened inputs.
+void SwiGluBf16(const uint16_t* g, const uint16_t* u, int64_t n, float* y);
+void SwiGluBf16Backward(const uint16_t* g, const uint16_t* u, const float* dy, int64_t n, float* dg, float* du);
+
 // log softmax(x)[target] over one row of n logits (log Σ e^x from the row's
 // maximum). With grad, x becomes that value's derivative with respect to
 // the logits: onehot(target) - softmax(x). REQUIRES: 0 <= target < n.

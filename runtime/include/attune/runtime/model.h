@@ -139,18 +139,31 @@ struct AttentionContext {
 };
 AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t seq);
 at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens);
+// What a checkpointed first pass may keep of a layer for LayerBackward: the
+// MLP's gate and up products rounded to bf16 ([.., intermediate] each).
+// Kept only under Bf16Products with a quantized gate and up and no graph
+// (`kept` says whether); the pass that keeps them computes its SwiGLU from
+// the rounded values, as LayerBackward will (autocast rounds these products
+// to bf16 as well). Costs 4 bytes per token and intermediate unit per layer.
+struct LayerKeep {
+  at::Tensor gate, up;
+  bool kept = false;
+};
 // x [batch, seq, hidden] -> [batch, seq, hidden]. With a cache, appends this
-// layer's keys/values at ctx.past (the caller advances cache->length).
+// layer's keys/values at ctx.past (the caller advances cache->length). With
+// `keep`, fills it where it can (see LayerKeep).
 at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& x,
-                        const AttentionContext& ctx, KvCache* cache);
+                        const AttentionContext& ctx, KvCache* cache, LayerKeep* keep = nullptr);
 // Backward through layer `layer` for per-layer gradient checkpointing:
 // recomputes it from its input x with a graph, backpropagates grad (dL/d
 // its output) into the LoRA tensors' gradients, and returns dL/dx (undefined
-// without input_grad). Faster than LayerForward then backward: the frozen
-// part of the MLP's down projection, whose value backward never reads, is
-// not computed (bf16 products). No cache.
+// without input_grad). Faster than LayerForward then backward under bf16
+// products: the frozen part of the MLP's down projection, whose value
+// backward never reads, is not computed, nor those of gate and up when
+// `kept` holds them. No cache.
 at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& x,
-                         const AttentionContext& ctx, const at::Tensor& grad, bool input_grad = true);
+                         const AttentionContext& ctx, const at::Tensor& grad, bool input_grad = true,
+                         const LayerKeep* kept = nullptr);
 // Final norm and output projection: [batch, seq, hidden] -> [batch, seq, vocab].
 // HeadForward(x) == model.output().Mul(HeadNorm(x)); the trainer runs the
 // projection itself, a chunk of rows at a time.
