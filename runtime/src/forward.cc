@@ -42,10 +42,9 @@ struct Bf16Lora {
   at::Tensor xl_b, a_b, b_b, t_b;  // xl [m, in], A [r, in], B [out, r], t = xl Aᵀ [m, r]
 };
 
-//
 // Without `value`, only what backward keeps is computed, and y is
 // uninitialized: for a product whose value no one reads (LayerBackward's
-// down projection).
+// down projection, and gate and up when their values were kept).
 at::Tensor ProjectBf16(const LinearWeight& w, const at::Tensor& x, const at::Tensor& x_bf16, const at::Tensor& xl,
                        const at::Tensor& a, const at::Tensor& b, double scale, Bf16Lora* keep, bool value = true) {
   at::NoGradGuard ng;
@@ -134,7 +133,8 @@ struct ProjectBf16Fn : public torch::autograd::Function<ProjectBf16Fn> {
 };
 
 // value false: the result's value may be left unspecified (only its graph
-// is used); the fused bf16 path then skips the frozen product.
+// is used); the fused bf16 path (a target with a LoRA) then skips the
+// frozen product, the others compute it anyway.
 at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer,
                    const at::Tensor& x_bf16 = {}, bool value = true) {
   const LinearWeight& w = L.proj[size_t(target)];

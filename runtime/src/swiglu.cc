@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-
 #include "runtime/src/bf16.h"
 #include "runtime/src/kernels/activations.h"
 

@@ -160,7 +160,7 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t laye
 // without input_grad). Faster than LayerForward then backward under bf16
 // products: the frozen part of the MLP's down projection, whose value
 // backward never reads, is not computed, nor those of gate and up when
-// `kept` holds them. No cache.
+// `kept` holds them (for targets with a LoRA). No cache.
 at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& x,
                          const AttentionContext& ctx, const at::Tensor& grad, bool input_grad = true,
                          const LayerKeep* kept = nullptr);
