@@ -220,7 +220,7 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
   h = RmsNorm(x, L.ffn_norm, c.rms_eps);
   hb = SharedBf16(L.proj[kGate], h);
   at::Tensor m;  // silu(gate) * up
-  if (kept && kept->kept) {
+  if (kept && kept->kept()) {
     // Graph nodes for gate and up (in this order: their dropout masks come
     // from the generator in turn); their values are the kept ones.
     const at::Tensor gate = Project(L, kGate, h, lora, li, hb, /*value=*/false);
@@ -232,7 +232,6 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
         L.proj[kUp].quantized()) {
       keep->gate = Bf16Copy(gate);
       keep->up = Bf16Copy(up);
-      keep->kept = true;
       m = SwiGluOfBf16(keep->gate, keep->up).view(gate.sizes());
     } else {
       m = SwiGlu(gate, up);

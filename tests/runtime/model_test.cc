@@ -460,7 +460,7 @@ TEST_F(SmolModelTest, LayerBackwardEqualsBackwardThroughLayerForward) {
       at::manual_seed(3);
       y_plain = LayerForward(m, &lora, 1, x, ctx, nullptr);
     }
-    EXPECT_EQ(keep.kept, bf16);
+    EXPECT_EQ(keep.kept(), bf16);
     if (!bf16) continue;
     EXPECT_EQ(keep.gate.scalar_type(), at::kBFloat16);
     EXPECT_EQ(keep.up.size(-1), c.intermediate);

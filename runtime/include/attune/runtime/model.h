@@ -142,12 +142,12 @@ at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens);
 // What a checkpointed first pass may keep of a layer for LayerBackward: the
 // MLP's gate and up products rounded to bf16 ([.., intermediate] each).
 // Kept only under Bf16Products with a quantized gate and up and no graph
-// (`kept` says whether); the pass that keeps them computes its SwiGLU from
+// (kept() says whether); the pass that keeps them computes its SwiGLU from
 // the rounded values, as LayerBackward will (autocast rounds these products
 // to bf16 as well). Costs 4 bytes per token and intermediate unit per layer.
 struct LayerKeep {
   at::Tensor gate, up;
-  bool kept = false;
+  bool kept() const { return gate.defined(); }
 };
 // x [batch, seq, hidden] -> [batch, seq, hidden]. With a cache, appends this
 // layer's keys/values at ctx.past (the caller advances cache->length). With
