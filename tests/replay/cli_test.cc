@@ -439,6 +439,41 @@ TEST_F(FeedbackCliTest, KillDuringTheFirstImportNeverLeavesAStoreNothingOpens) {
   }
 }
 
+// RocksDB writes CURRENT before the new store's first write-ahead log, and
+// syncs the folder in between: a kill there left a store with no log, and a
+// kill before CURRENT one with no CURRENT, and every later command refused
+// both. strace kills the first import at its Nth fsync (then fdatasync),
+// for every N until the store is in place, so each crash point of creating
+// it is hit every time, not by a lucky timer.
+TEST_F(FeedbackCliTest, KillAtEachSyncOfTheFirstImportNeverLeavesAStoreNothingOpens) {
+  const std::string strace = ATTUNE_STRACE;
+  ASSERT_EQ(::access(strace.c_str(), X_OK), 0) << "strace is needed (scripts/install_deps.sh installs it): " << strace;
+  const std::string input = WriteFile("one.jsonl", "");
+  WriteEvents(input, 1);
+  int killed = 0;
+  for (const std::string call : {"fsync", "fdatasync"}) {
+    for (int n = 1;; ++n) {
+      ASSERT_LT(n, 200) << "the import never completed under strace";
+      std::filesystem::remove_all(dir_.path());
+      const std::string cmd = ShellQuote(strace) + " -f -qq -o /dev/null -e trace=" + call + " -e inject=" + call +
+                              ":signal=KILL:when=" + std::to_string(n) + " " + ShellQuote(ATTUNE_CLI) +
+                              " feedback import --data-dir " + ShellQuote(dir_.path()) + " " + ShellQuote(input) +
+                              " >/dev/null 2>&1";
+      const int status = std::system(cmd.c_str());
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) break;  // no Nth call: the import ran to the end
+      ++killed;
+      const bool created = std::filesystem::exists(dir_.path() + "/replay") &&
+                           !std::filesystem::exists(dir_.path() + "/replay.new");
+      Output add = Run("add", kEvent);
+      EXPECT_EQ(add.code, 0) << "killed at " << call << " #" << n << ": " << add.err;
+      // Past the creation (the store is in place): later crash points are
+      // those of any write, which the crash tests cover.
+      if (created) break;
+    }
+  }
+  EXPECT_GE(killed, 4) << "the sweep must kill the import at several points";
+}
+
 // Two first `feedback add`s at once: the loser was told the (healthy) store
 // "is damaged" and sent to `feedback repair`.
 TEST_F(FeedbackCliTest, ConcurrentFirstAddsNeverCallTheStoreDamaged) {
