@@ -31,6 +31,8 @@ struct TrainFlags {
   std::string window_policy;
   int64_t max_steps = 60;
   double max_minutes = 0;
+  int64_t early_stopping = 0;
+  int64_t eval_every = 5;
   int64_t rank = 16;
   double alpha = 32;
   double lr = 1e-3;
@@ -56,6 +58,8 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   o.trainer.adamw.lr = f.lr;
   o.trainer.max_steps = f.max_steps;
   o.trainer.max_minutes = f.max_minutes;
+  o.trainer.early_stopping_patience = f.early_stopping;
+  o.trainer.eval_every_steps = f.eval_every;
   o.trainer.max_memory_mb = f.max_memory_mb;
   o.trainer.gradient_checkpointing = !f.no_checkpointing;
   o.trainer.base_products = f.bf16_base ? "bf16" : f.base_products;
@@ -190,6 +194,12 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   t->add_option("--max-minutes", f.max_minutes, "Stop after this many minutes (default: no limit)")
       ->check(FiniteNumber())
       ->check(CLI::NonNegativeNumber);
+  t->add_option("--early-stopping", f.early_stopping,
+                 "Measure the held-out loss every --eval-every steps; stop after this many measurements without a "
+                 "new lowest, and keep the lowest one's adapter (default 0: off)")
+      ->check(CLI::Range(int64_t(0), int64_t(1000000)));
+  t->add_option("--eval-every", f.eval_every, "Steps between held-out measurements for --early-stopping (default 5)")
+      ->check(CLI::Range(int64_t(1), int64_t(1000000)));
   t->add_option("--rank", f.rank, "LoRA rank (default 16)")->check(CLI::Range(int64_t(1), int64_t(1024)));
   t->add_option("--alpha", f.alpha, "LoRA alpha (default 32)")->check(FiniteNumber())->check(CLI::PositiveNumber);
   t->add_option("--targets", f.targets, "Adapted maps, from q,k,v,o,gate,up,down (default: all)");

@@ -288,5 +288,99 @@ TEST(TrainerTest, HeldOutSliceRotatesAndIsScored) {
   EXPECT_NE(all->report.ToJson().find("all train"), std::string::npos);
 }
 
+// Four copies of Examples() (24 SFT examples): every eighth is held out.
+TrainInput WithHeldOutSlice() {
+  TrainInput in;
+  for (int i = 0; i < 4; ++i) {
+    for (auto e : Examples()) {
+      e.id += "-" + std::to_string(i);
+      in.new_examples.push_back(e);
+    }
+  }
+  return in;
+}
+
+TrainerOptions EarlyStoppingOptions() {
+  TrainerOptions o = SmallOptions();
+  o.heldout_min_examples = 20;
+  o.heldout_every = 8;
+  o.max_steps = 40;
+  o.adamw.lr = 2e-2;  // overfits the tiny model: the held-out loss turns up
+  o.early_stopping_patience = 3;
+  o.eval_every_steps = 2;
+  return o;
+}
+
+TEST(TrainerTest, EarlyStoppingKeepsTheAdapterOfTheLowestHeldOutLoss) {
+  auto m = TinyModel();
+  const TrainerOptions o = EarlyStoppingOptions();
+  auto r = Trainer(m, o).Run(WithHeldOutSlice(), "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const TrainReport& rep = r->report;
+  ASSERT_EQ(rep.stop_reason, "early_stopping") << rep.ToJson();
+  EXPECT_LT(rep.steps, o.max_steps);
+  ASSERT_GE(rep.heldout_curve.size(), size_t(o.early_stopping_patience + 1));
+  size_t best = 0;
+  for (size_t i = 0; i < rep.heldout_curve.size(); ++i) {
+    EXPECT_EQ(rep.heldout_curve[i].first, int64_t(i + 1) * o.eval_every_steps);
+    if (rep.heldout_curve[i].second < rep.heldout_curve[best].second) best = i;
+  }
+  // It stopped after `patience` measurements without a new lowest.
+  EXPECT_EQ(rep.heldout_curve.size() - 1 - best, size_t(o.early_stopping_patience));
+  EXPECT_EQ(rep.kept_step, rep.heldout_curve[best].first);
+  EXPECT_LT(rep.kept_step, rep.steps);
+  // The candidate is that step's adapter: its held-out loss is that measurement.
+  EXPECT_NEAR(rep.heldout_loss_candidate, rep.heldout_curve[best].second, 1e-6);
+  EXPECT_NE(rep.ToJson().find("early stopping: the candidate is step " + std::to_string(rep.kept_step)), std::string::npos);
+}
+
+TEST(TrainerTest, EarlyStoppingResumesWithItsMeasurementsAndBestAdapter) {
+  auto m = TinyModel();
+  const TrainerOptions o = EarlyStoppingOptions();
+  auto straight = Trainer(m, o).Run(WithHeldOutSlice(), "", nullptr, nullptr);
+  ASSERT_TRUE(straight.ok());
+  const std::string ck = TempPath("early.ck");
+  int micro_steps = 0;
+  // Stop inside step 31: after the lowest measurement (step 28 with these
+  // options) and one without a new lowest, so the resumed run must bring
+  // back both the best adapter and the count.
+  auto first = Trainer(m, o).Run(WithHeldOutSlice(), ck, [&] { return ++micro_steps > 61; }, nullptr);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_FALSE(first->report.completed);
+  ASSERT_EQ(first->report.steps, 30);
+  ASSERT_LT(straight->report.kept_step, 30) << "the interruption must come after the lowest measurement";
+  ASSERT_TRUE(PathExists(ck));
+  auto second = Trainer(m, o).Run(WithHeldOutSlice(), ck, nullptr, nullptr);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->report.stop_reason, straight->report.stop_reason);
+  EXPECT_EQ(second->report.kept_step, straight->report.kept_step);
+  ASSERT_EQ(second->report.heldout_curve.size(), straight->report.heldout_curve.size());
+  for (size_t i = 0; i < straight->report.heldout_curve.size(); ++i) {
+    EXPECT_NEAR(second->report.heldout_curve[i].second, straight->report.heldout_curve[i].second, 1e-5) << i;
+  }
+  ASSERT_EQ(second->adapter.size(), straight->adapter.size());
+  for (size_t i = 0; i < straight->adapter.size(); ++i) {
+    EXPECT_TRUE(at::allclose(second->adapter[i], straight->adapter[i], 1e-5, 1e-6)) << straight->names[i];
+  }
+}
+
+TEST(TrainerTest, EarlyStoppingWithoutAHeldOutSliceIsOffAndSaysSo) {
+  auto m = TinyModel();
+  TrainerOptions o = EarlyStoppingOptions();
+  o.heldout_min_examples = 100;
+  o.max_steps = 6;
+  auto r = Trainer(m, o).Run(WithHeldOutSlice(), "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->report.stop_reason, "max_steps");
+  EXPECT_TRUE(r->report.heldout_curve.empty());
+  EXPECT_EQ(r->report.kept_step, 6);
+  EXPECT_NE(r->report.ToJson().find("early stopping is off"), std::string::npos);
+  o.eval_every_steps = 0;
+  auto bad = Trainer(m, o).Run(WithHeldOutSlice(), "", nullptr, nullptr);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("eval_every_steps"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace attune::trainer

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -49,12 +50,16 @@ Status SaveCheckpoint(const std::string& path, const CheckpointState& s) {
   for (size_t i = 0; i < s.params.size(); ++i) Append(&body, &tensors, "param." + std::to_string(i), s.params[i]);
   for (size_t i = 0; i < s.exp_avg.size(); ++i) Append(&body, &tensors, "exp_avg." + std::to_string(i), s.exp_avg[i]);
   for (size_t i = 0; i < s.exp_avg_sq.size(); ++i) Append(&body, &tensors, "exp_avg_sq." + std::to_string(i), s.exp_avg_sq[i]);
+  for (size_t i = 0; i < s.best_params.size(); ++i) Append(&body, &tensors, "best." + std::to_string(i), s.best_params[i]);
   Append(&body, &tensors, "rng", s.rng_state);
   nlohmann::json h = {{"base_fingerprint", s.base_fingerprint}, {"config_key", s.config_key},
                       {"examples_key", s.examples_key}, {"window", WindowToJson(s.window)},
                       {"skipped_steps", s.skipped_steps}, {"clipped_steps", s.clipped_steps}, {"step", s.step}, {"epoch", s.epoch},
                       {"position", s.position}, {"tokens", s.tokens}, {"wall_seconds", s.wall_seconds},
-                      {"loss_curve", s.loss_curve}, {"tensors", tensors}, {"body_sha256", Sha256Hex(body)}};
+                      {"loss_curve", s.loss_curve}, {"heldout_curve", s.heldout_curve}, {"best_step", s.best_step},
+                      {"evals_since_best", s.evals_since_best},
+                      {"best_loss", std::isfinite(s.best_loss) ? nlohmann::json(s.best_loss) : nlohmann::json(nullptr)},
+                      {"tensors", tensors}, {"body_sha256", Sha256Hex(body)}};
   std::string header = h.dump();
   std::string out(kMagic, 8);
   uint32_t v = kCheckpointVersion;
@@ -96,6 +101,12 @@ Result<CheckpointState> LoadCheckpoint(const std::string& path) {
     s.tokens = h.at("tokens");
     s.wall_seconds = h.at("wall_seconds");
     s.loss_curve = h.at("loss_curve").get<std::vector<double>>();
+    if (v >= 3) {
+      s.heldout_curve = h.at("heldout_curve").get<std::vector<std::pair<int64_t, double>>>();
+      s.best_step = h.at("best_step");
+      s.evals_since_best = h.at("evals_since_best");
+      if (!h.at("best_loss").is_null()) s.best_loss = h.at("best_loss");
+    }
     for (const auto& t : h.at("tensors")) {
       const std::string name = t.at("name");
       const uint64_t off = t.at("offset"), bytes = t.at("bytes");
@@ -115,11 +126,13 @@ Result<CheckpointState> LoadCheckpoint(const std::string& path) {
       else if (name.rfind("param.", 0) == 0) s.params.push_back(x);
       else if (name.rfind("exp_avg_sq.", 0) == 0) s.exp_avg_sq.push_back(x);
       else if (name.rfind("exp_avg.", 0) == 0) s.exp_avg.push_back(x);
+      else if (name.rfind("best.", 0) == 0) s.best_params.push_back(x);
       else return bad("unknown tensor '" + name + "'");
     }
     if (!s.rng_state.defined() || s.exp_avg.size() != s.params.size() || s.exp_avg_sq.size() != s.params.size()) {
       return bad("incomplete optimizer state");
     }
+    if (!s.best_params.empty() && s.best_params.size() != s.params.size()) return bad("incomplete best adapter");
     return s;
   } catch (const std::exception& e) {
     return bad(std::string("header field missing or of the wrong type (") + e.what() + ")");

@@ -10,12 +10,15 @@
 // cursors: see trainer.h WindowIdentity) and the skipped and clipped step
 // counts. A
 // version 1 file loads with an empty identity, which no window matches, so
-// it is discarded rather than resumed.
+// it is discarded rather than resumed. Version 3 adds early stopping's
+// held-out measurements and its best adapter ("best.N" tensors); a version 2
+// file loads with none.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -24,7 +27,7 @@
 
 namespace attune::trainer::internal {
 
-inline constexpr uint32_t kCheckpointVersion = 2;
+inline constexpr uint32_t kCheckpointVersion = 3;
 
 struct CheckpointState {
   std::string base_fingerprint;
@@ -36,6 +39,12 @@ struct CheckpointState {
   std::vector<double> loss_curve;
   std::vector<at::Tensor> params, exp_avg, exp_avg_sq;
   at::Tensor rng_state;      // uint8, the CPU generator's state
+  // Early stopping (version 3): the measurements so far and the best one's
+  // adapter (empty before the first measurement).
+  std::vector<std::pair<int64_t, double>> heldout_curve;
+  int64_t best_step = 0, evals_since_best = 0;
+  double best_loss = std::numeric_limits<double>::infinity();
+  std::vector<at::Tensor> best_params;
 };
 
 Status SaveCheckpoint(const std::string& path, const CheckpointState& state);

@@ -89,6 +89,8 @@ std::string ConfigKey(const TrainerOptions& o, int64_t mb) {
                       {"accum", o.grad_accum_steps}, {"seq", o.encode.max_seq_len}, {"seed", o.seed},
                       {"budget", o.max_tokens_per_step}, {"ckpt", o.gradient_checkpointing},
                       {"weights", {o.sft_weight, o.dpo_weight, o.kto_weight, o.dpo_beta, o.kto_beta, o.l2_to_parent}}};
+  // (Only when on: the checkpoints of runs without it keep their key.)
+  if (o.early_stopping_patience > 0) j["early_stopping"] = {o.early_stopping_patience, o.eval_every_steps};
   return j.dump();
 }
 
@@ -169,6 +171,8 @@ std::string TrainReport::ToJson() const {
                        {{"parent", num(objective_score_parent)}, {"candidate", num(objective_score_candidate)}}},
                       {"forgetting_kl", num(forgetting_kl)},
                       {"loss_curve", loss_curve},
+                      {"kept_step", kept_step},
+                      {"heldout_curve", heldout_curve},
                       {"notes", notes}};
   return j.dump();
 }
@@ -283,6 +287,10 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
   TrainOutcome out;
   TrainReport& r = out.report;
   if (o_.max_steps <= 0 || o_.grad_accum_steps <= 0) return InvalidArgumentError("max steps and gradient accumulation must be positive");
+  if (o_.early_stopping_patience < 0 || o_.eval_every_steps <= 0) {
+    return InvalidArgumentError("early_stopping_patience must be >= 0 and eval_every_steps positive, not " +
+                                std::to_string(o_.early_stopping_patience) + " and " + std::to_string(o_.eval_every_steps));
+  }
   if (o_.anchor_selection != "first" && o_.anchor_selection != "nearest") {
     return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o_.anchor_selection + "'");
   }
@@ -385,6 +393,8 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
     gen.set_state(ck.rng_state);
     st.step = ck.step, st.epoch = ck.epoch, st.position = ck.position, st.tokens = ck.tokens;
     st.wall_seconds = ck.wall_seconds, st.loss_curve = ck.loss_curve, st.skipped_steps = ck.skipped_steps, st.clipped_steps = ck.clipped_steps;
+    st.heldout_curve = ck.heldout_curve, st.best_step = ck.best_step, st.evals_since_best = ck.evals_since_best;
+    st.best_loss = ck.best_loss, st.best_params = ck.best_params;
     r.notes.push_back("resumed from step " + std::to_string(ck.step));
   } else {
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -400,6 +410,10 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
   r.dpo_loss_parent = EvalDpoLoss(fresh, parent_ptr);
   r.replay_loss_parent = MeanLoss(replay, parent_ptr);
   r.heldout_loss_parent = MeanLoss(heldout, parent_ptr);
+  const bool early_stopping = o_.early_stopping_patience > 0 && std::isfinite(r.heldout_loss_parent);
+  if (o_.early_stopping_patience > 0 && !early_stopping) {
+    r.notes.push_back("early stopping is off: the window has no held-out slice to measure");
+  }
 
   // An epoch's micro-batches: the examples of each objective in shuffled
   // order, cut into groups of up to mb, then the groups shuffled. A
@@ -571,6 +585,20 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
         p.eta_seconds = per_step * double(o_.max_steps - st.step);
         progress(p);
       }
+      if (early_stopping && (st.step % o_.eval_every_steps == 0 || st.step == o_.max_steps)) {
+        const runtime::LoraWeights now = params.Weights(false);
+        const double loss = MeanLoss(heldout, &now);
+        if (std::isfinite(loss)) st.heldout_curve.emplace_back(st.step, loss);
+        if (loss < st.best_loss) {
+          st.best_loss = loss;
+          st.best_step = st.step;
+          st.best_params = params.Snapshot();
+          st.evals_since_best = 0;
+        } else if (++st.evals_since_best >= o_.early_stopping_patience) {
+          r.stop_reason = "early_stopping";
+          break;
+        }
+      }
       if (o_.checkpoint_every_steps > 0 && st.step % o_.checkpoint_every_steps == 0 && st.step < o_.max_steps) {
         internal::CheckpointState now = st;
         std::lock_guard<std::mutex> lock(gen.mutex());
@@ -609,6 +637,15 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
     return out;
   }
   r.completed = true;
+  r.kept_step = st.step;
+  r.heldout_curve = st.heldout_curve;
+  if (early_stopping && !st.best_params.empty() && st.best_step != st.step) {
+    RETURN_IF_ERROR(params.Assign(st.best_params));
+    r.kept_step = st.best_step;
+    r.notes.push_back("early stopping: the candidate is step " + std::to_string(st.best_step) +
+                      "'s adapter, the lowest held-out loss (" + std::to_string(st.best_loss) + ") of " +
+                      std::to_string(st.heldout_curve.size()) + " measurements");
+  }
   const runtime::LoraWeights cand = params.Weights(false);
   r.new_loss_candidate = MeanLoss(fresh, &cand);
   r.unlikelihood_candidate = EvalUnlikelihood(fresh, &cand);

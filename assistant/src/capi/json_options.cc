@@ -71,6 +71,8 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Int("heldout_min_examples", t.heldout_min_examples, 0, kMaxInt);
   r.Int("heldout_every", t.heldout_every, 1, kMaxInt);
   r.Int("checkpoint_every_steps", t.checkpoint_every_steps, 1, kMaxInt);
+  r.Int("early_stopping_patience", t.early_stopping_patience, 0, kMaxInt);
+  r.Int("eval_every_steps", t.eval_every_steps, 1, kMaxInt);
   r.Strings("forgetting_prompts", t.forgetting_prompts);
   r.Int("anchor_examples", t.anchor_examples, 0, kMaxInt);
   r.String("anchor_selection", t.anchor_selection);

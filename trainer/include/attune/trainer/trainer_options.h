@@ -86,6 +86,16 @@ struct TrainerOptions {
   int64_t heldout_every = 10;
   int64_t rotation = 0;
   int64_t checkpoint_every_steps = 20;  // Default: 20
+  // Early stopping on the held-out slice: every eval_every_steps steps, and
+  // at the window's last step, the held-out loss (mean per-token NLL of its
+  // preferred completions) is measured. After early_stopping_patience
+  // measurements in a row without a new lowest, the window ends
+  // (stop_reason "early_stopping"); whether it ends early or not, the
+  // candidate is the adapter of the lowest measurement. It needs a held-out
+  // slice (heldout_min_examples above); without one it is off and the notes
+  // say so. 0 = off. Default: 0 (off), 5
+  int64_t early_stopping_patience = 0;
+  int64_t eval_every_steps = 5;
   // The global L2 norm of each step's gradient is clipped to this (as
   // torch.nn.utils.clip_grad_norm_); 0 = no clipping. Default: 1
   double max_grad_norm = 1.0;
@@ -127,9 +137,15 @@ inline bool KnownBaseProducts(const std::string& s) { return s == "auto" || s ==
 struct TrainReport {
   bool completed = false;
   // "max_steps", "max_minutes", "stopped", "non_finite" (see
-  // TrainerOptions::max_nonfinite_steps; the notes say more)
+  // TrainerOptions::max_nonfinite_steps; the notes say more),
+  // "early_stopping" (TrainerOptions::early_stopping_patience)
   std::string stop_reason;
   int64_t steps = 0, tokens = 0;
+  // The step whose adapter is the candidate: `steps`, or with early stopping
+  // the step of the lowest held-out loss.
+  int64_t kept_step = 0;
+  // With early stopping: (step, held-out loss) of each measurement.
+  std::vector<std::pair<int64_t, double>> heldout_curve;
   int64_t skipped_steps = 0;          // non-finite steps skipped
   int64_t clipped_steps = 0;          // steps whose gradient norm was clipped
   int64_t micro_batch_size = 0;

@@ -1,0 +1,79 @@
+// `attune train` as a process: its flags reach the trainer and its report.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/adapters/test_util.h"
+
+namespace attune::cli {
+namespace {
+
+struct Output {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class TrainCliTest : public ::testing::Test {
+ protected:
+  Output Run(const std::string& args) {
+    const std::string out = dir_.path() + "/out", err = dir_.path() + "/err";
+    const std::string cmd = std::string(ATTUNE_CLI) + " " + args + " --data-dir " + dir_.path() + "/data </dev/null >" +
+                            out + " 2>" + err;
+    const int status = std::system(cmd.c_str());
+    return Output{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+  }
+  // 24 corrections: enough for a held-out slice (every 10th of >= 20).
+  void ImportFeedback() {
+    const std::string events = dir_.path() + "/events.jsonl";
+    std::ofstream f(events);
+    for (int i = 0; i < 24; ++i) {
+      f << nlohmann::json({{"id", "t-" + std::to_string(i)},
+                           {"user_id", "u-1"},
+                           {"context", {{{"role", "user"}, {"content", "my pet " + std::to_string(i) + "?"}}}},
+                           {"response", "no"},
+                           {"correction", {{"text", "Pixel " + std::to_string(i % 6)}}}})
+                .dump()
+        << "\n";
+    }
+    f.close();
+    Output o = Run("feedback import " + events);
+    ASSERT_EQ(o.code, 0) << o.err;
+  }
+  const std::string tiny_ = std::string(ATTUNE_FIXTURES_DIR) + "/models/tiny_chat.gguf";
+  adapters::testing::ScratchDir dir_;
+};
+
+TEST_F(TrainCliTest, EarlyStoppingFlagsReachTheTrainerAndItsReport) {
+  ImportFeedback();
+  Output o = Run("train --model " + tiny_ + " --max-steps 8 --early-stopping 2 --eval-every 2 --no-promote --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  const nlohmann::json report = nlohmann::json::parse(o.out)["report"];
+  // Measured at steps 2, 4, 6, ... (fewer if it stopped early).
+  const auto& curve = report["heldout_curve"];
+  ASSERT_GE(curve.size(), 3u) << report.dump();
+  for (size_t i = 0; i < curve.size(); ++i) EXPECT_EQ(curve[i][0].get<int64_t>(), int64_t(2 * (i + 1)));
+  double lowest = curve[0][1];
+  int64_t at = curve[0][0];
+  for (const auto& m : curve) {
+    if (m[1].get<double>() < lowest) lowest = m[1], at = m[0];
+  }
+  EXPECT_EQ(report["kept_step"].get<int64_t>(), at);
+  EXPECT_NEAR(report["heldout_loss"]["candidate"].get<double>(), lowest, 1e-6);
+
+  Output bad = Run("train --model " + tiny_ + " --early-stopping 1 --eval-every 0");
+  EXPECT_EQ(bad.code, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--eval-every"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace attune::cli
