@@ -332,6 +332,16 @@ TEST(TrainerTest, EarlyStoppingKeepsTheAdapterOfTheLowestHeldOutLoss) {
   // The candidate is that step's adapter: its held-out loss is that measurement.
   EXPECT_NEAR(rep.heldout_loss_candidate, rep.heldout_curve[best].second, 1e-6);
   EXPECT_NE(rep.ToJson().find("early stopping: the candidate is step " + std::to_string(rep.kept_step)), std::string::npos);
+
+  // Cut by max_minutes between measurements: the last adapter is measured too.
+  TrainerOptions timed = o;
+  timed.max_minutes = 1e-9;
+  auto cut = Trainer(m, timed).Run(WithHeldOutSlice(), "", nullptr, nullptr);
+  ASSERT_TRUE(cut.ok());
+  EXPECT_EQ(cut->report.stop_reason, "max_minutes");
+  ASSERT_EQ(cut->report.heldout_curve.size(), 1u);
+  EXPECT_EQ(cut->report.heldout_curve[0].first, 1);
+  EXPECT_EQ(cut->report.kept_step, 1);
 }
 
 TEST(TrainerTest, EarlyStoppingResumesWithItsMeasurementsAndBestAdapter) {

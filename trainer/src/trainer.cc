@@ -507,6 +507,20 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
     return SaveCheckpoint(checkpoint_path, c);
   };
 
+  // Early stopping's measurement of the current adapter: true when it is a
+  // new lowest (then kept, and the count of measurements since reset).
+  auto measure_heldout = [&]() {
+    const runtime::LoraWeights now = params.Weights(false);
+    const double loss = MeanLoss(heldout, &now);
+    if (std::isfinite(loss)) st.heldout_curve.emplace_back(st.step, loss);
+    if (!(loss < st.best_loss)) return false;
+    st.best_loss = loss;
+    st.best_step = st.step;
+    st.best_params = params.Snapshot();
+    st.evals_since_best = 0;
+    return true;
+  };
+
   r.stop_reason = "max_steps";
   bool stopped = false, non_finite = false;
   int64_t nonfinite_in_a_row = 0;
@@ -585,19 +599,10 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
         p.eta_seconds = per_step * double(o_.max_steps - st.step);
         progress(p);
       }
-      if (early_stopping && (st.step % o_.eval_every_steps == 0 || st.step == o_.max_steps)) {
-        const runtime::LoraWeights now = params.Weights(false);
-        const double loss = MeanLoss(heldout, &now);
-        if (std::isfinite(loss)) st.heldout_curve.emplace_back(st.step, loss);
-        if (loss < st.best_loss) {
-          st.best_loss = loss;
-          st.best_step = st.step;
-          st.best_params = params.Snapshot();
-          st.evals_since_best = 0;
-        } else if (++st.evals_since_best >= o_.early_stopping_patience) {
-          r.stop_reason = "early_stopping";
-          break;
-        }
+      if (early_stopping && (st.step % o_.eval_every_steps == 0 || st.step == o_.max_steps) &&
+          !measure_heldout() && ++st.evals_since_best >= o_.early_stopping_patience) {
+        r.stop_reason = "early_stopping";
+        break;
       }
       if (o_.checkpoint_every_steps > 0 && st.step % o_.checkpoint_every_steps == 0 && st.step < o_.max_steps) {
         internal::CheckpointState now = st;
@@ -637,6 +642,12 @@ Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::s
     return out;
   }
   r.completed = true;
+  // A window cut by max_minutes ends between measurements: its last adapter
+  // is measured too.
+  if (early_stopping && r.stop_reason == "max_minutes" &&
+      (st.heldout_curve.empty() || st.heldout_curve.back().first != st.step)) {
+    measure_heldout();
+  }
   r.kept_step = st.step;
   r.heldout_curve = st.heldout_curve;
   if (early_stopping && !st.best_params.empty() && st.best_step != st.step) {
