@@ -14,21 +14,14 @@
 #include "attune/runtime/lean_engine.h"
 #include "tests/adapters/test_util.h"
 #include "tests/runtime/random_adapter.h"
+#include "tests/cli/command_util.h"
 
 namespace attune::cli {
 namespace {
 
-struct Output {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Output = ::attune::testing::CommandOutput;
+using ::attune::testing::ExitCode;
+using ::attune::testing::Slurp;
 
 class RunCliTest : public ::testing::Test {
  protected:
@@ -36,7 +29,7 @@ class RunCliTest : public ::testing::Test {
     const std::string out = dir_.path() + "/out", err = dir_.path() + "/err";
     const std::string cmd = binary + " " + args + " --data-dir " + dir_.path() + "/data </dev/null >" + out + " 2>" + err;
     const int status = std::system(cmd.c_str());
-    return Output{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+    return Output{ExitCode(status), Slurp(out), Slurp(err)};
   }
   nlohmann::json Json(const std::string& binary, const std::string& args) {
     Output o = Run(binary, args + " --json");

@@ -1,27 +1,18 @@
 // `attune train` as a process: its flags reach the trainer and its report.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "tests/adapters/test_util.h"
+#include "tests/cli/command_util.h"
 
 namespace attune::cli {
 namespace {
 
-struct Output {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Output = ::attune::testing::CommandOutput;
+using ::attune::testing::ExitCode;
+using ::attune::testing::Slurp;
 
 class TrainCliTest : public ::testing::Test {
  protected:
@@ -30,7 +21,7 @@ class TrainCliTest : public ::testing::Test {
     const std::string cmd = std::string(ATTUNE_CLI) + " " + args + " --data-dir " + dir_.path() + "/data </dev/null >" +
                             out + " 2>" + err;
     const int status = std::system(cmd.c_str());
-    return Output{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+    return Output{ExitCode(status), Slurp(out), Slurp(err)};
   }
   // 24 corrections: enough for a held-out slice (every 10th of >= 20).
   void ImportFeedback() {

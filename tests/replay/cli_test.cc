@@ -16,21 +16,14 @@
 
 #include "attune/runtime/gguf.h"
 #include "tests/replay/test_util.h"
+#include "tests/cli/command_util.h"
 
 namespace attune::replay {
 namespace {
 
-struct Output {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Output = ::attune::testing::CommandOutput;
+using ::attune::testing::ExitCode;
+using ::attune::testing::Slurp;
 
 class FeedbackCliTest : public ::testing::Test {
  protected:
@@ -41,7 +34,7 @@ class FeedbackCliTest : public ::testing::Test {
     std::string cmd = std::string(ATTUNE_CLI) + " feedback " + args + " --data-dir " + dir_.path() + " <" + in + " >" +
                       out + " 2>" + err;
     int status = std::system(cmd.c_str());
-    Output o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+    Output o{ExitCode(status), Slurp(out), Slurp(err)};
     std::remove(in.c_str());
     std::remove(out.c_str());
     std::remove(err.c_str());
@@ -173,7 +166,7 @@ Output RunRaw(const std::string& args) {
   std::string out = io.path() + "/out", err = io.path() + "/err";
   std::string cmd = std::string(ATTUNE_CLI) + " " + args + " </dev/null >" + out + " 2>" + err;
   int status = std::system(cmd.c_str());
-  return Output{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+  return Output{ExitCode(status), Slurp(out), Slurp(err)};
 }
 
 TEST_F(FeedbackCliTest, ReadersOfADataDirThatIsAFileFailInsteadOfShowingAnEmptyStore) {
@@ -218,7 +211,7 @@ TEST_F(FeedbackCliTest, PermissionDeniedIsReportedAsSuchNotAsALockHeldByAnotherP
     std::filesystem::create_directories(io.path());
     std::string out = io.path() + "/out", err = io.path() + "/err";
     int status = std::system((user + " " + args + " >" + out + " 2>" + err).c_str());
-    return Output{WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err)};
+    return Output{ExitCode(status), Slurp(out), Slurp(err)};
   };
   Output add = run("feedback add --data-dir " + dir_.path() + " <" + input);
   EXPECT_EQ(add.code, 1) << add.out;
