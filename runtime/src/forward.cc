@@ -253,8 +253,14 @@ at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t li,
   at::Tensor xg = x.detach().requires_grad_(input_grad);
   {
     LayerOut out = LayerParts(model, lora, li, xg, ctx, nullptr, /*down_value=*/false, nullptr, kept);
-    // y = mid + down: the gradient reaches both as it is.
-    torch::autograd::backward({out.mid, out.down}, {grad, grad});
+    // y = mid + down: the gradient reaches both as it is. A part with no
+    // trainable path is left out (the first layer's attention when only the
+    // MLP is adapted: its input needs no gradient).
+    std::vector<at::Tensor> parts, grads;
+    for (const at::Tensor& part : {out.mid, out.down}) {
+      if (part.requires_grad()) parts.push_back(part), grads.push_back(grad);
+    }
+    if (!parts.empty()) torch::autograd::backward(parts, grads);
   }
   return xg.grad();
 }

@@ -288,6 +288,27 @@ TEST(TrainerTest, HeldOutSliceRotatesAndIsScored) {
   EXPECT_NE(all->report.ToJson().find("all train"), std::string::npos);
 }
 
+// With LoRA on the MLP only, the checkpointed backward of the first layer
+// (whose input needs no gradient) asked autograd to backpropagate through
+// its attention, which has no trainable path: "element 0 of tensors does
+// not require grad". Every window with such targets failed.
+TEST(TrainerTest, CheckpointedTrainingWorksForEverySubsetOfTargets) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  for (const char* targets : {"gate,up,down", "down", "q,k,v,o", "q"}) {
+    TrainerOptions o = SmallOptions();
+    o.lora.targets = *ParseTargets(targets);
+    o.lora.dropout = 0;
+    for (bool checkpointing : {true, false}) {
+      o.gradient_checkpointing = checkpointing;
+      auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
+      ASSERT_TRUE(r.ok()) << targets << (checkpointing ? " checkpointed: " : ": ") << r.status().ToString();
+      EXPECT_LT(r->report.new_loss_candidate, r->report.new_loss_parent) << targets;
+    }
+  }
+}
+
 // Four copies of Examples() (24 SFT examples): every eighth is held out.
 TrainInput WithHeldOutSlice() {
   TrainInput in;
