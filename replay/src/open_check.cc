@@ -73,6 +73,31 @@ std::string FixTableName(std::string msg) {
 
 }  // namespace
 
+bool CreationCutShort(const std::string& path) {
+  constexpr char kFirstManifest[] = "MANIFEST-000001";
+  DIR* d = ::opendir(path.c_str());
+  if (d == nullptr) return false;
+  bool any = false, only_creation_files = true;
+  auto ends_with = [](const std::string& s, const char* tail) {
+    const size_t n = std::strlen(tail);
+    return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
+  };
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    any = true;
+    const bool creation_file = name == "IDENTITY" || name == "LOCK" || name == "LOG" || name == "CURRENT" ||
+                               name == kFirstManifest || name.rfind("LOG.old.", 0) == 0 ||
+                               name.rfind("OPTIONS-", 0) == 0 || ends_with(name, ".dbtmp");
+    only_creation_files = only_creation_files && creation_file;
+  }
+  ::closedir(d);
+  if (!any || !only_creation_files) return false;
+  // CURRENT, when there, names the first MANIFEST.
+  if (!PathExists(path + "/CURRENT")) return true;
+  return CurrentManifest(path) == path + "/" + kFirstManifest;
+}
+
 bool HasLog(const std::string& path) {
   DIR* d = ::opendir(path.c_str());
   if (d == nullptr) return false;

@@ -27,6 +27,15 @@ Result<DirState> ProbeStoreDir(const std::string& path);
 // times, an empty one after a clean close; a store without any lost it.
 bool HasLog(const std::string& path);
 
+// Whether `path` holds only what creating a store writes before the store's
+// first write-ahead log (IDENTITY, LOCK, LOG, the first MANIFEST, CURRENT
+// naming it, temporary and OPTIONS files): no log, no table, no column
+// family beyond the default one, so nothing was ever stored in it. RocksDB
+// writes CURRENT before that log, and a kill in between leaves this; a
+// store that lost its log or CURRENT to damage has a later MANIFEST (the
+// one that added the families) or tables.
+bool CreationCutShort(const std::string& path);
+
 // RocksDB's open error as ours: Unavailable (the LOCK is held), DataLoss
 // naming the damaged or missing file (and pointing at `attune feedback
 // repair`), IoError for the OS's refusals (permission denied).

@@ -108,9 +108,14 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
     auto dir = ProbeStoreDir(path);
     if (dir.ok() && (*dir != DirState::kStore || !HasLog(path))) {
       RETURN_IF_ERROR(creating.Acquire(path));
-      // Under the lock: another process may have created it meanwhile.
-      ASSIGN_OR_RETURN(DirState now, ProbeStoreDir(path));
-      if (now == DirState::kAbsent || now == DirState::kEmpty) RETURN_IF_ERROR(CreateStaged(options, path));
+      // Under the lock, so not another process's creation in progress: a
+      // creation killed before the store's first log held nothing, and is
+      // started over.
+      if (CreationCutShort(path)) {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+        if (ec) return IoError("replay store '" + path + "': cannot remove an unfinished creation: " + ec.message());
+      }
     }
   }
   // In use by another process (RocksDB's LOCK is held): say so at once. A
@@ -136,26 +141,6 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
   RETURN_IF_ERROR(store->LoadOrInitialize());
   if (!options.read_only) RETURN_IF_ERROR(store->ReconcileCapacity());
   return std::unique_ptr<Store>(std::move(store));
-}
-
-// Builds a new, initialised store in "<store>.new" and renames it into
-// place. RocksDB writes CURRENT before the store's first write-ahead log: a
-// store killed between the two cannot be told from one whose log was
-// deleted, and every later open would refuse it. Built aside, a creation
-// cut short leaves no store at `path`, only a staging folder that the next
-// creation discards. The caller holds the creation lock.
-Status StoreImpl::CreateStaged(const Options& options, const std::string& path) {
-  const std::string staging = path + ".new";
-  std::error_code ec;
-  std::filesystem::remove_all(staging, ec);
-  if (ec) return IoError("cannot remove the unfinished store '" + staging + "': " + ec.message());
-  {
-    StoreImpl store(options, staging);
-    RETURN_IF_ERROR(store.OpenDb());
-    RETURN_IF_ERROR(store.LoadOrInitialize());
-  }  // closed: its data is flushed to tables, its log is in place
-  // rename(2) replaces an empty directory at `path` too.
-  return RenameDurable(staging, path).WithContext("create replay store '" + path + "'");
 }
 
 // True when the store on disk was never initialised: no format version and
@@ -189,6 +174,8 @@ bool StoreImpl::NeverInitialised() const {
 
 Status StoreImpl::OpenDb() {
   ASSIGN_OR_RETURN(DirState dir, ProbeStoreDir(path_));
+  // (A writable open has started such a creation over already.)
+  if (CreationCutShort(path_)) return NotFoundError("replay store '" + path_ + "' was never finished being created");
   // Files without a CURRENT are a damaged store (or someone else's folder).
   // RocksDB would write a new, empty store over them, so never open them.
   if (dir == DirState::kDamaged) {

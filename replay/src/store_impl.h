@@ -73,7 +73,6 @@ class StoreImpl final : public Store {
   };
 
   StoreImpl(const Options& options, std::string path);
-  static Status CreateStaged(const Options& options, const std::string& path);
   Status OpenDb();
   bool NeverInitialised() const;
   Status SetQuarantine(const std::vector<std::string>& ids, bool on);
