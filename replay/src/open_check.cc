@@ -77,7 +77,7 @@ bool CreationCutShort(const std::string& path) {
   constexpr char kFirstManifest[] = "MANIFEST-000001";
   DIR* d = ::opendir(path.c_str());
   if (d == nullptr) return false;
-  bool any = false, only_creation_files = true;
+  bool lock = false, only_creation_files = true;
   auto ends_with = [](const std::string& s, const char* tail) {
     const size_t n = std::strlen(tail);
     return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
@@ -85,14 +85,16 @@ bool CreationCutShort(const std::string& path) {
   while (dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
     if (name == "." || name == "..") continue;
-    any = true;
+    lock = lock || name == "LOCK";
     const bool creation_file = name == "IDENTITY" || name == "LOCK" || name == "LOG" || name == "CURRENT" ||
                                name == kFirstManifest || name.rfind("LOG.old.", 0) == 0 ||
                                name.rfind("OPTIONS-", 0) == 0 || ends_with(name, ".dbtmp");
     only_creation_files = only_creation_files && creation_file;
   }
   ::closedir(d);
-  if (!any || !only_creation_files) return false;
+  // RocksDB takes its LOCK before it writes anything: a folder without one
+  // is not a creation of ours.
+  if (!lock || !only_creation_files) return false;
   // CURRENT, when there, names the first MANIFEST.
   if (!PathExists(path + "/CURRENT")) return true;
   return CurrentManifest(path) == path + "/" + kFirstManifest;

@@ -28,8 +28,8 @@ Result<DirState> ProbeStoreDir(const std::string& path);
 bool HasLog(const std::string& path);
 
 // Whether `path` holds only what creating a store writes before the store's
-// first write-ahead log (IDENTITY, LOCK, LOG, the first MANIFEST, CURRENT
-// naming it, temporary and OPTIONS files): no log, no table, no column
+// first write-ahead log (RocksDB's LOCK, and IDENTITY, LOG, the first
+// MANIFEST, CURRENT naming it, temporary and OPTIONS files): no log, no table, no column
 // family beyond the default one, so nothing was ever stored in it. RocksDB
 // writes CURRENT before that log, and a kill in between leaves this; a
 // store that lost its log or CURRENT to damage has a later MANIFEST (the
