@@ -14,6 +14,8 @@
 namespace attune::replay::internal {
 namespace {
 
+constexpr char kFirstManifest[] = "MANIFEST-000001";
+
 constexpr char kRepairHint[] =
     " (hint: `attune feedback repair` recovers what is left; it keeps a copy of the damaged store)";
 
@@ -26,7 +28,7 @@ std::vector<std::string> NonEmptyLogs(const std::string& path) {
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     struct stat st {};
-    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".log") == 0 &&
+    if (name.size() > 4 && name.ends_with(".log") &&
         ::stat((path + "/" + name).c_str(), &st) == 0 && st.st_size > 0) {
       out.push_back(path + "/" + name);
     }
@@ -73,50 +75,11 @@ std::string FixTableName(std::string msg) {
 
 }  // namespace
 
-bool CreationCutShort(const std::string& path) {
-  constexpr char kFirstManifest[] = "MANIFEST-000001";
-  DIR* d = ::opendir(path.c_str());
-  if (d == nullptr) return false;
-  bool lock = false, only_creation_files = true;
-  auto ends_with = [](const std::string& s, const char* tail) {
-    const size_t n = std::strlen(tail);
-    return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
-  };
-  while (dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    lock = lock || name == "LOCK";
-    const bool creation_file = name == "IDENTITY" || name == "LOCK" || name == "LOG" || name == "CURRENT" ||
-                               name == kFirstManifest || name.rfind("LOG.old.", 0) == 0 ||
-                               name.rfind("OPTIONS-", 0) == 0 || ends_with(name, ".dbtmp");
-    only_creation_files = only_creation_files && creation_file;
-  }
-  ::closedir(d);
-  // RocksDB takes its LOCK before it writes anything: a folder without one
-  // is not a creation of ours.
-  if (!lock || !only_creation_files) return false;
-  // CURRENT, when there, names the first MANIFEST.
-  if (!PathExists(path + "/CURRENT")) return true;
-  return CurrentManifest(path) == path + "/" + kFirstManifest;
-}
-
-bool HasLog(const std::string& path) {
-  DIR* d = ::opendir(path.c_str());
-  if (d == nullptr) return false;
-  bool found = false;
-  while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".log") == 0) found = true;
-  }
-  ::closedir(d);
-  return found;
-}
-
-Result<DirState> ProbeStoreDir(const std::string& path) {
+Result<DirScan> ScanStoreDir(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     int err = errno;
-    if (err == ENOENT) return DirState::kAbsent;
+    if (err == ENOENT) return DirScan{};
     if (err == ENOTDIR) {
       return FailedPreconditionError("replay store '" + path + "': a parent of it is a file, not a directory");
     }
@@ -125,12 +88,19 @@ Result<DirState> ProbeStoreDir(const std::string& path) {
   if (!S_ISDIR(st.st_mode)) return FailedPreconditionError("replay store '" + path + "' is not a directory");
   DIR* d = ::opendir(path.c_str());
   if (d == nullptr) return IoError("replay store '" + path + "': cannot read it: " + std::strerror(errno));
-  bool any = false, current = false;
+  DirScan scan;
+  bool any = false, current = false, lock = false, only_creation_files = true;
   while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
+    const std::string name = e->d_name;
     if (name == "." || name == "..") continue;
     any = true;
-    if (name == "CURRENT") current = true;
+    current = current || name == "CURRENT";
+    lock = lock || name == "LOCK";
+    scan.has_log = scan.has_log || (name.size() > 4 && name.ends_with(".log"));
+    const bool creation_file = name == "IDENTITY" || name == "LOCK" || name == "LOG" || name == "CURRENT" ||
+                               name == kFirstManifest || name.starts_with("LOG.old.") ||
+                               name.starts_with("OPTIONS-") || name.ends_with(".dbtmp");
+    only_creation_files = only_creation_files && creation_file;
   }
   ::closedir(d);
   if (current) {
@@ -138,9 +108,15 @@ Result<DirState> ProbeStoreDir(const std::string& path) {
     if (::access((path + "/CURRENT").c_str(), R_OK) != 0) {
       return IoError("replay store '" + path + "/CURRENT': " + std::strerror(errno));
     }
-    return DirState::kStore;
+    scan.state = DirState::kStore;
+  } else {
+    scan.state = any ? DirState::kDamaged : DirState::kEmpty;
   }
-  return any ? DirState::kDamaged : DirState::kEmpty;
+  // RocksDB takes its LOCK before it writes anything: a folder without one
+  // is not a creation of ours. CURRENT, when there, names the first MANIFEST.
+  scan.creation_cut_short = lock && only_creation_files &&
+                            (!current || CurrentManifest(path) == path + "/" + kFirstManifest);
+  return scan;
 }
 
 Status OpenError(const rocksdb::Status& s, const std::string& path) {

@@ -18,23 +18,26 @@ enum class DirState {
   kDamaged,  // a directory with files but no CURRENT
 };
 
-// Looks at `path` without changing anything. Errors: FailedPrecondition
-// (`path` or a parent is not a directory), IoError (permission denied or
-// another OS error), each naming the path.
-Result<DirState> ProbeStoreDir(const std::string& path);
+// What one listing of a store's folder says.
+struct DirScan {
+  DirState state = DirState::kAbsent;
+  // It holds a write-ahead log (*.log). RocksDB keeps one at all times, an
+  // empty one after a clean close; a store without any lost it.
+  bool has_log = false;
+  // It holds only what creating a store writes before the store's first
+  // write-ahead log (RocksDB's LOCK, and IDENTITY, LOG, the first MANIFEST,
+  // CURRENT naming it, temporary and OPTIONS files): no log, no table, no
+  // column family beyond the default one, so nothing was ever stored in it.
+  // RocksDB writes CURRENT before that log, and a kill in between leaves
+  // this; a store that lost its log or CURRENT to damage has a later
+  // MANIFEST (the one that added the families) or tables.
+  bool creation_cut_short = false;
+};
 
-// Whether `path` holds a write-ahead log (*.log). RocksDB keeps one at all
-// times, an empty one after a clean close; a store without any lost it.
-bool HasLog(const std::string& path);
-
-// Whether `path` holds only what creating a store writes before the store's
-// first write-ahead log (RocksDB's LOCK, and IDENTITY, LOG, the first
-// MANIFEST, CURRENT naming it, temporary and OPTIONS files): no log, no table, no column
-// family beyond the default one, so nothing was ever stored in it. RocksDB
-// writes CURRENT before that log, and a kill in between leaves this; a
-// store that lost its log or CURRENT to damage has a later MANIFEST (the
-// one that added the families) or tables.
-bool CreationCutShort(const std::string& path);
+// Lists `path` once, without changing anything. Errors: FailedPrecondition
+// (`path` or a parent is not a directory), IoError (permission denied, a
+// CURRENT that may not be read, or another OS error), each naming the path.
+Result<DirScan> ScanStoreDir(const std::string& path);
 
 // RocksDB's open error as ours: Unavailable (the LOCK is held), DataLoss
 // naming the damaged or missing file (and pointing at `attune feedback

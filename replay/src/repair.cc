@@ -233,9 +233,16 @@ Status Healthy(const Options& options, const std::string& dir) {
 }  // namespace
 
 Result<RepairReport> RepairStore(const Options& options, const std::string& dir) {
-  ASSIGN_OR_RETURN(internal::DirState probe, internal::ProbeStoreDir(dir));
-  if (probe == internal::DirState::kAbsent || probe == internal::DirState::kEmpty) {
+  ASSIGN_OR_RETURN(internal::DirScan scan, internal::ScanStoreDir(dir));
+  if (scan.state == internal::DirState::kAbsent || scan.state == internal::DirState::kEmpty) {
     return NotFoundError("no replay store at '" + dir + "'");
+  }
+  // Nothing was ever stored there, and the next write starts the creation
+  // over: there is nothing to rebuild or back up.
+  if (scan.creation_cut_short) {
+    return NotFoundError("no replay store at '" + dir +
+                         "': only the start of a creation that was cut short, before anything was stored (the next "
+                         "write creates the store anew)");
   }
   RepairReport report;
   Status health = Healthy(options, dir);

@@ -105,13 +105,14 @@ Result<std::unique_ptr<Store>> StoreImpl::Open(const Options& options, const std
   // and calling it damaged.
   CreationLock creating;
   if (!options.read_only && options.create_if_missing) {
-    auto dir = ProbeStoreDir(path);
-    if (dir.ok() && (*dir != DirState::kStore || !HasLog(path))) {
+    auto dir = ScanStoreDir(path);
+    if (dir.ok() && (dir->state != DirState::kStore || !dir->has_log)) {
       RETURN_IF_ERROR(creating.Acquire(path));
       // Under the lock, so not another process's creation in progress: a
       // creation killed before the store's first log held nothing, and is
-      // started over.
-      if (CreationCutShort(path)) {
+      // started over. (Looked at again: the lock's holder may have finished.)
+      auto again = ScanStoreDir(path);
+      if (again.ok() && again->creation_cut_short) {
         std::error_code ec;
         std::filesystem::remove_all(path, ec);
         if (ec) return IoError("replay store '" + path + "': cannot remove an unfinished creation: " + ec.message());
@@ -173,9 +174,10 @@ bool StoreImpl::NeverInitialised() const {
 }
 
 Status StoreImpl::OpenDb() {
-  ASSIGN_OR_RETURN(DirState dir, ProbeStoreDir(path_));
+  ASSIGN_OR_RETURN(DirScan scan, ScanStoreDir(path_));
+  const DirState dir = scan.state;
   // (A writable open has started such a creation over already.)
-  if (CreationCutShort(path_)) return NotFoundError("replay store '" + path_ + "' was never finished being created");
+  if (scan.creation_cut_short) return NotFoundError("replay store '" + path_ + "' was never finished being created");
   // Files without a CURRENT are a damaged store (or someone else's folder).
   // RocksDB would write a new, empty store over them, so never open them.
   if (dir == DirState::kDamaged) {
@@ -185,7 +187,7 @@ Status StoreImpl::OpenDb() {
   }
   const bool exists = dir == DirState::kStore;
   // RocksDB would start a new log and lose whatever the deleted one held.
-  if (exists && !HasLog(path_)) {
+  if (exists && !scan.has_log) {
     return DataLossError("replay store '" + path_ +
                          "' has no write-ahead log (*.log): it was deleted, with any events only it held; left "
                          "untouched (hint: `attune feedback repair` rebuilds the store from what is left)");

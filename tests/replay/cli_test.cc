@@ -464,6 +464,22 @@ TEST_F(FeedbackCliTest, KillAtEachSyncOfTheFirstImportNeverLeavesAStoreNothingOp
         const std::string name = f.path().filename().string();
         created = created || (name.rfind("MANIFEST-", 0) == 0 && name != "MANIFEST-000001");
       }
+      // Repair has nothing to rebuild: the store is whole (or finishes its
+      // creation), or there is none yet. It used to run RocksDB's repair on
+      // an unfinished creation, fail ("no events could be recovered") and
+      // leave a backup of nothing.
+      Output repair = Run("repair --json");
+      if (repair.code == 0) {
+        EXPECT_FALSE(nlohmann::json::parse(repair.out)["needed"].get<bool>()) << "killed at " << call << " #" << n;
+      } else {
+        EXPECT_EQ(repair.code, 1);
+        EXPECT_NE(repair.err.find("no replay store"), std::string::npos) << "killed at " << call << " #" << n << ": "
+                                                                        << repair.err;
+      }
+      for (const auto& f : std::filesystem::directory_iterator(dir_.path(), ec)) {
+        EXPECT_EQ(f.path().filename().string().find(".damaged-"), std::string::npos)
+            << "killed at " << call << " #" << n << ": repair made a backup " << f.path();
+      }
       Output stats = Run("stats --json");
       EXPECT_EQ(stats.code, 0) << "killed at " << call << " #" << n << ": " << stats.err;
       Output add = Run("add", kEvent);
