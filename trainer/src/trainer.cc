@@ -279,413 +279,504 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   }
 }
 
-Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::string& checkpoint_path,
-                                           const std::function<bool()>& should_stop,
-                                           const std::function<void(const TrainProgress&)>& progress) {
-  const auto t_start = Clock::now();
-  const runtime::Model& m = *model_;
-  TrainOutcome out;
-  TrainReport& r = out.report;
-  if (o_.max_steps <= 0 || o_.grad_accum_steps <= 0) return InvalidArgumentError("max steps and gradient accumulation must be positive");
-  if (o_.early_stopping_patience < 0 || o_.eval_every_steps <= 0) {
-    return InvalidArgumentError("early_stopping_patience must be >= 0 and eval_every_steps positive, not " +
-                                std::to_string(o_.early_stopping_patience) + " and " + std::to_string(o_.eval_every_steps));
-  }
-  if (o_.anchor_selection != "first" && o_.anchor_selection != "nearest") {
-    return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o_.anchor_selection + "'");
-  }
+namespace {
 
-  // Encode; an example that cannot be trained is skipped with a reason.
-  auto encode_all = [&](const std::vector<TextExample>& in, std::vector<EncodedExample>* dst) {
-    for (const auto& e : in) {
-      auto enc = Encode(m, e, o_.encode);
-      if (!enc.ok()) {
-        ++r.skipped_examples;
-        r.notes.push_back("skipped: " + enc.status().message());
-        continue;
-      }
-      if (enc->truncated) r.notes.push_back("truncated to " + std::to_string(o_.encode.max_seq_len) + " tokens: example '" + e.id + "'");
-      dst->push_back(std::move(*enc));
-    }
-  };
-  std::vector<EncodedExample> fresh, replay, heldout, train;
-  encode_all(input.new_examples, &fresh);
-  encode_all(input.replay_examples, &replay);
-  if (int64_t(fresh.size()) >= o_.heldout_min_examples && o_.heldout_every > 1) {
-    std::vector<EncodedExample> kept;
-    for (size_t i = 0; i < fresh.size(); ++i) {
-      if ((int64_t(i) + o_.rotation) % o_.heldout_every == 0) heldout.push_back(fresh[i]);
-      else kept.push_back(fresh[i]);
-    }
-    fresh.swap(kept);
-    r.notes.push_back("held out " + std::to_string(heldout.size()) + " new examples (every " + std::to_string(o_.heldout_every) +
-                      "th, rotation " + std::to_string(o_.rotation) + "); a later run trains on them");
-  } else {
-    r.notes.push_back("fewer than " + std::to_string(o_.heldout_min_examples) + " new examples: all train, no held-out slice");
+// One training window: what Trainer::RunUnguarded does, a step at a time.
+// Prepare (encode, hold out, anchors, parameters), Resume (a checkpoint or a
+// fresh seed), MeasureParent, Train (the steps), Finish (the candidate).
+class WindowRun {
+ public:
+  WindowRun(const Trainer& trainer, const runtime::Model& m, const TrainerOptions& o, const std::string& checkpoint_path,
+            const std::function<void(const TrainProgress&)>& progress)
+      : trainer_(trainer), m_(m), o_(o), checkpoint_path_(checkpoint_path), progress_(progress) {}
+
+  static Status CheckOptions(const TrainerOptions& o);
+  Status Prepare(const TrainInput& input);
+  Status Resume();
+  void MeasureParent();
+  Status Train(const std::function<bool()>& should_stop);
+  Result<TrainOutcome> Finish();
+
+ private:
+  enum class StepEnd { kTaken, kStopped, kSkipped, kNonFinite };
+
+  void EncodeAll(const std::vector<TextExample>& in, std::vector<EncodedExample>* dst);
+  void AddAnchors(const TrainInput& input);
+  std::vector<std::vector<size_t>> PlanOf(int64_t epoch) const;
+  std::pair<std::vector<const EncodedExample*>, int64_t> NextMicro();
+  double RunMicro(const std::vector<const EncodedExample*>& mbx);
+  StepEnd Step(const std::function<bool()>& should_stop);
+  Status Save(const internal::CheckpointState& s);
+  bool MeasureHeldout();
+  double Elapsed() const { return std::chrono::duration<double>(Clock::now() - t_start_).count(); }
+
+  const Trainer& trainer_;
+  const runtime::Model& m_;
+  const TrainerOptions& o_;
+  const std::string& checkpoint_path_;
+  const std::function<void(const TrainProgress&)>& progress_;
+  const Clock::time_point t_start_ = Clock::now();
+  TrainOutcome out_;
+  TrainReport& r_ = out_.report;
+  std::vector<EncodedExample> fresh_, replay_, heldout_, train_;
+  std::optional<LoraParams> params_;
+  std::optional<AdamW> opt_;
+  std::vector<at::Tensor> parent_values_;
+  bool has_parent_ = false, early_stopping_ = false;
+  int64_t mb_ = 1;
+  internal::CheckpointState st_;
+  at::Generator gen_ = at::detail::getDefaultCPUGenerator();
+  std::vector<std::vector<size_t>> plan_;
+  // How the step loop ended beyond max_steps (r_.stop_reason says which).
+  bool stopped_ = false, non_finite_ = false;
+  double prior_seconds_ = 0;
+};
+
+Status WindowRun::CheckOptions(const TrainerOptions& o) {
+  if (o.max_steps <= 0 || o.grad_accum_steps <= 0) return InvalidArgumentError("max steps and gradient accumulation must be positive");
+  if (o.early_stopping_patience < 0 || o.eval_every_steps <= 0) {
+    return InvalidArgumentError("early_stopping_patience must be >= 0 and eval_every_steps positive, not " +
+                                std::to_string(o.early_stopping_patience) + " and " + std::to_string(o.eval_every_steps));
   }
-  train = fresh;
-  train.insert(train.end(), replay.begin(), replay.end());
-  if (train.empty()) {
-    std::string why = r.notes.empty() ? "no examples given" : r.notes.front();
+  if (o.anchor_selection != "first" && o.anchor_selection != "nearest") {
+    return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o.anchor_selection + "'");
+  }
+  return Status::Ok();
+}
+
+// An example that cannot be trained is skipped with a reason.
+void WindowRun::EncodeAll(const std::vector<TextExample>& in, std::vector<EncodedExample>* dst) {
+  for (const auto& e : in) {
+    auto enc = Encode(m_, e, o_.encode);
+    if (!enc.ok()) {
+      ++r_.skipped_examples;
+      r_.notes.push_back("skipped: " + enc.status().message());
+      continue;
+    }
+    if (enc->truncated) r_.notes.push_back("truncated to " + std::to_string(o_.encode.max_seq_len) + " tokens: example '" + e.id + "'");
+    dst->push_back(std::move(*enc));
+  }
+}
+
+void WindowRun::AddAnchors(const TrainInput& input) {
+  if (o_.anchor_examples <= 0 || !m_.tokenizer() || !m_.chat_template()) return;
+  std::vector<std::string> window_prompts;
+  for (const auto& e : input.new_examples) {
+    if (!e.context.empty()) window_prompts.push_back(e.context.back().content);
+  }
+  const auto& pool = o_.anchor_prompts.empty() ? internal::AnchorPool() : o_.anchor_prompts;
+  const auto chosen = internal::SelectAnchors(pool, window_prompts, o_.anchor_examples, o_.anchor_selection);
+  for (size_t i : chosen) {
+    const std::string& prompt = pool[i];
+    TextExample a;
+    a.id = "anchor-" + std::to_string(i);
+    a.context = {{"user", prompt}};
+    a.completion = BaseAnswer(m_, prompt, o_.anchor_max_tokens, &a.open_ended);
+    a.weight = float(o_.anchor_weight);
+    a.objective = Objective::kDistill;
+    auto enc = Encode(m_, a, o_.encode);
+    if (enc.ok()) train_.push_back(std::move(*enc));
+  }
+  r_.notes.push_back("mixed in " + std::to_string(chosen.size()) +
+                     " anchor examples (distillation toward the base model on its own answers to general prompts)");
+}
+
+Status WindowRun::Prepare(const TrainInput& input) {
+  EncodeAll(input.new_examples, &fresh_);
+  EncodeAll(input.replay_examples, &replay_);
+  if (int64_t(fresh_.size()) >= o_.heldout_min_examples && o_.heldout_every > 1) {
+    std::vector<EncodedExample> kept;
+    for (size_t i = 0; i < fresh_.size(); ++i) {
+      if ((int64_t(i) + o_.rotation) % o_.heldout_every == 0) heldout_.push_back(fresh_[i]);
+      else kept.push_back(fresh_[i]);
+    }
+    fresh_.swap(kept);
+    r_.notes.push_back("held out " + std::to_string(heldout_.size()) + " new examples (every " + std::to_string(o_.heldout_every) +
+                       "th, rotation " + std::to_string(o_.rotation) + "); a later run trains on them");
+  } else {
+    r_.notes.push_back("fewer than " + std::to_string(o_.heldout_min_examples) + " new examples: all train, no held-out slice");
+  }
+  train_ = fresh_;
+  train_.insert(train_.end(), replay_.begin(), replay_.end());
+  if (train_.empty()) {
+    std::string why = r_.notes.empty() ? "no examples given" : r_.notes.front();
     return InvalidArgumentError("nothing to train on: " + why);
   }
-
-  if (o_.anchor_examples > 0 && m.tokenizer() && m.chat_template()) {
-    std::vector<std::string> window_prompts;
-    for (const auto& e : input.new_examples) {
-      if (!e.context.empty()) window_prompts.push_back(e.context.back().content);
-    }
-    const auto& pool = o_.anchor_prompts.empty() ? internal::AnchorPool() : o_.anchor_prompts;
-    const auto chosen = internal::SelectAnchors(pool, window_prompts, o_.anchor_examples, o_.anchor_selection);
-    const int64_t n = int64_t(chosen.size());
-    for (size_t i : chosen) {
-      const std::string& prompt = pool[i];
-      TextExample a;
-      a.id = "anchor-" + std::to_string(i);
-      a.context = {{"user", prompt}};
-      a.completion = BaseAnswer(m, prompt, o_.anchor_max_tokens, &a.open_ended);
-      a.weight = float(o_.anchor_weight);
-      a.objective = Objective::kDistill;
-      auto enc = Encode(m, a, o_.encode);
-      if (enc.ok()) train.push_back(std::move(*enc));
-    }
-    r.notes.push_back("mixed in " + std::to_string(n) + " anchor examples (distillation toward the base model on its own answers to general prompts)");
+  AddAnchors(input);
+  r_.new_examples = int64_t(fresh_.size());
+  r_.replay_examples = int64_t(replay_.size());
+  r_.heldout_examples = int64_t(heldout_.size());
+  params_.emplace(LoraParams::Init(m_, o_.lora, o_.seed));
+  has_parent_ = !input.parent.empty();
+  if (has_parent_) {
+    Status s = params_->Assign(input.parent);
+    if (!s.ok()) return FailedPreconditionError("the parent adapter does not fit this LoRA configuration: " + s.message());
   }
-  r.new_examples = int64_t(fresh.size());
-  r.replay_examples = int64_t(replay.size());
-  r.heldout_examples = int64_t(heldout.size());
-  LoraParams params = LoraParams::Init(m, o_.lora, o_.seed);
-  if (!input.parent.empty()) {
-    Status st = params.Assign(input.parent);
-    if (!st.ok()) return FailedPreconditionError("the parent adapter does not fit this LoRA configuration: " + st.message());
-  }
-  const std::vector<at::Tensor> parent_values = params.Snapshot();
-  AdamW opt(params.parameters(), o_.adamw);
-  const int64_t mb = PickMicroBatch(m, o_);
-  r.micro_batch_size = mb;
+  parent_values_ = params_->Snapshot();
+  opt_.emplace(params_->parameters(), o_.adamw);
+  mb_ = PickMicroBatch(m_, o_);
+  r_.micro_batch_size = mb_;
 
   Sha256 ek;
-  for (const auto* set : {&train, &heldout}) {
+  for (const auto* set : {&train_, &heldout_}) {
     for (const auto& e : *set) ek.Update(e.id + "/" + std::to_string(int(e.objective)) + ";");
     ek.Update("|");
   }
-  internal::CheckpointState st;
-  st.base_fingerprint = m.fingerprint();
-  st.config_key = ConfigKey(o_, mb);
-  st.examples_key = ek.FinishHex();
-  st.window = input.window;
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  if (!checkpoint_path.empty() && PathExists(checkpoint_path)) {
-    ASSIGN_OR_RETURN(internal::CheckpointState ck, internal::LoadCheckpoint(checkpoint_path));
-    if (ck.base_fingerprint != st.base_fingerprint) {
-      return FailedPreconditionError("checkpoint '" + checkpoint_path + "' was written for another base model (hint: remove it to start over)");
-    }
-    if (ck.config_key != st.config_key || ck.examples_key != st.examples_key || !internal::SameWindow(ck.window, st.window)) {
-      return FailedPreconditionError("checkpoint '" + checkpoint_path + "' belongs to a run with other options or other examples (hint: remove it to start over)");
-    }
-    RETURN_IF_ERROR(params.Assign(ck.params));
-    for (size_t i = 0; i < ck.params.size(); ++i) {
-      opt.exp_avg()[i].copy_(ck.exp_avg[i]);
-      opt.exp_avg_sq()[i].copy_(ck.exp_avg_sq[i]);
-    }
-    opt.set_step(ck.step);
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(ck.rng_state);
-    st.step = ck.step, st.epoch = ck.epoch, st.position = ck.position, st.tokens = ck.tokens;
-    st.wall_seconds = ck.wall_seconds, st.loss_curve = ck.loss_curve, st.skipped_steps = ck.skipped_steps, st.clipped_steps = ck.clipped_steps;
-    st.heldout_curve = ck.heldout_curve, st.best_step = ck.best_step, st.evals_since_best = ck.evals_since_best;
-    st.best_loss = ck.best_loss, st.best_params = ck.best_params;
-    r.notes.push_back("resumed from step " + std::to_string(ck.step));
-  } else {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_current_seed(o_.seed);
-  }
+  st_.base_fingerprint = m_.fingerprint();
+  st_.config_key = ConfigKey(o_, mb_);
+  st_.examples_key = ek.FinishHex();
+  st_.window = input.window;
+  return Status::Ok();
+}
 
-  // The parent's losses, for the regression checks of the report.
-  const bool has_parent = !input.parent.empty();
-  runtime::LoraWeights parent_w = WeightsOf(m, o_.lora, parent_values);
-  const runtime::LoraWeights* parent_ptr = has_parent ? &parent_w : nullptr;
-  r.new_loss_parent = MeanLoss(fresh, parent_ptr);
-  r.unlikelihood_parent = EvalUnlikelihood(fresh, parent_ptr);
-  r.dpo_loss_parent = EvalDpoLoss(fresh, parent_ptr);
-  r.replay_loss_parent = MeanLoss(replay, parent_ptr);
-  r.heldout_loss_parent = MeanLoss(heldout, parent_ptr);
-  const bool early_stopping = o_.early_stopping_patience > 0 && std::isfinite(r.heldout_loss_parent);
-  if (o_.early_stopping_patience > 0 && !early_stopping) {
-    r.notes.push_back("early stopping is off: the window has no held-out slice to measure");
+Status WindowRun::Resume() {
+  if (checkpoint_path_.empty() || !PathExists(checkpoint_path_)) {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_current_seed(o_.seed);
+    plan_ = PlanOf(st_.epoch);
+    return Status::Ok();
   }
+  ASSIGN_OR_RETURN(internal::CheckpointState ck, internal::LoadCheckpoint(checkpoint_path_));
+  if (ck.base_fingerprint != st_.base_fingerprint) {
+    return FailedPreconditionError("checkpoint '" + checkpoint_path_ + "' was written for another base model (hint: remove it to start over)");
+  }
+  if (ck.config_key != st_.config_key || ck.examples_key != st_.examples_key || !internal::SameWindow(ck.window, st_.window)) {
+    return FailedPreconditionError("checkpoint '" + checkpoint_path_ + "' belongs to a run with other options or other examples (hint: remove it to start over)");
+  }
+  RETURN_IF_ERROR(params_->Assign(ck.params));
+  for (size_t i = 0; i < ck.params.size(); ++i) {
+    opt_->exp_avg()[i].copy_(ck.exp_avg[i]);
+    opt_->exp_avg_sq()[i].copy_(ck.exp_avg_sq[i]);
+  }
+  opt_->set_step(ck.step);
+  {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_state(ck.rng_state);
+  }
+  // (The identity fields are equal; the tensors of the state live in
+  // params_ and opt_.)
+  ck.params.clear(), ck.exp_avg.clear(), ck.exp_avg_sq.clear();
+  st_ = std::move(ck);
+  plan_ = PlanOf(st_.epoch);
+  r_.notes.push_back("resumed from step " + std::to_string(st_.step));
+  return Status::Ok();
+}
 
-  // An epoch's micro-batches: the examples of each objective in shuffled
-  // order, cut into groups of up to mb, then the groups shuffled. A
-  // checkpoint's (epoch, position) names the next group exactly.
-  auto plan_of = [&](int64_t epoch) {
-    std::vector<size_t> order(train.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::mt19937_64 rng(o_.seed * 1000003 + uint64_t(epoch));
-    std::shuffle(order.begin(), order.end(), rng);
-    std::vector<std::vector<size_t>> groups;
-    for (Objective obj : {Objective::kSft, Objective::kDpo, Objective::kKto, Objective::kDistill}) {
-      std::vector<size_t> cur;
-      for (size_t i : order) {
-        if (train[i].objective != obj) continue;
-        cur.push_back(i);
-        if (int64_t(cur.size()) == mb) groups.push_back(std::move(cur)), cur.clear();
-      }
-      if (!cur.empty()) groups.push_back(std::move(cur));
+// The parent's losses, for the regression checks of the report.
+void WindowRun::MeasureParent() {
+  runtime::LoraWeights parent_w = WeightsOf(m_, o_.lora, parent_values_);
+  const runtime::LoraWeights* parent = has_parent_ ? &parent_w : nullptr;
+  r_.new_loss_parent = trainer_.MeanLoss(fresh_, parent);
+  r_.unlikelihood_parent = trainer_.EvalUnlikelihood(fresh_, parent);
+  r_.dpo_loss_parent = trainer_.EvalDpoLoss(fresh_, parent);
+  r_.replay_loss_parent = trainer_.MeanLoss(replay_, parent);
+  r_.heldout_loss_parent = trainer_.MeanLoss(heldout_, parent);
+  early_stopping_ = o_.early_stopping_patience > 0 && std::isfinite(r_.heldout_loss_parent);
+  if (o_.early_stopping_patience > 0 && !early_stopping_) {
+    r_.notes.push_back("early stopping is off: the window has no held-out slice to measure");
+  }
+}
+
+// An epoch's micro-batches: the examples of each objective in shuffled
+// order, cut into groups of up to mb, then the groups shuffled. A
+// checkpoint's (epoch, position) names the next group exactly.
+std::vector<std::vector<size_t>> WindowRun::PlanOf(int64_t epoch) const {
+  std::vector<size_t> order(train_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::mt19937_64 rng(o_.seed * 1000003 + uint64_t(epoch));
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<std::vector<size_t>> groups;
+  for (Objective obj : {Objective::kSft, Objective::kDpo, Objective::kKto, Objective::kDistill}) {
+    std::vector<size_t> cur;
+    for (size_t i : order) {
+      if (train_[i].objective != obj) continue;
+      cur.push_back(i);
+      if (int64_t(cur.size()) == mb_) groups.push_back(std::move(cur)), cur.clear();
     }
-    std::shuffle(groups.begin(), groups.end(), rng);
-    return groups;
-  };
-  std::vector<std::vector<size_t>> plan = plan_of(st.epoch);
-  auto next_micro = [&]() {
-    if (st.position >= int64_t(plan.size())) {
-      ++st.epoch;
-      st.position = 0;
-      plan = plan_of(st.epoch);
-    }
-    std::vector<const EncodedExample*> mbx;
-    int64_t tokens = 0;
-    for (size_t i : plan[size_t(st.position)]) {
-      mbx.push_back(&train[i]);
-      tokens += int64_t(train[i].chosen.ids.size() + train[i].rejected.ids.size());
-    }
-    ++st.position;
-    return std::make_pair(mbx, tokens);
-  };
-  auto run_micro = [&](const std::vector<const EncodedExample*>& mbx) -> double {
-    const Objective obj = mbx[0]->objective;
-    const runtime::LoraWeights w = params.Weights(/*training=*/true);
-    const double accum = double(o_.grad_accum_steps);
-    std::vector<const Sequence*> seqs;
-    std::vector<float> weights, desirable;
-    for (const auto* e : mbx) {
-      seqs.push_back(&e->chosen);
-      weights.push_back(e->weight);
-      desirable.push_back(e->desirable ? 1.f : 0.f);
-    }
-    if (obj == Objective::kDpo) {
-      for (const auto* e : mbx) seqs.push_back(&e->rejected);
-    }
-    Batch b = MakeBatch(seqs);
-    at::Tensor wt = at::tensor(weights);
-    if (obj == Objective::kSft) {
-      const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
-      return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing, [&](const at::Tensor& h) { return SftLoss(m, h, b, wt, norm); });
-    }
-    if (obj == Objective::kDistill) {
-      const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum;
-      at::Tensor base;
-      {
-        at::NoGradGuard ng;
-        base = BaseLogProbsAtTargets(m, Hidden(m, nullptr, b.ids), b);
-      }
-      return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing,
-                             [&](const at::Tensor& h) { return DistillLoss(m, h, b, base, wt, norm); });
-    }
-    at::Tensor ref;
+    if (!cur.empty()) groups.push_back(std::move(cur));
+  }
+  std::shuffle(groups.begin(), groups.end(), rng);
+  return groups;
+}
+
+std::pair<std::vector<const EncodedExample*>, int64_t> WindowRun::NextMicro() {
+  if (st_.position >= int64_t(plan_.size())) {
+    ++st_.epoch;
+    st_.position = 0;
+    plan_ = PlanOf(st_.epoch);
+  }
+  std::vector<const EncodedExample*> mbx;
+  int64_t tokens = 0;
+  for (size_t i : plan_[size_t(st_.position)]) {
+    mbx.push_back(&train_[i]);
+    tokens += int64_t(train_[i].chosen.ids.size() + train_[i].rejected.ids.size());
+  }
+  ++st_.position;
+  return {mbx, tokens};
+}
+
+// One micro-batch's forward and backward (its gradients accumulate); its loss.
+double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx) {
+  const Objective obj = mbx[0]->objective;
+  const runtime::LoraWeights w = params_->Weights(/*training=*/true);
+  const double accum = double(o_.grad_accum_steps);
+  std::vector<const Sequence*> seqs;
+  std::vector<float> weights, desirable;
+  for (const auto* e : mbx) {
+    seqs.push_back(&e->chosen);
+    weights.push_back(e->weight);
+    desirable.push_back(e->desirable ? 1.f : 0.f);
+  }
+  if (obj == Objective::kDpo) {
+    for (const auto* e : mbx) seqs.push_back(&e->rejected);
+  }
+  Batch b = MakeBatch(seqs);
+  at::Tensor wt = at::tensor(weights);
+  const bool ckpt = o_.gradient_checkpointing;
+  if (obj == Objective::kSft) {
+    const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
+    return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return SftLoss(m_, h, b, wt, norm); });
+  }
+  if (obj == Objective::kDistill) {
+    const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum;
+    at::Tensor base;
     {
       at::NoGradGuard ng;
-      ref = SequenceLogProbs(m, Hidden(m, nullptr, b.ids), b);  // adapter off = reference model
+      base = BaseLogProbsAtTargets(m_, Hidden(m_, nullptr, b.ids), b);
     }
-    const double norm = double(mbx.size()) * accum;
-    if (obj == Objective::kDpo) {
-      return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing, [&](const at::Tensor& h) {
-        return DpoLoss(m, h, b, ref, wt, o_.dpo_beta, norm / o_.dpo_weight);
-      });
-    }
-    return ForwardBackward(m, w, b.ids, o_.gradient_checkpointing, [&](const at::Tensor& h) {
-      return KtoLoss(m, h, b, ref, at::tensor(desirable), wt, o_.kto_beta, /*z0=*/0.0, norm / o_.kto_weight);
+    return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return DistillLoss(m_, h, b, base, wt, norm); });
+  }
+  at::Tensor ref;
+  {
+    at::NoGradGuard ng;
+    ref = SequenceLogProbs(m_, Hidden(m_, nullptr, b.ids), b);  // adapter off = reference model
+  }
+  const double norm = double(mbx.size()) * accum;
+  if (obj == Objective::kDpo) {
+    return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
+      return DpoLoss(m_, h, b, ref, wt, o_.dpo_beta, norm / o_.dpo_weight);
     });
-  };
-  auto save = [&](const internal::CheckpointState& s) -> Status {
-    if (checkpoint_path.empty()) return Status::Ok();
-    internal::CheckpointState c = s;
-    c.params = params.Snapshot();
-    c.exp_avg = opt.exp_avg();
-    c.exp_avg_sq = opt.exp_avg_sq();
-    c.wall_seconds = s.wall_seconds + std::chrono::duration<double>(Clock::now() - t_start).count();
-    return SaveCheckpoint(checkpoint_path, c);
-  };
+  }
+  return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
+    return KtoLoss(m_, h, b, ref, at::tensor(desirable), wt, o_.kto_beta, /*z0=*/0.0, norm / o_.kto_weight);
+  });
+}
 
-  // Early stopping's measurement of the current adapter: true when it is a
-  // new lowest (then kept, and the count of measurements since reset).
-  auto measure_heldout = [&]() {
-    const runtime::LoraWeights now = params.Weights(false);
-    const double loss = MeanLoss(heldout, &now);
-    if (std::isfinite(loss)) st.heldout_curve.emplace_back(st.step, loss);
-    if (!(loss < st.best_loss)) return false;
-    st.best_loss = loss;
-    st.best_step = st.step;
-    st.best_params = params.Snapshot();
-    st.evals_since_best = 0;
-    return true;
-  };
+Status WindowRun::Save(const internal::CheckpointState& s) {
+  if (checkpoint_path_.empty()) return Status::Ok();
+  internal::CheckpointState c = s;
+  c.params = params_->Snapshot();
+  c.exp_avg = opt_->exp_avg();
+  c.exp_avg_sq = opt_->exp_avg_sq();
+  c.wall_seconds = s.wall_seconds + Elapsed();
+  return SaveCheckpoint(checkpoint_path_, c);
+}
 
-  r.stop_reason = "max_steps";
-  bool stopped = false, non_finite = false;
-  int64_t nonfinite_in_a_row = 0;
-  const double prior_seconds = st.wall_seconds;
-  const int64_t first_step = st.step;
-  try {
-    while (st.step < o_.max_steps) {
-      // State at the step boundary: a stop inside the step returns here.
-      internal::CheckpointState at_boundary = st;
-      {
-        std::lock_guard<std::mutex> lock(gen.mutex());
-        at_boundary.rng_state = gen.get_state();
-      }
-      std::vector<at::Tensor> boundary_params = params.Snapshot();
-      double step_loss = 0;
-      int64_t step_tokens = 0;
-      for (int64_t a = 0; a < o_.grad_accum_steps; ++a) {
-        if (should_stop && should_stop()) {
-          stopped = true;
-          break;
-        }
-        auto [mbx, tokens] = next_micro();
-        step_loss += run_micro(mbx);
-        step_tokens += tokens;
-        if (o_.max_tokens_per_step > 0 && step_tokens >= o_.max_tokens_per_step) break;
-      }
-      if (stopped) {
-        opt.ZeroGrad();
-        RETURN_IF_ERROR(params.Assign(boundary_params));
-        st = at_boundary;
-        RETURN_IF_ERROR(save(st));
-        r.stop_reason = "stopped";
-        break;
-      }
-      if (o_.l2_to_parent > 0 && has_parent) {
-        // (the pull is part of the gradient, so it is clipped with it)
-        at::NoGradGuard ng;
-        const auto& ps = params.parameters();
-        for (size_t i = 0; i < ps.size(); ++i) {
-          at::Tensor g = 2.0 * o_.l2_to_parent * (ps[i].detach() - parent_values[i]);
-          if (ps[i].grad().defined()) ps[i].mutable_grad().add_(g);
-          else ps[i].mutable_grad() = g;
-        }
-      }
-      const double grad_norm = GradNorm(params.parameters());
-      if (!std::isfinite(step_loss) || !std::isfinite(grad_norm)) {
-        // One bad batch must not poison the adapter: no update, and the
-        // next step starts from the same parameters and moments.
-        opt.ZeroGrad();
-        ++st.skipped_steps;
-        if (++nonfinite_in_a_row >= o_.max_nonfinite_steps) {
-          non_finite = true;
-          r.stop_reason = "non_finite";
-          break;
-        }
-        continue;
-      }
-      nonfinite_in_a_row = 0;
-      if (o_.max_grad_norm > 0 && grad_norm > o_.max_grad_norm) {
-        ScaleGrads(params.parameters(), o_.max_grad_norm / (grad_norm + 1e-6));
-        ++st.clipped_steps;
-      }
-      opt.Step(WarmedUpLr(o_, st.step));
-      opt.ZeroGrad();
-      ++st.step;
-      st.tokens += step_tokens;
-      st.loss_curve.push_back(step_loss);
-      const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-      if (progress) {
-        TrainProgress p;
-        p.step = st.step;
-        p.max_steps = o_.max_steps;
-        p.loss = step_loss;
-        p.tokens_per_second = elapsed > 0 ? double(st.tokens) / (elapsed + prior_seconds) : 0;
-        const double per_step = elapsed / double(st.step - first_step);
-        p.eta_seconds = per_step * double(o_.max_steps - st.step);
-        progress(p);
-      }
-      if (early_stopping && (st.step % o_.eval_every_steps == 0 || st.step == o_.max_steps) &&
-          !measure_heldout() && ++st.evals_since_best >= o_.early_stopping_patience) {
-        r.stop_reason = "early_stopping";
-        break;
-      }
-      if (o_.checkpoint_every_steps > 0 && st.step % o_.checkpoint_every_steps == 0 && st.step < o_.max_steps) {
-        internal::CheckpointState now = st;
-        std::lock_guard<std::mutex> lock(gen.mutex());
-        now.rng_state = gen.get_state();
-        RETURN_IF_ERROR(save(now));
-      }
-      if (o_.max_minutes > 0 && (elapsed + prior_seconds) / 60.0 >= o_.max_minutes) {
-        r.stop_reason = "max_minutes";
-        break;
-      }
+// Early stopping's measurement of the current adapter: true when it is a
+// new lowest (then kept, and the count of measurements since reset).
+bool WindowRun::MeasureHeldout() {
+  const runtime::LoraWeights now = params_->Weights(false);
+  const double loss = trainer_.MeanLoss(heldout_, &now);
+  if (std::isfinite(loss)) st_.heldout_curve.emplace_back(st_.step, loss);
+  if (!(loss < st_.best_loss)) return false;
+  st_.best_loss = loss;
+  st_.best_step = st_.step;
+  st_.best_params = params_->Snapshot();
+  st_.evals_since_best = 0;
+  return true;
+}
+
+// One optimizer step: grad_accum_steps micro-batches, the pull toward the
+// parent, clipping, the update. A stop inside it puts everything back as it
+// was at the step's start (and saves that); a non-finite loss or gradient
+// updates nothing.
+WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
+  internal::CheckpointState at_boundary = st_;
+  {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    at_boundary.rng_state = gen_.get_state();
+  }
+  const std::vector<at::Tensor> boundary_params = params_->Snapshot();
+  double step_loss = 0;
+  int64_t step_tokens = 0;
+  for (int64_t a = 0; a < o_.grad_accum_steps; ++a) {
+    if (should_stop && should_stop()) {
+      opt_->ZeroGrad();
+      params_->Assign(boundary_params).IgnoreError();  // its own snapshot: the shapes fit
+      st_ = std::move(at_boundary);
+      return StepEnd::kStopped;
     }
-  } catch (const c10::Error& e) {
-    return InternalError(std::string("training failed in LibTorch: ") + e.what_without_backtrace());
+    auto [mbx, tokens] = NextMicro();
+    step_loss += RunMicro(mbx);
+    step_tokens += tokens;
+    if (o_.max_tokens_per_step > 0 && step_tokens >= o_.max_tokens_per_step) break;
   }
+  const auto& ps = params_->parameters();
+  if (o_.l2_to_parent > 0 && has_parent_) {
+    // (the pull is part of the gradient, so it is clipped with it)
+    at::NoGradGuard ng;
+    for (size_t i = 0; i < ps.size(); ++i) {
+      at::Tensor g = 2.0 * o_.l2_to_parent * (ps[i].detach() - parent_values_[i]);
+      if (ps[i].grad().defined()) ps[i].mutable_grad().add_(g);
+      else ps[i].mutable_grad() = g;
+    }
+  }
+  const double grad_norm = GradNorm(ps);
+  if (!std::isfinite(step_loss) || !std::isfinite(grad_norm)) {
+    // One bad batch must not poison the adapter: no update, and the next
+    // step starts from the same parameters and moments.
+    opt_->ZeroGrad();
+    ++st_.skipped_steps;
+    return StepEnd::kNonFinite;
+  }
+  if (o_.max_grad_norm > 0 && grad_norm > o_.max_grad_norm) {
+    ScaleGrads(ps, o_.max_grad_norm / (grad_norm + 1e-6));
+    ++st_.clipped_steps;
+  }
+  opt_->Step(WarmedUpLr(o_, st_.step));
+  opt_->ZeroGrad();
+  ++st_.step;
+  st_.tokens += step_tokens;
+  st_.loss_curve.push_back(step_loss);
+  return StepEnd::kTaken;
+}
 
-  r.steps = st.step;
-  r.skipped_steps = st.skipped_steps;
-  r.clipped_steps = st.clipped_steps;
-  if (st.skipped_steps > 0) r.notes.push_back("skipped " + std::to_string(st.skipped_steps) + " steps whose loss or gradient was not finite");
-  r.tokens = st.tokens;
-  r.loss_curve = st.loss_curve;
-  r.wall_seconds = prior_seconds + std::chrono::duration<double>(Clock::now() - t_start).count();
-  r.tokens_per_second = r.wall_seconds > 0 ? double(r.tokens) / r.wall_seconds : 0;
-  if (stopped) {
-    r.completed = false;
-    r.peak_rss_mb = PeakRssMb();
-    return out;
+Status WindowRun::Train(const std::function<bool()>& should_stop) {
+  r_.stop_reason = "max_steps";
+  prior_seconds_ = st_.wall_seconds;
+  const int64_t first_step = st_.step;
+  int64_t nonfinite_in_a_row = 0;
+  while (st_.step < o_.max_steps) {
+    const StepEnd end = Step(should_stop);
+    if (end == StepEnd::kStopped) {
+      stopped_ = true;
+      r_.stop_reason = "stopped";
+      return Save(st_);
+    }
+    if (end == StepEnd::kNonFinite) {
+      if (++nonfinite_in_a_row >= o_.max_nonfinite_steps) {
+        non_finite_ = true;
+        r_.stop_reason = "non_finite";
+        return Status::Ok();
+      }
+      continue;
+    }
+    nonfinite_in_a_row = 0;
+    const double elapsed = Elapsed();
+    if (progress_) {
+      TrainProgress p;
+      p.step = st_.step;
+      p.max_steps = o_.max_steps;
+      p.loss = st_.loss_curve.back();
+      p.tokens_per_second = elapsed > 0 ? double(st_.tokens) / (elapsed + prior_seconds_) : 0;
+      p.eta_seconds = elapsed / double(st_.step - first_step) * double(o_.max_steps - st_.step);
+      progress_(p);
+    }
+    if (early_stopping_ && (st_.step % o_.eval_every_steps == 0 || st_.step == o_.max_steps) && !MeasureHeldout() &&
+        ++st_.evals_since_best >= o_.early_stopping_patience) {
+      r_.stop_reason = "early_stopping";
+      return Status::Ok();
+    }
+    if (o_.checkpoint_every_steps > 0 && st_.step % o_.checkpoint_every_steps == 0 && st_.step < o_.max_steps) {
+      internal::CheckpointState now = st_;
+      {
+        std::lock_guard<std::mutex> lock(gen_.mutex());
+        now.rng_state = gen_.get_state();
+      }
+      RETURN_IF_ERROR(Save(now));
+    }
+    if (o_.max_minutes > 0 && (elapsed + prior_seconds_) / 60.0 >= o_.max_minutes) {
+      r_.stop_reason = "max_minutes";
+      return Status::Ok();
+    }
   }
-  if (non_finite) {
+  return Status::Ok();
+}
+
+Result<TrainOutcome> WindowRun::Finish() {
+  r_.steps = st_.step;
+  r_.skipped_steps = st_.skipped_steps;
+  r_.clipped_steps = st_.clipped_steps;
+  if (st_.skipped_steps > 0) r_.notes.push_back("skipped " + std::to_string(st_.skipped_steps) + " steps whose loss or gradient was not finite");
+  r_.tokens = st_.tokens;
+  r_.loss_curve = st_.loss_curve;
+  r_.wall_seconds = prior_seconds_ + Elapsed();
+  r_.tokens_per_second = r_.wall_seconds > 0 ? double(r_.tokens) / r_.wall_seconds : 0;
+  r_.peak_rss_mb = PeakRssMb();
+  if (stopped_) {
+    r_.completed = false;
+    return std::move(out_);
+  }
+  if (non_finite_) {
     // Resuming would replay the same steps: start the next window afresh.
-    r.completed = false;
-    r.notes.push_back(std::to_string(o_.max_nonfinite_steps) + " steps in a row had a non-finite loss or gradient after " +
-                      std::to_string(st.step) + " good steps; the window ended without a candidate (hint: lower the learning rate or check the examples)");
-    r.peak_rss_mb = PeakRssMb();
-    if (!checkpoint_path.empty() && PathExists(checkpoint_path)) std::remove(checkpoint_path.c_str());
-    return out;
+    r_.completed = false;
+    r_.notes.push_back(std::to_string(o_.max_nonfinite_steps) + " steps in a row had a non-finite loss or gradient after " +
+                       std::to_string(st_.step) + " good steps; the window ended without a candidate (hint: lower the learning rate or check the examples)");
+    if (!checkpoint_path_.empty() && PathExists(checkpoint_path_)) std::remove(checkpoint_path_.c_str());
+    return std::move(out_);
   }
-  r.completed = true;
+  r_.completed = true;
   // A window cut by max_minutes ends between measurements: its last adapter
   // is measured too.
-  if (early_stopping && r.stop_reason == "max_minutes" &&
-      (st.heldout_curve.empty() || st.heldout_curve.back().first != st.step)) {
-    measure_heldout();
+  if (early_stopping_ && r_.stop_reason == "max_minutes" &&
+      (st_.heldout_curve.empty() || st_.heldout_curve.back().first != st_.step)) {
+    MeasureHeldout();
   }
-  r.kept_step = st.step;
-  r.heldout_curve = st.heldout_curve;
-  if (early_stopping && !st.best_params.empty() && st.best_step != st.step) {
-    RETURN_IF_ERROR(params.Assign(st.best_params));
-    r.kept_step = st.best_step;
-    r.notes.push_back("early stopping: the candidate is step " + std::to_string(st.best_step) +
-                      "'s adapter, the lowest held-out loss (" + std::to_string(st.best_loss) + ") of " +
-                      std::to_string(st.heldout_curve.size()) + " measurements");
+  r_.kept_step = st_.step;
+  r_.heldout_curve = st_.heldout_curve;
+  if (early_stopping_ && !st_.best_params.empty() && st_.best_step != st_.step) {
+    RETURN_IF_ERROR(params_->Assign(st_.best_params));
+    r_.kept_step = st_.best_step;
+    r_.notes.push_back("early stopping: the candidate is step " + std::to_string(st_.best_step) +
+                       "'s adapter, the lowest held-out loss (" + std::to_string(st_.best_loss) + ") of " +
+                       std::to_string(st_.heldout_curve.size()) + " measurements");
   }
-  const runtime::LoraWeights cand = params.Weights(false);
-  r.new_loss_candidate = MeanLoss(fresh, &cand);
-  r.unlikelihood_candidate = EvalUnlikelihood(fresh, &cand);
-  r.dpo_loss_candidate = EvalDpoLoss(fresh, &cand, &r.dpo_reward_accuracy);
+  const runtime::LoraWeights cand = params_->Weights(false);
+  r_.new_loss_candidate = trainer_.MeanLoss(fresh_, &cand);
+  r_.unlikelihood_candidate = trainer_.EvalUnlikelihood(fresh_, &cand);
+  r_.dpo_loss_candidate = trainer_.EvalDpoLoss(fresh_, &cand, &r_.dpo_reward_accuracy);
   {
     // The gate judges what the objectives optimise: with undesirable or
     // preference examples in the window, the mean relative change of every
     // objective present (trainer_options.h).
     double ratio_sum = 0;
     int objectives = 0;
-    const bool beyond_sft = std::isfinite(r.unlikelihood_parent) || std::isfinite(r.dpo_loss_parent);
-    for (auto [par, can] : {std::pair{r.new_loss_parent, r.new_loss_candidate},
-                            std::pair{r.unlikelihood_parent, r.unlikelihood_candidate},
-                            std::pair{r.dpo_loss_parent, r.dpo_loss_candidate}}) {
+    const bool beyond_sft = std::isfinite(r_.unlikelihood_parent) || std::isfinite(r_.dpo_loss_parent);
+    for (auto [par, can] : {std::pair{r_.new_loss_parent, r_.new_loss_candidate},
+                            std::pair{r_.unlikelihood_parent, r_.unlikelihood_candidate},
+                            std::pair{r_.dpo_loss_parent, r_.dpo_loss_candidate}}) {
       if (!std::isfinite(par) || par <= 0) continue;
       ratio_sum += can / par;
       ++objectives;
     }
-    r.objective_score_parent = beyond_sft && objectives ? 1.0 : kNaN;
-    r.objective_score_candidate = beyond_sft && objectives ? ratio_sum / objectives : kNaN;
+    r_.objective_score_parent = beyond_sft && objectives ? 1.0 : kNaN;
+    r_.objective_score_candidate = beyond_sft && objectives ? ratio_sum / objectives : kNaN;
   }
-  r.replay_loss_candidate = MeanLoss(replay, &cand);
-  r.heldout_loss_candidate = MeanLoss(heldout, &cand);
-  r.forgetting_kl = ForgettingKl(cand);
-  r.peak_rss_mb = PeakRssMb();
-  out.names = params.names();
-  out.adapter = params.Snapshot();
-  if (!checkpoint_path.empty() && PathExists(checkpoint_path)) std::remove(checkpoint_path.c_str());
-  return out;
+  r_.replay_loss_candidate = trainer_.MeanLoss(replay_, &cand);
+  // The kept adapter's held-out loss was measured when it was kept.
+  const auto measured = std::find_if(st_.heldout_curve.begin(), st_.heldout_curve.end(),
+                                     [&](const auto& e) { return e.first == r_.kept_step; });
+  r_.heldout_loss_candidate = measured != st_.heldout_curve.end() ? measured->second : trainer_.MeanLoss(heldout_, &cand);
+  r_.forgetting_kl = trainer_.ForgettingKl(cand);
+  r_.peak_rss_mb = PeakRssMb();
+  out_.names = params_->names();
+  out_.adapter = params_->Snapshot();
+  if (!checkpoint_path_.empty() && PathExists(checkpoint_path_)) std::remove(checkpoint_path_.c_str());
+  return std::move(out_);
+}
+
+}  // namespace
+
+Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::string& checkpoint_path,
+                                           const std::function<bool()>& should_stop,
+                                           const std::function<void(const TrainProgress&)>& progress) {
+  RETURN_IF_ERROR(WindowRun::CheckOptions(o_));
+  WindowRun window(*this, *model_, o_, checkpoint_path, progress);
+  RETURN_IF_ERROR(window.Prepare(input));
+  RETURN_IF_ERROR(window.Resume());
+  window.MeasureParent();
+  RETURN_IF_ERROR(window.Train(should_stop));
+  return window.Finish();
 }
 
 }  // namespace attune::trainer
