@@ -79,9 +79,15 @@ Result<RawTensor> FetchGgufTensor(const GgufFile& g, const std::string& path, co
   return RawTensor{name, t->type, t->data, shape};
 }
 
-std::array<ProjSpec, kNumLoraTargets> ProjSpecs(const ModelConfig& c) {
+std::vector<TensorSpec> ModelTensors(const ModelConfig& c, bool gguf_names) {
+  using Role = TensorSpec::Role;
   const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
-  return {{
+  struct Proj {
+    const char* hf;  // within the layer
+    const char* gg;  // within the block
+    int64_t out, in;
+  };
+  const std::array<Proj, kNumLoraTargets> projs = {{
       {"self_attn.q_proj.weight", "attn_q.weight", q_out, c.hidden},
       {"self_attn.k_proj.weight", "attn_k.weight", kv_out, c.hidden},
       {"self_attn.v_proj.weight", "attn_v.weight", kv_out, c.hidden},
@@ -90,6 +96,36 @@ std::array<ProjSpec, kNumLoraTargets> ProjSpecs(const ModelConfig& c) {
       {"mlp.up_proj.weight", "ffn_up.weight", c.intermediate, c.hidden},
       {"mlp.down_proj.weight", "ffn_down.weight", c.hidden, c.intermediate},
   }};
+  std::vector<TensorSpec> out;
+  auto add = [&](Role role, int layer, int target, const char* hf, const char* gg, std::vector<int64_t> shape,
+                 bool optional = false) {
+    TensorSpec t;
+    t.role = role;
+    t.layer = layer;
+    t.target = target;
+    t.name = gguf_names ? gg : hf;
+    if (layer >= 0) t.name = (gguf_names ? "blk." : "model.layers.") + std::to_string(layer) + "." + t.name;
+    t.shape = std::move(shape);
+    t.optional = optional;
+    t.unpermute_heads = gguf_names && target >= 0 ? GgufPermutedHeads(c, target) : 0;
+    out.push_back(std::move(t));
+  };
+  add(Role::kEmbed, -1, -1, "model.embed_tokens.weight", "token_embd.weight", {c.vocab_size, c.hidden});
+  add(Role::kOutputNorm, -1, -1, "model.norm.weight", "output_norm.weight", {c.hidden});
+  add(Role::kOutput, -1, -1, "lm_head.weight", "output.weight", {c.vocab_size, c.hidden}, /*optional=*/true);
+  for (int i = 0; i < int(c.n_layers); ++i) {
+    add(Role::kAttnNorm, i, -1, "input_layernorm.weight", "attn_norm.weight", {c.hidden});
+    add(Role::kFfnNorm, i, -1, "post_attention_layernorm.weight", "ffn_norm.weight", {c.hidden});
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      add(Role::kProj, i, t, projs[size_t(t)].hf, projs[size_t(t)].gg, {projs[size_t(t)].out, projs[size_t(t)].in});
+    }
+    if (c.qkv_bias) {
+      add(Role::kBias, i, kQ, "self_attn.q_proj.bias", "attn_q.bias", {q_out});
+      add(Role::kBias, i, kK, "self_attn.k_proj.bias", "attn_k.bias", {kv_out});
+      add(Role::kBias, i, kV, "self_attn.v_proj.bias", "attn_v.bias", {kv_out});
+    }
+  }
+  return out;
 }
 
 int64_t GgufPermutedHeads(const ModelConfig& c, int target) {

@@ -40,13 +40,25 @@ Result<ModelConfig> ReadGgufConfig(const GgufFile& g, const std::string& path);
 Result<RawTensor> FetchGgufTensor(const GgufFile& g, const std::string& path, const std::string& name,
                                   const std::vector<int64_t>& shape, bool optional, Sha256* fingerprint);
 
-// Names and shapes of a layer's projections, indexed by LoraTarget.
-struct ProjSpec {
-  const char* hf;  // Hugging Face name within the layer
-  const char* gg;  // GGUF name within the block
-  int64_t out, in;
+// One tensor of a model and where it goes.
+struct TensorSpec {
+  enum class Role { kEmbed, kOutputNorm, kOutput, kAttnNorm, kFfnNorm, kProj, kBias };
+  Role role = Role::kEmbed;
+  int layer = -1;   // the layer of kAttnNorm, kFfnNorm, kProj and kBias
+  int target = -1;  // kProj: its LoraTarget; kBias: kQ, kK or kV
+  std::string name;
+  std::vector<int64_t> shape;  // PyTorch order
+  bool optional = false;       // kOutput: absent when tied to the embedding
+  // Heads whose rows a GGUF file stores permuted (see GgufPermutedHeads;
+  // 0: none, and always 0 with Hugging Face names).
+  int64_t unpermute_heads = 0;
 };
-std::array<ProjSpec, kNumLoraTargets> ProjSpecs(const ModelConfig& c);
+// Every tensor of a model of config `c`, with GGUF's names or Hugging
+// Face's, in the order the loaders fetch them, which is the order the
+// fingerprint hashes them: the embedding, the output norm, the output
+// matrix, then per layer its two norms, its projections (LoraTarget order)
+// and, with c.qkv_bias, the Q, K and V biases.
+std::vector<TensorSpec> ModelTensors(const ModelConfig& c, bool gguf_names);
 
 // llama.cpp's convert script permutes the rows of Q and K of llama models so
 // that its interleaved RoPE applies (convert_hf_to_gguf.py,

@@ -72,41 +72,41 @@ Status LeanEngine::Impl::Load(const LeanEngineOptions& o) {
   const GgufFile& g = *file;
   ASSIGN_OR_RETURN(config, ReadGgufConfig(g, path));
   const ModelConfig& c = config;
-  // The order of the fetches is the fingerprint's: the same as Model::Load's.
+  // ModelTensors gives the order of the fetches, and with it the
+  // fingerprint: the same as Model::Load's.
   Sha256 fp;
   auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape, bool optional) {
     return FetchGgufTensor(g, path, name, shape, optional, &fp);
   };
-  auto blk = [](int i, const char* name) { return "blk." + std::to_string(i) + "." + name; };
-  ASSIGN_OR_RETURN(RawTensor emb, fetch("token_embd.weight", {c.vocab_size, c.hidden}, false));
-  ASSIGN_OR_RETURN(embed, ToQuantMatrix(emb, 0, file, path));
-  ASSIGN_OR_RETURN(RawTensor norm, fetch("output_norm.weight", {c.hidden}, false));
-  out_norm = ToFloats(norm);
-  ASSIGN_OR_RETURN(RawTensor out, fetch("output.weight", {c.vocab_size, c.hidden}, true));
-  if (out.present()) {
-    ASSIGN_OR_RETURN(output, ToQuantMatrix(out, 0, file, path));
-  } else {
-    output = embed;
-  }
-  const auto projs = ProjSpecs(c);
+  using Role = TensorSpec::Role;
   layers.resize(size_t(c.n_layers));
-  for (int i = 0; i < int(c.n_layers); ++i) {
-    LeanLayer& L = layers[size_t(i)];
-    ASSIGN_OR_RETURN(RawTensor an, fetch(blk(i, "attn_norm.weight"), {c.hidden}, false));
-    ASSIGN_OR_RETURN(RawTensor fn, fetch(blk(i, "ffn_norm.weight"), {c.hidden}, false));
-    L.attn_norm = ToFloats(an);
-    L.ffn_norm = ToFloats(fn);
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      ASSIGN_OR_RETURN(RawTensor w, fetch(blk(i, projs[size_t(t)].gg), {projs[size_t(t)].out, projs[size_t(t)].in}, false));
-      ASSIGN_OR_RETURN(L.proj[size_t(t)], ToQuantMatrix(w, GgufPermutedHeads(c, t), file, path));
-    }
-    if (c.qkv_bias) {
-      ASSIGN_OR_RETURN(RawTensor qb, fetch(blk(i, "attn_q.bias"), {projs[kQ].out}, false));
-      ASSIGN_OR_RETURN(RawTensor kb, fetch(blk(i, "attn_k.bias"), {projs[kK].out}, false));
-      ASSIGN_OR_RETURN(RawTensor vb, fetch(blk(i, "attn_v.bias"), {projs[kV].out}, false));
-      L.q_bias = ToFloats(qb, GgufPermutedHeads(c, kQ));
-      L.k_bias = ToFloats(kb, GgufPermutedHeads(c, kK));
-      L.v_bias = ToFloats(vb);
+  for (const TensorSpec& spec : ModelTensors(c, /*gguf_names=*/true)) {
+    ASSIGN_OR_RETURN(RawTensor t, fetch(spec.name, spec.shape, spec.optional));
+    LeanLayer* L = spec.layer >= 0 ? &layers[size_t(spec.layer)] : nullptr;
+    switch (spec.role) {
+      case Role::kEmbed: {
+        ASSIGN_OR_RETURN(embed, ToQuantMatrix(t, 0, file, path));
+        break;
+      }
+      case Role::kOutputNorm: out_norm = ToFloats(t); break;
+      case Role::kOutput: {
+        if (t.present()) {
+          ASSIGN_OR_RETURN(output, ToQuantMatrix(t, 0, file, path));
+        } else {
+          output = embed;
+        }
+        break;
+      }
+      case Role::kAttnNorm: L->attn_norm = ToFloats(t); break;
+      case Role::kFfnNorm: L->ffn_norm = ToFloats(t); break;
+      case Role::kProj: {
+        ASSIGN_OR_RETURN(L->proj[size_t(spec.target)], ToQuantMatrix(t, spec.unpermute_heads, file, path));
+        break;
+      }
+      case Role::kBias: {
+        (spec.target == kQ ? L->q_bias : spec.target == kK ? L->k_bias : L->v_bias) = ToFloats(t, spec.unpermute_heads);
+        break;
+      }
     }
   }
   fingerprint = fp.FinishHex();

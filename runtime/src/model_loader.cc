@@ -70,47 +70,37 @@ class ModelLoader {
 Status ModelLoader::BuildWeights(const Fetch& fetch, bool gguf_names, const LoadOptions& opts,
                                  const std::shared_ptr<const void>& owner, const std::string& file, Model* m) {
   const ModelConfig& c = m->config_;
-  const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
-  auto name = [&](const char* hf, const char* gg, int layer) {
-    std::string s = gguf_names ? gg : hf;
-    if (layer >= 0) {
-      s = (gguf_names ? "blk." : "model.layers.") + std::to_string(layer) + "." + s;
-    }
-    return s;
-  };
-  auto fp32 = [&](const std::string& n, const std::vector<int64_t>& shape, at::Tensor* out) -> Status {
-    ASSIGN_OR_RETURN(RawTensor t, fetch(n, shape, false));
-    *out = ToFloat(t);
-    return Status::Ok();
-  };
-  ASSIGN_OR_RETURN(RawTensor embed, fetch(gguf_names ? "token_embd.weight" : "model.embed_tokens.weight", {c.vocab_size, c.hidden}, false));
-  ASSIGN_OR_RETURN(m->embed_, ToLinear(embed, opts.weights, 0, owner, file));
-  RETURN_IF_ERROR(fp32(gguf_names ? "output_norm.weight" : "model.norm.weight", {c.hidden}, &m->out_norm_));
-  ASSIGN_OR_RETURN(RawTensor out, fetch(gguf_names ? "output.weight" : "lm_head.weight", {c.vocab_size, c.hidden}, true));
-  if (!out.present()) {
-    m->config_.tied_embeddings = true;  // no separate output matrix: tied (as llama.cpp assumes)
-    m->output_ = m->embed_;
-  } else {
-    ASSIGN_OR_RETURN(m->output_, ToLinear(out, opts.weights, 0, owner, file));
-  }
+  using Role = TensorSpec::Role;
   m->layers_.resize(size_t(c.n_layers));
-  for (int i = 0; i < int(c.n_layers); ++i) {
-    LayerWeights& L = m->layers_[size_t(i)];
-    RETURN_IF_ERROR(fp32(name("input_layernorm.weight", "attn_norm.weight", i), {c.hidden}, &L.attn_norm));
-    RETURN_IF_ERROR(fp32(name("post_attention_layernorm.weight", "ffn_norm.weight", i), {c.hidden}, &L.ffn_norm));
-    const auto projs = ProjSpecs(c);
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      ASSIGN_OR_RETURN(RawTensor w, fetch(name(projs[t].hf, projs[t].gg, i), {projs[t].out, projs[t].in}, false));
-      const int64_t heads = gguf_names ? GgufPermutedHeads(c, t) : 0;
-      ASSIGN_OR_RETURN(L.proj[size_t(t)], ToLinear(w, opts.weights, heads, owner, file));
-    }
-    if (c.qkv_bias) {
-      RETURN_IF_ERROR(fp32(name("self_attn.q_proj.bias", "attn_q.bias", i), {q_out}, &L.q_bias));
-      RETURN_IF_ERROR(fp32(name("self_attn.k_proj.bias", "attn_k.bias", i), {kv_out}, &L.k_bias));
-      RETURN_IF_ERROR(fp32(name("self_attn.v_proj.bias", "attn_v.bias", i), {kv_out}, &L.v_bias));
-      if (gguf_names && GgufPermutedHeads(c, kQ) > 0) {
-        L.q_bias = UnpermuteQk(L.q_bias.view({-1, 1}), c.n_heads).view({-1});
-        L.k_bias = UnpermuteQk(L.k_bias.view({-1, 1}), c.n_kv_heads).view({-1});
+  for (const TensorSpec& spec : ModelTensors(c, gguf_names)) {
+    ASSIGN_OR_RETURN(RawTensor t, fetch(spec.name, spec.shape, spec.optional));
+    LayerWeights* L = spec.layer >= 0 ? &m->layers_[size_t(spec.layer)] : nullptr;
+    switch (spec.role) {
+      case Role::kEmbed: {
+        ASSIGN_OR_RETURN(m->embed_, ToLinear(t, opts.weights, 0, owner, file));
+        break;
+      }
+      case Role::kOutputNorm: m->out_norm_ = ToFloat(t); break;
+      case Role::kOutput: {
+        if (!t.present()) {
+          m->config_.tied_embeddings = true;  // no separate output matrix: tied (as llama.cpp assumes)
+          m->output_ = m->embed_;
+        } else {
+          ASSIGN_OR_RETURN(m->output_, ToLinear(t, opts.weights, 0, owner, file));
+        }
+        break;
+      }
+      case Role::kAttnNorm: L->attn_norm = ToFloat(t); break;
+      case Role::kFfnNorm: L->ffn_norm = ToFloat(t); break;
+      case Role::kProj: {
+        ASSIGN_OR_RETURN(L->proj[size_t(spec.target)], ToLinear(t, opts.weights, spec.unpermute_heads, owner, file));
+        break;
+      }
+      case Role::kBias: {
+        at::Tensor b = ToFloat(t);
+        if (spec.unpermute_heads > 0) b = UnpermuteQk(b.view({-1, 1}), spec.unpermute_heads).view({-1});
+        (spec.target == kQ ? L->q_bias : spec.target == kK ? L->k_bias : L->v_bias) = b;
+        break;
       }
     }
   }
