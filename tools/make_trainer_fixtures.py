@@ -15,6 +15,7 @@ Outputs (under --out, default tests/fixtures):
   tokenizer/tiny_spm_tokens.json              sentencepiece encode/decode goldens for it
   trainer/lora_step.json                      LoRA init, SFT and DPO losses, gradients, one AdamW step
   trainer/lora_kto_step.json                  the same for the KTO loss
+  trainer/lr_schedule.json                    transformers' linear schedule with warm-up, per step
 
 Everything is seeded; running the script twice gives identical files with the same
 library versions. Nothing is downloaded: the SmolLM2 tokenizer comes from the local GGUF
@@ -22,7 +23,7 @@ file given by --model, tiny_llama from tests/fixtures/models/tiny_llama.
 
 Usage:
   python tools/make_trainer_fixtures.py --model /path/to/SmolLM2-135M-Instruct.Q4_1.gguf \
-      [--out tests/fixtures] [--only hf_tokenizer,spm,lora]
+      [--out tests/fixtures] [--only hf_tokenizer,spm,lora,lr_schedule]
 """
 
 from __future__ import annotations
@@ -870,18 +871,45 @@ def make_lora_fixture(out: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------
+# 4. The learning-rate schedule
+
+
+def make_lr_schedule_fixture(out: Path) -> None:
+    """transformers' get_linear_schedule_with_warmup on a real optimizer: the learning
+    rate each step uses, for the windows TrainerOptions::lr_schedule = "linear" runs."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    cases = []
+    for lr, warmup, steps in ((2e-3, 5, 20), (1e-3, 0, 7), (5e-4, 3, 4)):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+        sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=steps)
+        used = []
+        for _ in range(steps):
+            used.append(opt.param_groups[0]["lr"])  # the rate of this step
+            opt.step()
+            sched.step()
+        cases.append({"lr": lr, "warmup_steps": warmup, "max_steps": steps, "lr_per_step": used})
+    doc = {"reference": "transformers.get_linear_schedule_with_warmup", "versions": versions(), "cases": cases}
+    path = out / "trainer" / "lr_schedule.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="SmolLM2-135M-Instruct GGUF file (hf_tokenizer fixture)")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures")
-    ap.add_argument("--only", default="hf_tokenizer,spm,lora", help="comma list of fixture groups")
+    ap.add_argument("--only", default="hf_tokenizer,spm,lora,lr_schedule", help="comma list of fixture groups")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(1)
     groups = {g.strip() for g in args.only.split(",") if g.strip()}
-    unknown = groups - {"hf_tokenizer", "spm", "lora"}
+    unknown = groups - {"hf_tokenizer", "spm", "lora", "lr_schedule"}
     if unknown:
         ap.error(f"unknown groups: {sorted(unknown)}")
     if "hf_tokenizer" in groups and (args.model is None or not args.model.is_file()):
@@ -896,6 +924,8 @@ def main() -> int:
         make_spm_fixture(out)
     if "lora" in groups:
         make_lora_fixture(out)
+    if "lr_schedule" in groups:
+        make_lr_schedule_fixture(out)
     return 0
 
 

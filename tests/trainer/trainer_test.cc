@@ -141,6 +141,23 @@ TEST(TrainerTest, BaseProductsAutoFollowsTheCpuAndOthersAreRefused) {
   EXPECT_NE(bad.status().message().find("fp16"), std::string::npos);
 }
 
+TEST(TrainerTest, AnUnknownLearningRateScheduleIsRefused) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 1;
+  o.lr_schedule = "cosine";
+  auto bad = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("lr_schedule"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("cosine"), std::string::npos);
+  o.lr_schedule = "linear";
+  auto ok = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  EXPECT_TRUE(ok.ok()) << ok.status().ToString();
+}
+
 // TrainerOptions::threads: the run computes on that many threads (LibTorch's
 // and OpenBLAS's, whichever products it runs), and the process's counts come
 // back afterwards; a negative count is refused.

@@ -91,6 +91,7 @@ std::string ConfigKey(const TrainerOptions& o, int64_t mb) {
                       {"weights", {o.sft_weight, o.dpo_weight, o.kto_weight, o.dpo_beta, o.kto_beta, o.l2_to_parent}}};
   // (Only when on: the checkpoints of runs without it keep their key.)
   if (o.early_stopping_patience > 0) j["early_stopping"] = {o.early_stopping_patience, o.eval_every_steps};
+  if (o.lr_schedule != "constant") j["lr_schedule"] = {o.lr_schedule, o.max_steps, o.warmup_steps};
   return j.dump();
 }
 
@@ -130,13 +131,6 @@ void ScaleGrads(const std::vector<at::Tensor>& params, double factor) {
   }
 }
 
-// Linear warm-up (as transformers' get_linear_schedule_with_warmup without
-// the decay): a fresh AdamW's first steps are its largest, relative to the
-// gradient, so they start small.
-double WarmedUpLr(const TrainerOptions& o, int64_t step) {
-  if (o.warmup_steps <= 0 || step >= o.warmup_steps) return o.adamw.lr;
-  return o.adamw.lr * double(step + 1) / double(o.warmup_steps + 1);
-}
 
 // Builds LoRA weights holding `values` (LoraParams order) for evaluation.
 runtime::LoraWeights WeightsOf(const runtime::Model& m, const LoraConfig& c, const std::vector<at::Tensor>& values) {
@@ -146,6 +140,14 @@ runtime::LoraWeights WeightsOf(const runtime::Model& m, const LoraConfig& c, con
 }
 
 }  // namespace
+
+double ScheduledLr(const TrainerOptions& o, int64_t step) {
+  if (o.warmup_steps > 0 && step < o.warmup_steps) return o.adamw.lr * double(step + 1) / double(o.warmup_steps + 1);
+  if (o.lr_schedule != "linear") return o.adamw.lr;
+  const int64_t decay_steps = std::max<int64_t>(1, o.max_steps - std::max<int64_t>(0, o.warmup_steps));
+  const int64_t into = step - std::max<int64_t>(0, o.warmup_steps);
+  return o.adamw.lr * std::max(0.0, double(decay_steps - into) / double(decay_steps));
+}
 
 std::string TrainReport::ToJson() const {
   auto num = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); };
@@ -337,6 +339,9 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
   if (o.early_stopping_patience < 0 || o.eval_every_steps <= 0) {
     return InvalidArgumentError("early_stopping_patience must be >= 0 and eval_every_steps positive, not " +
                                 std::to_string(o.early_stopping_patience) + " and " + std::to_string(o.eval_every_steps));
+  }
+  if (o.lr_schedule != "constant" && o.lr_schedule != "linear") {
+    return InvalidArgumentError("lr_schedule must be \"constant\" or \"linear\", not '" + o.lr_schedule + "'");
   }
   if (o.anchor_selection != "first" && o.anchor_selection != "nearest") {
     return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o.anchor_selection + "'");
@@ -633,7 +638,7 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
     ScaleGrads(ps, o_.max_grad_norm / (grad_norm + 1e-6));
     ++st_.clipped_steps;
   }
-  opt_->Step(WarmedUpLr(o_, st_.step));
+  opt_->Step(ScheduledLr(o_, st_.step));
   opt_->ZeroGrad();
   ++st_.step;
   st_.tokens += step_tokens;

@@ -62,6 +62,14 @@ struct TrainOutcome {
 // there is none, DataLoss when it is corrupt.
 Result<WindowIdentity> ReadCheckpointWindow(const std::string& path);
 
+// The learning rate of step `step` (0-based) of a window. A linear
+// warm-up over o.warmup_steps: a fresh AdamW's first steps are its largest,
+// relative to the gradient, so they start small (at lr / (warmup_steps + 1),
+// where transformers starts at 0). Then, by o.lr_schedule, constant, or
+// falling linearly to 0 at max_steps as transformers'
+// get_linear_schedule_with_warmup.
+double ScheduledLr(const TrainerOptions& o, int64_t step);
+
 class Trainer {
  public:
   Trainer(std::shared_ptr<const runtime::Model> model, TrainerOptions options);

@@ -102,6 +102,12 @@ struct TrainerOptions {
   // The learning rate ramps up linearly over the first warmup_steps steps of
   // each window (every window starts a fresh AdamW). 0 = none. Default: 5
   int64_t warmup_steps = 5;
+  // After the warm-up: "constant" (the learning rate stays), or "linear"
+  // (it falls linearly to 0 at max_steps, as transformers'
+  // get_linear_schedule_with_warmup, its Trainer's default; ScheduledLr in
+  // trainer.h). docs/trainer.md's lever table says why the default.
+  // Default: "constant"
+  std::string lr_schedule = "constant";
   // A step whose loss or gradient is not finite is skipped (no update) and
   // counted; this many in a row end the window early with stop_reason
   // "non_finite" and no candidate. Default: 3
