@@ -141,6 +141,53 @@ TEST(TrainerTest, BaseProductsAutoFollowsTheCpuAndOthersAreRefused) {
   EXPECT_NE(bad.status().message().find("fp16"), std::string::npos);
 }
 
+// TrainerOptions::candidate_scale: B moves toward the parent's by the
+// factor, A is as trained, and the losses are the scaled adapter's.
+TEST(TrainerTest, CandidateScaleInterpolatesEachBTowardTheParent) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 4;
+  auto trained = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(trained.ok()) << trained.status().ToString();
+  // From nothing (B starts at 0): B is s times the trained one.
+  o.candidate_scale = 0.5;
+  auto half = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(half.ok()) << half.status().ToString();
+  int bs = 0;
+  for (size_t i = 0; i < trained->adapter.size(); ++i) {
+    const bool is_b = trained->names[i].ends_with(".b");
+    bs += is_b;
+    const at::Tensor want = is_b ? 0.5 * trained->adapter[i] : trained->adapter[i];
+    EXPECT_TRUE(at::allclose(half->adapter[i], want, 1e-5, 1e-6)) << trained->names[i];
+  }
+  EXPECT_GT(bs, 0);
+  EXPECT_GT(half->report.new_loss_candidate, trained->report.new_loss_candidate) << "half the change learns less";
+  EXPECT_LT(half->report.new_loss_candidate, half->report.new_loss_parent);
+  EXPECT_NE(half->report.ToJson().find("interpolated toward its parent"), std::string::npos);
+  // From a parent: B = parent B + s (trained B - parent B).
+  in.parent = trained->adapter;
+  o.candidate_scale = 1.0;
+  auto child = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  o.candidate_scale = 0.25;
+  auto quarter = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(child.ok() && quarter.ok());
+  for (size_t i = 0; i < child->adapter.size(); ++i) {
+    const at::Tensor want = trained->names[i].ends_with(".b")
+                                ? in.parent[i] + 0.25 * (child->adapter[i] - in.parent[i])
+                                : child->adapter[i];
+    EXPECT_TRUE(at::allclose(quarter->adapter[i], want, 1e-5, 1e-6)) << trained->names[i];
+  }
+  for (double bad : {0.0, -0.5, 1.5}) {
+    o.candidate_scale = bad;
+    auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("candidate_scale"), std::string::npos);
+  }
+}
+
 TEST(TrainerTest, AnUnknownLearningRateScheduleIsRefused) {
   auto m = TinyModel();
   TrainInput in;

@@ -340,6 +340,9 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
     return InvalidArgumentError("early_stopping_patience must be >= 0 and eval_every_steps positive, not " +
                                 std::to_string(o.early_stopping_patience) + " and " + std::to_string(o.eval_every_steps));
   }
+  if (!(o.candidate_scale > 0 && o.candidate_scale <= 1)) {
+    return InvalidArgumentError("candidate_scale must be in (0, 1], not " + std::to_string(o.candidate_scale));
+  }
   if (o.lr_schedule != "constant" && o.lr_schedule != "linear") {
     return InvalidArgumentError("lr_schedule must be \"constant\" or \"linear\", not '" + o.lr_schedule + "'");
   }
@@ -735,6 +738,17 @@ Result<TrainOutcome> WindowRun::Finish() {
     r_.notes.push_back("early stopping: the candidate is step " + std::to_string(st_.best_step) +
                        "'s adapter, the lowest held-out loss (" + std::to_string(st_.best_loss) + ") of " +
                        std::to_string(st_.heldout_curve.size()) + " measurements");
+  }
+  if (o_.candidate_scale != 1.0) {
+    at::NoGradGuard ng;
+    const auto& names = params_->names();
+    const auto& ps = params_->parameters();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      if (!names[i].ends_with(".b")) continue;
+      ps[i].detach().copy_(parent_values_[i] + o_.candidate_scale * (ps[i].detach() - parent_values_[i]));
+    }
+    r_.notes.push_back("candidate interpolated toward its parent: B = parent B + " + std::to_string(o_.candidate_scale) +
+                       " x (trained B - parent B)");
   }
   const runtime::LoraWeights cand = params_->Weights(false);
   r_.new_loss_candidate = trainer_.MeanLoss(fresh_, &cand);

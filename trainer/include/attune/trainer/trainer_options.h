@@ -96,6 +96,13 @@ struct TrainerOptions {
   // say so. 0 = off. Default: 0 (off), 5
   int64_t early_stopping_patience = 0;
   int64_t eval_every_steps = 5;
+  // Weight-space interpolation of the candidate toward its parent (as
+  // WiSE-FT, Wortsman et al. 2022, between a fine-tuned model and the one
+  // it started from): each LoRA B becomes parent_B + s * (B - parent_B), A
+  // as trained; on a first window (B starts at 0) the learned weight change
+  // is exactly s times the trained one. In (0, 1]; 1 = the trained adapter.
+  // docs/trainer.md's lever table says what it does. Default: 1
+  double candidate_scale = 1.0;
   // The global L2 norm of each step's gradient is clipped to this (as
   // torch.nn.utils.clip_grad_norm_); 0 = no clipping. Default: 1
   double max_grad_norm = 1.0;
