@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <utility>
@@ -475,6 +476,24 @@ TEST(TrainerTest, EarlyStoppingWithoutAHeldOutSliceIsOffAndSaysSo) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("eval_every_steps"), std::string::npos);
+}
+
+// The held-out loss of a candidate that early stopping kept was taken from
+// the measurement of the kept step, also when candidate_scale had moved the
+// candidate since: the report gave the loss of an adapter it did not return.
+TEST(TrainerTest, InterpolatedCandidateReportsItsOwnHeldOutLossNotTheKeptMeasurement) {
+  auto m = TinyModel();
+  TrainerOptions o = EarlyStoppingOptions();
+  o.candidate_scale = 0.5;
+  auto r = Trainer(m, o).Run(WithHeldOutSlice(), "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const TrainReport& rep = r->report;
+  const auto kept = std::find_if(rep.heldout_curve.begin(), rep.heldout_curve.end(),
+                                 [&](const auto& e) { return e.first == rep.kept_step; });
+  ASSERT_NE(kept, rep.heldout_curve.end()) << rep.ToJson();
+  // Half the learned change keeps less of what the kept adapter learned.
+  EXPECT_GT(rep.heldout_loss_candidate, kept->second + 1e-4) << rep.ToJson();
+  EXPECT_LT(rep.heldout_loss_candidate, rep.heldout_loss_parent) << rep.ToJson();
 }
 
 }  // namespace

@@ -300,7 +300,7 @@ class WindowRun {
   Result<TrainOutcome> Finish();
 
  private:
-  enum class StepEnd { kTaken, kStopped, kSkipped, kNonFinite };
+  enum class StepEnd { kTaken, kStopped, kNonFinite };
 
   void EncodeAll(const std::vector<TextExample>& in, std::vector<EncodedExample>* dst);
   void AddAnchors(const TrainInput& input);
@@ -772,10 +772,13 @@ Result<TrainOutcome> WindowRun::Finish() {
     r_.objective_score_candidate = beyond_sft && objectives ? ratio_sum / objectives : kNaN;
   }
   r_.replay_loss_candidate = trainer_.MeanLoss(replay_, &cand);
-  // The kept adapter's held-out loss was measured when it was kept.
+  // The kept adapter's held-out loss was measured when it was kept (unless
+  // it was interpolated since).
   const auto measured = std::find_if(st_.heldout_curve.begin(), st_.heldout_curve.end(),
                                      [&](const auto& e) { return e.first == r_.kept_step; });
-  r_.heldout_loss_candidate = measured != st_.heldout_curve.end() ? measured->second : trainer_.MeanLoss(heldout_, &cand);
+  r_.heldout_loss_candidate = measured != st_.heldout_curve.end() && o_.candidate_scale == 1.0
+                                  ? measured->second
+                                  : trainer_.MeanLoss(heldout_, &cand);
   r_.forgetting_kl = trainer_.ForgettingKl(cand);
   r_.peak_rss_mb = PeakRssMb();
   out_.names = params_->names();
