@@ -3,7 +3,8 @@
 // phrasing, plus thumbs-up on three general answers the base gets right, as
 // in the demo), one training window with the demo's settings (or the levers
 // given), then attune/eval.h: held-out recall, recall on the taught
-// phrasings, retention, forgetting KL. Prints a table row (or JSON) per
+// phrasings, retention (also without the three upvoted general answers,
+// which the window trained on), forgetting KL. Prints a table row (or JSON) per
 // persona; docs/trainer.md's lever table comes from runs of this program.
 //
 //   persona_bench --model M.gguf [--steps 20] [--lr 2e-3] [--rank 16]
@@ -178,9 +179,12 @@ int RunOne(const Flags& f, const std::string& path) {
   }
   int events = 0;
   for (auto& e : eval::TeachingEvents(*set)) events += as.Record(e).ok();
-  // Thumbs-up on three general answers the base model gets right.
+  // Thumbs-up on three general answers the base model gets right. The
+  // window trains on them, so retention is also given without them.
+  std::set<std::string> upvoted;
   for (size_t i = 0, up = 0; i < set->general.size() && up < 3; ++i) {
     if (!eval::Matches(base->general[i], set->general[i].expect)) continue;
+    upvoted.insert(set->general[i].question);
     auto reply = as.Chat({{"user", set->general[i].question}});
     if (!reply.ok()) continue;
     feedback::Event e;
@@ -204,8 +208,17 @@ int RunOne(const Flags& f, const std::string& path) {
     std::cerr << "persona_bench: " << r.status().ToString() << "\n";
     return 1;
   }
+  int untrained_known = 0, untrained_retained = 0;
+  for (const auto& x : r->results) {
+    if (x.kind != "general" || !x.base_right || upvoted.count(x.question)) continue;
+    ++untrained_known;
+    untrained_retained += x.adapted_right;
+  }
+  const double untrained_retention = untrained_known ? 100.0 * untrained_retained / untrained_known : 0.0;
   if (f.json) {
     nlohmann::json j = {{"persona", set->name}, {"facts", set->facts.size()}, {"events", events},
+                        {"untrained_known", untrained_known}, {"untrained_retained", untrained_retained},
+                        {"untrained_retention", untrained_retention},
                         {"recall_before", r->recall_before}, {"recall", r->recall},
                         {"trained_recall", r->trained_recall}, {"retention", r->retention},
                         {"known", r->known}, {"retained", r->retained}, {"forgetting_kl", r->forgetting_kl},
@@ -216,9 +229,10 @@ int RunOne(const Flags& f, const std::string& path) {
     AddMisses(*r, &j);
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
-    std::printf("%-8s %5zu %6d  %5.0f%% -> %5.0f%%  %5.0f%%  %5.0f%% (%d/%d)  %7.3f  %6.0f s  %s\n", set->name.c_str(),
-                set->facts.size(), events, r->recall_before, r->recall, r->trained_recall, r->retention, r->retained,
-                r->known, r->forgetting_kl, train_seconds, run->promoted ? "promoted" : "rejected");
+    std::printf("%-8s %5zu %6d  %5.0f%% -> %5.0f%%  %5.0f%%  %5.0f%% (%d/%d)  %5.0f%% (%d/%d)  %7.3f  %6.0f s  %s\n",
+                set->name.c_str(), set->facts.size(), events, r->recall_before, r->recall, r->trained_recall,
+                r->retention, r->retained, r->known, untrained_retention, untrained_retained, untrained_known,
+                r->forgetting_kl, train_seconds, run->promoted ? "promoted" : "rejected");
     std::fflush(stdout);
   }
   return 0;
@@ -351,8 +365,8 @@ int RunForget(const Flags& f, const std::string& path) {
 int main(int argc, char** argv) {
   Flags f = Parse(argc, argv);
   if (!f.json && f.windows == 1 && f.forget_other.empty()) {
-    std::printf("%-8s %5s %6s  %-17s  %6s  %-14s  %7s  %8s  %s\n", "persona", "facts", "events", "held-out recall",
-                "taught", "retention", "KL", "training", "gate");
+    std::printf("%-8s %5s %6s  %-17s  %6s  %-14s  %-14s  %7s  %8s  %s\n", "persona", "facts", "events",
+                "held-out recall", "taught", "retention", "not upvoted", "KL", "training", "gate");
   }
   int rc = 0;
   for (const auto& p : f.personas) {
