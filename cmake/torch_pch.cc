@@ -1,0 +1,2 @@
+// The translation unit that builds the shared precompiled ATen header of one
+// family of compile flags (cmake/torch.cmake, attune_torch_pch).
