@@ -176,6 +176,48 @@ at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens) { return mo
 
 namespace {
 
+// softmax(q kᵀ · scale + mask) v in fp32, q [.., rows, D], k and v [.., S, D];
+// the products' operands in bf16 under Bf16Products.
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                     double scale) {
+  const at::Tensor scores = CastFp32(at::matmul(Operand(q), Operand(k).transpose(-1, -2)), scale, mask);
+  return CastFp32(at::matmul(Operand(at::softmax(scores, -1)), Operand(v)));
+}
+
+// Attention's autograd without its probabilities: forward keeps the
+// operands only (in bf16 under Bf16Products, as the products keep them), and
+// backward recomputes the scores and probabilities of this one layer and
+// differentiates Attention's own graph on them, so the gradients are those
+// of Attention as it is. Autograd through Attention keeps each probability
+// twice per layer until backward reaches it (the fp32 softmax and its bf16
+// operand: 6 bytes), 14 MB a layer at SmolLM2's 9 heads and 4 x 256 tokens.
+struct AttentionFn : public torch::autograd::Function<AttentionFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, int64_t mask, double scale) {
+    const at::Tensor& m = *reinterpret_cast<const at::Tensor*>(mask);
+    at::Tensor qo = Operand(q), ko = Operand(k), vo = Operand(v);
+    at::Tensor out = Attention(qo, ko, vo, m, scale);
+    ctx->saved_data["q"] = qo;
+    ctx->saved_data["k"] = ko;
+    ctx->saved_data["v"] = vo;
+    ctx->saved_data["mask"] = m;
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    at::AutoGradMode on(true);
+    std::vector<at::Tensor> in;
+    for (const char* name : {"q", "k", "v"}) in.push_back(ctx->saved_data[name].toTensor().detach().requires_grad_());
+    const at::Tensor out =
+        Attention(in[0], in[1], in[2], ctx->saved_data["mask"].toTensor(), ctx->saved_data["scale"].toDouble());
+    torch::autograd::variable_list g = torch::autograd::grad({out}, in, {grad[0]});
+    // Operand's backward: an fp32 gradient for an input rounded to bf16.
+    for (at::Tensor& t : g) t = t.scalar_type() == at::kFloat ? t : Fp32Copy(t);
+    return {g[0], g[1], g[2], at::Tensor(), at::Tensor()};
+  }
+};
+
 // A layer's output is mid + down: the residual after attention and the MLP's
 // down projection. down_value false leaves down's value unspecified (its
 // graph is built; LayerBackward).
@@ -183,9 +225,12 @@ struct LayerOut {
   at::Tensor mid, down;
 };
 
+// recompute: LayerBackward's pass, whose graph lives for this layer's
+// backward only (attention keeps its probabilities there; elsewhere a graph
+// goes through AttentionFn).
 LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
                     const AttentionContext& ctx, KvCache* cache, bool down_value, LayerKeep* keep,
-                    const LayerKeep* kept) {
+                    const LayerKeep* kept, bool recompute) {
   const ModelConfig& c = model.config();
   const int64_t B = x_in.size(0), T = x_in.size(1);
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv;
@@ -211,9 +256,10 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
   // Grouped-query attention without repeating K/V: the G query heads of a kv
   // head are stacked along the row axis.
   at::Tensor qg = q.reshape({B, Hkv, G * T, D});
-  const at::Tensor scores = CastFp32(at::matmul(Operand(qg), Operand(k).transpose(-1, -2)), 1.0 / std::sqrt(double(D)),
-                                     ctx.mask);  // [B, Hkv, G*T, S]
-  at::Tensor attn = CastFp32(at::matmul(Operand(at::softmax(scores, -1)), Operand(v)));  // [B, Hkv, G*T, D]
+  const double scale = 1.0 / std::sqrt(double(D));
+  const bool graph = at::GradMode::is_enabled() && (qg.requires_grad() || k.requires_grad() || v.requires_grad());
+  at::Tensor attn = graph && !recompute ? AttentionFn::apply(qg, k, v, reinterpret_cast<int64_t>(&ctx.mask), scale)
+                                        : Attention(qg, k, v, ctx.mask, scale);  // [B, Hkv, G*T, D]
   attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   at::Tensor x = x_in + Project(L, kO, attn, lora, li);
 
@@ -228,11 +274,17 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
     m = SwiGluOfKept(gate, up, kept->gate, kept->up);
   } else {
     at::Tensor gate = Project(L, kGate, h, lora, li, hb), up = Project(L, kUp, h, lora, li, hb);
-    if (keep && Bf16Products::active() && !at::GradMode::is_enabled() && L.proj[kGate].quantized() &&
-        L.proj[kUp].quantized()) {
+    const bool bf16 = Bf16Products::active() && L.proj[kGate].quantized() && L.proj[kUp].quantized();
+    if (keep && bf16 && !at::GradMode::is_enabled()) {
       keep->gate = Bf16Copy(gate);
       keep->up = Bf16Copy(up);
       m = SwiGluOfBf16(keep->gate, keep->up).view(gate.sizes());
+    } else if (bf16 && at::GradMode::is_enabled() && (gate.requires_grad() || up.requires_grad())) {
+      // A graph keeps gate and up for the SwiGLU's backward: rounded to bf16
+      // (as autocast rounds these products), half the bytes of fp32 ones
+      // (6 MB a layer at SmolLM2's 4 x 256 tokens), and the value of the
+      // checkpointed path, which computes from the same rounded values.
+      m = SwiGluOfKept(gate, up, Bf16Copy(gate), Bf16Copy(up));
     } else {
       m = SwiGlu(gate, up);
     }
@@ -244,7 +296,7 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
 
 at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
                         const AttentionContext& ctx, KvCache* cache, LayerKeep* keep) {
-  LayerOut out = LayerParts(model, lora, li, x_in, ctx, cache, /*down_value=*/true, keep, nullptr);
+  LayerOut out = LayerParts(model, lora, li, x_in, ctx, cache, /*down_value=*/true, keep, nullptr, false);
   return out.mid + out.down;
 }
 
@@ -252,7 +304,7 @@ at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t li,
                          const AttentionContext& ctx, const at::Tensor& grad, bool input_grad, const LayerKeep* kept) {
   at::Tensor xg = x.detach().requires_grad_(input_grad);
   {
-    LayerOut out = LayerParts(model, lora, li, xg, ctx, nullptr, /*down_value=*/false, nullptr, kept);
+    LayerOut out = LayerParts(model, lora, li, xg, ctx, nullptr, /*down_value=*/false, nullptr, kept, true);
     // y = mid + down: the gradient reaches both as it is. A part with no
     // trainable path is left out (the first layer's attention when only the
     // MLP is adapted: its input needs no gradient).
