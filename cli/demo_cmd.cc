@@ -148,11 +148,9 @@ class Demo {
     for (size_t i = 0; i < n_facts; ++i) {
       std::cout << "  Q: " << set.facts[i].heldout[0] << "\n     " << OneLine(base_replies->heldout[i]) << "\n";
     }
-    std::vector<size_t> known;  // general questions the base model gets right
-    for (size_t i = 0; i < set.general.size(); ++i) {
-      if (eval::Matches(base_replies->general[i], set.general[i].expect)) known.push_back(i);
-    }
-    std::cout << "  (the base model answers " << known.size() << " of " << set.general.size()
+    size_t known = 0;  // general questions the base model gets right
+    for (size_t i = 0; i < set.general.size(); ++i) known += eval::Matches(base_replies->general[i], set.general[i].expect);
+    std::cout << "  (the base model answers " << known << " of " << set.general.size()
               << " general questions right; they measure retention)\n";
 
     // 2. Feedback through the app API.
@@ -171,13 +169,10 @@ class Demo {
         if (Check(as.Record(d))) ++n_events;
       }
     }
-    for (size_t i = 0; i < std::min<size_t>(3, known.size()); ++i) {
-      auto reply = Ask(as, set.general[known[i]].question);
-      feedback::Event up;
-      up.user_id = "sam";
-      up.signal = feedback::Rating{feedback::Thumb::kUp};
-      if (Check(as.Record(up, reply.response_id))) ++n_events;
-    }
+    // Thumbs-up on three good general answers (the window trains on them).
+    auto upvoted = eval::UpvoteKnownGeneral(as, set, *base_replies);
+    if (!upvoted.ok()) return PrintError(upvoted.status());
+    n_events += int(upvoted->size());
     for (size_t i = 0; i < std::size(kStylePairs); ++i) {
       feedback::Event p = MakeEvent("style-" + std::to_string(i), kStylePairs[i][0]);
       p.signal = feedback::Preference{kStylePairs[i][1], kStylePairs[i][2]};
@@ -236,6 +231,7 @@ class Demo {
     // 5. Before/after on held-out paraphrases and retention.
     Say("5/7", "Before / after, on paraphrases that were never trained on");
     eval_options.base_replies = &*base_replies;
+    eval_options.trained_general = *upvoted;
     auto judged = eval::Evaluate(as, set, eval_options);
     if (!judged.ok()) return PrintError(judged.status());
     const eval::EvalReport& ev = *judged;
@@ -246,7 +242,9 @@ class Demo {
                 << OneLine(x.adapted_reply, 40) << (x.adapted_right ? " [ok]" : " [miss]") << "\n";
     }
     std::cout << "\n  fact recall (held-out paraphrases): " << Fixed(ev.recall_before, 0) << "% -> " << Fixed(ev.recall, 0) << "%\n"
-              << "  retention on " << ev.known << " general questions the base got right: " << Fixed(ev.retention, 0) << "%\n"
+              << "  retention on " << ev.known << " general questions the base got right: " << Fixed(ev.retention, 0) << "%"
+              << " (" << Fixed(ev.untrained_retention, 0) << "% of the " << ev.untrained_known
+              << " not upvoted)\n"
               << "  forgetting KL on the general questions (mean, nats/token): " << Fixed(ev.forgetting_kl, 3)
               << " (the gate's, on its own prompts: " << Fixed(rep.forgetting_kl, 3) << ")\n";
 
@@ -303,7 +301,7 @@ class Demo {
     Say("7/7", "Report: " + report + "  (total " + Fixed(total, 0) + " s)");
     if (g_.json) {
       PrintJson({{"report", report}, {"seconds", total}, {"fact_recall_before", ev.recall_before}, {"fact_recall_after", ev.recall},
-                 {"retention", ev.retention}, {"forgetting_kl", ev.forgetting_kl}, {"gate_forgetting_kl", rep.forgetting_kl},
+                 {"retention", ev.retention}, {"untrained_retention", ev.untrained_retention}, {"forgetting_kl", ev.forgetting_kl}, {"gate_forgetting_kl", rep.forgetting_kl},
                  {"promoted", run->promoted},
                  {"versions_seen_while_chatting", versions_seen}, {"poisoned_promoted_by_gate", poisoned->promoted},
                  {"rolled_back_to", as.GetStatus().active_label}, {"good_version", good_label}});

@@ -218,6 +218,24 @@ std::vector<feedback::Event> UpdateEvents(const QuestionSet& set) {
   return out;
 }
 
+Result<std::vector<std::string>> UpvoteKnownGeneral(Assistant& assistant, const QuestionSet& set,
+                                                    const Replies& base, size_t n) {
+  if (base.general.size() != set.general.size()) {
+    return InvalidArgumentError("the base replies given do not belong to question set '" + set.name + "'");
+  }
+  std::vector<std::string> upvoted;
+  for (size_t i = 0; i < set.general.size() && upvoted.size() < n; ++i) {
+    if (!Matches(base.general[i], set.general[i].expect)) continue;
+    ASSIGN_OR_RETURN(auto reply, assistant.Chat({{"user", set.general[i].question}}));
+    feedback::Event e;
+    e.user_id = set.user;
+    e.signal = feedback::Rating{feedback::Thumb::kUp};
+    RETURN_IF_ERROR(assistant.Record(e, reply.response_id).status());
+    upvoted.push_back(set.general[i].question);
+  }
+  return upvoted;
+}
+
 QuestionSet Updated(const QuestionSet& set) {
   QuestionSet out = set;
   for (auto& f : out.facts) {
@@ -333,6 +351,11 @@ Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const 
     ++r.general;
     r.known += x.base_right;
     r.retained += x.base_right && x.adapted_right;
+    if (std::find(options.trained_general.begin(), options.trained_general.end(), x.question) ==
+        options.trained_general.end()) {
+      r.untrained_known += x.base_right;
+      r.untrained_retained += x.base_right && x.adapted_right;
+    }
     if (pinned.snapshot) {
       auto a = runtime::AnswerIds(*model, set.general[i].question, base.general[i]);
       if (a.ok()) kl_answers.push_back(std::move(*a));
@@ -342,6 +365,7 @@ Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const 
   r.recall = Percent(r.heldout_adapted, r.heldout, 0);
   r.trained_recall = Percent(r.trained_adapted, r.trained, 0);
   r.retention = Percent(r.retained, r.known, 100);
+  r.untrained_retention = Percent(r.untrained_retained, r.untrained_known, 100);
   r.forgetting_kl = pinned.snapshot ? runtime::MeanAnswerKl(*model, pinned.snapshot->weights, kl_answers) : 0.0;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
@@ -377,7 +401,12 @@ std::string ReportHtmlSections(const EvalReport& r) {
       << r.trained << ")";
   }
   h << "<tr><td>retention<td>" << Fixed(r.retention, 0) << "% (" << r.retained << " of the " << r.known << " of "
-    << r.general << " general questions the base answers right)"
+    << r.general << " general questions the base answers right)";
+  if (r.untrained_known != r.known) {
+    h << "<tr><td>retention without the upvoted answers<td>" << Fixed(r.untrained_retention, 0) << "% ("
+      << r.untrained_retained << " of " << r.untrained_known << ")";
+  }
+  h
     << "<tr><td>forgetting KL<td>" << Fixed(r.forgetting_kl, 3) << " nats/token</table>";
   auto table = [&](const char* kind, const char* title, bool only_known) {
     h << "<h3>" << title << "</h3><table><tr><th>question<th>expected<th>base<th>adapted";

@@ -181,18 +181,12 @@ int RunOne(const Flags& f, const std::string& path) {
   for (auto& e : eval::TeachingEvents(*set)) events += as.Record(e).ok();
   // Thumbs-up on three general answers the base model gets right. The
   // window trains on them, so retention is also given without them.
-  std::set<std::string> upvoted;
-  for (size_t i = 0, up = 0; i < set->general.size() && up < 3; ++i) {
-    if (!eval::Matches(base->general[i], set->general[i].expect)) continue;
-    upvoted.insert(set->general[i].question);
-    auto reply = as.Chat({{"user", set->general[i].question}});
-    if (!reply.ok()) continue;
-    feedback::Event e;
-    e.user_id = set->user;
-    e.signal = feedback::Rating{feedback::Thumb::kUp};
-    events += as.Record(e, reply->response_id).ok();
-    ++up;
+  auto upvoted = eval::UpvoteKnownGeneral(as, *set, *base);
+  if (!upvoted.ok()) {
+    std::cerr << "persona_bench: " << upvoted.status().ToString() << "\n";
+    return 1;
   }
+  events += int(upvoted->size());
   const auto t0 = std::chrono::steady_clock::now();
   auto run = as.TrainNow();
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -203,22 +197,16 @@ int RunOne(const Flags& f, const std::string& path) {
   // The candidate is judged whether or not the gate promoted it.
   eo.adapter = run->version.empty() ? "base" : run->version;
   eo.base_replies = &*base;
+  eo.trained_general = *upvoted;
   auto r = eval::Evaluate(as, *set, eo);
   if (!r.ok()) {
     std::cerr << "persona_bench: " << r.status().ToString() << "\n";
     return 1;
   }
-  int untrained_known = 0, untrained_retained = 0;
-  for (const auto& x : r->results) {
-    if (x.kind != "general" || !x.base_right || upvoted.count(x.question)) continue;
-    ++untrained_known;
-    untrained_retained += x.adapted_right;
-  }
-  const double untrained_retention = untrained_known ? 100.0 * untrained_retained / untrained_known : 0.0;
   if (f.json) {
     nlohmann::json j = {{"persona", set->name}, {"facts", set->facts.size()}, {"events", events},
-                        {"untrained_known", untrained_known}, {"untrained_retained", untrained_retained},
-                        {"untrained_retention", untrained_retention},
+                        {"untrained_known", r->untrained_known}, {"untrained_retained", r->untrained_retained},
+                        {"untrained_retention", r->untrained_retention},
                         {"recall_before", r->recall_before}, {"recall", r->recall},
                         {"trained_recall", r->trained_recall}, {"retention", r->retention},
                         {"known", r->known}, {"retained", r->retained}, {"forgetting_kl", r->forgetting_kl},
@@ -231,7 +219,7 @@ int RunOne(const Flags& f, const std::string& path) {
   } else {
     std::printf("%-8s %5zu %6d  %5.0f%% -> %5.0f%%  %5.0f%%  %5.0f%% (%d/%d)  %5.0f%% (%d/%d)  %7.3f  %6.0f s  %s\n",
                 set->name.c_str(), set->facts.size(), events, r->recall_before, r->recall, r->trained_recall,
-                r->retention, r->retained, r->known, untrained_retention, untrained_retained, untrained_known,
+                r->retention, r->retained, r->known, r->untrained_retention, r->untrained_retained, r->untrained_known,
                 r->forgetting_kl, train_seconds, run->promoted ? "promoted" : "rejected");
     std::fflush(stdout);
   }

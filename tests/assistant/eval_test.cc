@@ -156,6 +156,8 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   EXPECT_EQ(same->recall, same->recall_before);
   EXPECT_EQ(same->known, 2);
   EXPECT_EQ(same->retention, 100);
+  EXPECT_EQ(same->untrained_known, 2) << "no question was upvoted";
+  EXPECT_EQ(same->untrained_retention, 100);
   EXPECT_EQ(same->forgetting_kl, 0);
   EXPECT_EQ(same->trained, 5);
   EXPECT_EQ(same->results.size(), 5u + 1u + 2u);
@@ -171,11 +173,22 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
     EXPECT_LE(done, total);
   };
   o.base_replies = &*base;
+  // A thumbs-up on the first general answer the base gets right ("hi"),
+  // given to the adapter's reply: one event more in the store.
+  const uint64_t stored = a.GetStatus().stored_events;
+  auto upvoted = UpvoteKnownGeneral(a, set, *base, 1);
+  ASSERT_TRUE(upvoted.ok()) << upvoted.status().ToString();
+  EXPECT_EQ(*upvoted, std::vector<std::string>{"hi"});
+  EXPECT_EQ(a.GetStatus().stored_events, stored + 1);
+  o.trained_general = *upvoted;
   auto judged = Evaluate(a, set, o);  // "" = the active version
   ASSERT_TRUE(judged.ok()) << judged.status().ToString();
   EXPECT_EQ(judged->adapter_version, run->version);
   EXPECT_EQ(judged->adapter_label, run->label);
   EXPECT_EQ(calls, 8) << "only the adapter answers when the base replies are given";
+  EXPECT_EQ(judged->untrained_known, 1) << "retention without the upvoted question counts \"ab\" alone";
+  EXPECT_EQ(judged->untrained_retained, int(judged->results.back().adapted_right));
+  EXPECT_EQ(judged->untrained_retention, 100.0 * judged->untrained_retained);
   EXPECT_EQ(judged->recall_before, 0);
   EXPECT_EQ(judged->recall, 100) << judged->results[5].adapted_reply;
   EXPECT_EQ(judged->trained_recall, 100);
@@ -196,6 +209,9 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   auto mismatch = Evaluate(a, other, o);
   ASSERT_FALSE(mismatch.ok());
   EXPECT_NE(mismatch.status().message().find("do not belong"), std::string::npos);
+  auto mismatched_upvote = UpvoteKnownGeneral(a, other, *base);
+  ASSERT_FALSE(mismatched_upvote.ok());
+  EXPECT_NE(mismatched_upvote.status().message().find("do not belong"), std::string::npos);
 }
 
 struct CliRun {

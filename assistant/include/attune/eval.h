@@ -84,6 +84,9 @@ struct EvalOptions {
   const Replies* base_replies = nullptr;
   // Called after each reply with (done, total). Default: none
   std::function<void(int, int)> on_progress;
+  // General questions the window trained on (UpvoteKnownGeneral's): retention
+  // is also given without them (EvalReport::untrained_*). Default: none
+  std::vector<std::string> trained_general;
 };
 
 struct QuestionResult {
@@ -105,6 +108,10 @@ struct EvalReport {
   double recall = 0;          // % of held-out paraphrases the adapter answers right
   double trained_recall = 0;  // % of taught phrasings the adapter answers right
   double retention = 100;     // % of `known` still right (100 when none)
+  // The same without EvalOptions::trained_general: what the window did to
+  // answers it was not shown.
+  int untrained_known = 0, untrained_retained = 0;
+  double untrained_retention = 100;
   // Mean KL(base || adapted) per position over the base model's replies to
   // the general questions, teacher-forced; 0 for the base itself.
   double forgetting_kl = 0;
@@ -118,6 +125,15 @@ Result<Replies> AnswerAll(Assistant& assistant, const QuestionSet& set, const st
 
 // Base and adapted replies, scored. NotFound names an unknown version.
 Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const EvalOptions& options);
+
+// Thumbs-up by `set.user` on the active model's replies to the first `n`
+// general questions whose base reply (`base`, AnswerAll's for "base") is
+// right, as a user who likes a good answer would give. Returns those
+// questions: the window trains on them, so pass them as
+// EvalOptions::trained_general. The first failure to chat or record is
+// returned.
+Result<std::vector<std::string>> UpvoteKnownGeneral(Assistant& assistant, const QuestionSet& set,
+                                                    const Replies& base, size_t n = 3);
 
 // Continual learning over several training windows, as a device sees it:
 // the set's facts are split in order into `windows` windows (fact i goes to
