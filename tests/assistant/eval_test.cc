@@ -197,6 +197,9 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   EXPECT_EQ(judged->retention, 100.0 * judged->retained / 2);
   const std::string html = HtmlPage("t", ReportHtmlSections(*judged));
   EXPECT_NE(html.find("Held-out paraphrases"), std::string::npos);
+  EXPECT_NE(html.find("retention without the upvoted answers"), std::string::npos);
+  EXPECT_EQ(HtmlPage("t", ReportHtmlSections(*same)).find("without the upvoted"), std::string::npos)
+      << "the line shows only when questions were upvoted";
   EXPECT_NE(html.find(run->label), std::string::npos);
 
   o.adapter = "v99";
