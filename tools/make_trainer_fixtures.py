@@ -869,9 +869,6 @@ def make_lora_fixture(out: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------
 # 4. The learning-rate schedule
 
 
@@ -896,6 +893,9 @@ def make_lr_schedule_fixture(out: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------------------
 
 
 def main() -> int:

@@ -131,7 +131,6 @@ void ScaleGrads(const std::vector<at::Tensor>& params, double factor) {
   }
 }
 
-
 // Builds LoRA weights holding `values` (LoraParams order) for evaluation.
 runtime::LoraWeights WeightsOf(const runtime::Model& m, const LoraConfig& c, const std::vector<at::Tensor>& values) {
   LoraParams p = LoraParams::Init(m, c, 0);
@@ -309,6 +308,10 @@ class WindowRun {
   double RunMicro(const std::vector<const EncodedExample*>& mbx);
   StepEnd Step(const std::function<bool()>& should_stop);
   Status Save(const internal::CheckpointState& s);
+  // A window that ends (with or without a candidate) leaves no checkpoint.
+  void RemoveCheckpoint() const {
+    if (!checkpoint_path_.empty() && PathExists(checkpoint_path_)) std::remove(checkpoint_path_.c_str());
+  }
   bool MeasureHeldout();
   double Elapsed() const { return std::chrono::duration<double>(Clock::now() - t_start_).count(); }
 
@@ -329,8 +332,6 @@ class WindowRun {
   internal::CheckpointState st_;
   at::Generator gen_ = at::detail::getDefaultCPUGenerator();
   std::vector<std::vector<size_t>> plan_;
-  // How the step loop ended beyond max_steps (r_.stop_reason says which).
-  bool stopped_ = false, non_finite_ = false;
   double prior_seconds_ = 0;
 };
 
@@ -657,13 +658,11 @@ Status WindowRun::Train(const std::function<bool()>& should_stop) {
   while (st_.step < o_.max_steps) {
     const StepEnd end = Step(should_stop);
     if (end == StepEnd::kStopped) {
-      stopped_ = true;
       r_.stop_reason = "stopped";
       return Save(st_);
     }
     if (end == StepEnd::kNonFinite) {
       if (++nonfinite_in_a_row >= o_.max_nonfinite_steps) {
-        non_finite_ = true;
         r_.stop_reason = "non_finite";
         return Status::Ok();
       }
@@ -711,16 +710,16 @@ Result<TrainOutcome> WindowRun::Finish() {
   r_.wall_seconds = prior_seconds_ + Elapsed();
   r_.tokens_per_second = r_.wall_seconds > 0 ? double(r_.tokens) / r_.wall_seconds : 0;
   r_.peak_rss_mb = PeakRssMb();
-  if (stopped_) {
+  if (r_.stop_reason == "stopped") {
     r_.completed = false;
     return std::move(out_);
   }
-  if (non_finite_) {
+  if (r_.stop_reason == "non_finite") {
     // Resuming would replay the same steps: start the next window afresh.
     r_.completed = false;
     r_.notes.push_back(std::to_string(o_.max_nonfinite_steps) + " steps in a row had a non-finite loss or gradient after " +
                        std::to_string(st_.step) + " good steps; the window ended without a candidate (hint: lower the learning rate or check the examples)");
-    if (!checkpoint_path_.empty() && PathExists(checkpoint_path_)) std::remove(checkpoint_path_.c_str());
+    RemoveCheckpoint();
     return std::move(out_);
   }
   r_.completed = true;
@@ -783,7 +782,7 @@ Result<TrainOutcome> WindowRun::Finish() {
   r_.peak_rss_mb = PeakRssMb();
   out_.names = params_->names();
   out_.adapter = params_->Snapshot();
-  if (!checkpoint_path_.empty() && PathExists(checkpoint_path_)) std::remove(checkpoint_path_.c_str());
+  RemoveCheckpoint();
   return std::move(out_);
 }
 
