@@ -69,6 +69,16 @@ TrainerOptions SmallOptions() {
   return o;
 }
 
+// A run with options `o` is refused as invalid, its message naming each
+// of `words`.
+void ExpectRefused(const std::shared_ptr<const runtime::Model>& m, const TrainInput& in, const TrainerOptions& o,
+                   std::initializer_list<std::string> words) {
+  auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_FALSE(r.ok()) << *words.begin();
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  for (const std::string& w : words) EXPECT_NE(r.status().message().find(w), std::string::npos) << r.status().message();
+}
+
 std::string TempPath(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("attune_trainer_" + std::to_string(::getpid()) + "_" + name)).string();
 }
@@ -136,10 +146,7 @@ TEST(TrainerTest, BaseProductsAutoFollowsTheCpuAndOthersAreRefused) {
   EXPECT_NE(r->report.ToJson().find(runtime::CpuHasBf16() ? "\"base_products\":\"bf16\"" : "\"base_products\":\"fp32\""),
             std::string::npos);
   o.base_products = "fp16";
-  auto bad = Trainer(m, o).Run(in, "", nullptr, nullptr);
-  ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("fp16"), std::string::npos);
+  ExpectRefused(m, in, o, {"fp16"});
 }
 
 // TrainerOptions::candidate_scale: B moves toward the parent's by the
@@ -182,10 +189,7 @@ TEST(TrainerTest, CandidateScaleInterpolatesEachBTowardTheParent) {
   }
   for (double bad : {0.0, -0.5, 1.5}) {
     o.candidate_scale = bad;
-    auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
-    ASSERT_FALSE(r.ok()) << bad;
-    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-    EXPECT_NE(r.status().message().find("candidate_scale"), std::string::npos);
+    ExpectRefused(m, in, o, {"candidate_scale"});
   }
 }
 
@@ -196,11 +200,7 @@ TEST(TrainerTest, AnUnknownLearningRateScheduleIsRefused) {
   TrainerOptions o = SmallOptions();
   o.max_steps = 1;
   o.lr_schedule = "cosine";
-  auto bad = Trainer(m, o).Run(in, "", nullptr, nullptr);
-  ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("lr_schedule"), std::string::npos);
-  EXPECT_NE(bad.status().message().find("cosine"), std::string::npos);
+  ExpectRefused(m, in, o, {"lr_schedule", "cosine"});
   o.lr_schedule = "linear";
   auto ok = Trainer(m, o).Run(in, "", nullptr, nullptr);
   EXPECT_TRUE(ok.ok()) << ok.status().ToString();
@@ -233,9 +233,7 @@ TEST(TrainerTest, ThreadsHoldForTheRunAndAreRestored) {
   EXPECT_EQ(at::get_num_threads(), torch_before);
   EXPECT_EQ(blas(), blas_before);
   o.threads = -1;
-  auto bad = Trainer(m, o).Run(in, "", nullptr, nullptr);
-  ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  ExpectRefused(m, in, o, {"threads"});
 }
 
 // N steps straight == N/2 steps, stop, resume for the rest.
@@ -472,10 +470,7 @@ TEST(TrainerTest, EarlyStoppingWithoutAHeldOutSliceIsOffAndSaysSo) {
   EXPECT_EQ(r->report.kept_step, 6);
   EXPECT_NE(r->report.ToJson().find("early stopping is off"), std::string::npos);
   o.eval_every_steps = 0;
-  auto bad = Trainer(m, o).Run(WithHeldOutSlice(), "", nullptr, nullptr);
-  ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("eval_every_steps"), std::string::npos);
+  ExpectRefused(m, WithHeldOutSlice(), o, {"eval_every_steps"});
 }
 
 // The held-out loss of a candidate that early stopping kept was taken from
