@@ -44,12 +44,10 @@ void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
 void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* dst) {
   const int64_t chunk = 16;
   at::parallel_for(0, (n + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> rows_f32(size_t(chunk * q.cols));
     for (int64_t c = begin; c < end; ++c) {
       const int64_t a = c * chunk, rows = std::min(chunk, n - a);
-      kernels::DequantizeRows(q.type, q.data + size_t(r0 + a) * q.row_bytes, q.row_bytes, rows, q.cols,
-                              rows_f32.data());
-      ToBf16(rows_f32.data(), rows * q.cols, dst + a * q.cols);  // one thread: already in a parallel region
+      kernels::DequantizeRowsBf16(q.type, q.data + size_t(r0 + a) * q.row_bytes, q.row_bytes, rows, q.cols,
+                                  dst + a * q.cols);
     }
   });
 }

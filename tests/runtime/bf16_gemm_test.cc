@@ -5,9 +5,15 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
 #include "attune/runtime/linear_weight.h"
 #include "runtime/src/bf16.h"
 #include "runtime/src/bf16_gemm.h"
+#include "runtime/src/kernels/quant_dot.h"
 
 namespace attune::runtime {
 namespace {
@@ -49,6 +55,42 @@ TEST(Bf16GemmTest, ProductsEqualFp32MatmulOfTheWidenedValues) {
 // products use with its brgemm kernels: not its reference code (correct and
 // many times slower), nor the gemm:jit path it takes for operands with a
 // leading dimension wider than the matrix (6 % slower training steps).
+// The weight tiles of the bf16 products are dequantized straight to bf16:
+// rounded as LibTorch rounds a float to bf16 (nearest even, NaN a NaN),
+// ties, infinities, the largest finite float, signed zeros and subnormals
+// included, on every instruction set this CPU has.
+TEST(Bf16GemmTest, Bf16DequantizationRoundsAsLibTorch) {
+  std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.5f, std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min(),
+                          -std::numeric_limits<float>::min() / 3};
+  for (const uint32_t bits : {0x3F808000u, 0x3F818000u, 0xBF808000u, 0x3F80FFFFu, 0x7F7F8000u, 0x00008000u}) {
+    float f;
+    std::memcpy(&f, &bits, 4);
+    v.push_back(f);  // exact ties to even (down and up), just below a tie, a tie overflowing to infinity
+  }
+  const at::Tensor random = at::randn({61}, at::make_generator<at::CPUGeneratorImpl>(3)) * 100;
+  v.insert(v.end(), random.data_ptr<float>(), random.data_ptr<float>() + random.numel());
+  const at::Tensor want = at::from_blob(v.data(), {int64_t(v.size())}, at::kFloat).to(at::kBFloat16);
+  const auto* want_bits = reinterpret_cast<const uint16_t*>(want.data_ptr<at::BFloat16>());
+  for (const auto isa : {kernels::Isa::kScalar, kernels::Isa::kAvx2, kernels::Isa::kAvx512}) {
+    if (!kernels::IsaSupported(isa)) continue;
+    const kernels::Isa saved = kernels::ActiveIsa();
+    kernels::ForceIsa(isa);
+    std::vector<uint16_t> got(v.size());
+    kernels::DequantizeRowsBf16(GgmlType::kF32, reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4, 1,
+                                int64_t(v.size()), got.data());
+    kernels::ForceIsa(saved);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (std::isnan(v[i])) {  // LibTorch's own scalar and vector conversions give different NaNs
+        EXPECT_TRUE((got[i] & 0x7F80) == 0x7F80 && (got[i] & 0x7F) != 0) << got[i] << " is no NaN";
+        continue;
+      }
+      EXPECT_EQ(got[i], want_bits[i]) << "value " << i << " (" << v[i] << ") on " << kernels::IsaName(isa);
+    }
+  }
+}
+
 TEST(Bf16GemmTest, HardwareBf16RunsTheBrgemmKernels) {
   // The dense shapes the products use: a SmolLM2 projection whole (x Wᵀ)
   // and g W accumulating.

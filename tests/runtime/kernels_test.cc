@@ -20,6 +20,7 @@
 
 #include "attune/runtime/gguf.h"
 #include "runtime/src/kernels/activations.h"
+#include "runtime/src/kernels/quant_blocks.h"
 #include "runtime/src/kernels/quant_dot.h"
 #include "runtime/src/kernels/thread_pool.h"
 #include "tests/runtime/test_util.h"
@@ -212,6 +213,44 @@ TEST(KernelsTest, ScalarAndSimdAgree) {
       EXPECT_EQ(d, d_ref) << name << " dequantization differs on " << IsaName(isa);
       for (int64_t r = 0; r < rows; ++r) {
         EXPECT_NEAR(y[size_t(r)], y_ref[size_t(r)], 1e-5 * (std::fabs(y_ref[size_t(r)]) + 1)) << name << " " << IsaName(isa);
+      }
+    }
+  }
+}
+
+// The bf16 dequantization (the bf16 training products' weight tiles) is the
+// float one rounded, to the bit, for every type on every instruction set:
+// odd row and block counts, float types with a tail, legacy blocks whose
+// scale is NaN or infinite. How it rounds is
+// checked against LibTorch's conversion in bf16_gemm_test.
+TEST(KernelsTest, Bf16DequantizationIsTheFloatOneRounded) {
+  std::mt19937 rng(31);
+  for (GgmlType type : kAllTypes) {
+    const char* name = GetGgmlTypeTraits(uint32_t(type))->name.data();
+    const int64_t blk = BlockElems(type) == 1 ? 8 : BlockElems(type);
+    for (int64_t rows : {1, 3, 17}) {
+      for (int64_t nblocks : {1, 3, 5}) {
+        const int64_t cols = blk * nblocks + (BlockElems(type) == 1 ? 3 : 0);
+        const size_t row_bytes = GgmlRowBytes(type, size_t(cols));
+        auto blocks = RandomBlocks(type, rows, cols, &rng);
+        if (BlockElems(type) == kQ8Block && nblocks > 1) {
+          // Scales that are not finite: the first block's d NaN, the last one's infinite.
+          const uint16_t nan = 0x7E00, inf = 0xFC00;
+          std::memcpy(blocks.data(), &nan, 2);
+          std::memcpy(blocks.data() + row_bytes - GetGgmlTypeTraits(uint32_t(type))->block_bytes, &inf, 2);
+        }
+        std::vector<float> f32(size_t(rows * cols));
+        DequantizeRows(type, blocks.data(), row_bytes, rows, cols, f32.data());
+        std::vector<uint16_t> want(f32.size());
+        for (size_t i = 0; i < f32.size(); ++i) want[i] = F32ToBf16(f32[i]);
+        for (Isa isa : Isas()) {
+          IsaGuard g(isa);
+          std::vector<uint16_t> got(f32.size() + 1, 0xABCD);  // one past the end stays untouched
+          DequantizeRowsBf16(type, blocks.data(), row_bytes, rows, cols, got.data());
+          EXPECT_EQ(got.back(), 0xABCD) << name << " wrote past its rows on " << IsaName(isa);
+          got.pop_back();
+          EXPECT_EQ(got, want) << name << " " << rows << "x" << cols << " on " << IsaName(isa);
+        }
       }
     }
   }

@@ -239,6 +239,20 @@ inline void DequantRow(GgmlType type, const uint8_t* b, float* y, int64_t n) {
   }
 }
 
+// float -> bf16, rounded to nearest even; NaN -> 0x7FC0 (LibTorch's
+// c10::detail::round_to_nearest_even).
+inline uint16_t F32ToBf16(float f) {
+  if (std::isnan(f)) return 0x7FC0;
+  const uint32_t u = F32ToBits(f);
+  return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Dequantizes one row to bf16 through `scratch` (n floats).
+inline void DequantRowBf16(GgmlType type, const uint8_t* b, uint16_t* y, int64_t n, float* scratch) {
+  DequantRow(type, b, scratch, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = F32ToBf16(scratch[i]);
+}
+
 // ---- activation quantization ----------------------------------------------
 // As ggml's quantize_row_q8_0/q8_1: the quants use the exact scale, the block
 // stores it (and s = d·Σq) rounded to half, so our dot products see the same

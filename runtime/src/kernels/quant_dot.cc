@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "runtime/src/kernels/quant_blocks.h"
 
@@ -18,12 +19,18 @@ void ScalarDequantizeRows(GgmlType type, const uint8_t* w, size_t row_bytes, int
   for (int64_t r = 0; r < rows; ++r) DequantRow(type, w + size_t(r) * row_bytes, dst + r * n, n);
 }
 
+void ScalarDequantizeRowsBf16(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, uint16_t* dst) {
+  std::vector<float> row(static_cast<size_t>(n));
+  for (int64_t r = 0; r < rows; ++r) DequantRowBf16(type, w + size_t(r) * row_bytes, dst + r * n, n, row.data());
+}
+
 void ScalarDotRowsMulti(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const uint8_t* xq,
                         size_t xq_stride, int64_t m, int64_t n, float* y, int64_t y_stride) {
   for (int64_t i = 0; i < m; ++i) ScalarDotRows(type, w, row_bytes, rows, xq + xq_stride * size_t(i), n, y + i * y_stride);
 }
 
-const KernelTable kScalar = {QuantizeGeneric, ScalarDotRows, ScalarDotRowsMulti, ScalarDequantizeRows};
+const KernelTable kScalar = {QuantizeGeneric, ScalarDotRows, ScalarDotRowsMulti, ScalarDequantizeRows,
+                             ScalarDequantizeRowsBf16};
 
 Isa BestIsa() {
   if (const char* env = std::getenv("ATTUNE_KERNELS")) {
@@ -133,6 +140,10 @@ void DotRowsMulti(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t row
 
 void DequantizeRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, float* dst) {
   Table().dequantize_rows(type, w, row_bytes, rows, n, dst);
+}
+
+void DequantizeRowsBf16(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, uint16_t* dst) {
+  Table().dequantize_rows_bf16(type, w, row_bytes, rows, n, dst);
 }
 
 }  // namespace attune::runtime::kernels

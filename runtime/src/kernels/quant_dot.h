@@ -73,6 +73,10 @@ void DotRowsMulti(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t row
                   int64_t m, int64_t n, float* y, int64_t y_stride);
 // Dequantizes `rows` rows of `n` elements into dst (row-major, n floats a row).
 void DequantizeRows(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, float* dst);
+// The same rounded to bf16 (to nearest even; NaN -> 0x7FC0, as LibTorch
+// rounds), in one pass: each value equals DequantizeRows' rounded, to the
+// bit. What a bf16 GEMM over a quantized weight reads.
+void DequantizeRowsBf16(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, uint16_t* dst);
 
 // The per-ISA function table (internal; exposed for the implementations).
 struct KernelTable {
@@ -81,6 +85,8 @@ struct KernelTable {
   void (*dot_rows_multi)(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, const uint8_t* xq,
                          size_t xq_stride, int64_t m, int64_t n, float* y, int64_t y_stride);
   void (*dequantize_rows)(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, float* dst);
+  void (*dequantize_rows_bf16)(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n,
+                               uint16_t* dst);
 };
 const KernelTable& ScalarKernels();
 const KernelTable* Avx2Kernels();    // nullptr when not built
