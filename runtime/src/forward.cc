@@ -9,12 +9,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "attune/runtime/model.h"
 #include "runtime/src/bf16.h"
 #include "runtime/src/bf16_gemm.h"
 #include "runtime/src/norm_rope.h"
 #include "runtime/src/swiglu.h"
+#include "runtime/src/kernels/activations.h"
 #include "runtime/src/kernels/thread_pool.h"
 
 namespace attune::runtime {
@@ -218,6 +220,83 @@ struct AttentionFn : public torch::autograd::Function<AttentionFn> {
   }
 };
 
+// Causal attention under Bf16Products, computed as Attention computes it
+// with autocast's roundings (scores q kᵀ in bf16, their softmax in fp32,
+// the probabilities rounded to bf16 for the product with v) in one node:
+// query t of T sees keys 0 .. past + t, and only those go through the
+// softmax (kernels::AttentionSoftmaxBf16) instead of a masked row of fp32
+// copies. Forward keeps the bf16 operands, and with keep_scores the scores
+// (LayerBackward's graph, which lives for one layer); backward recomputes
+// the probabilities from the scores and differentiates them in the same
+// pass over each row.
+struct CausalBf16 {
+  int64_t past = 0, T = 0;
+  double scale = 1;
+};
+
+// Each row of the bf16 scores sb [.., R, S] to probabilities pb; with dp,
+// the row's gradient dL/dscores in place of dL/dprobabilities.
+void CausalSoftmaxRows(const at::Tensor& sb, const CausalBf16& c, at::Tensor& pb, at::Tensor* dp) {
+  const int64_t S = sb.size(-1), R = sb.size(-2), rows = sb.numel() / S;
+  const uint16_t* s = Bf16Data(sb);
+  uint16_t* p = Bf16Data(pb);
+  uint16_t* d = dp ? Bf16Data(*dp) : nullptr;
+  const float scale = float(c.scale);
+  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> p32(static_cast<size_t>(S));
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t valid = std::min(S, c.past + (i % R) % c.T + 1);
+      kernels::AttentionSoftmaxBf16(s + i * S, valid, S, scale, p32.data(), p + i * S);
+      if (d) kernels::AttentionSoftmaxBf16Backward(p32.data(), d + i * S, valid, S, scale, d + i * S);
+    }
+  });
+}
+
+// The probabilities (bf16) of bf16 q [.., R, D] against bf16 k [.., S, D].
+at::Tensor CausalProbs(const at::Tensor& qb, const at::Tensor& kb, const CausalBf16& c, at::Tensor* scores) {
+  at::Tensor sb = at::matmul(qb, kb.transpose(-1, -2));
+  at::Tensor pb = at::empty_like(sb);
+  CausalSoftmaxRows(sb, c, pb, nullptr);
+  if (scores) *scores = sb;
+  return pb;
+}
+
+struct CausalAttentionBf16Fn : public torch::autograd::Function<CausalAttentionBf16Fn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, int64_t past, int64_t T, double scale, bool keep_scores) {
+    const CausalBf16 c{past, T, scale};
+    at::Tensor qb = Bf16Copy(q), kb = Bf16Copy(k), vb = Bf16Copy(v), sb;
+    const at::Tensor out = Fp32Copy(at::matmul(CausalProbs(qb, kb, c, keep_scores ? &sb : nullptr), vb));
+    ctx->saved_data["q"] = qb;
+    ctx->saved_data["k"] = kb;
+    ctx->saved_data["v"] = vb;
+    if (keep_scores) ctx->saved_data["scores"] = sb;
+    ctx->saved_data["past"] = past;
+    ctx->saved_data["T"] = T;
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    at::NoGradGuard ng;
+    const CausalBf16 c{ctx->saved_data["past"].toInt(), ctx->saved_data["T"].toInt(),
+                       ctx->saved_data["scale"].toDouble()};
+    const at::Tensor qb = ctx->saved_data["q"].toTensor(), kb = ctx->saved_data["k"].toTensor(),
+                     vb = ctx->saved_data["v"].toTensor();
+    const at::Tensor sb = ctx->saved_data.count("scores") ? ctx->saved_data["scores"].toTensor()
+                                                          : at::matmul(qb, kb.transpose(-1, -2));
+    const at::Tensor gb = Bf16Copy(grad[0]);
+    at::Tensor ds = at::matmul(gb, vb.transpose(-1, -2)).contiguous();  // dL/dprobabilities, then dL/dscores
+    at::Tensor pb = at::empty_like(sb);
+    CausalSoftmaxRows(sb, c, pb, &ds);
+    at::Tensor dq, dk, dv;
+    if (ctx->needs_input_grad(0)) dq = Fp32Copy(at::matmul(ds, kb));
+    if (ctx->needs_input_grad(1)) dk = Fp32Copy(at::matmul(ds.transpose(-1, -2), qb));
+    if (ctx->needs_input_grad(2)) dv = Fp32Copy(at::matmul(pb.transpose(-1, -2), gb));
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 // A layer's output is mid + down: the residual after attention and the MLP's
 // down projection. down_value false leaves down's value unspecified (its
 // graph is built; LayerBackward).
@@ -258,8 +337,19 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
   at::Tensor qg = q.reshape({B, Hkv, G * T, D});
   const double scale = 1.0 / std::sqrt(double(D));
   const bool graph = at::GradMode::is_enabled() && (qg.requires_grad() || k.requires_grad() || v.requires_grad());
-  at::Tensor attn = graph && !recompute ? AttentionFn::apply(qg, k, v, reinterpret_cast<int64_t>(&ctx.mask), scale)
-                                        : Attention(qg, k, v, ctx.mask, scale);  // [B, Hkv, G*T, D]
+  at::Tensor attn;  // [B, Hkv, G*T, D]
+  if (Bf16Products::active() && !cache && T > 1) {
+    const CausalBf16 cb{ctx.past, T, scale};
+    if (graph) {
+      attn = CausalAttentionBf16Fn::apply(qg, k, v, ctx.past, T, scale, /*keep_scores=*/recompute);
+    } else {
+      at::NoGradGuard ng;
+      attn = Fp32Copy(at::matmul(CausalProbs(Bf16Copy(qg), Bf16Copy(k), cb, nullptr), Bf16Copy(v)));
+    }
+  } else {
+    attn = graph && !recompute ? AttentionFn::apply(qg, k, v, reinterpret_cast<int64_t>(&ctx.mask), scale)
+                               : Attention(qg, k, v, ctx.mask, scale);
+  }
   attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   at::Tensor x = x_in + Project(L, kO, attn, lora, li);
 

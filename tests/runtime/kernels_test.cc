@@ -442,6 +442,65 @@ TEST(ActivationsTest, LogitRowReductionsMatchDoublePrecisionWithTheSameBitsOnEve
   }
 }
 
+// The causal attention softmax of the bf16 training path: one row of bf16
+// scores, `valid` keys seen, against double precision; its probabilities
+// rounded to bf16 as F32ToBf16 rounds, zeros for the masked keys; the
+// gradient with respect to the scores within the bf16 rounding of its
+// double-precision value; the same bits on every instruction set (rows
+// shorter than, equal to and longer than the 16 summing lanes, with tails).
+TEST(ActivationsTest, AttentionSoftmaxMatchesDoublePrecisionWithTheSameBitsOnEveryIsa) {
+  std::mt19937 rng(41);
+  std::normal_distribution<float> normal(0.0f, 8.0f);
+  const float scale = 0.125f;
+  for (const int64_t n : {int64_t(1), int64_t(7), int64_t(16), int64_t(40), int64_t(256)}) {
+    for (const int64_t valid : {int64_t(1), (n + 1) / 2, n}) {
+      SCOPED_TRACE(::testing::Message() << "n " << n << " valid " << valid);
+      std::vector<uint16_t> s(static_cast<size_t>(n)), dp(s.size());
+      for (auto& v : s) v = F32ToBf16(normal(rng));
+      for (auto& v : dp) v = F32ToBf16(normal(rng) / 8);
+      double mx = -INFINITY, sum = 0, dot = 0;
+      for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, double(Bf16ToF32(s[size_t(j)])) * scale);
+      for (int64_t j = 0; j < valid; ++j) sum += std::exp(double(Bf16ToF32(s[size_t(j)])) * scale - mx);
+      std::vector<double> want(static_cast<size_t>(valid));
+      for (int64_t j = 0; j < valid; ++j) {
+        want[size_t(j)] = std::exp(double(Bf16ToF32(s[size_t(j)])) * scale - mx) / sum;
+        dot += want[size_t(j)] * double(Bf16ToF32(dp[size_t(j)]));
+      }
+      std::vector<float> first_p;
+      std::vector<uint16_t> first_pb, first_ds;
+      for (Isa isa : Isas()) {
+        SCOPED_TRACE(IsaName(isa));
+        IsaGuard guard(isa);
+        std::vector<float> p(static_cast<size_t>(valid));
+        std::vector<uint16_t> pb(s.size(), 0xABCD), ds = dp;
+        AttentionSoftmaxBf16(s.data(), valid, n, scale, p.data(), pb.data());
+        AttentionSoftmaxBf16Backward(p.data(), ds.data(), valid, n, scale, ds.data());  // in place, as the trainer calls it
+        for (int64_t j = 0; j < n; ++j) {
+          const size_t i = size_t(j);
+          if (j >= valid) {
+            ASSERT_EQ(pb[i], 0) << j;
+            ASSERT_EQ(ds[i], 0) << j;
+            continue;
+          }
+          ASSERT_NEAR(p[i], want[i], 2e-6 * want[i] + 1e-12) << j;
+          ASSERT_EQ(pb[i], F32ToBf16(p[i])) << j;
+          const double dp_j = double(Bf16ToF32(dp[i]));
+          const double ds_want = want[i] * (dp_j - dot) * scale;
+          const double ds_bound = want[i] * (std::fabs(dp_j) + std::fabs(dot)) * scale * 1e-5 + std::fabs(ds_want) / 256;
+          ASSERT_NEAR(Bf16ToF32(ds[i]), ds_want, ds_bound) << j;
+        }
+        if (first_p.empty()) {
+          first_p = p, first_pb = pb, first_ds = ds;
+        } else {
+          EXPECT_EQ(0, std::memcmp(p.data(), first_p.data(), p.size() * sizeof(float)));
+          EXPECT_EQ(pb, first_pb);
+          EXPECT_EQ(ds, first_ds);
+        }
+      }
+    }
+  }
+}
+
 TEST(ThreadPoolTest, RunsEveryChunkExactlyOnce) {
   ThreadPool pool(3);
   for (int64_t n : {1, 2, 7, 1000}) {

@@ -371,8 +371,9 @@ TEST_F(SmolModelTest, Bf16LoraLayerMatchesTheFp32LayerWithGradients) {
       lora.layers[0][size_t(t)].a = (at::randn({4, w.in_features()}, gen) * 0.05).requires_grad_(true);
       lora.layers[0][size_t(t)].b = (at::randn({w.out_features(), 4}, gen) * 0.05).requires_grad_(true);
     }
-    const at::Tensor x0 = at::randn({2, 7, c.hidden}, gen), g = at::randn({2, 7, c.hidden}, gen);
-    const AttentionContext ctx = MakeAttentionContext(m, 0, 7);
+    // 37 tokens: the causal softmax's rows are shorter and longer than its 16 summing lanes.
+    const at::Tensor x0 = at::randn({2, 37, c.hidden}, gen), g = at::randn({2, 37, c.hidden}, gen);
+    const AttentionContext ctx = MakeAttentionContext(m, 0, 37);
     ExactProducts exact;
     auto run = [&](bool bf16) {
       std::optional<Bf16Products> scope;

@@ -121,7 +121,74 @@ namespace {
   return kl;
 }
 
+// float -> bf16, nearest even, NaN -> 0x7FC0 (as LibTorch's scalar rounding).
+[[gnu::always_inline]] inline uint16_t RoundBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  const uint16_t r = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  return f != f ? uint16_t(0x7FC0) : r;
+}
+
+// Sums over 16 lanes (element j into lane j % 16), then the lanes in order:
+// the same bits whatever the vector width.
+constexpr int kLanes = 16;
+[[gnu::always_inline]] inline float SumLanes(const float* acc) {
+  float s = 0.0f;
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  return s;
+}
+
+[[gnu::always_inline]] inline void AttentionSoftmaxBody(const uint16_t* s, int64_t valid, int64_t n, float scale,
+                                                        float* p, uint16_t* pb) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < valid; ++j) {
+    p[j] = Bf16ToFloat(s[j]) * scale;
+    mx = p[j] > mx ? p[j] : mx;
+  }
+  float acc[kLanes] = {};
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= valid; j0 += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float e = Exp(p[j0 + l] - mx);
+      p[j0 + l] = e;
+      acc[l] += e;
+    }
+  }
+  for (int l = 0; j0 + l < valid; ++l) {
+    const float e = Exp(p[j0 + l] - mx);
+    p[j0 + l] = e;
+    acc[l] += e;
+  }
+  const float inv = 1.0f / SumLanes(acc);
+  for (int64_t j = 0; j < valid; ++j) {
+    p[j] *= inv;
+    pb[j] = RoundBf16(p[j]);
+  }
+  for (int64_t j = valid; j < n; ++j) pb[j] = 0;
+}
+
+[[gnu::always_inline]] inline void AttentionSoftmaxBackwardBody(const float* p, const uint16_t* dp, int64_t valid,
+                                                                int64_t n, float scale, uint16_t* ds) {
+  float acc[kLanes] = {};
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= valid; j0 += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += p[j0 + l] * Bf16ToFloat(dp[j0 + l]);
+  }
+  for (int l = 0; j0 + l < valid; ++l) acc[l] += p[j0 + l] * Bf16ToFloat(dp[j0 + l]);
+  const float dot = SumLanes(acc);
+  for (int64_t j = 0; j < valid; ++j) ds[j] = RoundBf16(p[j] * (Bf16ToFloat(dp[j]) - dot) * scale);
+  for (int64_t j = valid; j < n; ++j) ds[j] = 0;
+}
+
 #define ATTUNE_ACTIVATIONS(SUFFIX, ATTRS)                                                                             \
+  ATTRS void AttentionSoftmax##SUFFIX(const uint16_t* s, int64_t valid, int64_t n, float scale, float* p,       \
+                                      uint16_t* pb) {                                                           \
+    AttentionSoftmaxBody(s, valid, n, scale, p, pb);                                                            \
+  }                                                                                                             \
+  ATTRS void AttentionSoftmaxBackward##SUFFIX(const float* p, const uint16_t* dp, int64_t valid, int64_t n,     \
+                                              float scale, uint16_t* ds) {                                      \
+    AttentionSoftmaxBackwardBody(p, dp, valid, n, scale, ds);                                                   \
+  }                                                                                                             \
   ATTRS void Forward##SUFFIX(const float* g, const float* u, int64_t n, float* y) { ForwardBody(g, u, n, y); }  \
   ATTRS void Backward##SUFFIX(const float* g, const float* u, const float* dy, int64_t n, float* dg, float* du) { \
     BackwardBody(g, u, dy, n, dg, du);                                                                          \
@@ -147,6 +214,27 @@ ATTUNE_ACTIVATIONS(Scalar, __attribute__((optimize("fp-contract=off"))))
 #undef ATTUNE_ACTIVATIONS
 
 }  // namespace
+
+void AttentionSoftmaxBf16(const uint16_t* s, int64_t valid, int64_t n, float scale, float* p32, uint16_t* pb) {
+  switch (ActiveIsa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512: return AttentionSoftmaxAvx512(s, valid, n, scale, p32, pb);
+    case Isa::kAvx2: return AttentionSoftmaxAvx2(s, valid, n, scale, p32, pb);
+#endif
+    default: return AttentionSoftmaxScalar(s, valid, n, scale, p32, pb);
+  }
+}
+
+void AttentionSoftmaxBf16Backward(const float* p32, const uint16_t* dp, int64_t valid, int64_t n, float scale,
+                                  uint16_t* ds) {
+  switch (ActiveIsa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512: return AttentionSoftmaxBackwardAvx512(p32, dp, valid, n, scale, ds);
+    case Isa::kAvx2: return AttentionSoftmaxBackwardAvx2(p32, dp, valid, n, scale, ds);
+#endif
+    default: return AttentionSoftmaxBackwardScalar(p32, dp, valid, n, scale, ds);
+  }
+}
 
 void SwiGlu(const float* g, const float* u, int64_t n, float* y) {
   switch (ActiveIsa()) {

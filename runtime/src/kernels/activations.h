@@ -36,4 +36,19 @@ float LogSoftmaxAt(float* x, int64_t n, int64_t target, bool grad);
 // derivative with respect to the logits: softmax(x) - e^b.
 float KlFromBase(float* x, const float* b, int64_t n, bool grad);
 
+// One row of causal attention probabilities from its bf16 scores s (the
+// scores product's output, as autocast rounds it): x_j = s_j · scale for
+// j < valid, p = softmax(x) (the keys at and beyond `valid` are masked: 0).
+// Writes p into p32 (valid floats) and, rounded to bf16 (nearest even),
+// into pb (n entries, zeros from `valid`). Sums run over 16 fixed lanes,
+// so every instruction set gives the same bits. REQUIRES: 1 <= valid <= n.
+void AttentionSoftmaxBf16(const uint16_t* s, int64_t valid, int64_t n, float scale, float* p32, uint16_t* pb);
+
+// That row's gradient with respect to its scores: given p32 from
+// AttentionSoftmaxBf16 and dL/dp in bf16 (dp, n entries),
+// ds_j = p_j (dp_j - Σ_k p_k dp_k) · scale, rounded to bf16 into ds (n
+// entries, zeros from `valid`; ds may be dp).
+void AttentionSoftmaxBf16Backward(const float* p32, const uint16_t* dp, int64_t valid, int64_t n, float scale,
+                                  uint16_t* ds);
+
 }  // namespace attune::runtime::kernels
