@@ -82,15 +82,43 @@ namespace {
   }
 }
 
-// log Σ e^x over a row: max, then one pass of exponentials.
-[[gnu::always_inline]] inline float LogSumExp(const float* x, int64_t n) {
+// Sums over 16 lanes (element j into lane j % 16), then the lanes in order:
+// the same bits whatever the vector width.
+constexpr int kLanes = 16;
+[[gnu::always_inline]] inline float SumLanes(const float* acc) {
+  float s = 0.0f;
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  return s;
+}
+
+// f(j, lane) for j in [0, n), lane = j % 16, in blocks of 16 (which
+// vectorize whatever the vector width) and a tail.
+template <typename F>
+[[gnu::always_inline]] inline void ForLanes(int64_t n, F f) {
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= n; j0 += kLanes) {
+    for (int l = 0; l < kLanes; ++l) f(j0 + l, l);
+  }
+  for (int l = 0; j0 + l < n; ++l) f(j0 + l, l);
+}
+
+// The largest of x[0, n) (NaNs skipped), over the 16 lanes.
+[[gnu::always_inline]] inline float MaxOf(const float* x, int64_t n) {
+  float lane_max[kLanes];
+  for (int l = 0; l < kLanes; ++l) lane_max[l] = -INFINITY;
+  ForLanes(n, [&](int64_t j, int l) { lane_max[l] = x[j] > lane_max[l] ? x[j] : lane_max[l]; });
   float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-  for (int64_t j = 0; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < n; ++j) sum += Exp(x[j] - mx);
-  return mx + std::log(sum);
+  for (int l = 0; l < kLanes; ++l) mx = lane_max[l] > mx ? lane_max[l] : mx;
+  return mx;
+}
+
+// log Σ e^x over a row: max, then one pass of exponentials, both over the
+// 16 lanes.
+[[gnu::always_inline]] inline float LogSumExp(const float* x, int64_t n) {
+  const float mx = MaxOf(x, n);
+  float acc[kLanes] = {};
+  ForLanes(n, [&](int64_t j, int l) { acc[l] += Exp(x[j] - mx); });
+  return mx + std::log(SumLanes(acc));
 }
 
 [[gnu::always_inline]] inline float LogSoftmaxAtBody(float* x, int64_t n, int64_t target, bool grad) {
@@ -106,19 +134,17 @@ namespace {
 
 [[gnu::always_inline]] inline float KlFromBaseBody(float* x, const float* b, int64_t n, bool grad) {
   const float lse = LogSumExp(x, n);
-  float kl = 0.0f;
+  float acc[kLanes] = {};
   if (grad) {
-#pragma omp simd reduction(+ : kl)
-    for (int64_t j = 0; j < n; ++j) {
+    ForLanes(n, [&](int64_t j, int l) {
       const float pb = Exp(b[j]);
-      kl += pb * (b[j] - (x[j] - lse));
+      acc[l] += pb * (b[j] - (x[j] - lse));
       x[j] = Exp(x[j] - lse) - pb;
-    }
+    });
   } else {
-#pragma omp simd reduction(+ : kl)
-    for (int64_t j = 0; j < n; ++j) kl += Exp(b[j]) * (b[j] - (x[j] - lse));
+    ForLanes(n, [&](int64_t j, int l) { acc[l] += Exp(b[j]) * (b[j] - (x[j] - lse)); });
   }
-  return kl;
+  return SumLanes(acc);
 }
 
 // float -> bf16, nearest even, NaN -> 0x7FC0 (as LibTorch's scalar rounding).
@@ -129,36 +155,15 @@ namespace {
   return f != f ? uint16_t(0x7FC0) : r;
 }
 
-// Sums over 16 lanes (element j into lane j % 16), then the lanes in order:
-// the same bits whatever the vector width.
-constexpr int kLanes = 16;
-[[gnu::always_inline]] inline float SumLanes(const float* acc) {
-  float s = 0.0f;
-  for (int l = 0; l < kLanes; ++l) s += acc[l];
-  return s;
-}
-
 [[gnu::always_inline]] inline void AttentionSoftmaxBody(const uint16_t* s, int64_t valid, int64_t n, float scale,
                                                         float* p, uint16_t* pb) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < valid; ++j) {
-    p[j] = Bf16ToFloat(s[j]) * scale;
-    mx = p[j] > mx ? p[j] : mx;
-  }
+  for (int64_t j = 0; j < valid; ++j) p[j] = Bf16ToFloat(s[j]) * scale;
+  const float mx = MaxOf(p, valid);
   float acc[kLanes] = {};
-  int64_t j0 = 0;
-  for (; j0 + kLanes <= valid; j0 += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float e = Exp(p[j0 + l] - mx);
-      p[j0 + l] = e;
-      acc[l] += e;
-    }
-  }
-  for (int l = 0; j0 + l < valid; ++l) {
-    const float e = Exp(p[j0 + l] - mx);
-    p[j0 + l] = e;
-    acc[l] += e;
-  }
+  ForLanes(valid, [&](int64_t j, int l) {
+    p[j] = Exp(p[j] - mx);
+    acc[l] += p[j];
+  });
   const float inv = 1.0f / SumLanes(acc);
   for (int64_t j = 0; j < valid; ++j) {
     p[j] *= inv;
@@ -170,11 +175,7 @@ constexpr int kLanes = 16;
 [[gnu::always_inline]] inline void AttentionSoftmaxBackwardBody(const float* p, const uint16_t* dp, int64_t valid,
                                                                 int64_t n, float scale, uint16_t* ds) {
   float acc[kLanes] = {};
-  int64_t j0 = 0;
-  for (; j0 + kLanes <= valid; j0 += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += p[j0 + l] * Bf16ToFloat(dp[j0 + l]);
-  }
-  for (int l = 0; j0 + l < valid; ++l) acc[l] += p[j0 + l] * Bf16ToFloat(dp[j0 + l]);
+  ForLanes(valid, [&](int64_t j, int l) { acc[l] += p[j] * Bf16ToFloat(dp[j]); });
   const float dot = SumLanes(acc);
   for (int64_t j = 0; j < valid; ++j) ds[j] = RoundBf16(p[j] * (Bf16ToFloat(dp[j]) - dot) * scale);
   for (int64_t j = valid; j < n; ++j) ds[j] = 0;
