@@ -112,13 +112,24 @@ template <typename F>
   return mx;
 }
 
-// log Σ e^x over a row: max, then one pass of exponentials, both over the
-// 16 lanes.
+// Σ f(j) for j in [0, n), added in order (the order the logit rows' bits
+// have always had), the terms computed 16 at a time (which vectorizes).
+template <typename F>
+[[gnu::always_inline]] inline float SumInOrder(int64_t n, F f) {
+  float sum = 0.0f, t[kLanes];
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= n; j0 += kLanes) {
+    for (int l = 0; l < kLanes; ++l) t[l] = f(j0 + l);
+    for (int l = 0; l < kLanes; ++l) sum += t[l];
+  }
+  for (; j0 < n; ++j0) sum += f(j0);
+  return sum;
+}
+
+// log Σ e^x over a row: its maximum, then one pass of exponentials.
 [[gnu::always_inline]] inline float LogSumExp(const float* x, int64_t n) {
   const float mx = MaxOf(x, n);
-  float acc[kLanes] = {};
-  ForLanes(n, [&](int64_t j, int l) { acc[l] += Exp(x[j] - mx); });
-  return mx + std::log(SumLanes(acc));
+  return mx + std::log(SumInOrder(n, [&](int64_t j) { return Exp(x[j] - mx); }));
 }
 
 [[gnu::always_inline]] inline float LogSoftmaxAtBody(float* x, int64_t n, int64_t target, bool grad) {
@@ -134,17 +145,15 @@ template <typename F>
 
 [[gnu::always_inline]] inline float KlFromBaseBody(float* x, const float* b, int64_t n, bool grad) {
   const float lse = LogSumExp(x, n);
-  float acc[kLanes] = {};
   if (grad) {
-    ForLanes(n, [&](int64_t j, int l) {
+    return SumInOrder(n, [&](int64_t j) {
       const float pb = Exp(b[j]);
-      acc[l] += pb * (b[j] - (x[j] - lse));
+      const float term = pb * (b[j] - (x[j] - lse));
       x[j] = Exp(x[j] - lse) - pb;
+      return term;
     });
-  } else {
-    ForLanes(n, [&](int64_t j, int l) { acc[l] += Exp(b[j]) * (b[j] - (x[j] - lse)); });
   }
-  return SumLanes(acc);
+  return SumInOrder(n, [&](int64_t j) { return Exp(b[j]) * (b[j] - (x[j] - lse)); });
 }
 
 // float -> bf16, nearest even, NaN -> 0x7FC0 (as LibTorch's scalar rounding).
