@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/src/kernels/quant_blocks.h"
 #include "runtime/src/kernels/quant_dot.h"
 
 // Built with -fno-trapping-math (CMakeLists.txt): the clamp's selects only
@@ -156,14 +157,6 @@ template <typename F>
   return SumInOrder(n, [&](int64_t j) { return Exp(b[j]) * (b[j] - (x[j] - lse)); });
 }
 
-// float -> bf16, nearest even, NaN -> 0x7FC0 (as LibTorch's scalar rounding).
-[[gnu::always_inline]] inline uint16_t RoundBf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  const uint16_t r = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-  return f != f ? uint16_t(0x7FC0) : r;
-}
-
 [[gnu::always_inline]] inline void AttentionSoftmaxBody(const uint16_t* s, int64_t valid, int64_t n, float scale,
                                                         float* p, uint16_t* pb) {
   for (int64_t j = 0; j < valid; ++j) p[j] = Bf16ToFloat(s[j]) * scale;
@@ -176,7 +169,7 @@ template <typename F>
   const float inv = 1.0f / SumLanes(acc);
   for (int64_t j = 0; j < valid; ++j) {
     p[j] *= inv;
-    pb[j] = RoundBf16(p[j]);
+    pb[j] = F32ToBf16(p[j]);
   }
   for (int64_t j = valid; j < n; ++j) pb[j] = 0;
 }
@@ -186,7 +179,7 @@ template <typename F>
   float acc[kLanes] = {};
   ForLanes(valid, [&](int64_t j, int l) { acc[l] += p[j] * Bf16ToFloat(dp[j]); });
   const float dot = SumLanes(acc);
-  for (int64_t j = 0; j < valid; ++j) ds[j] = RoundBf16(p[j] * (Bf16ToFloat(dp[j]) - dot) * scale);
+  for (int64_t j = 0; j < valid; ++j) ds[j] = F32ToBf16(p[j] * (Bf16ToFloat(dp[j]) - dot) * scale);
   for (int64_t j = valid; j < n; ++j) ds[j] = 0;
 }
 
