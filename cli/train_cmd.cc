@@ -37,6 +37,7 @@ struct TrainFlags {
   double alpha = 32;
   double lr = 1e-3;
   double max_memory_mb = 1024;
+  int64_t micro_batch = 0;
   uint64_t seed = 0;
   int threads = 0;
   bool wait = false;
@@ -61,6 +62,7 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   o.trainer.early_stopping_patience = f.early_stopping;
   o.trainer.eval_every_steps = f.eval_every;
   o.trainer.max_memory_mb = f.max_memory_mb;
+  o.trainer.micro_batch_size = f.micro_batch;
   o.trainer.gradient_checkpointing = !f.no_checkpointing;
   o.trainer.base_products = f.bf16_base ? "bf16" : f.base_products;
   o.trainer.seed = f.seed;
@@ -207,6 +209,9 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   t->add_option("--max-memory-mb", f.max_memory_mb, "Training memory budget above the weights (default 1024)")
       ->check(FiniteNumber())
       ->check(CLI::PositiveNumber);
+  t->add_option("--micro-batch", f.micro_batch,
+                 "Sequences per micro-batch, 1..256 (default 0: the most that --max-memory-mb allows)")
+      ->check(CLI::Range(int64_t(0), int64_t(256)));
   t->add_option("--seed", f.seed, "Seed for sampling, init, data order, 0..2^64-1 (default 0)")
       ->check(CountValue(UINT64_MAX));
   t->add_option("--threads", f.threads, "BLAS threads (default: all cores; with bf16 base products, LibTorch's)")->check(CLI::Range(0, 1024));

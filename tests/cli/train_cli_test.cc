@@ -66,5 +66,20 @@ TEST_F(TrainCliTest, EarlyStoppingFlagsReachTheTrainerAndItsReport) {
   EXPECT_NE(bad.err.find("--eval-every"), std::string::npos) << bad.err;
 }
 
+// --micro-batch sets the micro-batch the report gives (without it the
+// memory budget picks 16 for this tiny model); out of range is a usage
+// error naming the flag.
+TEST_F(TrainCliTest, MicroBatchFlagReachesTheTrainerAndItsReport) {
+  ImportFeedback();
+  Output o = Run("train --model " + tiny_ + " --max-steps 2 --micro-batch 3 --no-checkpointing --no-promote --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(nlohmann::json::parse(o.out)["report"]["micro_batch_size"].get<int64_t>(), 3) << o.out;
+  for (const std::string v : {"-1", "257", "two"}) {
+    Output bad = Run("train --model " + tiny_ + " --micro-batch " + v);
+    EXPECT_EQ(bad.code, 2) << v << ": " << bad.err;
+    EXPECT_NE(bad.err.find("--micro-batch"), std::string::npos) << bad.err;
+  }
+}
+
 }  // namespace
 }  // namespace attune::cli
