@@ -261,16 +261,28 @@ at::Tensor CausalProbs(const at::Tensor& qb, const at::Tensor& kb, const CausalB
   return pb;
 }
 
+// What backward needs of a causal attention: its bf16 operands, and the
+// scores when kept.
+struct CausalSaved {
+  at::Tensor qb, kb, vb, sb;
+};
+
+// The causal attention's output (fp32) of q, k, v; with `saved`, what its
+// backward needs (the scores with keep_scores).
+at::Tensor CausalAttentionBf16(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const CausalBf16& c,
+                               CausalSaved* saved, bool keep_scores) {
+  CausalSaved o{Bf16Copy(q), Bf16Copy(k), Bf16Copy(v), {}};
+  const at::Tensor out = Fp32Copy(at::matmul(CausalProbs(o.qb, o.kb, c, keep_scores ? &o.sb : nullptr), o.vb));
+  if (saved) *saved = std::move(o);
+  return out;
+}
+
 struct CausalAttentionBf16Fn : public torch::autograd::Function<CausalAttentionBf16Fn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, int64_t past, int64_t T, double scale, bool keep_scores) {
-    const CausalBf16 c{past, T, scale};
-    at::Tensor qb = Bf16Copy(q), kb = Bf16Copy(k), vb = Bf16Copy(v), sb;
-    const at::Tensor out = Fp32Copy(at::matmul(CausalProbs(qb, kb, c, keep_scores ? &sb : nullptr), vb));
-    ctx->saved_data["q"] = qb;
-    ctx->saved_data["k"] = kb;
-    ctx->saved_data["v"] = vb;
-    if (keep_scores) ctx->saved_data["scores"] = sb;
+    CausalSaved saved;
+    const at::Tensor out = CausalAttentionBf16(q, k, v, CausalBf16{past, T, scale}, &saved, keep_scores);
+    ctx->save_for_backward({saved.qb, saved.kb, saved.vb, saved.sb});  // sb undefined unless kept
     ctx->saved_data["past"] = past;
     ctx->saved_data["T"] = T;
     ctx->saved_data["scale"] = scale;
@@ -281,10 +293,9 @@ struct CausalAttentionBf16Fn : public torch::autograd::Function<CausalAttentionB
     at::NoGradGuard ng;
     const CausalBf16 c{ctx->saved_data["past"].toInt(), ctx->saved_data["T"].toInt(),
                        ctx->saved_data["scale"].toDouble()};
-    const at::Tensor qb = ctx->saved_data["q"].toTensor(), kb = ctx->saved_data["k"].toTensor(),
-                     vb = ctx->saved_data["v"].toTensor();
-    const at::Tensor sb = ctx->saved_data.count("scores") ? ctx->saved_data["scores"].toTensor()
-                                                          : at::matmul(qb, kb.transpose(-1, -2));
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &qb = saved[0], &kb = saved[1], &vb = saved[2];
+    const at::Tensor sb = saved[3].defined() ? saved[3] : at::matmul(qb, kb.transpose(-1, -2));
     const at::Tensor gb = Bf16Copy(grad[0]);
     at::Tensor ds = at::matmul(gb, vb.transpose(-1, -2)).contiguous();  // dL/dprobabilities, then dL/dscores
     at::Tensor pb = at::empty_like(sb);
@@ -339,13 +350,8 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
   const bool graph = at::GradMode::is_enabled() && (qg.requires_grad() || k.requires_grad() || v.requires_grad());
   at::Tensor attn;  // [B, Hkv, G*T, D]
   if (Bf16Products::active() && !cache && T > 1) {
-    const CausalBf16 cb{ctx.past, T, scale};
-    if (graph) {
-      attn = CausalAttentionBf16Fn::apply(qg, k, v, ctx.past, T, scale, /*keep_scores=*/recompute);
-    } else {
-      at::NoGradGuard ng;
-      attn = Fp32Copy(at::matmul(CausalProbs(Bf16Copy(qg), Bf16Copy(k), cb, nullptr), Bf16Copy(v)));
-    }
+    attn = graph ? CausalAttentionBf16Fn::apply(qg, k, v, ctx.past, T, scale, /*keep_scores=*/recompute)
+                 : CausalAttentionBf16(qg, k, v, CausalBf16{ctx.past, T, scale}, nullptr, false);
   } else {
     attn = graph && !recompute ? AttentionFn::apply(qg, k, v, reinterpret_cast<int64_t>(&ctx.mask), scale)
                                : Attention(qg, k, v, ctx.mask, scale);

@@ -55,19 +55,12 @@ namespace {
   }
 }
 
-[[gnu::always_inline]] inline float Bf16ToFloat(uint16_t b) {
-  const uint32_t u = uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
-
 // The same from bf16 inputs (the kept products of a checkpointed pass).
 [[gnu::always_inline]] inline void ForwardBf16Body(const uint16_t* gb, const uint16_t* ub, int64_t n, float* y) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float g = Bf16ToFloat(gb[i]);
-    y[i] = g / (1.0f + Exp(-g)) * Bf16ToFloat(ub[i]);
+    const float g = Bf16ToF32(gb[i]);
+    y[i] = g / (1.0f + Exp(-g)) * Bf16ToF32(ub[i]);
   }
 }
 
@@ -75,7 +68,7 @@ namespace {
                                                     float* dg, float* du) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float g = Bf16ToFloat(gb[i]), u = Bf16ToFloat(ub[i]);
+    const float g = Bf16ToF32(gb[i]), u = Bf16ToF32(ub[i]);
     const float s = 1.0f / (1.0f + Exp(-g));
     const float gs = g * s;
     dg[i] = dy[i] * u * (s + gs * (1.0f - s));
@@ -159,7 +152,7 @@ template <typename F>
 
 [[gnu::always_inline]] inline void AttentionSoftmaxBody(const uint16_t* s, int64_t valid, int64_t n, float scale,
                                                         float* p, uint16_t* pb) {
-  for (int64_t j = 0; j < valid; ++j) p[j] = Bf16ToFloat(s[j]) * scale;
+  for (int64_t j = 0; j < valid; ++j) p[j] = Bf16ToF32(s[j]) * scale;
   const float mx = MaxOf(p, valid);
   float acc[kLanes] = {};
   ForLanes(valid, [&](int64_t j, int l) {
@@ -177,9 +170,9 @@ template <typename F>
 [[gnu::always_inline]] inline void AttentionSoftmaxBackwardBody(const float* p, const uint16_t* dp, int64_t valid,
                                                                 int64_t n, float scale, uint16_t* ds) {
   float acc[kLanes] = {};
-  ForLanes(valid, [&](int64_t j, int l) { acc[l] += p[j] * Bf16ToFloat(dp[j]); });
+  ForLanes(valid, [&](int64_t j, int l) { acc[l] += p[j] * Bf16ToF32(dp[j]); });
   const float dot = SumLanes(acc);
-  for (int64_t j = 0; j < valid; ++j) ds[j] = F32ToBf16(p[j] * (Bf16ToFloat(dp[j]) - dot) * scale);
+  for (int64_t j = 0; j < valid; ++j) ds[j] = F32ToBf16(p[j] * (Bf16ToF32(dp[j]) - dot) * scale);
   for (int64_t j = valid; j < n; ++j) ds[j] = 0;
 }
 

@@ -20,7 +20,8 @@ void ScalarDequantizeRows(GgmlType type, const uint8_t* w, size_t row_bytes, int
 }
 
 void ScalarDequantizeRowsBf16(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, uint16_t* dst) {
-  std::vector<float> row(static_cast<size_t>(n));
+  thread_local std::vector<float> row;
+  row.resize(size_t(n));
   for (int64_t r = 0; r < rows; ++r) DequantRowBf16(type, w + size_t(r) * row_bytes, dst + r * n, n, row.data());
 }
 
