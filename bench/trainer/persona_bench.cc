@@ -11,7 +11,7 @@
 //                 [--alpha 32] [--targets q,k,v,o,gate,up,down]
 //                 [--anchors 32] [--anchor-selection nearest|first]
 //                 [--anchor-weight 1] [--anchor-tokens 48]
-//                 [--l2-parent 0] [--lr-schedule constant] [--seed 0] [--candidate-scale 1] [--early-stopping 0] [--eval-every 5] [--base-products auto] [--bf16-base] [--windows 1] [--json]
+//                 [--l2-parent 0] [--lr-schedule constant] [--seed 0] [--candidate-scale 1] [--null-space 0] [--early-stopping 0] [--eval-every 5] [--base-products auto] [--bf16-base] [--windows 1] [--json]
 //                 PERSONA.json ...
 //
 // With --windows N the facts are taught in N windows in a row (a third of
@@ -54,7 +54,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--replay-ratio R] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--replay-ratio R] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -97,6 +97,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--lr-schedule") f.t.lr_schedule = value();
     else if (a == "--seed") f.t.seed = uint64_t(Number(a, value()));
     else if (a == "--candidate-scale") f.t.candidate_scale = Number(a, value());
+    else if (a == "--null-space") f.t.null_space_energy = Number(a, value());
     else if (a == "--bf16-base") f.t.base_products = "bf16";
     else if (a == "--base-products") f.t.base_products = value();
     else if (a == "--replay-ratio") f.replay_ratio = Number(a, value());
@@ -213,7 +214,7 @@ int RunOne(const Flags& f, const std::string& path) {
                         {"gate_forgetting_kl", run->report.forgetting_kl}, {"promoted", run->promoted},
                         {"train_seconds", train_seconds}, {"trainer_seconds", run->report.wall_seconds},
                         {"steps", run->report.steps}, {"kept_step", run->report.kept_step},
-                        {"heldout_curve", run->report.heldout_curve}};
+                        {"heldout_curve", run->report.heldout_curve}, {"notes", run->report.notes}};
     AddMisses(*r, &j);
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {

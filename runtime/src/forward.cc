@@ -140,6 +140,7 @@ struct ProjectBf16Fn : public torch::autograd::Function<ProjectBf16Fn> {
 at::Tensor Project(const LayerWeights& L, int target, const at::Tensor& x, const LoraWeights* lora, size_t layer,
                    const at::Tensor& x_bf16 = {}, bool value = true) {
   const LinearWeight& w = L.proj[size_t(target)];
+  if (lora && lora->observe) (*lora->observe)(layer, target, x);
   const LoraWeights::Pair* p = lora ? &lora->layers[layer][size_t(target)] : nullptr;
   if (!p || !p->a.defined()) return w.Mul(x, x_bf16);
   at::Tensor xin = lora->training && lora->dropout > 0 ? at::dropout(x, lora->dropout, /*train=*/true) : x;

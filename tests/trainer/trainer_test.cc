@@ -7,12 +7,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <utility>
 #include <vector>
 
+#include "attune/runtime/generate.h"
 #include "tests/runtime/test_util.h"
+#include "trainer/src/anchors.h"
+#include "trainer/src/null_space.h"
 
 namespace attune::trainer {
 namespace {
@@ -190,6 +194,53 @@ TEST(TrainerTest, CandidateScaleInterpolatesEachBTowardTheParent) {
   for (double bad : {0.0, -0.5, 1.5}) {
     o.candidate_scale = bad;
     ExpectRefused(m, in, o, {"candidate_scale"});
+  }
+}
+
+// TrainerOptions::null_space_energy: after the window every A reads none of
+// the directions the general prompts' inputs hold (measured here as the
+// window measures them: the anchor pool, no anchors mixed in), the window
+// still learns, and out-of-range values are refused.
+TEST(TrainerTest, NullSpaceConstraintKeepsEveryAOffTheGeneralPromptsDirections) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 4;
+  o.anchor_examples = 0;
+  o.base_products = "fp32";
+  auto free = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  o.null_space_energy = 0.9;
+  auto held = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(free.ok() && held.ok()) << held.status().ToString();
+  EXPECT_NE(held->report.ToJson().find("null-space constraint"), std::string::npos);
+  EXPECT_LT(held->report.new_loss_candidate, held->report.new_loss_parent) << "it still learns";
+  std::vector<std::vector<int64_t>> seqs;
+  for (const auto& prompt : internal::AnchorPool()) {
+    auto ids = runtime::PromptIds(*m, {{"user", prompt}});
+    ASSERT_TRUE(ids.ok());
+    seqs.emplace_back(ids->begin(), ids->end());
+  }
+  const auto ns = internal::NullSpace::Measure(*m, o.lora.targets, seqs, 0.9);
+  int checked = 0;
+  for (size_t i = 0; i < held->names.size(); ++i) {
+    const std::string& name = held->names[i];  // layers.L.T.a
+    if (!name.ends_with(".a")) continue;
+    const size_t l = std::stoul(name.substr(7));
+    const std::string target = name.substr(name.find('.', 7) + 1, name.size() - name.find('.', 7) - 3);
+    int t = 0;
+    while (t < runtime::kNumLoraTargets && target != runtime::LoraTargetName(t)) ++t;
+    ASSERT_LT(t, runtime::kNumLoraTargets) << name;
+    const at::Tensor u = ns.directions(l, t);
+    const double scale = held->adapter[i].abs().max().item<double>();
+    EXPECT_LT(held->adapter[i].mm(u).abs().max().item<double>(), 1e-4 * scale) << name;
+    EXPECT_GT(free->adapter[i].mm(u).abs().max().item<double>(), 1e-2 * scale) << name << ": unconstrained A reads them";
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+  for (double bad : {1.0, -0.1, std::nan("")}) {
+    o.null_space_energy = bad;
+    ExpectRefused(m, in, o, {"null_space_energy"});
   }
 }
 

@@ -20,6 +20,7 @@
 #include "attune/runtime/generate.h"
 #include "attune/runtime/linear_weight.h"
 #include "anchors.h"
+#include "null_space.h"
 #include "checkpoint.h"
 
 namespace attune::trainer {
@@ -91,6 +92,7 @@ std::string ConfigKey(const TrainerOptions& o, int64_t mb) {
                       {"weights", {o.sft_weight, o.dpo_weight, o.kto_weight, o.dpo_beta, o.kto_beta, o.l2_to_parent}}};
   // (Only when on: the checkpoints of runs without it keep their key.)
   if (o.early_stopping_patience > 0) j["early_stopping"] = {o.early_stopping_patience, o.eval_every_steps};
+  if (o.null_space_energy > 0) j["null_space"] = o.null_space_energy;
   if (o.lr_schedule != "constant") j["lr_schedule"] = {o.lr_schedule, o.max_steps, o.warmup_steps};
   return j.dump();
 }
@@ -303,6 +305,7 @@ class WindowRun {
 
   void EncodeAll(const std::vector<TextExample>& in, std::vector<EncodedExample>* dst);
   void AddAnchors(const TrainInput& input);
+  void MeasureNullSpace();
   std::vector<std::vector<size_t>> PlanOf(int64_t epoch) const;
   std::pair<std::vector<const EncodedExample*>, int64_t> NextMicro();
   double RunMicro(const std::vector<const EncodedExample*>& mbx);
@@ -326,6 +329,7 @@ class WindowRun {
   std::vector<EncodedExample> fresh_, replay_, heldout_, train_;
   std::optional<LoraParams> params_;
   std::optional<AdamW> opt_;
+  std::optional<internal::NullSpace> null_space_;
   std::vector<at::Tensor> parent_values_;
   bool has_parent_ = false, early_stopping_ = false;
   int64_t mb_ = 1;
@@ -349,6 +353,9 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
   }
   if (o.anchor_selection != "first" && o.anchor_selection != "nearest") {
     return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o.anchor_selection + "'");
+  }
+  if (!(o.null_space_energy >= 0 && o.null_space_energy < 1)) {
+    return InvalidArgumentError("null_space_energy must be in [0, 1), not " + std::to_string(o.null_space_energy));
   }
   return Status::Ok();
 }
@@ -390,6 +397,34 @@ void WindowRun::AddAnchors(const TrainInput& input) {
                      " anchor examples (distillation toward the base model on its own answers to general prompts)");
 }
 
+// The general prompts' inputs to every targeted projection: the anchor pool
+// (prompts ready for the reply) and the anchors' base answers.
+void WindowRun::MeasureNullSpace() {
+  const auto t0 = Clock::now();
+  std::vector<std::vector<int64_t>> sequences;
+  if (m_.tokenizer() && m_.chat_template()) {
+    const auto& pool = o_.anchor_prompts.empty() ? internal::AnchorPool() : o_.anchor_prompts;
+    for (const auto& prompt : pool) {
+      auto ids = runtime::PromptIds(m_, {{"user", prompt}});
+      if (ids.ok()) sequences.emplace_back(ids->begin(), ids->end());
+    }
+  }
+  for (const auto& e : train_) {
+    if (e.objective == Objective::kDistill) sequences.push_back(e.chosen.ids);
+  }
+  if (sequences.empty()) {
+    r_.notes.push_back("null-space constraint off: no general prompts to measure (the model has no chat template)");
+    return;
+  }
+  null_space_.emplace(internal::NullSpace::Measure(m_, o_.lora.targets, sequences, o_.null_space_energy));
+  null_space_->Apply(*params_);
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "null-space constraint: A reads none of %.1f of %.0f input directions on average (%.3g of %zu general sequences' energy; %.1f s)",
+                null_space_->mean_directions(), null_space_->mean_inputs(), o_.null_space_energy, sequences.size(),
+                std::chrono::duration<double>(Clock::now() - t0).count());
+  r_.notes.push_back(buf);
+}
+
 Status WindowRun::Prepare(const TrainInput& input) {
   EncodeAll(input.new_examples, &fresh_);
   EncodeAll(input.replay_examples, &replay_);
@@ -421,6 +456,7 @@ Status WindowRun::Prepare(const TrainInput& input) {
     Status s = params_->Assign(input.parent);
     if (!s.ok()) return FailedPreconditionError("the parent adapter does not fit this LoRA configuration: " + s.message());
   }
+  if (o_.null_space_energy > 0) MeasureNullSpace();
   parent_values_ = params_->Snapshot();
   opt_.emplace(params_->parameters(), o_.adamw);
   mb_ = PickMicroBatch(m_, o_);
@@ -643,6 +679,7 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
     ++st_.clipped_steps;
   }
   opt_->Step(ScheduledLr(o_, st_.step));
+  if (null_space_) null_space_->Apply(*params_);
   opt_->ZeroGrad();
   ++st_.step;
   st_.tokens += step_tokens;

@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +41,11 @@ struct LoraWeights {
   double dropout = 0.0;
   bool training = false;
   std::vector<std::array<Pair, kNumLoraTargets>> layers;
+  // When set, called with every projection's input x [batch, seq, in]
+  // before the product (adapted or not): the trainer's statistics of the
+  // activations an adapter must leave alone. `layers` must then hold an
+  // entry per layer (undefined pairs for none adapted).
+  const std::function<void(size_t layer, int target, const at::Tensor& x)>* observe = nullptr;
 };
 
 struct LayerWeights {

@@ -46,6 +46,9 @@ class LoraParams {
   std::vector<at::Tensor> Snapshot() const;
   // "layers.3.q.a" style names, parallel to parameters().
   const std::vector<std::string>& names() const { return names_; }
+  // The tensors of one layer's target (undefined when it is not adapted).
+  const runtime::LoraWeights::Pair& pair(size_t layer, int target) const { return layers_[layer][size_t(target)]; }
+  size_t num_layers() const { return layers_.size(); }
 
  private:
   LoraConfig config_;

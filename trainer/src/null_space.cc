@@ -1,0 +1,117 @@
+#include "null_space.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+
+namespace attune::trainer::internal {
+
+using runtime::kNumLoraTargets;
+
+namespace {
+
+// Projections that read the same tensor share their statistics: q, k and v
+// read the attention norm's output, gate and up the MLP norm's.
+int InputOf(int target) {
+  if (target == runtime::kK || target == runtime::kV) return runtime::kQ;
+  if (target == runtime::kUp) return runtime::kGate;
+  return target;
+}
+
+}  // namespace
+
+NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool, kNumLoraTargets>& targets,
+                             const std::vector<std::vector<int64_t>>& sequences, double energy) {
+  at::NoGradGuard ng;
+  const size_t n_layers = model.layers().size();
+  std::array<bool, kNumLoraTargets> wanted{};
+  for (int t = 0; t < kNumLoraTargets; ++t) {
+    if (targets[size_t(t)]) wanted[size_t(InputOf(t))] = true;
+  }
+  // Σ x xᵀ per (layer, input).
+  std::vector<std::array<at::Tensor, kNumLoraTargets>> moments(n_layers);
+  at::Tensor valid;  // the rows of the batch that are not padding
+  const std::function<void(size_t, int, const at::Tensor&)> observe = [&](size_t layer, int target, const at::Tensor& x) {
+    if (!wanted[size_t(target)] || InputOf(target) != target) return;
+    at::Tensor rows = x.reshape({-1, x.size(-1)}).index_select(0, valid).to(at::kFloat);
+    at::Tensor& m = moments[layer][size_t(target)];
+    if (m.defined()) m.addmm_(rows.t(), rows);
+    else m = rows.t().mm(rows);
+  };
+  runtime::LoraWeights probe;
+  probe.layers.resize(n_layers);
+  probe.observe = &observe;
+  runtime::ForwardOptions fo;
+  fo.last_logits_only = true;
+  // Batches of similar lengths, padded on the right: causal attention keeps
+  // the padding out of every real position, and `valid` keeps it out of the
+  // moments.
+  std::vector<size_t> order;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    if (!sequences[i].empty()) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return sequences[a].size() < sequences[b].size(); });
+  constexpr size_t kBatch = 16;
+  for (size_t start = 0; start < order.size(); start += kBatch) {
+    const size_t n = std::min(kBatch, order.size() - start);
+    const int64_t T = int64_t(sequences[order[start + n - 1]].size());
+    at::Tensor tokens = at::zeros({int64_t(n), T}, at::kLong);
+    std::vector<int64_t> rows;
+    for (size_t b = 0; b < n; ++b) {
+      const auto& ids = sequences[order[start + b]];
+      tokens[int64_t(b)].narrow(0, 0, int64_t(ids.size())).copy_(at::tensor(ids, at::kLong));
+      for (size_t t = 0; t < ids.size(); ++t) rows.push_back(int64_t(b) * T + int64_t(t));
+    }
+    valid = at::tensor(rows, at::kLong);
+    runtime::Forward(model, &probe, tokens, nullptr, fo);
+  }
+
+  NullSpace ns;
+  ns.keep_.resize(n_layers);
+  double sum_k = 0, sum_in = 0;
+  int64_t count = 0;
+  for (size_t l = 0; l < n_layers; ++l) {
+    std::array<at::Tensor, kNumLoraTargets> by_input;
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (!wanted[size_t(t)] || !moments[l][size_t(t)].defined()) continue;
+      // eigh: ascending eigenvalues; the preserved directions are the
+      // largest ones holding `energy` of the trace.
+      auto [values, vectors] = at::linalg_eigh(moments[l][size_t(t)]);
+      at::Tensor desc = values.clamp_min(0).flip({0});
+      at::Tensor cum = desc.cumsum(0);
+      const double total = cum[-1].item<double>();
+      int64_t k = 0;
+      if (total > 0) k = (cum < energy * total).sum().item<int64_t>() + 1;
+      k = std::min<int64_t>(k, desc.size(0));
+      by_input[size_t(t)] = vectors.flip({1}).narrow(1, 0, k).contiguous();
+    }
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (!targets[size_t(t)]) continue;
+      ns.keep_[l][size_t(t)] = by_input[size_t(InputOf(t))];
+      if (!ns.keep_[l][size_t(t)].defined()) continue;
+      sum_k += double(ns.keep_[l][size_t(t)].size(1));
+      sum_in += double(ns.keep_[l][size_t(t)].size(0));
+      ++count;
+    }
+  }
+  if (count > 0) ns.mean_k_ = sum_k / double(count), ns.mean_in_ = sum_in / double(count);
+  return ns;
+}
+
+void NullSpace::Apply(const LoraParams& params) const {
+  at::NoGradGuard ng;
+  for (size_t l = 0; l < params.num_layers() && l < keep_.size(); ++l) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      const at::Tensor& u = keep_[l][size_t(t)];
+      const at::Tensor& a = params.pair(l, t).a;
+      if (!u.defined() || !a.defined() || u.size(1) == 0) continue;
+      at::Tensor ad = a.detach();
+      ad.sub_(ad.mm(u).mm(u.t()));
+    }
+  }
+}
+
+}  // namespace attune::trainer::internal
