@@ -81,5 +81,23 @@ TEST_F(TrainCliTest, MicroBatchFlagReachesTheTrainerAndItsReport) {
   }
 }
 
+// --null-space reaches the trainer (its report says how many directions it
+// held); 1 and a word are usage errors naming the flag.
+TEST_F(TrainCliTest, NullSpaceFlagReachesTheTrainerAndItsReport) {
+  ImportFeedback();
+  Output o = Run("train --model " + tiny_ + " --max-steps 2 --null-space 0.9 --no-promote --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_NE(nlohmann::json::parse(o.out)["report"].dump().find("null-space constraint: A reads none of"), std::string::npos)
+      << o.out;
+  Output off = Run("train --model " + tiny_ + " --max-steps 2 --no-promote --json");
+  ASSERT_EQ(off.code, 0) << off.err;
+  EXPECT_EQ(off.out.find("null-space"), std::string::npos) << "off by default";
+  for (const std::string v : {"1", "-0.5", "most"}) {
+    Output bad = Run("train --model " + tiny_ + " --null-space " + v);
+    EXPECT_EQ(bad.code, 2) << v << ": " << bad.err;
+    EXPECT_NE(bad.err.find("--null-space"), std::string::npos) << bad.err;
+  }
+}
+
 }  // namespace
 }  // namespace attune::cli

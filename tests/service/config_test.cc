@@ -31,6 +31,7 @@ forgetting_prompts = ["a", "b"]
 anchor_prompts = ["river?", "apple"]
 base_products = "fp32"
 threads = 1
+null_space_energy = 0.97
 [gate]
 max_forgetting_kl = 0.5
 )",
@@ -46,6 +47,7 @@ max_forgetting_kl = 0.5
   EXPECT_EQ(c->trainer.anchor_prompts, (std::vector<std::string>{"river?", "apple"}));
   EXPECT_EQ(c->trainer.base_products, "fp32");
   EXPECT_EQ(c->trainer.threads, 1);
+  EXPECT_DOUBLE_EQ(c->trainer.null_space_energy, 0.97);
   EXPECT_DOUBLE_EQ(c->gate.max_forgetting_kl, 0.5);
 }
 
@@ -80,6 +82,10 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   auto th = ParseServiceConfig("[trainer]\nthreads = -1\n", "f.toml");
   ASSERT_FALSE(th.ok());
   EXPECT_NE(th.status().message().find("trainer.threads must be in 0..1024"), std::string::npos) << th.status().message();
+  auto ns = ParseServiceConfig("[trainer]\nnull_space_energy = 1.0\n", "f.toml");
+  ASSERT_FALSE(ns.ok());
+  EXPECT_NE(ns.status().message().find("trainer.null_space_energy must be in [0, 1)"), std::string::npos)
+      << ns.status().message();
   auto bad = ParseServiceConfig("[server\n", "f.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("f.toml:1:"), std::string::npos) << bad.status().message();

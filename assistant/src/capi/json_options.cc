@@ -67,6 +67,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Number("dpo_beta", t.dpo_beta);
   r.Number("kto_beta", t.kto_beta);
   r.Number("l2_to_parent", t.l2_to_parent);
+  r.Number("null_space_energy", t.null_space_energy);
   r.Int("seed", t.seed, 0, std::numeric_limits<int64_t>::max());
   r.Int("heldout_min_examples", t.heldout_min_examples, 0, kMaxInt);
   r.Int("heldout_every", t.heldout_every, 1, kMaxInt);
@@ -100,6 +101,10 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
   const std::string& bp = o.trainer.base_products;
   if (!trainer::KnownBaseProducts(bp)) {
     return InvalidArgumentError(r.PathOf("base_products") + ": '" + bp + "' is not \"auto\", \"fp32\" or \"bf16\"");
+  }
+  const double ns = o.trainer.null_space_energy;
+  if (!(ns >= 0 && ns < 1)) {
+    return InvalidArgumentError(r.PathOf("null_space_energy") + ": " + std::to_string(ns) + " is not in [0, 1)");
   }
   return Status::Ok();
 }

@@ -69,6 +69,9 @@ struct TrainerConfig {
   int64_t anchor_max_tokens = 48;   // Default: 48
   // "first" | "nearest" (trainer_options.h). Default: "nearest"
   std::string anchor_selection = "nearest";
+  // The null-space constraint on LoRA A (trainer_options.h), in [0, 1);
+  // 0 = off. Default: 0
+  double null_space_energy = 0;
   // "auto" | "fp32" | "bf16": the frozen base's products (trainer_options.h).
   // Default: "auto" (bf16 where the CPU has AVX512-BF16 or AMX)
   std::string base_products = "auto";
