@@ -238,6 +238,14 @@ TEST(TrainerTest, NullSpaceConstraintKeepsEveryAOffTheGeneralPromptsDirections) 
     ++checked;
   }
   EXPECT_GT(checked, 0);
+  // From a parent trained without it: the window measures the parent as it
+  // is served (not with its A projected), then trains under the constraint.
+  in.parent = free->adapter;
+  auto child = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  o.null_space_energy = 0;
+  auto child_free = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(child.ok() && child_free.ok());
+  EXPECT_DOUBLE_EQ(child->report.new_loss_parent, child_free->report.new_loss_parent);
   for (double bad : {1.0, -0.1, std::nan("")}) {
     o.null_space_energy = bad;
     ExpectRefused(m, in, o, {"null_space_energy"});

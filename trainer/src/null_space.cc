@@ -30,24 +30,14 @@ NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool,
   for (int t = 0; t < kNumLoraTargets; ++t) {
     if (targets[size_t(t)]) wanted[size_t(InputOf(t))] = true;
   }
-  // Σ x xᵀ per (layer, input).
-  std::vector<std::array<at::Tensor, kNumLoraTargets>> moments(n_layers);
-  at::Tensor valid;  // the rows of the batch that are not padding
-  const std::function<void(size_t, int, const at::Tensor&)> observe = [&](size_t layer, int target, const at::Tensor& x) {
-    if (!wanted[size_t(target)] || InputOf(target) != target) return;
-    at::Tensor rows = x.reshape({-1, x.size(-1)}).index_select(0, valid).to(at::kFloat);
-    at::Tensor& m = moments[layer][size_t(target)];
-    if (m.defined()) m.addmm_(rows.t(), rows);
-    else m = rows.t().mm(rows);
-  };
-  runtime::LoraWeights probe;
-  probe.layers.resize(n_layers);
-  probe.observe = &observe;
-  runtime::ForwardOptions fo;
-  fo.last_logits_only = true;
+
   // Batches of similar lengths, padded on the right: causal attention keeps
-  // the padding out of every real position, and `valid` keeps it out of the
-  // moments.
+  // the padding out of every real position, and `valid` (the rows that are
+  // not padding) keeps it out of the moments.
+  struct Batch {
+    at::Tensor x, valid;
+    runtime::AttentionContext ctx;
+  };
   std::vector<size_t> order;
   for (size_t i = 0; i < sequences.size(); ++i) {
     if (!sequences[i].empty()) order.push_back(i);
@@ -55,6 +45,7 @@ NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool,
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return sequences[a].size() < sequences[b].size(); });
   constexpr size_t kBatch = 16;
+  std::vector<Batch> batches;
   for (size_t start = 0; start < order.size(); start += kBatch) {
     const size_t n = std::min(kBatch, order.size() - start);
     const int64_t T = int64_t(sequences[order[start + n - 1]].size());
@@ -65,21 +56,40 @@ NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool,
       tokens[int64_t(b)].narrow(0, 0, int64_t(ids.size())).copy_(at::tensor(ids, at::kLong));
       for (size_t t = 0; t < ids.size(); ++t) rows.push_back(int64_t(b) * T + int64_t(t));
     }
-    valid = at::tensor(rows, at::kLong);
-    runtime::Forward(model, &probe, tokens, nullptr, fo);
+    batches.push_back({runtime::EmbedTokens(model, tokens), at::tensor(rows, at::kLong),
+                       runtime::MakeAttentionContext(model, 0, T)});
   }
 
+  // A layer at a time over every batch, so that only one layer's moments
+  // (Σ x xᵀ per input) are held: all layers' would be 400 MB for SmolLM2.
   NullSpace ns;
   ns.keep_.resize(n_layers);
+  std::array<at::Tensor, kNumLoraTargets> moments;
+  const at::Tensor* valid = nullptr;
+  const std::function<void(size_t, int, const at::Tensor&)> observe = [&](size_t, int target, const at::Tensor& x) {
+    if (!wanted[size_t(target)] || InputOf(target) != target) return;
+    at::Tensor rows = x.reshape({-1, x.size(-1)}).index_select(0, *valid).to(at::kFloat);
+    at::Tensor& m = moments[size_t(target)];
+    if (m.defined()) m.addmm_(rows.t(), rows);
+    else m = rows.t().mm(rows);
+  };
+  runtime::LoraWeights probe;
+  probe.layers.resize(n_layers);
+  probe.observe = &observe;
   double sum_k = 0, sum_in = 0;
   int64_t count = 0;
   for (size_t l = 0; l < n_layers; ++l) {
+    for (auto& m : moments) m = at::Tensor();
+    for (Batch& b : batches) {
+      valid = &b.valid;
+      b.x = runtime::LayerForward(model, &probe, l, b.x, b.ctx, nullptr);
+    }
     std::array<at::Tensor, kNumLoraTargets> by_input;
     for (int t = 0; t < kNumLoraTargets; ++t) {
-      if (!wanted[size_t(t)] || !moments[l][size_t(t)].defined()) continue;
+      if (!moments[size_t(t)].defined()) continue;
       // eigh: ascending eigenvalues; the preserved directions are the
       // largest ones holding `energy` of the trace.
-      auto [values, vectors] = at::linalg_eigh(moments[l][size_t(t)]);
+      auto [values, vectors] = at::linalg_eigh(moments[size_t(t)]);
       at::Tensor desc = values.clamp_min(0).flip({0});
       at::Tensor cum = desc.cumsum(0);
       const double total = cum[-1].item<double>();

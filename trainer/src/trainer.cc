@@ -417,7 +417,6 @@ void WindowRun::MeasureNullSpace() {
     return;
   }
   null_space_.emplace(internal::NullSpace::Measure(m_, o_.lora.targets, sequences, o_.null_space_energy));
-  null_space_->Apply(*params_);
   char buf[200];
   std::snprintf(buf, sizeof buf, "null-space constraint: A reads none of %.1f of %.0f input directions on average (%.3g of %zu general sequences' energy; %.1f s)",
                 null_space_->mean_directions(), null_space_->mean_inputs(), o_.null_space_energy, sequences.size(),
@@ -692,6 +691,11 @@ Status WindowRun::Train(const std::function<bool()>& should_stop) {
   prior_seconds_ = st_.wall_seconds;
   const int64_t first_step = st_.step;
   int64_t nonfinite_in_a_row = 0;
+  // The window trains from its parent with A projected (a parent trained
+  // without the constraint loses what it read there); the parent's own
+  // losses, measured before, are the served adapter's. (Idempotent on a
+  // resumed window, whose A already is.)
+  if (null_space_) null_space_->Apply(*params_);
   while (st_.step < o_.max_steps) {
     const StepEnd end = Step(should_stop);
     if (end == StepEnd::kStopped) {
