@@ -7,11 +7,11 @@
 // which the window trained on), forgetting KL. Prints a table row (or JSON) per
 // persona; docs/trainer.md's lever table comes from runs of this program.
 //
-//   persona_bench --model M.gguf [--steps 20] [--lr 2e-3] [--rank 16]
+//   persona_bench --model M.gguf [--steps 40] [--lr 2e-3] [--rank 16]
 //                 [--alpha 32] [--targets q,k,v,o,gate,up,down]
 //                 [--anchors 32] [--anchor-selection nearest|first]
 //                 [--anchor-weight 1] [--anchor-tokens 48]
-//                 [--l2-parent 0] [--lr-schedule constant] [--seed 0] [--candidate-scale 1] [--null-space 0] [--early-stopping 0] [--eval-every 5] [--base-products auto] [--bf16-base] [--windows 1] [--json]
+//                 [--l2-parent 0] [--lr-schedule constant] [--seed 0] [--candidate-scale 1] [--null-space 0.97] [--early-stopping 0] [--eval-every 5] [--base-products auto] [--bf16-base] [--windows 1] [--json]
 //                 PERSONA.json ...
 //
 // With --windows N the facts are taught in N windows in a row (a third of
@@ -68,7 +68,8 @@ double Number(const std::string& flag, const std::string& v) {
 Flags Parse(int argc, char** argv) {
   Flags f;
   // The demo's window (cli/demo_cmd.cc).
-  f.t.max_steps = 20;
+  f.t.max_steps = 40;
+  f.t.null_space_energy = 0.97;
   f.t.micro_batch_size = 8;
   f.t.grad_accum_steps = 2;
   f.t.adamw.lr = 2e-3;
