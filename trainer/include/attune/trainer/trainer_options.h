@@ -103,12 +103,13 @@ struct TrainerOptions {
   // is exactly s times the trained one. In (0, 1]; 1 = the trained adapter.
   // docs/trainer.md's lever table says what it does. Default: 1
   double candidate_scale = 1.0;
-  // Null-space constraint (as AlphaEdit, Fang et al. 2025): after every step
-  // each LoRA A is projected off the directions that hold this fraction of
-  // the second moment of the base model's inputs to its projection on
-  // general prompts (the anchor pool and the anchors' answers), so the
-  // adapter changes nothing on inputs in their span. In [0, 1); 0 = off.
-  // docs/trainer.md's lever table says what it does. Default: 0
+  // Null-space constraint (as AlphaEdit, Fang et al. 2025): before the first
+  // step and after every step each LoRA A is projected off the directions
+  // that hold this fraction of the second moment of the base model's inputs
+  // to its projection on general prompts (the anchor pool and the anchors'
+  // answers), so the adapter changes nothing on inputs in their span. In
+  // [0, 1); 0 = off. docs/trainer.md's lever table says what it does; the
+  // full demo uses 0.97. Default: 0
   double null_space_energy = 0.0;
   // The global L2 norm of each step's gradient is clipped to this (as
   // torch.nn.utils.clip_grad_norm_); 0 = no clipping. Default: 1
