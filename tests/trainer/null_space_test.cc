@@ -110,7 +110,7 @@ TEST(NullSpaceTest, ConstrainedAReadsAtMostTheEnergyLeftOnTheMeasuredInputs) {
 }
 
 // Only the adapted projections get directions; q, k and v (and gate and up)
-// read one tensor and share theirs.
+// read one tensor and share theirs, counted once in bytes().
 TEST(NullSpaceTest, OnlyAdaptedTargetsAreMeasuredAndSharedInputsShareDirections) {
   auto m = Tiny();
   LoraConfig c = AllTargets(2);
@@ -118,13 +118,17 @@ TEST(NullSpaceTest, OnlyAdaptedTargetsAreMeasuredAndSharedInputsShareDirections)
   c.targets[size_t(runtime::kK)] = c.targets[size_t(runtime::kV)] = c.targets[size_t(runtime::kUp)] = true;
   const auto ns = NullSpace::Measure(*m, c.targets, Sequences(), 0.8);
   const auto all = NullSpace::Measure(*m, AllTargets(2).targets, Sequences(), 0.8);
+  int64_t bytes = 0;  // k and v share one tensor: counted once
   for (size_t l = 0; l < m->layers().size(); ++l) {
+    bytes += 4 * (ns.directions(l, runtime::kK).numel() + ns.directions(l, runtime::kUp).numel());
     EXPECT_FALSE(ns.directions(l, runtime::kQ).defined());
     EXPECT_FALSE(ns.directions(l, runtime::kDown).defined());
     EXPECT_TRUE(at::equal(ns.directions(l, runtime::kK), ns.directions(l, runtime::kV)));
     EXPECT_TRUE(at::equal(ns.directions(l, runtime::kK), all.directions(l, runtime::kQ)));
     EXPECT_TRUE(at::equal(ns.directions(l, runtime::kUp), all.directions(l, runtime::kGate)));
   }
+  EXPECT_GT(bytes, 0);
+  EXPECT_EQ(ns.bytes(), bytes);
 }
 
 }  // namespace

@@ -97,6 +97,9 @@ NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool,
       k = std::min<int64_t>(k, desc.size(0));
       by_input[size_t(t)] = vectors.flip({1}).narrow(1, 0, k).contiguous();
     }
+    for (const auto& u : by_input) {
+      if (u.defined()) ns.bytes_ += u.numel() * int64_t(u.element_size());
+    }
     for (int t = 0; t < kNumLoraTargets; ++t) {
       if (!targets[size_t(t)]) continue;
       ns.keep_[l][size_t(t)] = by_input[size_t(InputOf(t))];

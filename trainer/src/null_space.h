@@ -42,10 +42,13 @@ class NullSpace {
   // their mean input size, for the report's notes.
   double mean_directions() const { return mean_k_; }
   double mean_inputs() const { return mean_in_; }
+  // Bytes the directions hold (shared ones counted once).
+  int64_t bytes() const { return bytes_; }
 
  private:
   std::vector<std::array<at::Tensor, runtime::kNumLoraTargets>> keep_;
   double mean_k_ = 0, mean_in_ = 0;
+  int64_t bytes_ = 0;
 };
 
 }  // namespace attune::trainer::internal

@@ -417,10 +417,10 @@ void WindowRun::MeasureNullSpace() {
     return;
   }
   null_space_.emplace(internal::NullSpace::Measure(m_, o_.lora.targets, sequences, o_.null_space_energy));
-  char buf[200];
-  std::snprintf(buf, sizeof buf, "null-space constraint: A reads none of %.1f of %.0f input directions on average (%.3g of %zu general sequences' energy; %.1f s)",
+  char buf[240];
+  std::snprintf(buf, sizeof buf, "null-space constraint: A reads none of %.1f of %.0f input directions on average (%.3g of %zu general sequences' energy; %.1f s, %.0f MB held)",
                 null_space_->mean_directions(), null_space_->mean_inputs(), o_.null_space_energy, sequences.size(),
-                std::chrono::duration<double>(Clock::now() - t0).count());
+                std::chrono::duration<double>(Clock::now() - t0).count(), double(null_space_->bytes()) / (1 << 20));
   r_.notes.push_back(buf);
 }
 
