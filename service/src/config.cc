@@ -205,7 +205,7 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(tr.anchor_max_tokens >= 1, "trainer.anchor_max_tokens", ">= 1"));
   RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",
                         "trainer.anchor_selection", "\"first\" or \"nearest\""));
-  RETURN_IF_ERROR(Range(tr.null_space_energy >= 0 && tr.null_space_energy < 1, "trainer.null_space_energy", "in [0, 1)"));
+  RETURN_IF_ERROR(Range(trainer::ValidNullSpaceEnergy(tr.null_space_energy), "trainer.null_space_energy", "in [0, 1)"));
   RETURN_IF_ERROR(Range(tr.threads >= 0 && tr.threads <= 1024, "trainer.threads", "in 0..1024"));
   RETURN_IF_ERROR(
       Range(trainer::KnownBaseProducts(tr.base_products), "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));

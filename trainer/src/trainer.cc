@@ -354,7 +354,7 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
   if (o.anchor_selection != "first" && o.anchor_selection != "nearest") {
     return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o.anchor_selection + "'");
   }
-  if (!(o.null_space_energy >= 0 && o.null_space_energy < 1)) {
+  if (!ValidNullSpaceEnergy(o.null_space_energy)) {
     return InvalidArgumentError("null_space_energy must be in [0, 1), not " + std::to_string(o.null_space_energy));
   }
   return Status::Ok();

@@ -102,9 +102,9 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
   if (!trainer::KnownBaseProducts(bp)) {
     return InvalidArgumentError(r.PathOf("base_products") + ": '" + bp + "' is not \"auto\", \"fp32\" or \"bf16\"");
   }
-  const double ns = o.trainer.null_space_energy;
-  if (!(ns >= 0 && ns < 1)) {
-    return InvalidArgumentError(r.PathOf("null_space_energy") + ": " + std::to_string(ns) + " is not in [0, 1)");
+  if (!trainer::ValidNullSpaceEnergy(o.trainer.null_space_energy)) {
+    return InvalidArgumentError(r.PathOf("null_space_energy") + ": " + std::to_string(o.trainer.null_space_energy) +
+                                " is not in [0, 1)");
   }
   return Status::Ok();
 }

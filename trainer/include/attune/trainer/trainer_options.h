@@ -154,6 +154,8 @@ struct TrainerOptions {
 
 // Whether `s` is one of TrainerOptions::base_products' values.
 inline bool KnownBaseProducts(const std::string& s) { return s == "auto" || s == "fp32" || s == "bf16"; }
+// Whether `e` is a TrainerOptions::null_space_energy: in [0, 1) (NaN is not).
+inline bool ValidNullSpaceEnergy(double e) { return e >= 0 && e < 1; }
 
 struct TrainReport {
   bool completed = false;
