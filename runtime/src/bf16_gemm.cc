@@ -109,4 +109,18 @@ std::string Bf16GemmImplementation(const Bf16GemmShape& s) {
   return p.onednn ? p.pd.impl_info_str() : "widened to fp32 (no oneDNN bf16 on this CPU)";
 }
 
+bool Bf16GemmNative() {
+  static const bool native = [] {
+    Bf16GemmShape s;
+    s.m = s.n = s.k = s.lda = s.ldb = s.ldc = 16;
+    return Prepare(s).onednn;
+  }();
+  return native;
+}
+
+at::Tensor Bf16Matmul(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != at::kBFloat16 || Bf16GemmNative()) return at::matmul(a, b);
+  return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(at::kBFloat16);
+}
+
 }  // namespace attune::runtime

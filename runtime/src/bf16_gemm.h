@@ -12,6 +12,8 @@
 // the order of the sums). Thread safety: any thread may call it.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 
@@ -33,5 +35,17 @@ void Bf16Gemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b, floa
 // than its matrix (slower); "ref…" its reference code (much slower); or
 // that the product is widened to fp32 (no oneDNN bf16 on this CPU).
 std::string Bf16GemmImplementation(const Bf16GemmShape& s);
+
+// Whether oneDNN computes bf16 products on this CPU (AVX-512 and later).
+// Where it does not, Bf16Gemm widens them to fp32, and LibTorch's own bf16
+// at::matmul sums in bf16 (its generic kernel: 2 % off a LoRA's weight
+// gradient over 74 tokens, more over a batch), so bf16 products that need
+// fp32 sums go through Bf16Matmul.
+bool Bf16GemmNative();
+
+// at::matmul(a, b) of bf16 tensors, rounded to bf16 as LibTorch rounds it,
+// with fp32 sums on every CPU: at::matmul where oneDNN takes bf16, else the
+// operands widened exactly to fp32. Operands of another type: at::matmul.
+at::Tensor Bf16Matmul(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace attune::runtime

@@ -125,8 +125,8 @@ struct ProjectBf16Fn : public torch::autograd::Function<ProjectBf16Fn> {
     s = Bf16GemmShape();
     s.m = m, s.n = in, s.k = r, s.lda = r, s.ldb = in, s.ldc = in, s.accumulate = same;
     Bf16Gemm(s, Bf16Data(gt_b), Bf16Data(a_b), gxl.data_ptr<float>());
-    at::Tensor ga = CastFp32(at::mm(gt_b.t(), xl_b));
-    at::Tensor gbw = CastFp32(at::mm(gb.t(), t_b), scale);
+    at::Tensor ga = CastFp32(Bf16Matmul(gt_b.t(), xl_b));
+    at::Tensor gbw = CastFp32(Bf16Matmul(gb.t(), t_b), scale);
     auto sizes = grad[0].sizes().vec();
     sizes.back() = in;
     return {gx.view(sizes), same ? at::Tensor() : gxl.view(sizes), ga, gbw, at::Tensor(), at::Tensor(), at::Tensor(),
@@ -183,8 +183,8 @@ namespace {
 // the products' operands in bf16 under Bf16Products.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      double scale) {
-  const at::Tensor scores = CastFp32(at::matmul(Operand(q), Operand(k).transpose(-1, -2)), scale, mask);
-  return CastFp32(at::matmul(Operand(at::softmax(scores, -1)), Operand(v)));
+  const at::Tensor scores = CastFp32(Bf16Matmul(Operand(q), Operand(k).transpose(-1, -2)), scale, mask);
+  return CastFp32(Bf16Matmul(Operand(at::softmax(scores, -1)), Operand(v)));
 }
 
 // Attention's autograd without its probabilities: forward keeps the
@@ -255,7 +255,7 @@ void CausalSoftmaxRows(const at::Tensor& sb, const CausalBf16& c, at::Tensor& pb
 
 // The probabilities (bf16) of bf16 q [.., R, D] against bf16 k [.., S, D].
 at::Tensor CausalProbs(const at::Tensor& qb, const at::Tensor& kb, const CausalBf16& c, at::Tensor* scores) {
-  at::Tensor sb = at::matmul(qb, kb.transpose(-1, -2));
+  at::Tensor sb = Bf16Matmul(qb, kb.transpose(-1, -2));
   at::Tensor pb = at::empty_like(sb);
   CausalSoftmaxRows(sb, c, pb, nullptr);
   if (scores) *scores = sb;
@@ -273,7 +273,7 @@ struct CausalSaved {
 at::Tensor CausalAttentionBf16(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const CausalBf16& c,
                                CausalSaved* saved, bool keep_scores) {
   CausalSaved o{Bf16Copy(q), Bf16Copy(k), Bf16Copy(v), {}};
-  const at::Tensor out = Fp32Copy(at::matmul(CausalProbs(o.qb, o.kb, c, keep_scores ? &o.sb : nullptr), o.vb));
+  const at::Tensor out = Fp32Copy(Bf16Matmul(CausalProbs(o.qb, o.kb, c, keep_scores ? &o.sb : nullptr), o.vb));
   if (saved) *saved = std::move(o);
   return out;
 }
@@ -296,15 +296,15 @@ struct CausalAttentionBf16Fn : public torch::autograd::Function<CausalAttentionB
                        ctx->saved_data["scale"].toDouble()};
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     const at::Tensor &qb = saved[0], &kb = saved[1], &vb = saved[2];
-    const at::Tensor sb = saved[3].defined() ? saved[3] : at::matmul(qb, kb.transpose(-1, -2));
+    const at::Tensor sb = saved[3].defined() ? saved[3] : Bf16Matmul(qb, kb.transpose(-1, -2));
     const at::Tensor gb = Bf16Copy(grad[0]);
-    at::Tensor ds = at::matmul(gb, vb.transpose(-1, -2)).contiguous();  // dL/dprobabilities, then dL/dscores
+    at::Tensor ds = Bf16Matmul(gb, vb.transpose(-1, -2)).contiguous();  // dL/dprobabilities, then dL/dscores
     at::Tensor pb = at::empty_like(sb);
     CausalSoftmaxRows(sb, c, pb, &ds);
     at::Tensor dq, dk, dv;
-    if (ctx->needs_input_grad(0)) dq = Fp32Copy(at::matmul(ds, kb));
-    if (ctx->needs_input_grad(1)) dk = Fp32Copy(at::matmul(ds.transpose(-1, -2), qb));
-    if (ctx->needs_input_grad(2)) dv = Fp32Copy(at::matmul(pb.transpose(-1, -2), gb));
+    if (ctx->needs_input_grad(0)) dq = Fp32Copy(Bf16Matmul(ds, kb));
+    if (ctx->needs_input_grad(1)) dk = Fp32Copy(Bf16Matmul(ds.transpose(-1, -2), qb));
+    if (ctx->needs_input_grad(2)) dv = Fp32Copy(Bf16Matmul(pb.transpose(-1, -2), gb));
     return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
