@@ -12,12 +12,9 @@
 #include "runtime/src/bf16.h"
 #include "runtime/src/bf16_gemm.h"
 #include "runtime/src/kernels/quant_dot.h"
-#include "runtime/src/kernels/thread_pool.h"
 
 namespace attune::runtime {
 namespace {
-
-using kernels::ThreadPool;
 
 // Rows of a dequantized tile. fp32: about 1 MiB, so the tile stays in L2
 // while BLAS streams the activations past it. bf16: up to 8 MiB, a whole
@@ -30,13 +27,13 @@ int64_t TileRows(int64_t cols, bool bf16) {
   return std::max<int64_t>(16, elements / std::max<int64_t>(cols, 1));
 }
 
-// Dequantizes rows [r0, r0 + n) into dst, split across the pool.
+// Dequantizes rows [r0, r0 + n) into dst on the calling thread. The fp32
+// product that follows runs on OpenBLAS's threads, which spin (yielding)
+// between products on the other cores; split across the pool's workers, the
+// dequantization made them and OpenBLAS's take turns on those cores, and a
+// training step on 2 cores took 11-13 % longer (docs/PERFORMANCE.md).
 void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
-  const int64_t chunk = 16;
-  ThreadPool::Default().Run((n + chunk - 1) / chunk, [&](int64_t c) {
-    const int64_t a = c * chunk, rows = std::min(chunk, n - a);
-    kernels::DequantizeRows(q.type, q.data + size_t(r0 + a) * q.row_bytes, q.row_bytes, rows, q.cols, dst + a * q.cols);
-  });
+  kernels::DequantizeRows(q.type, q.data + size_t(r0) * q.row_bytes, q.row_bytes, n, q.cols, dst);
 }
 
 // Dequantizes rows [r0, r0 + n) to bf16 into dst, 16 rows at a time across
@@ -53,7 +50,7 @@ void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* d
 }
 
 // Calls f(r0, n, tile) for each tile of rows [r0, r0 + n) of q, dequantized
-// to bf16 (on LibTorch's threads) or to fp32 (on the pool).
+// to bf16 (on LibTorch's threads) or to fp32 (on the calling thread).
 template <typename F>
 void ForEachTile(const QuantMatrix& q, bool bf16, F&& f) {
   const int64_t tile = TileRows(q.cols, bf16), cap = std::min(tile, q.rows) * q.cols;
