@@ -31,7 +31,7 @@ int64_t TileRows(int64_t cols, bool bf16) {
 // product that follows runs on OpenBLAS's threads, which spin (yielding)
 // between products on the other cores; split across the pool's workers, the
 // dequantization made them and OpenBLAS's take turns on those cores, and a
-// training step on 2 cores took 11-13 % longer (docs/PERFORMANCE.md).
+// training step on 2 cores took 11-14 % longer (docs/PERFORMANCE.md).
 void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
   kernels::DequantizeRows(q.type, q.data + size_t(r0) * q.row_bytes, q.row_bytes, n, q.cols, dst);
 }
