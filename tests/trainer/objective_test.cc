@@ -222,6 +222,39 @@ TEST_F(LoraStepTest, HeadInChunksEqualsTheWholeHead) {
 
 // d loss / d theta by central differences on a few elements of every kind of
 // LoRA tensor, against autograd through the per-layer recomputation.
+// What a window keeps of the base for a distillation example: its scored
+// rows' normed final hidden states, computed for the sequence alone.
+// Concatenated and run through the head, they give the base log-probabilities
+// of a padded batch of those sequences (within rounding: another shape of
+// products), and of the batch itself exactly.
+TEST_F(LoraStepTest, BaseRowsOfEachSequenceAloneGiveTheBatchsBaseLogProbs) {
+  at::Generator gen = at::detail::createCPUGenerator(11);
+  std::vector<Sequence> seqs(3);
+  std::vector<const Sequence*> ptrs;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int64_t T = 5 + 4 * int64_t(i);  // unequal lengths: the batch pads
+    at::Tensor ids = at::randint(model_->config().vocab_size, {T}, gen, at::kLong);
+    seqs[i].ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + T);
+    seqs[i].scored.assign(size_t(T), 0);
+    for (int64_t t = T / 2; t < T; ++t) seqs[i].scored[size_t(t)] = 1;  // the answer half
+    ptrs.push_back(&seqs[i]);
+  }
+  const Batch b = MakeBatch(ptrs);
+  const at::Tensor hidden = Hidden(*model_, nullptr, b.ids);
+  const at::Tensor want = BaseLogProbsAtTargets(*model_, hidden, b);
+  EXPECT_TRUE(at::equal(HeadLogProbs(*model_, BaseTargetRows(*model_, hidden, b)), want));
+  std::vector<at::Tensor> rows;
+  for (const Sequence* s : ptrs) {
+    const Batch one = MakeBatch({s});
+    rows.push_back(BaseTargetRows(*model_, Hidden(*model_, nullptr, one.ids), one));
+    const int64_t T = int64_t(s->ids.size());
+    EXPECT_EQ(rows.back().size(0), T - T / 2);  // the scored positions
+  }
+  const at::Tensor got = HeadLogProbs(*model_, at::cat(rows));
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_LT((got - want).abs().max().item<double>(), 1e-4);
+}
+
 TEST_F(LoraStepTest, GradientsMatchFiniteDifferences) {
   Sequence s;
   s.ids = {3, 17, 42, 99, 5, 27, 64, 3, 88, 23};

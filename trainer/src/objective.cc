@@ -158,10 +158,8 @@ at::Tensor HeadRows(const runtime::Model& model, const at::Tensor& hidden, const
 
 }  // namespace
 
-at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch) {
+at::Tensor HeadLogProbs(const runtime::Model& model, const at::Tensor& hn) {
   at::NoGradGuard ng;
-  auto [rows, pos] = TargetIndex(batch);
-  at::Tensor hn = runtime::HeadNorm(model, base_hidden.index({rows, pos}));
   const int64_t n = hn.size(0), chunk = HeadChunkRows(model.output().out_features());
   at::Tensor out = at::empty({n, model.output().out_features()}, at::kFloat);
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
@@ -171,6 +169,16 @@ at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& 
     lp.sub_(at::logsumexp(lp, -1, /*keepdim=*/true));
   }
   return out;
+}
+
+at::Tensor BaseTargetRows(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch) {
+  at::NoGradGuard ng;
+  auto [rows, pos] = TargetIndex(batch);
+  return runtime::HeadNorm(model, base_hidden.index({rows, pos}));
+}
+
+at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch) {
+  return HeadLogProbs(model, BaseTargetRows(model, base_hidden, batch));
 }
 
 at::Tensor DistillLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch,

@@ -309,6 +309,7 @@ class WindowRun {
   std::vector<std::vector<size_t>> PlanOf(int64_t epoch) const;
   std::pair<std::vector<const EncodedExample*>, int64_t> NextMicro();
   double RunMicro(const std::vector<const EncodedExample*>& mbx);
+  const at::Tensor& BaseOf(const EncodedExample& e);
   StepEnd Step(const std::function<bool()>& should_stop);
   Status Save(const internal::CheckpointState& s);
   // A window that ends (with or without a candidate) leaves no checkpoint.
@@ -336,6 +337,7 @@ class WindowRun {
   internal::CheckpointState st_;
   at::Generator gen_ = at::detail::getDefaultCPUGenerator();
   std::vector<std::vector<size_t>> plan_;
+  std::vector<at::Tensor> base_of_;  // BaseOf, by index in train_
   double prior_seconds_ = 0;
 };
 
@@ -581,20 +583,22 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx) {
     const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
     return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return SftLoss(m_, h, b, wt, norm); });
   }
+  // The frozen base's side of the loss, per example (rows in
+  // SequenceLogProbs order: the batch's rows in turn).
+  std::vector<at::Tensor> parts;
+  for (const auto* e : mbx) {
+    const at::Tensor& v = BaseOf(*e);
+    parts.push_back(obj == Objective::kDistill ? v : v.narrow(0, 0, 1));
+  }
+  if (obj == Objective::kDpo) {
+    for (const auto* e : mbx) parts.push_back(BaseOf(*e).narrow(0, 1, 1));
+  }
   if (obj == Objective::kDistill) {
     const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum;
-    at::Tensor base;
-    {
-      at::NoGradGuard ng;
-      base = BaseLogProbsAtTargets(m_, Hidden(m_, nullptr, b.ids), b);
-    }
+    const at::Tensor base = HeadLogProbs(m_, at::cat(parts));
     return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return DistillLoss(m_, h, b, base, wt, norm); });
   }
-  at::Tensor ref;
-  {
-    at::NoGradGuard ng;
-    ref = SequenceLogProbs(m_, Hidden(m_, nullptr, b.ids), b);  // adapter off = reference model
-  }
+  const at::Tensor ref = at::cat(parts);  // adapter off = reference model
   const double norm = double(mbx.size()) * accum;
   if (obj == Objective::kDpo) {
     return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
@@ -604,6 +608,27 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx) {
   return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
     return KtoLoss(m_, h, b, ref, at::tensor(desirable), wt, o_.kto_beta, /*z0=*/0.0, norm / o_.kto_weight);
   });
+}
+
+// What the frozen base gives an example, which no step changes: for
+// distillation the normed final hidden states at its scored positions
+// (BaseTargetRows), for DPO and KTO the reference log-probabilities of its
+// chosen (and rejected) sequence. Computed the first time the example is
+// trained in the window, for the example alone, so that the value does not
+// depend on the batch it came in (a resumed window uses what a straight one
+// did), and the base's forward pass runs once per example and window instead
+// of once per micro-batch and step.
+const at::Tensor& WindowRun::BaseOf(const EncodedExample& e) {
+  if (base_of_.size() != train_.size()) base_of_.assign(train_.size(), at::Tensor());
+  at::Tensor& t = base_of_.at(size_t(&e - train_.data()));
+  if (t.defined()) return t;
+  at::NoGradGuard ng;
+  std::vector<const Sequence*> seqs = {&e.chosen};
+  if (e.objective == Objective::kDpo) seqs.push_back(&e.rejected);
+  const Batch b = MakeBatch(seqs);
+  const at::Tensor hidden = Hidden(m_, nullptr, b.ids);
+  t = e.objective == Objective::kDistill ? BaseTargetRows(m_, hidden, b) : SequenceLogProbs(m_, hidden, b);
+  return t;
 }
 
 Status WindowRun::Save(const internal::CheckpointState& s) {

@@ -99,8 +99,15 @@ at::Tensor DpoLoss(const runtime::Model& model, const at::Tensor& hidden, const 
 // Distillation toward the base model (anti-forgetting):
 //   sum over scored positions of KL(base || adapted) * w / norm
 // (norm = scored tokens of the step). `base_logprobs` [N, vocab] are the base
-// model's log-probabilities at the scored positions, in SequenceLogProbs order.
+// model's log-probabilities at the scored positions, in SequenceLogProbs order:
+// BaseLogProbsAtTargets(m, h, b) == HeadLogProbs(m, BaseTargetRows(m, h, b)).
+// BaseTargetRows are the normed final hidden states at those positions
+// ([N, hidden], a vocabulary's worth smaller than the log-probabilities: what
+// a trainer keeps of the base between steps); HeadLogProbs runs the output
+// head over such rows, a chunk at a time.
 at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch);
+at::Tensor BaseTargetRows(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch);
+at::Tensor HeadLogProbs(const runtime::Model& model, const at::Tensor& hn);
 at::Tensor DistillLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch,
                        const at::Tensor& base_logprobs, const at::Tensor& weights, double norm);
 at::Tensor KtoLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch, const at::Tensor& ref_logps,
