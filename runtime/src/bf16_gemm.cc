@@ -113,7 +113,7 @@ bool Bf16GemmNative() {
   static const bool native = [] {
     Bf16GemmShape s;
     s.m = s.n = s.k = s.lda = s.ldb = s.ldc = 16;
-    return Prepare(s).onednn;
+    return Lookup(s).onednn;
   }();
   return native;
 }

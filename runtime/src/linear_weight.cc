@@ -27,15 +27,6 @@ int64_t TileRows(int64_t cols, bool bf16) {
   return std::max<int64_t>(16, elements / std::max<int64_t>(cols, 1));
 }
 
-// Dequantizes rows [r0, r0 + n) into dst on the calling thread. The fp32
-// product that follows runs on OpenBLAS's threads, which spin (yielding)
-// between products on the other cores; split across the pool's workers, the
-// dequantization made them and OpenBLAS's take turns on those cores, and a
-// training step on 2 cores took 11-14 % longer (docs/PERFORMANCE.md).
-void DequantizeTile(const QuantMatrix& q, int64_t r0, int64_t n, float* dst) {
-  kernels::DequantizeRows(q.type, q.data + size_t(r0) * q.row_bytes, q.row_bytes, n, q.cols, dst);
-}
-
 // Dequantizes rows [r0, r0 + n) to bf16 into dst, 16 rows at a time across
 // LibTorch's intra-op threads (the ones its bf16 GEMM runs on next).
 void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* dst) {
@@ -50,7 +41,11 @@ void DequantizeTileBf16(const QuantMatrix& q, int64_t r0, int64_t n, uint16_t* d
 }
 
 // Calls f(r0, n, tile) for each tile of rows [r0, r0 + n) of q, dequantized
-// to bf16 (on LibTorch's threads) or to fp32 (on the calling thread).
+// to bf16 (on LibTorch's threads) or to fp32 (on the calling thread: the fp32
+// product that follows runs on OpenBLAS's threads, which spin, yielding,
+// between products on the other cores; split across the pool's workers, the
+// dequantization made them and OpenBLAS's take turns on those cores, and a
+// training step on 2 cores took 11-14 % longer, docs/PERFORMANCE.md).
 template <typename F>
 void ForEachTile(const QuantMatrix& q, bool bf16, F&& f) {
   const int64_t tile = TileRows(q.cols, bf16), cap = std::min(tile, q.rows) * q.cols;
@@ -62,7 +57,7 @@ void ForEachTile(const QuantMatrix& q, bool bf16, F&& f) {
       DequantizeTileBf16(q, r0, n, b16.data());
       f(r0, n, at::from_blob(b16.data(), {n, q.cols}, at::kBFloat16));
     } else {
-      DequantizeTile(q, r0, n, f32.data());
+      kernels::DequantizeRows(q.type, q.data + size_t(r0) * q.row_bytes, q.row_bytes, n, q.cols, f32.data());
       f(r0, n, at::from_blob(f32.data(), {n, q.cols}, at::kFloat));
     }
   }
