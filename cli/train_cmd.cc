@@ -45,6 +45,7 @@ struct TrainFlags {
   bool no_promote = false;
   bool force = false;
   bool no_checkpointing = false;
+  double graph_memory_mb = 0;
   bool bf16_base = false;
   std::string base_products = "auto";
 };
@@ -66,6 +67,7 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   o.trainer.max_memory_mb = f.max_memory_mb;
   o.trainer.micro_batch_size = f.micro_batch;
   o.trainer.gradient_checkpointing = !f.no_checkpointing;
+  o.trainer.graph_memory_mb = f.graph_memory_mb;
   o.trainer.base_products = f.bf16_base ? "bf16" : f.base_products;
   o.trainer.seed = f.seed;
   o.sample.seed = f.seed;
@@ -227,6 +229,11 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   t->add_flag("--no-promote", f.no_promote, "Keep the candidate without running the gate");
   t->add_flag("--force", f.force, "Promote even if the gate rejects (recorded in the history)");
   t->add_flag("--no-checkpointing", f.no_checkpointing, "Keep all activations (faster, more memory)");
+  t->add_option("--graph-memory-mb", f.graph_memory_mb,
+                 "With checkpointing, MB for the activations of the top layers that are not recomputed "
+                 "(faster, more memory; default 0: every layer recomputed)")
+      ->check(FiniteNumber())
+      ->check(CLI::NonNegativeNumber);
   t->add_option("--base-products", f.base_products,
                  "Frozen base products: bf16 (as PyTorch's bf16 autocast; about 2x faster on CPUs with AVX512-BF16 "
                  "or AMX), fp32, or auto: bf16 where the CPU has it (default auto)")

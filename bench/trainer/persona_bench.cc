@@ -11,7 +11,7 @@
 //                 [--alpha 32] [--targets q,k,v,o,gate,up,down]
 //                 [--anchors 32] [--anchor-selection nearest|first]
 //                 [--anchor-weight 1] [--anchor-tokens 48]
-//                 [--l2-parent 0] [--lr-schedule constant] [--seed 0] [--candidate-scale 1] [--null-space 0.97] [--early-stopping 0] [--eval-every 5] [--base-products auto] [--bf16-base] [--windows 1] [--json]
+//                 [--l2-parent 0] [--lr-schedule constant] [--seed 0] [--candidate-scale 1] [--null-space 0.97] [--early-stopping 0] [--eval-every 5] [--base-products auto] [--bf16-base] [--no-checkpointing] [--graph-memory 768] [--windows 1] [--json]
 //                 PERSONA.json ...
 //
 // With --windows N the facts are taught in N windows in a row (a third of
@@ -54,7 +54,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--replay-ratio R] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--no-checkpointing] [--graph-memory MB] [--replay-ratio R] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -72,6 +72,7 @@ Flags Parse(int argc, char** argv) {
   f.t.null_space_energy = 0.97;
   f.t.micro_batch_size = 8;
   f.t.grad_accum_steps = 2;
+  f.t.graph_memory_mb = 768;
   f.t.adamw.lr = 2e-3;
   f.t.lora.dropout = 0.0;
   f.t.encode.max_seq_len = 128;
@@ -101,6 +102,8 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--null-space") f.t.null_space_energy = Number(a, value());
     else if (a == "--bf16-base") f.t.base_products = "bf16";
     else if (a == "--base-products") f.t.base_products = value();
+    else if (a == "--no-checkpointing") f.t.gradient_checkpointing = false;
+    else if (a == "--graph-memory") f.t.graph_memory_mb = Number(a, value());
     else if (a == "--replay-ratio") f.replay_ratio = Number(a, value());
     else if (a == "--windows") f.windows = int(Number(a, value()));
     else if (a == "--forget") f.forget_other = value();

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -106,6 +107,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"micro_batch_size", Int(&tr.micro_batch_size)},
         {"grad_accum_steps", Int(&tr.grad_accum_steps)},
         {"max_seq_len", Int(&tr.max_seq_len)},
+        {"graph_memory_mb", Num(&tr.graph_memory_mb)},
         {"anchor_examples", Int(&tr.anchor_examples)},
         {"anchor_max_tokens", Int(&tr.anchor_max_tokens)},
         {"anchor_selection", Str(&tr.anchor_selection)},
@@ -201,6 +203,8 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(tr.micro_batch_size >= 0, "trainer.micro_batch_size", ">= 0"));
   RETURN_IF_ERROR(Range(tr.grad_accum_steps >= 1, "trainer.grad_accum_steps", ">= 1"));
   RETURN_IF_ERROR(Range(tr.max_seq_len >= 8, "trainer.max_seq_len", ">= 8"));
+  RETURN_IF_ERROR(Range(tr.graph_memory_mb >= 0 && std::isfinite(tr.graph_memory_mb), "trainer.graph_memory_mb",
+                        "a finite number >= 0"));
   RETURN_IF_ERROR(Range(tr.anchor_examples >= 0, "trainer.anchor_examples", ">= 0"));
   RETURN_IF_ERROR(Range(tr.anchor_max_tokens >= 1, "trainer.anchor_max_tokens", ">= 1"));
   RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",

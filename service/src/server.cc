@@ -146,6 +146,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   to.micro_batch_size = tr.micro_batch_size;
   to.grad_accum_steps = tr.grad_accum_steps;
   to.encode.max_seq_len = tr.max_seq_len;
+  to.graph_memory_mb = tr.graph_memory_mb;
   to.anchor_examples = tr.anchor_examples;
   to.anchor_max_tokens = tr.anchor_max_tokens;
   to.anchor_selection = tr.anchor_selection;

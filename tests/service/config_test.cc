@@ -86,6 +86,10 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   ASSERT_FALSE(ns.ok());
   EXPECT_NE(ns.status().message().find("trainer.null_space_energy must be in [0, 1)"), std::string::npos)
       << ns.status().message();
+  auto gm = ParseServiceConfig("[trainer]\ngraph_memory_mb = -1\n", "f.toml");
+  ASSERT_FALSE(gm.ok());
+  EXPECT_NE(gm.status().message().find("trainer.graph_memory_mb must be a finite number >= 0"), std::string::npos)
+      << gm.status().message();
   auto bad = ParseServiceConfig("[server\n", "f.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("f.toml:1:"), std::string::npos) << bad.status().message();

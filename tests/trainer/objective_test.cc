@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "attune/trainer/adamw.h"
@@ -220,8 +221,6 @@ TEST_F(LoraStepTest, HeadInChunksEqualsTheWholeHead) {
   }
 }
 
-// d loss / d theta by central differences on a few elements of every kind of
-// LoRA tensor, against autograd through the per-layer recomputation.
 // What a window keeps of the base for a distillation example: its scored
 // rows' normed final hidden states, computed for the sequence alone.
 // Concatenated and run through the head, they give the base log-probabilities
@@ -255,6 +254,84 @@ TEST_F(LoraStepTest, BaseRowsOfEachSequenceAloneGiveTheBatchsBaseLogProbs) {
   EXPECT_LT((got - want).abs().max().item<double>(), 1e-4);
 }
 
+// Checkpointing with the top layers keeping their graph (graph_layers)
+// gives the loss and gradients of a pass without checkpointing, with
+// dropout on: the recomputed layers replay their masks, the kept ones draw
+// theirs once, in the same order.
+TEST_F(LoraStepTest, TopLayersKeptOutOfCheckpointingGiveTheSameGradients) {
+  LoraConfig c;
+  c.rank = fx_["config"]["r"];
+  c.alpha = fx_["config"]["alpha"];
+  c.dropout = 0.1;
+  LoraParams p = LoraParams::Init(*model_, c, 3);
+  {
+    at::NoGradGuard ng;
+    for (auto& t : p.parameters()) t.detach().normal_(0, 0.05);  // B too: every path carries gradient
+  }
+  Sequence s1, s2;
+  s1.ids = {3, 17, 42, 99, 5, 27, 64, 3, 88, 23};
+  s1.scored = {0, 0, 0, 1, 1, 1, 1, 1, 1, 1};
+  s2.ids = {7, 8, 9, 10, 11, 12};
+  s2.scored = {0, 0, 1, 1, 1, 1};
+  const Batch b = MakeBatch({&s1, &s2});
+  auto run = [&](bool checkpointing, size_t graph_layers, double* loss) {
+    for (auto& t : p.parameters()) t.mutable_grad() = at::Tensor();
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_current_seed(1234);
+    }
+    *loss = ForwardBackward(
+        *model_, p.Weights(true), b.ids, checkpointing,
+        [&](const at::Tensor& h) { return SftLoss(*model_, h, b, at::ones({2}), 13.0); }, graph_layers);
+    std::vector<at::Tensor> g;
+    for (const auto& t : p.parameters()) g.push_back(t.grad().clone());
+    return g;
+  };
+  double want_loss = 0;
+  const auto want = run(false, 0, &want_loss);
+  const size_t L = model_->layers().size();
+  ASSERT_GE(L, 2u);
+  for (size_t kept : {size_t(0), size_t(1), L - 1, L, L + 5}) {
+    double loss = 0;
+    const auto got = run(true, kept, &loss);
+    EXPECT_NEAR(loss, want_loss, 1e-6 * std::max(1.0, std::abs(want_loss))) << kept << " layers kept";
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double scale = want[i].abs().max().item<double>() + 1e-6;
+      EXPECT_LT((got[i] - want[i]).abs().max().item<double>() / scale, 1e-4) << p.names()[i] << ", " << kept;
+    }
+  }
+  // The dropout masks matter: another seed gives another loss.
+  double other = 0;
+  {
+    for (auto& t : p.parameters()) t.mutable_grad() = at::Tensor();
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_current_seed(99);
+    }
+    other = ForwardBackward(*model_, p.Weights(true), b.ids, true,
+                            [&](const at::Tensor& h) { return SftLoss(*model_, h, b, at::ones({2}), 13.0); }, 1);
+  }
+  EXPECT_GT(std::abs(other - want_loss), 1e-6);
+}
+
+// How many layers keep their graph: none without memory, all at most, and
+// as many as the estimate fits in between.
+TEST_F(LoraStepTest, GraphLayersFitTheMemoryGiven) {
+  const auto& c = model_->config();
+  const double one = GraphLayerBytes(c, 4, 32) / (1024.0 * 1024.0);
+  EXPECT_GT(one, 0);
+  EXPECT_EQ(GraphLayers(c, 4, 32, 0), 0u);
+  EXPECT_EQ(GraphLayers(c, 4, 32, one * 0.99), 0u);
+  EXPECT_EQ(GraphLayers(c, 4, 32, one * 1.01), 1u);
+  EXPECT_EQ(GraphLayers(c, 4, 32, one * 1e6), size_t(c.n_layers));
+  EXPECT_LT(GraphLayers(c, 8, 32, one * 1.01), 1u);  // twice the rows: twice the bytes
+  EXPECT_GT(GraphLayerBytes(c, 4, 64), 2 * GraphLayerBytes(c, 4, 32));  // attention grows with seq^2
+}
+
+// d loss / d theta by central differences on a few elements of every kind of
+// LoRA tensor, against autograd through the per-layer recomputation.
 TEST_F(LoraStepTest, GradientsMatchFiniteDifferences) {
   Sequence s;
   s.ids = {3, 17, 42, 99, 5, 27, 64, 3, 88, 23};

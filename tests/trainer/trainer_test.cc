@@ -422,10 +422,13 @@ TEST(TrainerTest, CheckpointedTrainingWorksForEverySubsetOfTargets) {
     TrainerOptions o = SmallOptions();
     o.lora.targets = *ParseTargets(targets);
     o.lora.dropout = 0;
-    for (bool checkpointing : {true, false}) {
+    // checkpointed; not; checkpointed with the top layers' graphs kept
+    for (auto [checkpointing, graph_mb] : {std::pair{true, 0.0}, std::pair{false, 0.0}, std::pair{true, 1e6}}) {
       o.gradient_checkpointing = checkpointing;
+      o.graph_memory_mb = graph_mb;
       auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
-      ASSERT_TRUE(r.ok()) << targets << (checkpointing ? " checkpointed: " : ": ") << r.status().ToString();
+      ASSERT_TRUE(r.ok()) << targets << (checkpointing ? " checkpointed: " : ": ") << graph_mb << " "
+                          << r.status().ToString();
       EXPECT_LT(r->report.new_loss_candidate, r->report.new_loss_parent) << targets;
     }
   }

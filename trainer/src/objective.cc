@@ -7,6 +7,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 
 #include "attune/runtime/logit_rows.h"
@@ -220,11 +221,24 @@ void ReleaseFreedMemory() {
 
 }  // namespace
 
+double GraphLayerBytes(const runtime::ModelConfig& c, int64_t rows, int64_t seq) {
+  return 4.0 * double(rows) * double(seq) * double(8 * c.hidden + 3 * c.intermediate + 2 * c.n_heads * seq);
+}
+
+size_t GraphLayers(const runtime::ModelConfig& c, int64_t rows, int64_t seq, double mb) {
+  const double per_layer = GraphLayerBytes(c, rows, seq);
+  if (!(mb > 0) || !(per_layer > 0)) return 0;
+  return size_t(std::min(double(c.n_layers), std::floor(mb * 1024 * 1024 / per_layer)));
+}
+
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
-                       bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn) {
+                       bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
+                       size_t graph_layers) {
   runtime::AttentionContext ctx = runtime::MakeAttentionContext(model, 0, ids.size(1));
   const size_t L = model.layers().size();
-  if (!checkpointing) {
+  // Layers [0, C) are checkpointed, [C, L) keep their graph.
+  const size_t C = checkpointing ? L - std::min(graph_layers, L) : 0;
+  if (C == 0) {
     at::Tensor x = runtime::EmbedTokens(model, ids);
     for (size_t l = 0; l < L; ++l) x = runtime::LayerForward(model, &lora, l, x, ctx, nullptr);
     at::Tensor loss = loss_fn(x);
@@ -236,18 +250,18 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
     // with it, 864 without, peak RSS 1944 and 1939 MiB).
     return loss.item<double>();
   }
-  // Pass 1 without a graph: keep each layer's input and the RNG state that
-  // its dropout masks come from.
+  // Pass 1 without a graph through the checkpointed layers: keep each one's
+  // input and the RNG state that its dropout masks come from.
   at::Generator gen = at::detail::getDefaultCPUGenerator();
-  std::vector<at::Tensor> inputs(L), rng(L);
-  std::vector<runtime::LayerKeep> keep(L);
+  std::vector<at::Tensor> inputs(C), rng(C);
+  std::vector<runtime::LayerKeep> keep(C);
   {
     at::NoGradGuard ng;
     at::Tensor x = runtime::EmbedTokens(model, ids);
     // The kept inputs live in one block, not among the layers' temporaries,
     // where they would pin the heap and keep the freed temporaries' pages.
-    at::Tensor kept = at::empty({int64_t(L), x.size(0), x.size(1), x.size(2)}, x.options());
-    for (size_t l = 0; l < L; ++l) {
+    at::Tensor kept = at::empty({int64_t(C), x.size(0), x.size(1), x.size(2)}, x.options());
+    for (size_t l = 0; l < C; ++l) {
       inputs[l] = kept[int64_t(l)].copy_(x);
       {
         std::lock_guard<std::mutex> lock(gen.mutex());
@@ -257,18 +271,24 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
     }
     inputs.push_back(x);
   }
+  // The layers above them with a graph, the loss, and backward down to the
+  // first checkpointed layer's output.
+  at::Tensor top = inputs[C].detach().requires_grad_(true);
+  at::Tensor x = top;
+  for (size_t l = C; l < L; ++l) x = runtime::LayerForward(model, &lora, l, x, ctx, nullptr);
   at::Tensor after_state;
   {
     std::lock_guard<std::mutex> lock(gen.mutex());
     after_state = gen.get_state();
   }
-  at::Tensor top = inputs[L].detach().requires_grad_(true);
-  at::Tensor loss = loss_fn(top);
+  at::Tensor loss = loss_fn(x);
+  x = at::Tensor();
   loss.backward();
   at::Tensor grad = top.grad();
+  top = at::Tensor();
   // Pass 2: recompute each layer with a graph, backward from the gradient
   // that arrived at its output.
-  for (size_t l = L; l-- > 0;) {
+  for (size_t l = C; l-- > 0;) {
     {
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(rng[l]);

@@ -359,6 +359,9 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
   if (!ValidNullSpaceEnergy(o.null_space_energy)) {
     return InvalidArgumentError("null_space_energy must be in [0, 1), not " + std::to_string(o.null_space_energy));
   }
+  if (!(o.graph_memory_mb >= 0) || !std::isfinite(o.graph_memory_mb)) {
+    return InvalidArgumentError("graph_memory_mb must be a finite number >= 0, not " + std::to_string(o.graph_memory_mb));
+  }
   return Status::Ok();
 }
 
@@ -579,9 +582,11 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx) {
   Batch b = MakeBatch(seqs);
   at::Tensor wt = at::tensor(weights);
   const bool ckpt = o_.gradient_checkpointing;
+  const size_t graph_layers = GraphLayers(m_.config(), b.ids.size(0), b.ids.size(1), o_.graph_memory_mb);
   if (obj == Objective::kSft) {
     const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
-    return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return SftLoss(m_, h, b, wt, norm); });
+    return ForwardBackward(
+        m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return SftLoss(m_, h, b, wt, norm); }, graph_layers);
   }
   // The frozen base's side of the loss, per example (rows in
   // SequenceLogProbs order: the batch's rows in turn).
@@ -596,18 +601,20 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx) {
   if (obj == Objective::kDistill) {
     const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum;
     const at::Tensor base = HeadLogProbs(m_, at::cat(parts));
-    return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return DistillLoss(m_, h, b, base, wt, norm); });
+    return ForwardBackward(
+        m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return DistillLoss(m_, h, b, base, wt, norm); },
+        graph_layers);
   }
   const at::Tensor ref = at::cat(parts);  // adapter off = reference model
   const double norm = double(mbx.size()) * accum;
   if (obj == Objective::kDpo) {
     return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
       return DpoLoss(m_, h, b, ref, wt, o_.dpo_beta, norm / o_.dpo_weight);
-    });
+    }, graph_layers);
   }
   return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
     return KtoLoss(m_, h, b, ref, at::tensor(desirable), wt, o_.kto_beta, /*z0=*/0.0, norm / o_.kto_weight);
-  });
+  }, graph_layers);
 }
 
 // What the frozen base gives an example, which no step changes: for

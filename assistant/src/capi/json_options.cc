@@ -58,6 +58,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Int("max_tokens_per_step", t.max_tokens_per_step, 0, std::numeric_limits<int64_t>::max());
   r.Int("max_seq_len", t.encode.max_seq_len, 2, kMaxInt);
   r.Bool("gradient_checkpointing", t.gradient_checkpointing);
+  r.Number("graph_memory_mb", t.graph_memory_mb);
   r.String("base_products", t.base_products);
   r.Int("threads", t.threads, 0, 1024);
   r.Number("max_memory_mb", t.max_memory_mb);

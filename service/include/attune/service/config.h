@@ -65,6 +65,9 @@ struct TrainerConfig {
   int64_t micro_batch_size = 0;     // 0 = the largest that fits. Default: 0
   int64_t grad_accum_steps = 2;     // Default: 2
   int64_t max_seq_len = 256;        // Default: 256
+  // MB for the graphs of the top layers that checkpointing does not
+  // recompute (trainer_options.h); 0 = every layer recomputed. Default: 0
+  double graph_memory_mb = 0;
   int64_t anchor_examples = 32;     // anti-forgetting anchors. Default: 32
   int64_t anchor_max_tokens = 48;   // Default: 48
   // "first" | "nearest" (trainer_options.h). Default: "nearest"

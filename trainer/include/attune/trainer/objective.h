@@ -74,10 +74,25 @@ at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidde
 // Runs the model with `lora`, applies loss_fn to the final hidden states and
 // backpropagates into the LoRA tensors (their .grad() accumulate). With
 // `checkpointing` only each layer's input is kept and layers are recomputed
-// one at a time during backward (dropout masks are replayed exactly).
-// Returns the loss value.
+// one at a time during backward (dropout masks are replayed exactly), except
+// the top `graph_layers`, which keep their graph and are not recomputed (all
+// of them: as without checkpointing). Returns the loss value.
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
-                       bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn);
+                       bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
+                       size_t graph_layers = 0);
+
+// Estimated bytes of one layer's autograd activations for a micro-batch of
+// `rows` sequences of `seq` tokens (LoRA on every target), in fp32:
+// 4 * rows * seq * (8 hidden + 3 intermediate + 2 heads * seq), for the
+// normed inputs, queries, keys and values before and after RoPE, the
+// attention's output, the residuals, gate, up and their SwiGLU, and the
+// attention's scores while they live. On SmolLM2 it gives the measured
+// difference in peak RSS between the demo's window with and without
+// checkpointing (docs/trainer.md).
+double GraphLayerBytes(const runtime::ModelConfig& c, int64_t rows, int64_t seq);
+// How many top layers of such a micro-batch keep their graph in `mb` MB
+// (ForwardBackward's graph_layers): at most all of them.
+size_t GraphLayers(const runtime::ModelConfig& c, int64_t rows, int64_t seq, double mb);
 
 // Final hidden states without grad (lora may be null: the base model).
 at::Tensor Hidden(const runtime::Model& model, const runtime::LoraWeights* lora, const at::Tensor& ids);

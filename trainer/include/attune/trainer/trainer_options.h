@@ -51,6 +51,12 @@ struct TrainerOptions {
   int64_t max_tokens_per_step = 0;
   EncodeOptions encode;               // Default: max_seq_len 256
   bool gradient_checkpointing = true; // Default: true
+  // Memory (MB) for the activations of layers that are not checkpointed:
+  // with gradient_checkpointing, each micro-batch's top layers keep their
+  // autograd graph, as many as this holds by GraphLayerBytes' estimate, and
+  // are not recomputed in the backward pass (docs/trainer.md, Memory). 0 = every layer
+  // is checkpointed. Not part of max_memory_mb. Default: 0
+  double graph_memory_mb = 0;
   // The frozen base's products: "bf16" (runtime::Bf16Products, as PyTorch's
   // bf16 autocast: about 2x the fp32 training speed on a quantized base
   // where the CPU has AVX512-BF16 or AMX, at about 2^-8 relative error per
