@@ -217,6 +217,8 @@ int RunOne(const Flags& f, const std::string& path) {
                         {"known", r->known}, {"retained", r->retained}, {"forgetting_kl", r->forgetting_kl},
                         {"gate_forgetting_kl", run->report.forgetting_kl}, {"promoted", run->promoted},
                         {"train_seconds", train_seconds}, {"trainer_seconds", run->report.wall_seconds},
+                        {"phase_seconds", nlohmann::json::parse(run->report.ToJson())["phase_seconds"]},
+                        {"trainer_peak_rss_mb", run->report.peak_rss_mb},
                         {"steps", run->report.steps}, {"kept_step", run->report.kept_step},
                         {"heldout_curve", run->report.heldout_curve}, {"notes", run->report.notes}};
     AddMisses(*r, &j);

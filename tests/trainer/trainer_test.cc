@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <algorithm>
@@ -432,6 +433,26 @@ TEST(TrainerTest, CheckpointedTrainingWorksForEverySubsetOfTargets) {
       EXPECT_LT(r->report.new_loss_candidate, r->report.new_loss_parent) << targets;
     }
   }
+}
+
+// The report says where a run's time went: every phase took some, those
+// before the candidate's measurement fit in wall_seconds, and the JSON
+// carries them.
+TEST(TrainerTest, ThePhasesOfARunFitItsTime) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  auto r = Trainer(m, SmallOptions()).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const TrainReport& rep = r->report;
+  EXPECT_GT(rep.prepare_seconds, 0);
+  EXPECT_GT(rep.parent_seconds, 0);
+  EXPECT_GT(rep.steps_seconds, 0);
+  EXPECT_GT(rep.candidate_seconds, 0);
+  EXPECT_LE(rep.prepare_seconds + rep.parent_seconds + rep.steps_seconds, rep.wall_seconds);
+  auto j = nlohmann::json::parse(rep.ToJson());
+  EXPECT_EQ(j["phase_seconds"]["steps"].get<double>(), rep.steps_seconds);
+  EXPECT_EQ(j["phase_seconds"]["candidate"].get<double>(), rep.candidate_seconds);
 }
 
 // Four copies of Examples() (24 SFT examples): every eighth is held out.

@@ -163,6 +163,9 @@ std::string TrainReport::ToJson() const {
                       {"wall_seconds", wall_seconds},
                       {"tokens_per_second", tokens_per_second},
                       {"peak_rss_mb", peak_rss_mb},
+                      {"phase_seconds",
+                       {{"prepare", prepare_seconds}, {"parent", parent_seconds}, {"steps", steps_seconds},
+                        {"candidate", candidate_seconds}}},
                       {"examples", {{"new", new_examples}, {"replay", replay_examples}, {"heldout", heldout_examples}, {"skipped", skipped_examples}}},
                       {"new_loss", {{"parent", num(new_loss_parent)}, {"candidate", num(new_loss_candidate)}}},
                       {"replay_loss", {{"parent", num(replay_loss_parent)}, {"candidate", num(replay_loss_candidate)}}},
@@ -430,6 +433,7 @@ void WindowRun::MeasureNullSpace() {
 }
 
 Status WindowRun::Prepare(const TrainInput& input) {
+  const auto t0 = Clock::now();
   EncodeAll(input.new_examples, &fresh_);
   EncodeAll(input.replay_examples, &replay_);
   if (int64_t(fresh_.size()) >= o_.heldout_min_examples && o_.heldout_every > 1) {
@@ -475,6 +479,7 @@ Status WindowRun::Prepare(const TrainInput& input) {
   st_.config_key = ConfigKey(o_, mb_);
   st_.examples_key = ek.FinishHex();
   st_.window = input.window;
+  r_.prepare_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return Status::Ok();
 }
 
@@ -513,6 +518,7 @@ Status WindowRun::Resume() {
 
 // The parent's losses, for the regression checks of the report.
 void WindowRun::MeasureParent() {
+  const auto t0 = Clock::now();
   runtime::LoraWeights parent_w = WeightsOf(m_, o_.lora, parent_values_);
   const runtime::LoraWeights* parent = has_parent_ ? &parent_w : nullptr;
   r_.new_loss_parent = trainer_.MeanLoss(fresh_, parent);
@@ -524,6 +530,7 @@ void WindowRun::MeasureParent() {
   if (o_.early_stopping_patience > 0 && !early_stopping_) {
     r_.notes.push_back("early stopping is off: the window has no held-out slice to measure");
   }
+  r_.parent_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 // An epoch's micro-batches: the examples of each objective in shuffled
@@ -719,6 +726,12 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
 }
 
 Status WindowRun::Train(const std::function<bool()>& should_stop) {
+  const auto t0 = Clock::now();
+  struct Timer {
+    const Clock::time_point& t0;
+    double& out;
+    ~Timer() { out = std::chrono::duration<double>(Clock::now() - t0).count(); }
+  } timer{t0, r_.steps_seconds};
   r_.stop_reason = "max_steps";
   prior_seconds_ = st_.wall_seconds;
   const int64_t first_step = st_.step;
@@ -780,6 +793,7 @@ Result<TrainOutcome> WindowRun::Finish() {
   if (st_.skipped_steps > 0) r_.notes.push_back("skipped " + std::to_string(st_.skipped_steps) + " steps whose loss or gradient was not finite");
   r_.tokens = st_.tokens;
   r_.loss_curve = st_.loss_curve;
+  const auto candidate_t0 = Clock::now();
   r_.wall_seconds = prior_seconds_ + Elapsed();
   r_.tokens_per_second = r_.wall_seconds > 0 ? double(r_.tokens) / r_.wall_seconds : 0;
   r_.peak_rss_mb = PeakRssMb();
@@ -853,6 +867,7 @@ Result<TrainOutcome> WindowRun::Finish() {
                                   : trainer_.MeanLoss(heldout_, &cand);
   r_.forgetting_kl = trainer_.ForgettingKl(cand);
   r_.peak_rss_mb = PeakRssMb();
+  r_.candidate_seconds = std::chrono::duration<double>(Clock::now() - candidate_t0).count();
   out_.names = params_->names();
   out_.adapter = params_->Snapshot();
   RemoveCheckpoint();

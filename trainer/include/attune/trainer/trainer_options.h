@@ -180,6 +180,11 @@ struct TrainReport {
   int64_t micro_batch_size = 0;
   bool bf16_base = false;             // the frozen base's products ran in bf16
   double wall_seconds = 0, tokens_per_second = 0, peak_rss_mb = 0;
+  // Where this run's time went: preparing (encoding, the anchors' base
+  // answers, the null-space measurement), measuring the parent, the steps
+  // (with early stopping's measurements), measuring the candidate (after
+  // wall_seconds was taken: not part of it).
+  double prepare_seconds = 0, parent_seconds = 0, steps_seconds = 0, candidate_seconds = 0;
   int64_t new_examples = 0, replay_examples = 0, heldout_examples = 0, skipped_examples = 0;
   std::vector<std::string> notes;     // skipped examples, held-out policy, truncation
   // Mean per-token NLL of the preferred completion (SFT target, DPO chosen,
