@@ -219,6 +219,7 @@ int RunOne(const Flags& f, const std::string& path) {
                         {"train_seconds", train_seconds}, {"trainer_seconds", run->report.wall_seconds},
                         {"phase_seconds", nlohmann::json::parse(run->report.ToJson())["phase_seconds"]},
                         {"trainer_peak_rss_mb", run->report.peak_rss_mb},
+                        {"tokens", run->report.tokens}, {"padding_tokens", run->report.padding_tokens},
                         {"steps", run->report.steps}, {"kept_step", run->report.kept_step},
                         {"heldout_curve", run->report.heldout_curve}, {"notes", run->report.notes}};
     AddMisses(*r, &j);

@@ -455,6 +455,41 @@ TEST(TrainerTest, ThePhasesOfARunFitItsTime) {
   EXPECT_EQ(j["phase_seconds"]["candidate"].get<double>(), rep.candidate_seconds);
 }
 
+// The report counts the padding of the micro-batches: a micro-batch is as
+// long as its longest sequence. One micro-batch of all sixteen examples
+// pads each to the longest; micro-batches of one pad nothing.
+TEST(TrainerTest, TheReportCountsTheMicroBatchesPadding) {
+  auto m = TinyModel();
+  TrainInput in;
+  TrainerOptions o = SmallOptions();
+  o.anchor_examples = 0;
+  o.encode.max_seq_len = 256;  // none truncated
+  int64_t sum = 0, longest = 0;
+  for (int i = 0; i < 16; ++i) {
+    TextExample e;
+    e.id = "len" + std::to_string(i);
+    e.context = {{"user", "question " + std::to_string(i)}};
+    for (int w = 0; w <= (i * 7) % 16; ++w) e.completion += "w ";
+    auto enc = Encode(*m, e, o.encode);
+    ASSERT_TRUE(enc.ok()) << enc.status().ToString();
+    sum += int64_t(enc->chosen.ids.size());
+    longest = std::max(longest, int64_t(enc->chosen.ids.size()));
+    in.new_examples.push_back(e);
+  }
+  ASSERT_GT(16 * longest, sum);  // the lengths differ
+  o.micro_batch_size = 16;
+  o.grad_accum_steps = 1;
+  o.max_steps = 2;
+  auto whole = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  EXPECT_EQ(whole->report.tokens, 2 * sum);
+  EXPECT_EQ(whole->report.padding_tokens, 2 * (16 * longest - sum));
+  o.micro_batch_size = 1;
+  auto single = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(single.ok()) << single.status().ToString();
+  EXPECT_EQ(single->report.padding_tokens, 0);
+}
+
 // Four copies of Examples() (24 SFT examples): every eighth is held out.
 TrainInput WithHeldOutSlice() {
   TrainInput in;

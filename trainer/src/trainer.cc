@@ -158,6 +158,7 @@ std::string TrainReport::ToJson() const {
                       {"skipped_steps", skipped_steps},
                       {"clipped_steps", clipped_steps},
                       {"tokens", tokens},
+                      {"padding_tokens", padding_tokens},
                       {"micro_batch_size", micro_batch_size},
                       {"base_products", bf16_base ? "bf16" : "fp32"},
                       {"wall_seconds", wall_seconds},
@@ -310,7 +311,12 @@ class WindowRun {
   void AddAnchors(const TrainInput& input);
   void MeasureNullSpace();
   std::vector<std::vector<size_t>> PlanOf(int64_t epoch) const;
-  std::pair<std::vector<const EncodedExample*>, int64_t> NextMicro();
+  struct Micro {
+    std::vector<const EncodedExample*> examples;
+    int64_t tokens = 0;
+    int64_t padding = 0;  // the batch's: rows x longest - the rows' tokens
+  };
+  Micro NextMicro();
   double RunMicro(const std::vector<const EncodedExample*>& mbx);
   const at::Tensor& BaseOf(const EncodedExample& e);
   StepEnd Step(const std::function<bool()>& should_stop);
@@ -555,20 +561,28 @@ std::vector<std::vector<size_t>> WindowRun::PlanOf(int64_t epoch) const {
   return groups;
 }
 
-std::pair<std::vector<const EncodedExample*>, int64_t> WindowRun::NextMicro() {
+WindowRun::Micro WindowRun::NextMicro() {
   if (st_.position >= int64_t(plan_.size())) {
     ++st_.epoch;
     st_.position = 0;
     plan_ = PlanOf(st_.epoch);
   }
-  std::vector<const EncodedExample*> mbx;
-  int64_t tokens = 0;
+  Micro m;
+  size_t rows = 0, row_tokens = 0, longest = 0;  // the rows RunMicro's batch holds
   for (size_t i : plan_[size_t(st_.position)]) {
-    mbx.push_back(&train_[i]);
-    tokens += int64_t(train_[i].chosen.ids.size() + train_[i].rejected.ids.size());
+    const EncodedExample& e = train_[i];
+    m.examples.push_back(&e);
+    m.tokens += int64_t(e.chosen.ids.size() + e.rejected.ids.size());
+    for (const Sequence* s : {&e.chosen, e.objective == Objective::kDpo ? &e.rejected : nullptr}) {
+      if (!s) continue;
+      ++rows;
+      row_tokens += s->ids.size();
+      longest = std::max(longest, s->ids.size());
+    }
   }
+  m.padding = int64_t(rows * longest) - int64_t(row_tokens);
   ++st_.position;
-  return {mbx, tokens};
+  return m;
 }
 
 // One micro-batch's forward and backward (its gradients accumulate); its loss.
@@ -681,7 +695,7 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
   }
   const std::vector<at::Tensor> boundary_params = params_->Snapshot();
   double step_loss = 0;
-  int64_t step_tokens = 0;
+  int64_t step_tokens = 0, step_padding = 0;
   for (int64_t a = 0; a < o_.grad_accum_steps; ++a) {
     if (should_stop && should_stop()) {
       opt_->ZeroGrad();
@@ -689,9 +703,10 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
       st_ = std::move(at_boundary);
       return StepEnd::kStopped;
     }
-    auto [mbx, tokens] = NextMicro();
-    step_loss += RunMicro(mbx);
-    step_tokens += tokens;
+    const Micro micro = NextMicro();
+    step_loss += RunMicro(micro.examples);
+    step_tokens += micro.tokens;
+    step_padding += micro.padding;
     if (o_.max_tokens_per_step > 0 && step_tokens >= o_.max_tokens_per_step) break;
   }
   const auto& ps = params_->parameters();
@@ -721,6 +736,7 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
   opt_->ZeroGrad();
   ++st_.step;
   st_.tokens += step_tokens;
+  r_.padding_tokens += step_padding;
   st_.loss_curve.push_back(step_loss);
   return StepEnd::kTaken;
 }

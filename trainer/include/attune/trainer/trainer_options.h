@@ -170,6 +170,10 @@ struct TrainReport {
   // "early_stopping" (TrainerOptions::early_stopping_patience)
   std::string stop_reason;
   int64_t steps = 0, tokens = 0;
+  // Padding the micro-batches of this run's steps added to `tokens` (a
+  // micro-batch is as long as its longest sequence); not counted across a
+  // resume.
+  int64_t padding_tokens = 0;
   // The step whose adapter is the candidate: `steps`, or with early stopping
   // the step of the lowest held-out loss.
   int64_t kept_step = 0;
