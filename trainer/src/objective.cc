@@ -272,7 +272,7 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
     inputs.push_back(x);
   }
   // The layers above them with a graph, the loss, and backward down to the
-  // first checkpointed layer's output.
+  // highest checkpointed layer's output.
   at::Tensor top = inputs[C].detach().requires_grad_(true);
   at::Tensor x = top;
   for (size_t l = C; l < L; ++l) x = runtime::LayerForward(model, &lora, l, x, ctx, nullptr);
