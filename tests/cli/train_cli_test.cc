@@ -81,6 +81,20 @@ TEST_F(TrainCliTest, MicroBatchFlagReachesTheTrainerAndItsReport) {
   }
 }
 
+// --graph-memory-mb reaches the trainer (its notes say how many layers kept
+// their graph); a negative budget or a word is a usage error naming the flag.
+TEST_F(TrainCliTest, GraphMemoryFlagReachesTheTrainerAndItsReport) {
+  ImportFeedback();
+  Output o = Run("train --model " + tiny_ + " --max-steps 2 --graph-memory-mb 1000 --no-promote --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_NE(nlohmann::json::parse(o.out)["report"].dump().find("kept the graph of their top"), std::string::npos) << o.out;
+  for (const std::string v : {"-1", "lots"}) {
+    Output bad = Run("train --model " + tiny_ + " --graph-memory-mb " + v);
+    EXPECT_EQ(bad.code, 2) << v << ": " << bad.err;
+    EXPECT_NE(bad.err.find("--graph-memory-mb"), std::string::npos) << bad.err;
+  }
+}
+
 // --null-space reaches the trainer (its report says how many directions it
 // held); 1 and a word are usage errors naming the flag.
 TEST_F(TrainCliTest, NullSpaceFlagReachesTheTrainerAndItsReport) {

@@ -253,6 +253,30 @@ TEST(TrainerTest, NullSpaceConstraintKeepsEveryAOffTheGeneralPromptsDirections) 
   }
 }
 
+// graph_memory_mb: a negative, NaN or infinite budget is refused by name;
+// a budget says in the notes how many layers kept their graph.
+TEST(TrainerTest, GraphMemoryIsCheckedAndReported) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  for (double mb : {-1.0, std::nan(""), HUGE_VAL}) {
+    TrainerOptions o = SmallOptions();
+    o.graph_memory_mb = mb;
+    ExpectRefused(m, in, o, {"graph_memory_mb"});
+  }
+  TrainerOptions o = SmallOptions();
+  o.graph_memory_mb = 1e6;
+  auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const std::string all = std::to_string(m->layers().size());
+  const std::string want = "kept the graph of their top " + all + " of " + all + " layers";
+  EXPECT_NE(r->report.ToJson().find(want), std::string::npos) << r->report.ToJson();
+  o.graph_memory_mb = 0;
+  auto off = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_EQ(off->report.ToJson().find("graph_memory_mb"), std::string::npos);
+}
+
 TEST(TrainerTest, AnUnknownLearningRateScheduleIsRefused) {
   auto m = TinyModel();
   TrainInput in;

@@ -347,6 +347,8 @@ class WindowRun {
   at::Generator gen_ = at::detail::getDefaultCPUGenerator();
   std::vector<std::vector<size_t>> plan_;
   std::vector<at::Tensor> base_of_;  // BaseOf, by index in train_
+  // The fewest and most layers a micro-batch kept the graph of (graph_memory_mb).
+  std::pair<size_t, size_t> graph_layers_seen_{SIZE_MAX, 0};
   double prior_seconds_ = 0;
 };
 
@@ -604,6 +606,10 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx) {
   at::Tensor wt = at::tensor(weights);
   const bool ckpt = o_.gradient_checkpointing;
   const size_t graph_layers = GraphLayers(m_.config(), b.ids.size(0), b.ids.size(1), o_.graph_memory_mb);
+  if (ckpt && o_.graph_memory_mb > 0) {
+    graph_layers_seen_.first = std::min(graph_layers_seen_.first, graph_layers);
+    graph_layers_seen_.second = std::max(graph_layers_seen_.second, graph_layers);
+  }
   if (obj == Objective::kSft) {
     const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
     return ForwardBackward(
@@ -807,6 +813,12 @@ Result<TrainOutcome> WindowRun::Finish() {
   r_.skipped_steps = st_.skipped_steps;
   r_.clipped_steps = st_.clipped_steps;
   if (st_.skipped_steps > 0) r_.notes.push_back("skipped " + std::to_string(st_.skipped_steps) + " steps whose loss or gradient was not finite");
+  if (graph_layers_seen_.first != SIZE_MAX) {
+    const auto [fewest, most] = graph_layers_seen_;
+    r_.notes.push_back("graph_memory_mb " + std::to_string(o_.graph_memory_mb) + ": the micro-batches kept the graph of their top " +
+                       (fewest == most ? std::to_string(most) : std::to_string(fewest) + " to " + std::to_string(most)) +
+                       " of " + std::to_string(m_.layers().size()) + " layers instead of recomputing them");
+  }
   r_.tokens = st_.tokens;
   r_.loss_curve = st_.loss_curve;
   const auto candidate_t0 = Clock::now();
