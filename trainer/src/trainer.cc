@@ -311,13 +311,8 @@ class WindowRun {
   void AddAnchors(const TrainInput& input);
   void MeasureNullSpace();
   std::vector<std::vector<size_t>> PlanOf(int64_t epoch) const;
-  struct Micro {
-    std::vector<const EncodedExample*> examples;
-    int64_t tokens = 0;
-    int64_t padding = 0;  // the batch's: rows x longest - the rows' tokens
-  };
-  Micro NextMicro();
-  double RunMicro(const std::vector<const EncodedExample*>& mbx);
+  std::pair<std::vector<const EncodedExample*>, int64_t> NextMicro();
+  double RunMicro(const std::vector<const EncodedExample*>& mbx, int64_t* padding);
   const at::Tensor& BaseOf(const EncodedExample& e);
   StepEnd Step(const std::function<bool()>& should_stop);
   Status Save(const internal::CheckpointState& s);
@@ -563,32 +558,26 @@ std::vector<std::vector<size_t>> WindowRun::PlanOf(int64_t epoch) const {
   return groups;
 }
 
-WindowRun::Micro WindowRun::NextMicro() {
+std::pair<std::vector<const EncodedExample*>, int64_t> WindowRun::NextMicro() {
   if (st_.position >= int64_t(plan_.size())) {
     ++st_.epoch;
     st_.position = 0;
     plan_ = PlanOf(st_.epoch);
   }
-  Micro m;
-  size_t rows = 0, row_tokens = 0, longest = 0;  // the rows RunMicro's batch holds
+  std::vector<const EncodedExample*> mbx;
+  int64_t tokens = 0;
   for (size_t i : plan_[size_t(st_.position)]) {
-    const EncodedExample& e = train_[i];
-    m.examples.push_back(&e);
-    m.tokens += int64_t(e.chosen.ids.size() + e.rejected.ids.size());
-    for (const Sequence* s : {&e.chosen, e.objective == Objective::kDpo ? &e.rejected : nullptr}) {
-      if (!s) continue;
-      ++rows;
-      row_tokens += s->ids.size();
-      longest = std::max(longest, s->ids.size());
-    }
+    mbx.push_back(&train_[i]);
+    tokens += int64_t(train_[i].chosen.ids.size() + train_[i].rejected.ids.size());
   }
-  m.padding = int64_t(rows * longest) - int64_t(row_tokens);
   ++st_.position;
-  return m;
+  return {mbx, tokens};
 }
 
-// One micro-batch's forward and backward (its gradients accumulate); its loss.
-double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx) {
+// One micro-batch's forward and backward (its gradients accumulate); its
+// loss. Adds the batch's padding (rows x longest - the rows' tokens) to
+// *padding.
+double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_t* padding) {
   const Objective obj = mbx[0]->objective;
   const runtime::LoraWeights w = params_->Weights(/*training=*/true);
   const double accum = double(o_.grad_accum_steps);
@@ -603,6 +592,8 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx) {
     for (const auto* e : mbx) seqs.push_back(&e->rejected);
   }
   Batch b = MakeBatch(seqs);
+  *padding += b.ids.numel();
+  for (const Sequence* s : seqs) *padding -= int64_t(s->ids.size());
   at::Tensor wt = at::tensor(weights);
   const bool ckpt = o_.gradient_checkpointing;
   const size_t graph_layers = GraphLayers(m_.config(), b.ids.size(0), b.ids.size(1), o_.graph_memory_mb);
@@ -709,10 +700,9 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
       st_ = std::move(at_boundary);
       return StepEnd::kStopped;
     }
-    const Micro micro = NextMicro();
-    step_loss += RunMicro(micro.examples);
-    step_tokens += micro.tokens;
-    step_padding += micro.padding;
+    auto [mbx, tokens] = NextMicro();
+    step_loss += RunMicro(mbx, &step_padding);
+    step_tokens += tokens;
     if (o_.max_tokens_per_step > 0 && step_tokens >= o_.max_tokens_per_step) break;
   }
   const auto& ps = params_->parameters();
