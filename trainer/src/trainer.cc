@@ -79,6 +79,11 @@ std::string BaseAnswer(const runtime::Model& m, const std::string& prompt, int64
   return answer;
 }
 
+// Seconds from t0 to now, for the report's phase times.
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
 bool Scores(const EncodedExample& e) {
   return e.objective != Objective::kDistill && (e.objective != Objective::kKto || e.desirable);
 }
@@ -321,7 +326,7 @@ class WindowRun {
     if (!checkpoint_path_.empty() && PathExists(checkpoint_path_)) std::remove(checkpoint_path_.c_str());
   }
   bool MeasureHeldout();
-  double Elapsed() const { return std::chrono::duration<double>(Clock::now() - t_start_).count(); }
+  double Elapsed() const { return SecondsSince(t_start_); }
 
   const Trainer& trainer_;
   const runtime::Model& m_;
@@ -431,7 +436,7 @@ void WindowRun::MeasureNullSpace() {
   char buf[240];
   std::snprintf(buf, sizeof buf, "null-space constraint: A reads none of %.1f of %.0f input directions on average (%.3g of %zu general sequences' energy; %.1f s, %.0f MB held)",
                 null_space_->mean_directions(), null_space_->mean_inputs(), o_.null_space_energy, sequences.size(),
-                std::chrono::duration<double>(Clock::now() - t0).count(), double(null_space_->bytes()) / (1 << 20));
+                SecondsSince(t0), double(null_space_->bytes()) / (1 << 20));
   r_.notes.push_back(buf);
 }
 
@@ -467,6 +472,7 @@ Status WindowRun::Prepare(const TrainInput& input) {
     Status s = params_->Assign(input.parent);
     if (!s.ok()) return FailedPreconditionError("the parent adapter does not fit this LoRA configuration: " + s.message());
   }
+  base_of_.assign(train_.size(), at::Tensor());  // (train_ is final: anchors added)
   if (o_.null_space_energy > 0) MeasureNullSpace();
   parent_values_ = params_->Snapshot();
   opt_.emplace(params_->parameters(), o_.adamw);
@@ -482,7 +488,7 @@ Status WindowRun::Prepare(const TrainInput& input) {
   st_.config_key = ConfigKey(o_, mb_);
   st_.examples_key = ek.FinishHex();
   st_.window = input.window;
-  r_.prepare_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  r_.prepare_seconds = SecondsSince(t0);
   return Status::Ok();
 }
 
@@ -533,7 +539,7 @@ void WindowRun::MeasureParent() {
   if (o_.early_stopping_patience > 0 && !early_stopping_) {
     r_.notes.push_back("early stopping is off: the window has no held-out slice to measure");
   }
-  r_.parent_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  r_.parent_seconds = SecondsSince(t0);
 }
 
 // An epoch's micro-batches: the examples of each objective in shuffled
@@ -596,7 +602,8 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
   for (const Sequence* s : seqs) *padding -= int64_t(s->ids.size());
   at::Tensor wt = at::tensor(weights);
   const bool ckpt = o_.gradient_checkpointing;
-  const size_t graph_layers = GraphLayers(m_.config(), b.ids.size(0), b.ids.size(1), o_.graph_memory_mb);
+  // (Without checkpointing every layer keeps its graph: no budget to fit.)
+  const size_t graph_layers = ckpt ? GraphLayers(m_.config(), b.ids.size(0), b.ids.size(1), o_.graph_memory_mb) : 0;
   if (ckpt && o_.graph_memory_mb > 0) {
     graph_layers_seen_.first = std::min(graph_layers_seen_.first, graph_layers);
     graph_layers_seen_.second = std::max(graph_layers_seen_.second, graph_layers);
@@ -644,7 +651,6 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
 // did), and the base's forward pass runs once per example and window instead
 // of once per micro-batch and step.
 const at::Tensor& WindowRun::BaseOf(const EncodedExample& e) {
-  if (base_of_.size() != train_.size()) base_of_.assign(train_.size(), at::Tensor());
   at::Tensor& t = base_of_.at(size_t(&e - train_.data()));
   if (t.defined()) return t;
   at::NoGradGuard ng;
@@ -742,7 +748,7 @@ Status WindowRun::Train(const std::function<bool()>& should_stop) {
   struct Timer {
     const Clock::time_point& t0;
     double& out;
-    ~Timer() { out = std::chrono::duration<double>(Clock::now() - t0).count(); }
+    ~Timer() { out = SecondsSince(t0); }
   } timer{t0, r_.steps_seconds};
   r_.stop_reason = "max_steps";
   prior_seconds_ = st_.wall_seconds;
@@ -885,7 +891,7 @@ Result<TrainOutcome> WindowRun::Finish() {
                                   : trainer_.MeanLoss(heldout_, &cand);
   r_.forgetting_kl = trainer_.ForgettingKl(cand);
   r_.peak_rss_mb = PeakRssMb();
-  r_.candidate_seconds = std::chrono::duration<double>(Clock::now() - candidate_t0).count();
+  r_.candidate_seconds = SecondsSince(candidate_t0);
   out_.names = params_->names();
   out_.adapter = params_->Snapshot();
   RemoveCheckpoint();
