@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -117,19 +118,43 @@ Result<AnsweredPrompt> AnswerIds(const Model& model, const std::string& user_mes
 
 double MeanAnswerKl(const Model& model, const LoraWeights& lora, const std::vector<AnsweredPrompt>& answers) {
   at::NoGradGuard ng;
+  // Up to kBatch answers of similar lengths at a time, padded on the right
+  // (causal attention keeps the padding out of every real position); the
+  // head runs only at the scored rows: from the position predicting the
+  // answer's first token to its last token's (what follows the answer,
+  // usually the end of turn).
+  constexpr size_t kBatch = 8;
+  std::vector<size_t> order;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    if (int64_t(answers[i].ids.size()) > answers[i].first) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return answers[a].ids.size() < answers[b].ids.size(); });
   double kl = 0;
   int64_t positions = 0;
-  for (const auto& a : answers) {
-    std::vector<int64_t> ids(a.ids.begin(), a.ids.end());
-    at::Tensor t = at::tensor(ids, at::kLong).view({1, -1});
-    // From the position predicting the answer's first token to its last
-    // token's (what follows the answer: usually the end of turn).
-    const int64_t n = t.size(1) - a.first;
-    if (n <= 0) continue;
-    at::Tensor base = at::log_softmax(Forward(model, nullptr, t, nullptr)[0].narrow(0, a.first, n), -1);
-    at::Tensor adapted = at::log_softmax(Forward(model, &lora, t, nullptr)[0].narrow(0, a.first, n), -1);
+  for (size_t start = 0; start < order.size(); start += kBatch) {
+    const size_t n = std::min(kBatch, order.size() - start);
+    const int64_t T = int64_t(answers[order[start + n - 1]].ids.size());
+    at::Tensor tokens = at::zeros({int64_t(n), T}, at::kLong);
+    std::vector<int64_t> rows;
+    for (size_t b = 0; b < n; ++b) {
+      const AnsweredPrompt& a = answers[order[start + b]];
+      const std::vector<int64_t> ids(a.ids.begin(), a.ids.end());
+      tokens[int64_t(b)].narrow(0, 0, int64_t(ids.size())).copy_(at::tensor(ids, at::kLong));
+      for (int64_t t = a.first; t < int64_t(ids.size()); ++t) rows.push_back(int64_t(b) * T + t);
+    }
+    const AttentionContext ctx = MakeAttentionContext(model, 0, T);
+    const at::Tensor embedded = EmbedTokens(model, tokens);
+    const at::Tensor scored = at::tensor(rows, at::kLong);
+    const auto log_probs = [&](const LoraWeights* l) {
+      at::Tensor x = embedded;
+      for (size_t li = 0; li < model.layers().size(); ++li) x = LayerForward(model, l, li, x, ctx, nullptr);
+      return at::log_softmax(HeadForward(model, x.reshape({-1, x.size(-1)}).index_select(0, scored)), -1);
+    };
+    const at::Tensor base = log_probs(nullptr);
+    const at::Tensor adapted = log_probs(&lora);
     kl += (base.exp() * (base - adapted)).sum().item<double>();
-    positions += n;
+    positions += int64_t(rows.size());
   }
   return positions ? kl / double(positions) : std::numeric_limits<double>::quiet_NaN();
 }

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attune/runtime/engine.h"
+#include "attune/runtime/generate.h"
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/lean_engine.h"
 #include "runtime/src/decode.h"
@@ -112,6 +113,55 @@ TEST(TinyModelTest, ZeroLoraChangesNothingAndNonzeroLoraDoes) {
   EXPECT_TRUE(at::allclose(Forward(**m, &lora, ids, nullptr), base));
   for (auto& layer : lora.layers) layer[kQ].b = at::randn({c.n_heads * c.head_dim, 4}) * 0.1;
   EXPECT_FALSE(at::allclose(Forward(**m, &lora, ids, nullptr), base, 1e-3, 1e-3));
+}
+
+// MeanAnswerKl runs answers in padded batches with the head at the scored
+// rows only: the mean over every answer position equals the KL of each
+// answer run alone through Forward (two batches here; an answer with no
+// position is left out), and a zero adapter's is zero.
+TEST(TinyModelTest, MeanAnswerKlOfBatchesEqualsEachAnswerAlone) {
+  LoadOptions lo;
+  lo.allow_missing_tokenizer = true;
+  auto m = Model::Load(Fixture("models/tiny_llama"), lo);
+  ASSERT_TRUE(m.ok());
+  const auto& c = (*m)->config();
+  std::vector<AnsweredPrompt> answers;
+  for (int i = 0; i < 11; ++i) {
+    AnsweredPrompt a;
+    for (int t = 0; t < 4 + 3 * (i % 5) + i; ++t) a.ids.push_back((13 * i + 7 * t + 1) % 120 + 1);
+    a.first = 2 + i % 3;
+    answers.push_back(a);
+  }
+  answers[4].first = int64_t(answers[4].ids.size());  // no answer position
+  LoraWeights lora;
+  lora.scale = 2.0;
+  lora.layers.resize(size_t(c.n_layers));
+  at::manual_seed(3);
+  for (auto& layer : lora.layers) {
+    layer[kQ].a = at::randn({4, c.hidden});
+    layer[kQ].b = at::randn({c.n_heads * c.head_dim, 4}) * 0.1;
+    layer[kGate].a = at::randn({4, c.hidden});
+    layer[kGate].b = at::randn({c.intermediate, 4}) * 0.1;
+  }
+  at::NoGradGuard ng;
+  double want = 0;
+  int64_t positions = 0;
+  for (const auto& a : answers) {
+    const int64_t n = int64_t(a.ids.size()) - a.first;
+    if (n <= 0) continue;
+    const at::Tensor ids = Ids({a.ids.begin(), a.ids.end()});
+    const at::Tensor base = at::log_softmax(Forward(**m, nullptr, ids, nullptr)[0].narrow(0, a.first, n), -1);
+    const at::Tensor adapted = at::log_softmax(Forward(**m, &lora, ids, nullptr)[0].narrow(0, a.first, n), -1);
+    want += (base.exp() * (base - adapted)).sum().item<double>();
+    positions += n;
+  }
+  want /= double(positions);
+  const double got = MeanAnswerKl(**m, lora, answers);
+  EXPECT_GT(want, 1e-3) << "the adapter changes the distributions";
+  EXPECT_NEAR(got, want, 1e-5 * want);
+  for (auto& layer : lora.layers) layer[kQ].b.zero_(), layer[kGate].b.zero_();
+  EXPECT_NEAR(MeanAnswerKl(**m, lora, answers), 0.0, 1e-9);
+  EXPECT_TRUE(std::isnan(MeanAnswerKl(**m, lora, {})));
 }
 
 // The trainer's bf16 base moves the cores from OpenBLAS to LibTorch's
