@@ -146,14 +146,21 @@ double MeanAnswerKl(const Model& model, const LoraWeights& lora, const std::vect
     const AttentionContext ctx = MakeAttentionContext(model, 0, T);
     const at::Tensor embedded = EmbedTokens(model, tokens);
     const at::Tensor scored = at::tensor(rows, at::kLong);
-    const auto log_probs = [&](const LoraWeights* l) {
+    const auto hidden = [&](const LoraWeights* l) {
       at::Tensor x = embedded;
       for (size_t li = 0; li < model.layers().size(); ++li) x = LayerForward(model, l, li, x, ctx, nullptr);
-      return at::log_softmax(HeadForward(model, x.reshape({-1, x.size(-1)}).index_select(0, scored)), -1);
+      return x.reshape({-1, x.size(-1)}).index_select(0, scored);
     };
-    const at::Tensor base = log_probs(nullptr);
-    const at::Tensor adapted = log_probs(&lora);
-    kl += (base.exp() * (base - adapted)).sum().item<double>();
+    const at::Tensor base_rows = hidden(nullptr), adapted_rows = hidden(&lora);
+    // The head's log-probabilities a chunk of rows at a time (a row is the
+    // vocabulary's width: 192 KiB for SmolLM2).
+    constexpr int64_t kRows = 64;
+    for (int64_t r0 = 0; r0 < base_rows.size(0); r0 += kRows) {
+      const int64_t r = std::min(kRows, base_rows.size(0) - r0);
+      const at::Tensor base = at::log_softmax(HeadForward(model, base_rows.narrow(0, r0, r)), -1);
+      const at::Tensor adapted = at::log_softmax(HeadForward(model, adapted_rows.narrow(0, r0, r)), -1);
+      kl += (base.exp() * (base - adapted)).sum().item<double>();
+    }
     positions += int64_t(rows.size());
   }
   return positions ? kl / double(positions) : std::numeric_limits<double>::quiet_NaN();
