@@ -177,6 +177,29 @@ AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t 
 
 at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens) { return model.embedding().Rows(tokens); }
 
+std::vector<PaddedBatch> PadInBatches(const std::vector<std::vector<int64_t>>& sequences, size_t max_batch) {
+  std::vector<size_t> order;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    if (!sequences[i].empty()) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return sequences[a].size() < sequences[b].size(); });
+  std::vector<PaddedBatch> batches;
+  max_batch = std::max<size_t>(max_batch, 1);
+  for (size_t start = 0; start < order.size(); start += max_batch) {
+    PaddedBatch b;
+    b.members.assign(order.begin() + int64_t(start), order.begin() + int64_t(std::min(order.size(), start + max_batch)));
+    b.length = int64_t(sequences[b.members.back()].size());
+    b.tokens = at::zeros({int64_t(b.members.size()), b.length}, at::kLong);
+    for (size_t r = 0; r < b.members.size(); ++r) {
+      const auto& ids = sequences[b.members[r]];
+      b.tokens[int64_t(r)].narrow(0, 0, int64_t(ids.size())).copy_(at::tensor(ids, at::kLong));
+    }
+    batches.push_back(std::move(b));
+  }
+  return batches;
+}
+
 namespace {
 
 // softmax(q kᵀ · scale + mask) v in fp32, q [.., rows, D], k and v [.., S, D];

@@ -118,33 +118,26 @@ Result<AnsweredPrompt> AnswerIds(const Model& model, const std::string& user_mes
 
 double MeanAnswerKl(const Model& model, const LoraWeights& lora, const std::vector<AnsweredPrompt>& answers) {
   at::NoGradGuard ng;
-  // Up to kBatch answers of similar lengths at a time, padded on the right
-  // (causal attention keeps the padding out of every real position); the
+  // Up to eight answers of similar lengths at a time (PadInBatches); the
   // head runs only at the scored rows: from the position predicting the
   // answer's first token to its last token's (what follows the answer,
   // usually the end of turn).
-  constexpr size_t kBatch = 8;
-  std::vector<size_t> order;
-  for (size_t i = 0; i < answers.size(); ++i) {
-    if (int64_t(answers[i].ids.size()) > answers[i].first) order.push_back(i);
+  std::vector<std::vector<int64_t>> sequences;
+  for (const auto& a : answers) {
+    if (int64_t(a.ids.size()) > a.first) sequences.emplace_back(a.ids.begin(), a.ids.end());
+    else sequences.emplace_back();  // no answer position: left out
   }
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return answers[a].ids.size() < answers[b].ids.size(); });
   double kl = 0;
   int64_t positions = 0;
-  for (size_t start = 0; start < order.size(); start += kBatch) {
-    const size_t n = std::min(kBatch, order.size() - start);
-    const int64_t T = int64_t(answers[order[start + n - 1]].ids.size());
-    at::Tensor tokens = at::zeros({int64_t(n), T}, at::kLong);
+  for (const PaddedBatch& batch : PadInBatches(sequences, 8)) {
+    const int64_t T = batch.length;
     std::vector<int64_t> rows;
-    for (size_t b = 0; b < n; ++b) {
-      const AnsweredPrompt& a = answers[order[start + b]];
-      const std::vector<int64_t> ids(a.ids.begin(), a.ids.end());
-      tokens[int64_t(b)].narrow(0, 0, int64_t(ids.size())).copy_(at::tensor(ids, at::kLong));
-      for (int64_t t = a.first; t < int64_t(ids.size()); ++t) rows.push_back(int64_t(b) * T + t);
+    for (size_t b = 0; b < batch.members.size(); ++b) {
+      const AnsweredPrompt& a = answers[batch.members[b]];
+      for (int64_t t = a.first; t < int64_t(a.ids.size()); ++t) rows.push_back(int64_t(b) * T + t);
     }
     const AttentionContext ctx = MakeAttentionContext(model, 0, T);
-    const at::Tensor embedded = EmbedTokens(model, tokens);
+    const at::Tensor embedded = EmbedTokens(model, batch.tokens);
     const at::Tensor scored = at::tensor(rows, at::kLong);
     const auto hidden = [&](const LoraWeights* l) {
       at::Tensor x = embedded;

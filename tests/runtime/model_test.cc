@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -113,6 +114,33 @@ TEST(TinyModelTest, ZeroLoraChangesNothingAndNonzeroLoraDoes) {
   EXPECT_TRUE(at::allclose(Forward(**m, &lora, ids, nullptr), base));
   for (auto& layer : lora.layers) layer[kQ].b = at::randn({c.n_heads * c.head_dim, 4}) * 0.1;
   EXPECT_FALSE(at::allclose(Forward(**m, &lora, ids, nullptr), base, 1e-3, 1e-3));
+}
+
+// PadInBatches: every non-empty sequence once, shortest first, at most
+// max_batch a batch, each row its sequence followed by zeros.
+TEST(PadInBatchesTest, EverySequenceOnceShortestFirstPaddedWithZeros) {
+  const std::vector<std::vector<int64_t>> seqs = {{5, 6, 7}, {}, {1}, {9, 8, 7, 6, 5}, {2, 3}, {4, 4, 4}};
+  const auto batches = PadInBatches(seqs, 2);
+  ASSERT_EQ(batches.size(), 3u);
+  std::vector<size_t> seen;
+  size_t last_length = 0;
+  for (const auto& b : batches) {
+    ASSERT_LE(b.members.size(), 2u);
+    ASSERT_EQ(b.tokens.sizes(), (std::vector<int64_t>{int64_t(b.members.size()), b.length}));
+    for (size_t r = 0; r < b.members.size(); ++r) {
+      const auto& ids = seqs[b.members[r]];
+      EXPECT_GE(ids.size(), last_length) << "shortest first";
+      last_length = ids.size();
+      EXPECT_LE(int64_t(ids.size()), b.length);
+      for (int64_t t = 0; t < b.length; ++t) {
+        EXPECT_EQ(b.tokens[int64_t(r)][t].item<int64_t>(), t < int64_t(ids.size()) ? ids[size_t(t)] : 0);
+      }
+      seen.push_back(b.members[r]);
+    }
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, (std::vector<size_t>{0, 2, 3, 4, 5}));
+  EXPECT_TRUE(PadInBatches({{}, {}}, 4).empty());
 }
 
 // MeanAnswerKl runs answers in padded batches with the head at the scored

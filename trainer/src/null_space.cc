@@ -30,33 +30,21 @@ NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool,
     if (targets[size_t(t)]) wanted[size_t(InputOf(t))] = true;
   }
 
-  // Batches of similar lengths, padded on the right: causal attention keeps
-  // the padding out of every real position, and `valid` (the rows that are
-  // not padding) keeps it out of the moments.
+  // Batches of similar lengths, padded on the right (runtime::PadInBatches);
+  // `valid` (the rows that are not padding) keeps the padding out of the
+  // moments.
   struct Batch {
     at::Tensor x, valid;
     runtime::AttentionContext ctx;
   };
-  std::vector<size_t> order;
-  for (size_t i = 0; i < sequences.size(); ++i) {
-    if (!sequences[i].empty()) order.push_back(i);
-  }
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return sequences[a].size() < sequences[b].size(); });
-  constexpr size_t kBatch = 16;
   std::vector<Batch> batches;
-  for (size_t start = 0; start < order.size(); start += kBatch) {
-    const size_t n = std::min(kBatch, order.size() - start);
-    const int64_t T = int64_t(sequences[order[start + n - 1]].size());
-    at::Tensor tokens = at::zeros({int64_t(n), T}, at::kLong);
+  for (const runtime::PaddedBatch& pb : runtime::PadInBatches(sequences, 16)) {
     std::vector<int64_t> rows;
-    for (size_t b = 0; b < n; ++b) {
-      const auto& ids = sequences[order[start + b]];
-      tokens[int64_t(b)].narrow(0, 0, int64_t(ids.size())).copy_(at::tensor(ids, at::kLong));
-      for (size_t t = 0; t < ids.size(); ++t) rows.push_back(int64_t(b) * T + int64_t(t));
+    for (size_t b = 0; b < pb.members.size(); ++b) {
+      for (size_t t = 0; t < sequences[pb.members[b]].size(); ++t) rows.push_back(int64_t(b) * pb.length + int64_t(t));
     }
-    batches.push_back({runtime::EmbedTokens(model, tokens), at::tensor(rows, at::kLong),
-                       runtime::MakeAttentionContext(model, 0, T)});
+    batches.push_back({runtime::EmbedTokens(model, pb.tokens), at::tensor(rows, at::kLong),
+                       runtime::MakeAttentionContext(model, 0, pb.length)});
   }
 
   // A layer at a time over every batch, so that only one layer's moments

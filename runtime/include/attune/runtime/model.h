@@ -145,6 +145,17 @@ struct AttentionContext {
 };
 AttentionContext MakeAttentionContext(const Model& model, int64_t past, int64_t seq);
 at::Tensor EmbedTokens(const Model& model, const at::Tensor& tokens);
+// Token sequences in batches of up to `max_batch` of similar lengths (the
+// shortest first), padded on the right with id 0: causal attention keeps the
+// padding out of every real position, so a no-cache pass over a batch gives
+// each sequence's rows as a pass over it alone would (up to the order in
+// which products sum). Empty sequences are left out.
+struct PaddedBatch {
+  at::Tensor tokens;            // int64 [members.size(), length]
+  std::vector<size_t> members;  // the sequence (its index in the input) of each row
+  int64_t length = 0;
+};
+std::vector<PaddedBatch> PadInBatches(const std::vector<std::vector<int64_t>>& sequences, size_t max_batch);
 // What a checkpointed first pass may keep of a layer for LayerBackward: the
 // MLP's gate and up products rounded to bf16 ([.., intermediate] each).
 // Kept only under Bf16Products with a quantized gate and up and no graph
