@@ -50,17 +50,24 @@ double MaxDiff(const at::Tensor& logits, const nlohmann::json& ref) {
   return worst;
 }
 
+// A tiny fixture model (models/DIR), which has no tokenizer.
+std::shared_ptr<const Model> TinyFixture(const std::string& dir) {
+  LoadOptions lo;
+  lo.allow_missing_tokenizer = true;
+  auto m = Model::Load(Fixture("models/" + dir), lo);
+  EXPECT_TRUE(m.ok()) << dir << ": " << m.status().ToString();
+  return m.ok() ? *m : nullptr;
+}
+
 class TinyModelTest : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
 
 TEST_P(TinyModelTest, LogitsMatchTransformers) {
   auto [dir, key] = GetParam();
-  LoadOptions lo;
-  lo.allow_missing_tokenizer = true;
-  auto m = Model::Load(Fixture("models/" + dir), lo);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto m = TinyFixture(dir);
+  ASSERT_TRUE(m);
   nlohmann::json ref = LoadJson("models/tiny_logits.json");
   at::NoGradGuard ng;
-  at::Tensor logits = Forward(**m, nullptr, Ids(ref["ids"].get<std::vector<int64_t>>()), nullptr);
+  at::Tensor logits = Forward(*m, nullptr, Ids(ref["ids"].get<std::vector<int64_t>>()), nullptr);
   EXPECT_LT(MaxDiff(logits, ref[key]), 1e-4) << dir;
 }
 
@@ -70,15 +77,13 @@ INSTANTIATE_TEST_SUITE_P(Architectures, TinyModelTest,
                                            std::make_pair("tiny_llama.gguf", "tiny_llama_gguf")));
 
 TEST(TinyModelTest, CachedDecodingEqualsOneFullPass) {
-  LoadOptions lo;
-  lo.allow_missing_tokenizer = true;
-  auto m = Model::Load(Fixture("models/tiny_qwen2"), lo);
-  ASSERT_TRUE(m.ok());
+  auto m = TinyFixture("tiny_qwen2");
+  ASSERT_TRUE(m);
   std::vector<int64_t> ids = {5, 17, 99, 3, 64, 12, 7, 100};
   at::NoGradGuard ng;
-  at::Tensor full = Forward(**m, nullptr, Ids(ids), nullptr);
-  KvCache cache = (*m)->NewCache(16);
-  at::Tensor first = Forward(**m, nullptr, Ids({ids.begin(), ids.begin() + 5}), &cache);
+  at::Tensor full = Forward(*m, nullptr, Ids(ids), nullptr);
+  KvCache cache = m->NewCache(16);
+  at::Tensor first = Forward(*m, nullptr, Ids({ids.begin(), ids.begin() + 5}), &cache);
   // Five rows against eight: BLAS may sum products of other shapes in
   // another order (OpenBLAS 0.3.21's Haswell kernels, which a machine that
   // sets OPENBLAS_CORETYPE=Haswell selects, differ by 1.4e-5 here; its
@@ -86,7 +91,7 @@ TEST(TinyModelTest, CachedDecodingEqualsOneFullPass) {
   // differs by whole logits.
   EXPECT_LT((first[0] - full[0].narrow(0, 0, 5)).abs().max().item<double>(), 5e-5);
   for (size_t t = 5; t < ids.size(); ++t) {
-    at::Tensor step = Forward(**m, nullptr, Ids({ids[t]}), &cache);
+    at::Tensor step = Forward(*m, nullptr, Ids({ids[t]}), &cache);
     // The decode step sums in another order than the batched pass.
     EXPECT_LT((step[0][0] - full[0][int64_t(t)]).abs().max().item<double>(), 5e-5) << t;
   }
@@ -94,11 +99,9 @@ TEST(TinyModelTest, CachedDecodingEqualsOneFullPass) {
 }
 
 TEST(TinyModelTest, ZeroLoraChangesNothingAndNonzeroLoraDoes) {
-  LoadOptions lo;
-  lo.allow_missing_tokenizer = true;
-  auto m = Model::Load(Fixture("models/tiny_llama"), lo);
-  ASSERT_TRUE(m.ok());
-  const auto& c = (*m)->config();
+  auto m = TinyFixture("tiny_llama");
+  ASSERT_TRUE(m);
+  const auto& c = m->config();
   LoraWeights lora;
   lora.scale = LoraScale(16, 4, false);
   EXPECT_DOUBLE_EQ(lora.scale, 4.0);
@@ -110,10 +113,10 @@ TEST(TinyModelTest, ZeroLoraChangesNothingAndNonzeroLoraDoes) {
   }
   at::NoGradGuard ng;
   at::Tensor ids = Ids({1, 2, 3, 4});
-  at::Tensor base = Forward(**m, nullptr, ids, nullptr);
-  EXPECT_TRUE(at::allclose(Forward(**m, &lora, ids, nullptr), base));
+  at::Tensor base = Forward(*m, nullptr, ids, nullptr);
+  EXPECT_TRUE(at::allclose(Forward(*m, &lora, ids, nullptr), base));
   for (auto& layer : lora.layers) layer[kQ].b = at::randn({c.n_heads * c.head_dim, 4}) * 0.1;
-  EXPECT_FALSE(at::allclose(Forward(**m, &lora, ids, nullptr), base, 1e-3, 1e-3));
+  EXPECT_FALSE(at::allclose(Forward(*m, &lora, ids, nullptr), base, 1e-3, 1e-3));
 }
 
 // PadInBatches: every non-empty sequence once, shortest first, at most
@@ -148,11 +151,9 @@ TEST(PadInBatchesTest, EverySequenceOnceShortestFirstPaddedWithZeros) {
 // answer run alone through Forward (two batches here; an answer with no
 // position is left out), and a zero adapter's is zero.
 TEST(TinyModelTest, MeanAnswerKlOfBatchesEqualsEachAnswerAlone) {
-  LoadOptions lo;
-  lo.allow_missing_tokenizer = true;
-  auto m = Model::Load(Fixture("models/tiny_llama"), lo);
-  ASSERT_TRUE(m.ok());
-  const auto& c = (*m)->config();
+  auto m = TinyFixture("tiny_llama");
+  ASSERT_TRUE(m);
+  const auto& c = m->config();
   std::vector<AnsweredPrompt> answers;
   for (int i = 0; i < 11; ++i) {
     AnsweredPrompt a;
@@ -178,18 +179,18 @@ TEST(TinyModelTest, MeanAnswerKlOfBatchesEqualsEachAnswerAlone) {
     const int64_t n = int64_t(a.ids.size()) - a.first;
     if (n <= 0) continue;
     const at::Tensor ids = Ids({a.ids.begin(), a.ids.end()});
-    const at::Tensor base = at::log_softmax(Forward(**m, nullptr, ids, nullptr)[0].narrow(0, a.first, n), -1);
-    const at::Tensor adapted = at::log_softmax(Forward(**m, &lora, ids, nullptr)[0].narrow(0, a.first, n), -1);
+    const at::Tensor base = at::log_softmax(Forward(*m, nullptr, ids, nullptr)[0].narrow(0, a.first, n), -1);
+    const at::Tensor adapted = at::log_softmax(Forward(*m, &lora, ids, nullptr)[0].narrow(0, a.first, n), -1);
     want += (base.exp() * (base - adapted)).sum().item<double>();
     positions += n;
   }
   want /= double(positions);
-  const double got = MeanAnswerKl(**m, lora, answers);
+  const double got = MeanAnswerKl(*m, lora, answers);
   EXPECT_GT(want, 1e-3) << "the adapter changes the distributions";
   EXPECT_NEAR(got, want, 1e-5 * want);
   for (auto& layer : lora.layers) layer[kQ].b.zero_(), layer[kGate].b.zero_();
-  EXPECT_NEAR(MeanAnswerKl(**m, lora, answers), 0.0, 1e-9);
-  EXPECT_TRUE(std::isnan(MeanAnswerKl(**m, lora, {})));
+  EXPECT_NEAR(MeanAnswerKl(*m, lora, answers), 0.0, 1e-9);
+  EXPECT_TRUE(std::isnan(MeanAnswerKl(*m, lora, {})));
 }
 
 // The trainer's bf16 base moves the cores from OpenBLAS to LibTorch's
