@@ -222,6 +222,7 @@ int RunOne(const Flags& f, const std::string& path) {
                           {"steps", run->report.steps_seconds}, {"candidate", run->report.candidate_seconds}}},
                         {"trainer_peak_rss_mb", run->report.peak_rss_mb},
                         {"tokens", run->report.tokens}, {"padding_tokens", run->report.padding_tokens},
+                        {"shared_prefix_tokens", run->report.shared_prefix_tokens},
                         {"steps", run->report.steps}, {"kept_step", run->report.kept_step},
                         {"heldout_curve", run->report.heldout_curve}, {"notes", run->report.notes}};
     AddMisses(*r, &j);

@@ -339,34 +339,14 @@ struct LayerOut {
   at::Tensor mid, down;
 };
 
-// recompute: LayerBackward's pass, whose graph lives for this layer's
-// backward only (attention keeps its probabilities there; elsewhere a graph
-// goes through AttentionFn).
-LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
-                    const AttentionContext& ctx, KvCache* cache, bool down_value, LayerKeep* keep,
-                    const LayerKeep* kept, bool recompute) {
-  const ModelConfig& c = model.config();
-  const int64_t B = x_in.size(0), T = x_in.size(1);
+// Causal attention of q [B, H, T, D] over k and v [B, Hkv, past + T, D]
+// (RoPE applied) -> [B, T, H * D]. recompute: LayerBackward's pass, whose
+// graph lives for this layer's backward only (attention keeps its
+// probabilities there; elsewhere a graph goes through AttentionFn).
+at::Tensor Attend(const ModelConfig& c, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const AttentionContext& ctx, bool cache, bool recompute) {
+  const int64_t B = q.size(0), T = q.size(2);
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv;
-  const int64_t S = ctx.past + T;
-  const LayerWeights& L = model.layers()[li];
-  at::Tensor h = RmsNorm(x_in, L.attn_norm, c.rms_eps);
-  at::Tensor hb = SharedBf16(L.proj[kQ], h);
-  at::Tensor q = Project(L, kQ, h, lora, li, hb), k = Project(L, kK, h, lora, li, hb), v = Project(L, kV, h, lora, li, hb);
-  if (L.q_bias.defined()) {
-    q = q + L.q_bias;
-    k = k + L.k_bias;
-    v = v + L.v_bias;
-  }
-  q = Rope(q.view({B, T, H, D}), ctx.cos, ctx.sin);    // [B, H, T, D]
-  k = Rope(k.view({B, T, Hkv, D}), ctx.cos, ctx.sin);  // [B, Hkv, T, D]
-  v = v.view({B, T, Hkv, D}).transpose(1, 2);
-  if (cache) {
-    cache->k[li].narrow(2, ctx.past, T).copy_(k);
-    cache->v[li].narrow(2, ctx.past, T).copy_(v);
-    k = cache->k[li].narrow(2, 0, S);
-    v = cache->v[li].narrow(2, 0, S);
-  }
   // Grouped-query attention without repeating K/V: the G query heads of a kv
   // head are stacked along the row axis.
   at::Tensor qg = q.reshape({B, Hkv, G * T, D});
@@ -380,7 +360,54 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
     attn = graph && !recompute ? AttentionFn::apply(qg, k, v, reinterpret_cast<int64_t>(&ctx.mask), scale)
                                : Attention(qg, k, v, ctx.mask, scale);
   }
-  attn = attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+  return attn.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+}
+
+// shared: x_in holds a SharedPrefix batch's rows [N, hidden] (the prefix's,
+// then each row's own); every projection runs over all of them at once and
+// only the attention tells the parts apart. Else x_in is [B, T, hidden] and
+// ctx its context.
+LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
+                    const AttentionContext& ctx, KvCache* cache, bool down_value, LayerKeep* keep,
+                    const LayerKeep* kept, bool recompute, const SharedPrefix* shared = nullptr) {
+  const ModelConfig& c = model.config();
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
+  const LayerWeights& L = model.layers()[li];
+  at::Tensor h = RmsNorm(x_in, L.attn_norm, c.rms_eps);
+  at::Tensor hb = SharedBf16(L.proj[kQ], h);
+  at::Tensor q = Project(L, kQ, h, lora, li, hb), k = Project(L, kK, h, lora, li, hb), v = Project(L, kV, h, lora, li, hb);
+  if (L.q_bias.defined()) {
+    q = q + L.q_bias;
+    k = k + L.k_bias;
+    v = v + L.v_bias;
+  }
+  at::Tensor attn;
+  if (shared) {
+    const int64_t P = shared->prefix, B = shared->batch, T = shared->rest;
+    auto part = [&](const at::Tensor& t, int64_t heads, bool prefix) {
+      return prefix ? t.narrow(0, 0, P).view({1, P, heads, D}) : t.narrow(0, P, B * T).view({B, T, heads, D});
+    };
+    const AttentionContext &cp = shared->prefix_ctx, &cr = shared->rest_ctx;
+    const at::Tensor kp = Rope(part(k, Hkv, true), cp.cos, cp.sin), vp = part(v, Hkv, true).transpose(1, 2);
+    const at::Tensor ap = Attend(c, Rope(part(q, H, true), cp.cos, cp.sin), kp, vp, cp, false, recompute);
+    // The rows' own keys and values after the prefix's.
+    const at::Tensor kr = at::cat({kp.expand({B, Hkv, P, D}), Rope(part(k, Hkv, false), cr.cos, cr.sin)}, 2);
+    const at::Tensor vr = at::cat({vp.expand({B, Hkv, P, D}), part(v, Hkv, false).transpose(1, 2)}, 2);
+    const at::Tensor ar = Attend(c, Rope(part(q, H, false), cr.cos, cr.sin), kr, vr, cr, false, recompute);
+    attn = at::cat({ap.view({P, H * D}), ar.view({B * T, H * D})});
+  } else {
+    const int64_t B = x_in.size(0), T = x_in.size(1), S = ctx.past + T;
+    q = Rope(q.view({B, T, H, D}), ctx.cos, ctx.sin);    // [B, H, T, D]
+    k = Rope(k.view({B, T, Hkv, D}), ctx.cos, ctx.sin);  // [B, Hkv, T, D]
+    v = v.view({B, T, Hkv, D}).transpose(1, 2);
+    if (cache) {
+      cache->k[li].narrow(2, ctx.past, T).copy_(k);
+      cache->v[li].narrow(2, ctx.past, T).copy_(v);
+      k = cache->k[li].narrow(2, 0, S);
+      v = cache->v[li].narrow(2, 0, S);
+    }
+    attn = Attend(c, q, k, v, ctx, cache != nullptr, recompute);
+  }
   at::Tensor x = x_in + Project(L, kO, attn, lora, li);
 
   h = RmsNorm(x, L.ffn_norm, c.rms_eps);
@@ -412,6 +439,26 @@ LayerOut LayerParts(const Model& model, const LoraWeights* lora, size_t li, cons
   return {x, Project(L, kDown, m, lora, li, {}, down_value)};
 }
 
+// Recomputes a layer's parts from x with a graph (parts(xg)), backpropagates
+// grad (dL/d its output y = mid + down) and returns dL/dx (undefined without
+// input_grad).
+template <typename Parts>
+at::Tensor LayerBackwardOf(const at::Tensor& x, const at::Tensor& grad, bool input_grad, Parts&& parts) {
+  at::Tensor xg = x.detach().requires_grad_(input_grad);
+  {
+    LayerOut out = parts(xg);
+    // y = mid + down: the gradient reaches both as it is. A part with no
+    // trainable path is left out (the first layer's attention when only the
+    // MLP is adapted: its input needs no gradient).
+    std::vector<at::Tensor> ps, grads;
+    for (const at::Tensor& part : {out.mid, out.down}) {
+      if (part.requires_grad()) ps.push_back(part), grads.push_back(grad);
+    }
+    if (!ps.empty()) torch::autograd::backward(ps, grads);
+  }
+  return xg.grad();
+}
+
 }  // namespace
 
 at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x_in,
@@ -422,19 +469,44 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t li, 
 
 at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& x,
                          const AttentionContext& ctx, const at::Tensor& grad, bool input_grad, const LayerKeep* kept) {
-  at::Tensor xg = x.detach().requires_grad_(input_grad);
-  {
-    LayerOut out = LayerParts(model, lora, li, xg, ctx, nullptr, /*down_value=*/false, nullptr, kept, true);
-    // y = mid + down: the gradient reaches both as it is. A part with no
-    // trainable path is left out (the first layer's attention when only the
-    // MLP is adapted: its input needs no gradient).
-    std::vector<at::Tensor> parts, grads;
-    for (const at::Tensor& part : {out.mid, out.down}) {
-      if (part.requires_grad()) parts.push_back(part), grads.push_back(grad);
-    }
-    if (!parts.empty()) torch::autograd::backward(parts, grads);
-  }
-  return xg.grad();
+  return LayerBackwardOf(x, grad, input_grad, [&](const at::Tensor& xg) {
+    return LayerParts(model, lora, li, xg, ctx, nullptr, /*down_value=*/false, nullptr, kept, true);
+  });
+}
+
+SharedPrefix MakeSharedPrefix(const Model& model, int64_t batch, int64_t prefix, int64_t seq) {
+  SharedPrefix s;
+  s.batch = batch;
+  s.prefix = prefix;
+  s.rest = seq - prefix;
+  s.prefix_ctx = MakeAttentionContext(model, 0, prefix);
+  s.rest_ctx = MakeAttentionContext(model, prefix, s.rest);
+  return s;
+}
+
+at::Tensor EmbedShared(const Model& model, const at::Tensor& tokens, const SharedPrefix& s) {
+  return EmbedTokens(model, at::cat({tokens.narrow(0, 0, 1).narrow(1, 0, s.prefix).reshape({-1}),
+                                     tokens.narrow(1, s.prefix, s.rest).reshape({-1})}));
+}
+
+at::Tensor UnshareRows(const at::Tensor& rows, const SharedPrefix& s) {
+  const int64_t hidden = rows.size(-1);
+  return at::cat({rows.narrow(0, 0, s.prefix).unsqueeze(0).expand({s.batch, s.prefix, hidden}),
+                  rows.narrow(0, s.prefix, s.batch * s.rest).view({s.batch, s.rest, hidden})},
+                 1);
+}
+
+at::Tensor LayerForwardShared(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& rows,
+                              const SharedPrefix& s, LayerKeep* keep) {
+  LayerOut out = LayerParts(model, lora, li, rows, s.rest_ctx, nullptr, /*down_value=*/true, keep, nullptr, false, &s);
+  return out.mid + out.down;
+}
+
+at::Tensor LayerBackwardShared(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& rows,
+                               const SharedPrefix& s, const at::Tensor& grad, bool input_grad, const LayerKeep* kept) {
+  return LayerBackwardOf(rows, grad, input_grad, [&](const at::Tensor& xg) {
+    return LayerParts(model, lora, li, xg, s.rest_ctx, nullptr, /*down_value=*/false, nullptr, kept, true, &s);
+  });
 }
 
 at::Tensor HeadNorm(const Model& model, const at::Tensor& x) {

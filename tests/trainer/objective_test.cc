@@ -9,6 +9,7 @@
 
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "attune/trainer/adamw.h"
@@ -314,6 +315,91 @@ TEST_F(LoraStepTest, TopLayersKeptOutOfCheckpointingGiveTheSameGradients) {
                             [&](const at::Tensor& h) { return SftLoss(*model_, h, b, at::ones({2}), 13.0); }, 1);
   }
   EXPECT_GT(std::abs(other - want_loss), 1e-6);
+}
+
+// A micro-batch whose rows begin with the same tokens (the chat template's
+// system turn) runs them once: the loss and every LoRA gradient equal those
+// of the rows run whole, without checkpointing and with any number of
+// layers recomputed, in fp32 and under bf16 products (whose attention then
+// starts its rows' keys after the prefix's). Scored positions inside the
+// prefix too, so its gradient comes from both the loss and the rows' keys.
+TEST_F(LoraStepTest, SharedPrefixRunOnceGivesTheSameLossAndGradients) {
+  LoraConfig c;
+  c.dropout = 0;  // dropout would give the shared rows one mask: not shared (below)
+  LoraParams p = LoraParams::Init(*model_, c, 5);
+  {
+    at::NoGradGuard ng;
+    for (auto& t : p.parameters()) t.detach().normal_(0, 0.05);  // B too: every path carries gradient
+  }
+  const std::vector<int64_t> prefix = {1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41};
+  std::vector<Sequence> seqs(3);
+  const std::vector<std::vector<int64_t>> own = {{3, 17, 42, 99, 5, 27}, {7, 8}, {64}};
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    seqs[i].ids = prefix;
+    seqs[i].ids.insert(seqs[i].ids.end(), own[i].begin(), own[i].end());
+    seqs[i].scored.assign(seqs[i].ids.size(), 1);
+    seqs[i].scored[0] = 0;
+  }
+  const Batch b = MakeBatch({&seqs[0], &seqs[1], &seqs[2]});
+  const runtime::LoraWeights w = p.Weights(true);
+  ASSERT_EQ(SharedPrefixLength(b.ids, w), int64_t(prefix.size()));
+  const size_t L = model_->layers().size();
+  for (bool bf16 : {false, true}) {
+    std::optional<runtime::Bf16Products> scope;
+    if (bf16) scope.emplace();
+    auto run = [&](bool share, bool checkpointing, size_t graph_layers, double* loss) {
+      for (auto& t : p.parameters()) t.mutable_grad() = at::Tensor();
+      *loss = ForwardBackward(
+          *model_, p.Weights(true), b.ids, checkpointing,
+          [&](const at::Tensor& h) { return SftLoss(*model_, h, b, at::ones({3}), 20.0); }, graph_layers, share);
+      std::vector<at::Tensor> g;
+      for (const auto& t : p.parameters()) g.push_back(t.grad().clone());
+      return g;
+    };
+    double want_loss = 0;
+    const auto want = run(false, false, 0, &want_loss);
+    const double tol = bf16 ? 2e-2 : 1e-4;
+    for (auto [checkpointing, kept] : {std::pair{false, size_t(0)}, std::pair{true, size_t(0)},
+                                       std::pair{true, size_t(1)}, std::pair{true, L}}) {
+      double loss = 0;
+      const auto got = run(true, checkpointing, kept, &loss);
+      const std::string where = std::string(bf16 ? "bf16" : "fp32") + ", checkpointing " +
+                                std::to_string(checkpointing) + ", " + std::to_string(kept) + " kept";
+      EXPECT_NEAR(loss, want_loss, (bf16 ? 1e-3 : 1e-6) * std::max(1.0, std::abs(want_loss))) << where;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double scale = want[i].abs().max().item<double>() + 1e-6;
+        EXPECT_LT((got[i] - want[i]).abs().max().item<double>() / scale, tol) << p.names()[i] << ", " << where;
+      }
+    }
+  }
+}
+
+// What is shared: the leading columns every row has in common, at most all
+// but one; nothing for one row, a short prefix, or LoRA dropout in training.
+TEST_F(LoraStepTest, SharedPrefixLengthIsTheCommonStartOfEveryRow) {
+  runtime::LoraWeights w;
+  auto ids = [](std::vector<std::vector<int64_t>> rows) {
+    at::Tensor t = at::zeros({int64_t(rows.size()), int64_t(rows[0].size())}, at::kLong);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      for (size_t c = 0; c < rows[r].size(); ++c) t[int64_t(r)][int64_t(c)] = rows[r][c];
+    }
+    return t;
+  };
+  const std::vector<int64_t> ten = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  auto with = [&](std::vector<int64_t> tail) {
+    std::vector<int64_t> r = ten;
+    r.insert(r.end(), tail.begin(), tail.end());
+    return r;
+  };
+  EXPECT_EQ(SharedPrefixLength(ids({with({11, 12}), with({11, 13})}), w), 11);
+  EXPECT_EQ(SharedPrefixLength(ids({with({11, 12}), with({11, 12})}), w), 11);  // identical rows: T - 1
+  EXPECT_EQ(SharedPrefixLength(ids({with({11, 12})}), w), 0);                   // one row
+  EXPECT_EQ(SharedPrefixLength(ids({{1, 2, 3, 4, 5, 6, 7, 9, 9}, {1, 2, 3, 4, 5, 6, 7, 8, 9}}), w), 0);  // 7 < 8
+  EXPECT_EQ(SharedPrefixLength(ids({with({11}), {0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}}), w), 0);
+  w.training = true;
+  EXPECT_EQ(SharedPrefixLength(ids({with({11, 12}), with({11, 13})}), w), 11);
+  w.dropout = 0.1;
+  EXPECT_EQ(SharedPrefixLength(ids({with({11, 12}), with({11, 13})}), w), 0);
 }
 
 // How many layers keep their graph: none without memory, all at most, and

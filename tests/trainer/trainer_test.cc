@@ -481,14 +481,19 @@ TEST(TrainerTest, ThePhasesOfARunFitItsTime) {
 
 // The report counts the padding of the micro-batches: a micro-batch is as
 // long as its longest sequence. One micro-batch of all sixteen examples
-// pads each to the longest; micro-batches of one pad nothing.
-TEST(TrainerTest, TheReportCountsTheMicroBatchesPadding) {
+// pads each to the longest; micro-batches of one pad nothing. It also counts
+// the slots the prefix the examples share (the template's turn before the
+// question) saved: fifteen rows' worth per micro-batch of sixteen, none for
+// one.
+TEST(TrainerTest, TheReportCountsTheMicroBatchesPaddingAndSharedPrefix) {
   auto m = TinyModel();
   TrainInput in;
   TrainerOptions o = SmallOptions();
   o.anchor_examples = 0;
   o.encode.max_seq_len = 256;  // none truncated
   int64_t sum = 0, longest = 0;
+  std::vector<int64_t> first;
+  size_t common = SIZE_MAX;
   for (int i = 0; i < 16; ++i) {
     TextExample e;
     e.id = "len" + std::to_string(i);
@@ -497,10 +502,17 @@ TEST(TrainerTest, TheReportCountsTheMicroBatchesPadding) {
     auto enc = Encode(*m, e, o.encode);
     ASSERT_TRUE(enc.ok()) << enc.status().ToString();
     sum += int64_t(enc->chosen.ids.size());
+    if (first.empty()) first = enc->chosen.ids;
+    size_t same = 0;
+    while (same < first.size() && same < enc->chosen.ids.size() && first[same] == enc->chosen.ids[same]) ++same;
+    common = std::min(common, same);
     longest = std::max(longest, int64_t(enc->chosen.ids.size()));
     in.new_examples.push_back(e);
   }
   ASSERT_GT(16 * longest, sum);  // the lengths differ
+  ASSERT_GE(int64_t(common), kMinSharedPrefix);
+  ASSERT_LT(int64_t(common), longest);
+  o.lora.dropout = 0;  // with dropout the rows would share their masks: nothing shared
   o.micro_batch_size = 16;
   o.grad_accum_steps = 1;
   o.max_steps = 2;
@@ -508,10 +520,12 @@ TEST(TrainerTest, TheReportCountsTheMicroBatchesPadding) {
   ASSERT_TRUE(whole.ok()) << whole.status().ToString();
   EXPECT_EQ(whole->report.tokens, 2 * sum);
   EXPECT_EQ(whole->report.padding_tokens, 2 * (16 * longest - sum));
+  EXPECT_EQ(whole->report.shared_prefix_tokens, 2 * 15 * int64_t(common));
   o.micro_batch_size = 1;
   auto single = Trainer(m, o).Run(in, "", nullptr, nullptr);
   ASSERT_TRUE(single.ok()) << single.status().ToString();
   EXPECT_EQ(single->report.padding_tokens, 0);
+  EXPECT_EQ(single->report.shared_prefix_tokens, 0);
 }
 
 // Four copies of Examples() (24 SFT examples): every eighth is held out.

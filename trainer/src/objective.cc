@@ -231,17 +231,39 @@ size_t GraphLayers(const runtime::ModelConfig& c, int64_t rows, int64_t seq, dou
   return size_t(std::min(double(c.n_layers), std::floor(mb * 1024 * 1024 / per_layer)));
 }
 
+int64_t SharedPrefixLength(const at::Tensor& ids, const runtime::LoraWeights& lora) {
+  const int64_t B = ids.size(0), T = ids.size(1);
+  if (B < 2 || T < 2 || (lora.training && lora.dropout > 0)) return 0;
+  // Columns where every row has row 0's token, up to the first that does not.
+  const at::Tensor same = ids.eq(ids.narrow(0, 0, 1)).all(0).to(at::kLong);  // [T]
+  const int64_t p = same.cumprod(0).sum().item<int64_t>();
+  const int64_t shared = std::min(p, T - 1);  // at least one position of each row's own
+  return shared >= kMinSharedPrefix ? shared : 0;
+}
+
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
                        bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
-                       size_t graph_layers) {
-  runtime::AttentionContext ctx = runtime::MakeAttentionContext(model, 0, ids.size(1));
+                       size_t graph_layers, bool share_prefix) {
+  const int64_t P = share_prefix ? SharedPrefixLength(ids, lora) : 0;
+  // With a shared prefix the layers' hidden states are rows [N, hidden]
+  // (runtime::SharedPrefix), else [B, T, hidden].
+  const runtime::SharedPrefix sp = P > 0 ? runtime::MakeSharedPrefix(model, ids.size(0), P, ids.size(1))
+                                         : runtime::SharedPrefix();
+  const runtime::AttentionContext ctx = P > 0 ? runtime::AttentionContext()
+                                              : runtime::MakeAttentionContext(model, 0, ids.size(1));
+  auto embed = [&] { return P > 0 ? runtime::EmbedShared(model, ids, sp) : runtime::EmbedTokens(model, ids); };
+  auto layer = [&](size_t l, const at::Tensor& x, runtime::LayerKeep* keep) {
+    return P > 0 ? runtime::LayerForwardShared(model, &lora, l, x, sp, keep)
+                 : runtime::LayerForward(model, &lora, l, x, ctx, nullptr, keep);
+  };
+  auto loss_of = [&](const at::Tensor& x) { return loss_fn(P > 0 ? runtime::UnshareRows(x, sp) : x); };
   const size_t L = model.layers().size();
   // Layers [0, C) are checkpointed, [C, L) keep their graph.
   const size_t C = checkpointing ? L - std::min(graph_layers, L) : 0;
   if (C == 0) {
-    at::Tensor x = runtime::EmbedTokens(model, ids);
-    for (size_t l = 0; l < L; ++l) x = runtime::LayerForward(model, &lora, l, x, ctx, nullptr);
-    at::Tensor loss = loss_fn(x);
+    at::Tensor x = embed();
+    for (size_t l = 0; l < L; ++l) x = layer(l, x, nullptr);
+    at::Tensor loss = loss_of(x);
     loss.backward();
     // No ReleaseFreedMemory here: without checkpointing the peak is the
     // graph's own activations, which every micro-batch allocates again, so
@@ -257,17 +279,19 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
   std::vector<runtime::LayerKeep> keep(C);
   {
     at::NoGradGuard ng;
-    at::Tensor x = runtime::EmbedTokens(model, ids);
+    at::Tensor x = embed();
     // The kept inputs live in one block, not among the layers' temporaries,
     // where they would pin the heap and keep the freed temporaries' pages.
-    at::Tensor kept = at::empty({int64_t(C), x.size(0), x.size(1), x.size(2)}, x.options());
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.insert(shape.begin(), int64_t(C));
+    at::Tensor kept = at::empty(shape, x.options());
     for (size_t l = 0; l < C; ++l) {
       inputs[l] = kept[int64_t(l)].copy_(x);
       {
         std::lock_guard<std::mutex> lock(gen.mutex());
         rng[l] = gen.get_state();
       }
-      x = runtime::LayerForward(model, &lora, l, x, ctx, nullptr, &keep[l]);
+      x = layer(l, x, &keep[l]);
     }
     inputs.push_back(x);
   }
@@ -275,13 +299,13 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
   // highest checkpointed layer's output.
   at::Tensor top = inputs[C].detach().requires_grad_(true);
   at::Tensor x = top;
-  for (size_t l = C; l < L; ++l) x = runtime::LayerForward(model, &lora, l, x, ctx, nullptr);
+  for (size_t l = C; l < L; ++l) x = layer(l, x, nullptr);
   at::Tensor after_state;
   {
     std::lock_guard<std::mutex> lock(gen.mutex());
     after_state = gen.get_state();
   }
-  at::Tensor loss = loss_fn(x);
+  at::Tensor loss = loss_of(x);
   x = at::Tensor();
   loss.backward();
   at::Tensor grad = top.grad();
@@ -293,7 +317,8 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(rng[l]);
     }
-    grad = runtime::LayerBackward(model, &lora, l, inputs[l], ctx, grad, /*input_grad=*/l > 0, &keep[l]);
+    grad = P > 0 ? runtime::LayerBackwardShared(model, &lora, l, inputs[l], sp, grad, /*input_grad=*/l > 0, &keep[l])
+                 : runtime::LayerBackward(model, &lora, l, inputs[l], ctx, grad, /*input_grad=*/l > 0, &keep[l]);
     inputs[l + 1] = at::Tensor();  // free as we go
     keep[l] = runtime::LayerKeep();
   }

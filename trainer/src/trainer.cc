@@ -164,6 +164,7 @@ std::string TrainReport::ToJson() const {
                       {"clipped_steps", clipped_steps},
                       {"tokens", tokens},
                       {"padding_tokens", padding_tokens},
+                      {"shared_prefix_tokens", shared_prefix_tokens},
                       {"micro_batch_size", micro_batch_size},
                       {"base_products", bf16_base ? "bf16" : "fp32"},
                       {"wall_seconds", wall_seconds},
@@ -317,7 +318,7 @@ class WindowRun {
   void MeasureNullSpace();
   std::vector<std::vector<size_t>> PlanOf(int64_t epoch) const;
   std::pair<std::vector<const EncodedExample*>, int64_t> NextMicro();
-  double RunMicro(const std::vector<const EncodedExample*>& mbx, int64_t* padding);
+  double RunMicro(const std::vector<const EncodedExample*>& mbx, int64_t* padding, int64_t* shared);
   const at::Tensor& BaseOf(const EncodedExample& e);
   StepEnd Step(const std::function<bool()>& should_stop);
   Status Save(const internal::CheckpointState& s);
@@ -582,8 +583,9 @@ std::pair<std::vector<const EncodedExample*>, int64_t> WindowRun::NextMicro() {
 
 // One micro-batch's forward and backward (its gradients accumulate); its
 // loss. Adds the batch's padding (rows x longest - the rows' tokens) to
-// *padding.
-double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_t* padding) {
+// *padding, and the slots its shared prefix saved ((rows - 1) x its length)
+// to *shared.
+double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_t* padding, int64_t* shared) {
   const Objective obj = mbx[0]->objective;
   const runtime::LoraWeights w = params_->Weights(/*training=*/true);
   const double accum = double(o_.grad_accum_steps);
@@ -600,6 +602,7 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
   Batch b = MakeBatch(seqs);
   *padding += b.ids.numel();
   for (const Sequence* s : seqs) *padding -= int64_t(s->ids.size());
+  *shared += (b.ids.size(0) - 1) * SharedPrefixLength(b.ids, w);
   at::Tensor wt = at::tensor(weights);
   const bool ckpt = o_.gradient_checkpointing;
   // (Without checkpointing every layer keeps its graph: no budget to fit.)
@@ -698,7 +701,7 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
   }
   const std::vector<at::Tensor> boundary_params = params_->Snapshot();
   double step_loss = 0;
-  int64_t step_tokens = 0, step_padding = 0;
+  int64_t step_tokens = 0, step_padding = 0, step_shared = 0;
   for (int64_t a = 0; a < o_.grad_accum_steps; ++a) {
     if (should_stop && should_stop()) {
       opt_->ZeroGrad();
@@ -707,7 +710,7 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
       return StepEnd::kStopped;
     }
     auto [mbx, tokens] = NextMicro();
-    step_loss += RunMicro(mbx, &step_padding);
+    step_loss += RunMicro(mbx, &step_padding, &step_shared);
     step_tokens += tokens;
     if (o_.max_tokens_per_step > 0 && step_tokens >= o_.max_tokens_per_step) break;
   }
@@ -739,6 +742,7 @@ WindowRun::StepEnd WindowRun::Step(const std::function<bool()>& should_stop) {
   ++st_.step;
   st_.tokens += step_tokens;
   r_.padding_tokens += step_padding;
+  r_.shared_prefix_tokens += step_shared;
   st_.loss_curve.push_back(step_loss);
   return StepEnd::kTaken;
 }

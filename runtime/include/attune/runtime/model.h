@@ -181,6 +181,33 @@ at::Tensor LayerForward(const Model& model, const LoraWeights* lora, size_t laye
 at::Tensor LayerBackward(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& x,
                          const AttentionContext& ctx, const at::Tensor& grad, bool input_grad = true,
                          const LayerKeep* kept = nullptr);
+// A batch of `batch` rows of T tokens whose first `prefix` tokens are the
+// same in every row (the chat template's system turn), laid out as prefix +
+// batch * rest rows of hidden states [N, hidden]: the prefix's positions
+// once, then each row's own. A causal layer gives every row's prefix
+// positions the same values, so the layers run the prefix once, for
+// (batch - 1) * prefix fewer rows through every projection; each row's own
+// positions attend to the prefix's keys and values as to their own earlier
+// positions. No cache.
+struct SharedPrefix {
+  int64_t batch = 0, prefix = 0, rest = 0;  // rest = T - prefix
+  AttentionContext prefix_ctx, rest_ctx;    // past 0, seq prefix; past prefix, seq rest
+};
+// REQUIRES: 0 < prefix < seq.
+SharedPrefix MakeSharedPrefix(const Model& model, int64_t batch, int64_t prefix, int64_t seq);
+// The rows of tokens [batch, T] (row 0's prefix, then each row's rest).
+at::Tensor EmbedShared(const Model& model, const at::Tensor& tokens, const SharedPrefix& s);
+// Rows back to [batch, T, hidden], the prefix's repeated in every row (their
+// gradients sum into the prefix's rows).
+at::Tensor UnshareRows(const at::Tensor& rows, const SharedPrefix& s);
+// LayerForward and LayerBackward over such rows: the same values as over
+// the batch [batch, T] (up to the order in which products sum). With LoRA
+// dropout the prefix's rows share their masks, unlike the batch's.
+at::Tensor LayerForwardShared(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& rows,
+                              const SharedPrefix& s, LayerKeep* keep = nullptr);
+at::Tensor LayerBackwardShared(const Model& model, const LoraWeights* lora, size_t layer, const at::Tensor& rows,
+                               const SharedPrefix& s, const at::Tensor& grad, bool input_grad = true,
+                               const LayerKeep* kept = nullptr);
 // Final norm and output projection: [batch, seq, hidden] -> [batch, seq, vocab].
 // HeadForward(x) == model.output().Mul(HeadNorm(x)); the trainer runs the
 // projection itself, a chunk of rows at a time.

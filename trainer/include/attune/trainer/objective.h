@@ -76,10 +76,22 @@ at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidde
 // `checkpointing` only each layer's input is kept and layers are recomputed
 // one at a time during backward (dropout masks are replayed exactly), except
 // the top `graph_layers`, which keep their graph and are not recomputed (all
-// of them: as without checkpointing). Returns the loss value.
+// of them: as without checkpointing). With share_prefix, the first
+// SharedPrefixLength(ids, lora) positions, the same in every row, run once
+// (runtime::LayerForwardShared) instead of once per row: the same loss and
+// gradients up to the order in which products sum. Returns the loss value.
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
                        bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
-                       size_t graph_layers = 0);
+                       size_t graph_layers = 0, bool share_prefix = true);
+
+// The shortest prefix worth running once for a whole micro-batch.
+inline constexpr int64_t kMinSharedPrefix = 8;
+// How many leading positions of ids [B, T] ForwardBackward runs once: the
+// tokens every row has in common from the start (the chat template's system
+// turn, a DPO pair's prompt), at most T - 1; 0 when under kMinSharedPrefix,
+// for a single row, or with LoRA dropout in training (the prefix's rows
+// would share their dropout masks).
+int64_t SharedPrefixLength(const at::Tensor& ids, const runtime::LoraWeights& lora);
 
 // Estimated bytes of one layer's autograd activations for a micro-batch of
 // `rows` sequences of `seq` tokens (LoRA on every target), in fp32:

@@ -174,6 +174,11 @@ struct TrainReport {
   // micro-batch is as long as its longest sequence); not counted across a
   // resume.
   int64_t padding_tokens = 0;
+  // Slots of those micro-batches computed once for all their rows instead of
+  // once per row: (rows - 1) x the length of the prefix they share
+  // (ForwardBackward's share_prefix; the chat template's system turn); not
+  // counted across a resume.
+  int64_t shared_prefix_tokens = 0;
   // The step whose adapter is the candidate: `steps`, or with early stopping
   // the step of the lowest held-out loss.
   int64_t kept_step = 0;
