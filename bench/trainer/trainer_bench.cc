@@ -2,13 +2,15 @@
 //
 //   build/bench/trainer/trainer_bench [--model PATH] [--checkpointing 0|1]
 //       [--torch-threads N] [--blas-threads N] [--seq N] [--batch N]
-//       [--warmup N] [--steps N] [--seed N] [--json]
+//       [--warmup N] [--steps N] [--seed N] [--shared-prefix N] [--json]
 //   build/bench/trainer/trainer_bench --gemm [--torch-threads N] [--blas-threads N]
 //
 // One configuration per process, so that peak RSS (VmHWM) belongs to it alone.
 // A step is one micro-batch of `batch` sequences of `seq` random token ids
 // with every position scored except the first (SFT loss), LoRA rank 16,
 // alpha 32, dropout 0, all seven targets, then one AdamW step (lr 1e-4).
+// --shared-prefix N: the first N ids of every row are row 0's (as a chat
+// template's system turn is), which the trainer runs once per micro-batch.
 // tokens_per_second = batch * seq * steps / (wall time of the timed steps:
 // forward + backward + optimizer). peak_rss_mb is the VmHWM of the whole
 // process (load included); train_peak_rss_mb the VmHWM of the training phase
@@ -46,7 +48,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 struct Flags {
   std::string model;
   int checkpointing = 0, torch_threads = 1, blas_threads = 2, bf16 = 0;
-  int64_t seq = 256, batch = 4, warmup = 1, steps = 3;
+  int64_t seq = 256, batch = 4, warmup = 1, steps = 3, shared_prefix = 0;
   uint64_t seed = 0;
   bool json = false, gemm = false;
 };
@@ -55,13 +57,15 @@ struct Flags {
   std::fprintf(code ? stderr : stdout,
                "usage: trainer_bench [--model PATH] [--checkpointing 0|1] [--bf16 0|1] [--torch-threads N]\n"
                "                     [--blas-threads N] [--seq N] [--batch N] [--warmup N]\n"
-               "                     [--steps N] [--seed N] [--json]\n"
+               "                     [--steps N] [--seed N] [--shared-prefix N] [--json]\n"
                "       trainer_bench --gemm [--torch-threads N] [--blas-threads N] [--json]\n"
                "Measures LoRA training tokens/s and peak RSS (VmHWM) on one configuration,\n"
                "or (--gemm) the fp32 GEMM rate at 256x576x1536. --bf16 1: the frozen base's\n"
                "products in bf16 (TrainerOptions::base_products \"bf16\"; LibTorch's intra-op threads run them).\n"
                "Defaults: the cached default model, checkpointing 0, torch threads 1,\n"
-               "BLAS threads 2, seq 256, batch 4, warmup 1, steps 3.\n");
+               "BLAS threads 2, seq 256, batch 4, warmup 1, steps 3, shared prefix 0.\n"
+               "--shared-prefix N: every row's first N token ids are the same (as a chat template's\n"
+               "system turn), which the trainer runs once per micro-batch.\n");
   std::exit(code);
 }
 
@@ -84,6 +88,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--warmup") f.warmup = std::stoll(next());
     else if (a == "--steps") f.steps = std::stoll(next());
     else if (a == "--seed") f.seed = std::stoull(next());
+    else if (a == "--shared-prefix") f.shared_prefix = std::stoll(next());
     else if (a == "--json") f.json = true;
     else if (a == "--gemm") f.gemm = true;
     else {
@@ -91,7 +96,7 @@ Flags Parse(int argc, char** argv) {
       Usage(2);
     }
   }
-  if (f.seq < 2 || f.batch < 1 || f.steps < 1 || f.warmup < 0) Usage(2);
+  if (f.seq < 2 || f.batch < 1 || f.steps < 1 || f.warmup < 0 || f.shared_prefix < 0 || f.shared_prefix >= f.seq) Usage(2);
   return f;
 }
 
@@ -154,6 +159,7 @@ int main(int argc, char** argv) {
   const int64_t vocab = model->embedding().out_features();
   at::Generator gen = at::detail::createCPUGenerator(f.seed + 1);
   at::Tensor all = at::randint(vocab, {f.batch, f.seq}, gen, at::kLong);
+  all.narrow(1, 0, f.shared_prefix).copy_(all.narrow(0, 0, 1).narrow(1, 0, f.shared_prefix).expand({f.batch, -1}));
   std::vector<trainer::Sequence> seqs(f.batch);
   for (int64_t i = 0; i < f.batch; ++i) {
     const int64_t* p = all[i].contiguous().data_ptr<int64_t>();
@@ -197,10 +203,11 @@ int main(int argc, char** argv) {
         "\"seq\": %lld, \"batch\": %lld, \"warmup\": %lld, \"steps\": %lld, \"tokens_per_second\": %.3f, "
         "\"step_seconds\": %.4f, \"forward_backward_seconds\": %.4f, \"optimizer_seconds\": %.5f, "
         "\"peak_rss_mb\": %.1f, \"train_peak_rss_mb\": %.1f, \"rss_after_load_mb\": %.1f, \"load_seconds\": %.3f, \"loss\": %.5f, "
-        "\"lora_params\": %zu}\n",
+        "\"lora_params\": %zu, \"shared_prefix\": %lld}\n",
         f.checkpointing, f.bf16, f.torch_threads, f.blas_threads, static_cast<long long>(f.seq),
         static_cast<long long>(f.batch), static_cast<long long>(f.warmup), static_cast<long long>(f.steps), tps,
-        total / f.steps, fb_s / f.steps, opt_s / f.steps, peak, train_peak, rss_after_load, load_s, loss, lora.parameters().size());
+        total / f.steps, fb_s / f.steps, opt_s / f.steps, peak, train_peak, rss_after_load, load_s, loss, lora.parameters().size(),
+        static_cast<long long>(trainer::SharedPrefixLength(b.ids, w)));
   } else {
     std::printf("checkpointing %d, torch threads %d, BLAS threads %d, batch %lld x seq %lld, %lld timed steps\n",
                 f.checkpointing, f.torch_threads, f.blas_threads, static_cast<long long>(f.batch),
