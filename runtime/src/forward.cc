@@ -496,6 +496,30 @@ at::Tensor UnshareRows(const at::Tensor& rows, const SharedPrefix& s) {
                  1);
 }
 
+int64_t CommonPrefixLength(const at::Tensor& tokens) {
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  if (B < 2 || T < 2) return 0;
+  // Columns where every row has row 0's token, up to the first that does not.
+  const at::Tensor same = tokens.eq(tokens.narrow(0, 0, 1)).all(0).to(at::kLong);  // [T]
+  const int64_t p = std::min(same.cumprod(0).sum().item<int64_t>(), T - 1);  // one position of each row's own
+  return p >= kMinSharedPrefix ? p : 0;
+}
+
+at::Tensor HiddenStates(const Model& model, const LoraWeights* lora, const at::Tensor& tokens) {
+  at::NoGradGuard ng;
+  const int64_t P = lora && lora->training && lora->dropout > 0 ? 0 : CommonPrefixLength(tokens);
+  if (P == 0) {
+    const AttentionContext ctx = MakeAttentionContext(model, 0, tokens.size(1));
+    at::Tensor x = EmbedTokens(model, tokens);
+    for (size_t l = 0; l < model.layers().size(); ++l) x = LayerForward(model, lora, l, x, ctx, nullptr);
+    return x;
+  }
+  const SharedPrefix s = MakeSharedPrefix(model, tokens.size(0), P, tokens.size(1));
+  at::Tensor x = EmbedShared(model, tokens, s);
+  for (size_t l = 0; l < model.layers().size(); ++l) x = LayerForwardShared(model, lora, l, x, s);
+  return UnshareRows(x, s);
+}
+
 at::Tensor LayerForwardShared(const Model& model, const LoraWeights* lora, size_t li, const at::Tensor& rows,
                               const SharedPrefix& s, LayerKeep* keep) {
   LayerOut out = LayerParts(model, lora, li, rows, s.rest_ctx, nullptr, /*down_value=*/true, keep, nullptr, false, &s);

@@ -136,12 +136,11 @@ double MeanAnswerKl(const Model& model, const LoraWeights& lora, const std::vect
       const AnsweredPrompt& a = answers[batch.members[b]];
       for (int64_t t = a.first; t < int64_t(a.ids.size()); ++t) rows.push_back(int64_t(b) * T + t);
     }
-    const AttentionContext ctx = MakeAttentionContext(model, 0, T);
-    const at::Tensor embedded = EmbedTokens(model, batch.tokens);
+    // (The chat template's system turn, which every answer's prompt begins
+    // with, runs once a batch: HiddenStates.)
     const at::Tensor scored = at::tensor(rows, at::kLong);
     const auto hidden = [&](const LoraWeights* l) {
-      at::Tensor x = embedded;
-      for (size_t li = 0; li < model.layers().size(); ++li) x = LayerForward(model, l, li, x, ctx, nullptr);
+      const at::Tensor x = HiddenStates(model, l, batch.tokens);
       return x.reshape({-1, x.size(-1)}).index_select(0, scored);
     };
     const at::Tensor base_rows = hidden(nullptr), adapted_rows = hidden(&lora);

@@ -122,11 +122,11 @@ TEST_F(LoraStepTest, DpoLossGradientsAndStepMatchTrlFormula) {
   Sequence c = Seq(d["chosen_ids"], d["chosen_response_mask"]);
   Sequence r = Seq(d["rejected_ids"], d["rejected_response_mask"]);
   Batch b = MakeBatch({&c, &r});
-  at::Tensor ref = SequenceLogProbs(*model_, Hidden(*model_, nullptr, b.ids), b);
+  at::Tensor ref = SequenceLogProbs(*model_, runtime::HiddenStates(*model_, nullptr, b.ids), b);
   EXPECT_NEAR(ref[0].item<double>(), d["ref_chosen_logp"].get<double>(), 1e-3);
   EXPECT_NEAR(ref[1].item<double>(), d["ref_rejected_logp"].get<double>(), 1e-3);
   auto lora = params_.Weights(false);
-  at::Tensor pol = SequenceLogProbs(*model_, Hidden(*model_, &lora, b.ids), b);
+  at::Tensor pol = SequenceLogProbs(*model_, runtime::HiddenStates(*model_, &lora, b.ids), b);
   EXPECT_NEAR(pol[0].item<double>(), d["policy_chosen_logp"].get<double>(), 1e-3);
   double loss = ForwardBackward(*model_, params_.Weights(true), b.ids, true, [&](const at::Tensor& h) {
     return DpoLoss(*model_, h, b, ref, at::ones({1}), d["beta"].get<double>(), 1.0);
@@ -141,7 +141,7 @@ TEST_F(LoraStepTest, KtoLossGradientsAndStepMatchTrlFormula) {
   Sequence c = Seq(k["chosen_ids"], k["chosen_response_mask"]);
   Sequence r = Seq(k["rejected_ids"], k["rejected_response_mask"]);
   Batch b = MakeBatch({&c, &r});
-  at::Tensor ref = SequenceLogProbs(*model_, Hidden(*model_, nullptr, b.ids), b);
+  at::Tensor ref = SequenceLogProbs(*model_, runtime::HiddenStates(*model_, nullptr, b.ids), b);
   double loss = ForwardBackward(*model_, params_.Weights(true), b.ids, false, [&](const at::Tensor& h) {
     return KtoLoss(*model_, h, b, ref, at::tensor({1.0f, 0.0f}), at::ones({2}), k["beta"].get<double>(),
                    k["kl"].get<double>(), 2.0);
@@ -178,10 +178,10 @@ TEST_F(LoraStepTest, HeadInChunksEqualsTheWholeHead) {
   };
   at::Tensor weights = at::rand({B}, gen) + 0.5;
   const double norm = double(rows.size(0));
-  at::Tensor base = BaseLogProbsAtTargets(*model_, Hidden(*model_, nullptr, b.ids), b);
+  at::Tensor base = BaseLogProbsAtTargets(*model_, runtime::HiddenStates(*model_, nullptr, b.ids), b);
   {
     at::NoGradGuard ng;
-    EXPECT_LT((base - whole(Hidden(*model_, nullptr, b.ids))).abs().max().item<double>(), 1e-5);
+    EXPECT_LT((base - whole(runtime::HiddenStates(*model_, nullptr, b.ids))).abs().max().item<double>(), 1e-5);
   }
   using LossFn = std::function<at::Tensor(const at::Tensor&)>;
   auto grads = [&](const LossFn& fn, double* loss) {
@@ -240,13 +240,13 @@ TEST_F(LoraStepTest, BaseRowsOfEachSequenceAloneGiveTheBatchsBaseLogProbs) {
     ptrs.push_back(&seqs[i]);
   }
   const Batch b = MakeBatch(ptrs);
-  const at::Tensor hidden = Hidden(*model_, nullptr, b.ids);
+  const at::Tensor hidden = runtime::HiddenStates(*model_, nullptr, b.ids);
   const at::Tensor want = BaseLogProbsAtTargets(*model_, hidden, b);
   EXPECT_TRUE(at::equal(HeadLogProbs(*model_, BaseTargetRows(*model_, hidden, b)), want));
   std::vector<at::Tensor> rows;
   for (const Sequence* s : ptrs) {
     const Batch one = MakeBatch({s});
-    rows.push_back(BaseTargetRows(*model_, Hidden(*model_, nullptr, one.ids), one));
+    rows.push_back(BaseTargetRows(*model_, runtime::HiddenStates(*model_, nullptr, one.ids), one));
     const int64_t T = int64_t(s->ids.size());
     EXPECT_EQ(rows.back().size(0), T - T / 2);  // the scored positions
   }
@@ -351,7 +351,7 @@ TEST_F(LoraStepTest, SharedPrefixRunOnceGivesTheSameLossAndGradients) {
       for (auto& t : p.parameters()) t.mutable_grad() = at::Tensor();
       *loss = ForwardBackward(
           *model_, p.Weights(true), b.ids, checkpointing,
-          [&](const at::Tensor& h) { return SftLoss(*model_, h, b, at::ones({3}), 20.0); }, graph_layers, share);
+          [&](const at::Tensor& h) { return SftLoss(*model_, h, b, at::ones({3}), 20.0); }, graph_layers, share ? kFindSharedPrefix : 0);
       std::vector<at::Tensor> g;
       for (const auto& t : p.parameters()) g.push_back(t.grad().clone());
       return g;
@@ -416,6 +416,25 @@ TEST_F(LoraStepTest, GraphLayersFitTheMemoryGiven) {
   EXPECT_GT(GraphLayerBytes(c, 4, 64), 2 * GraphLayerBytes(c, 4, 32));  // attention grows with seq^2
 }
 
+// With a shared prefix a layer holds the prefix's rows once: fewer bytes, a
+// row more adds only its own positions, and more layers fit the same memory.
+TEST_F(LoraStepTest, GraphLayersCountASharedPrefixOnce) {
+  const auto& c = model_->config();
+  const double whole = GraphLayerBytes(c, 8, 32), row = GraphLayerBytes(c, 1, 32);
+  EXPECT_DOUBLE_EQ(GraphLayerBytes(c, 8, 32, 0), whole);
+  EXPECT_NEAR(whole, 8 * row, 1e-9 * whole);  // nothing shared: every row whole
+  const double shared = GraphLayerBytes(c, 8, 32, 16);
+  EXPECT_LT(shared, 0.75 * whole);
+  EXPECT_GT(shared, 0.5 * whole);  // each row's own half, and the prefix once
+  const double per_row = GraphLayerBytes(c, 9, 32, 16) - shared;
+  EXPECT_LT(per_row, 0.75 * row);
+  EXPECT_NEAR(GraphLayerBytes(c, 10, 32, 16) - GraphLayerBytes(c, 9, 32, 16), per_row, 1e-9 * whole);
+  const double mb = 1.5 * whole / (1024.0 * 1024.0);
+  ASSERT_EQ(c.n_layers, 2);
+  EXPECT_EQ(GraphLayers(c, 8, 32, mb), 1u);
+  EXPECT_EQ(GraphLayers(c, 8, 32, mb, 16), 2u);
+}
+
 // d loss / d theta by central differences on a few elements of every kind of
 // LoRA tensor, against autograd through the per-layer recomputation.
 TEST_F(LoraStepTest, GradientsMatchFiniteDifferences) {
@@ -425,7 +444,7 @@ TEST_F(LoraStepTest, GradientsMatchFiniteDifferences) {
   Batch b = MakeBatch({&s});
   auto loss_at = [&]() {
     auto w = params_.Weights(false);
-    return SftLoss(*model_, Hidden(*model_, &w, b.ids), b, at::ones({1}), 6.0).item<double>();
+    return SftLoss(*model_, runtime::HiddenStates(*model_, &w, b.ids), b, at::ones({1}), 6.0).item<double>();
   };
   ForwardBackward(*model_, params_.Weights(true), b.ids, true,
                   [&](const at::Tensor& h) { return SftLoss(*model_, h, b, at::ones({1}), 6.0); });

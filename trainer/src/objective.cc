@@ -197,13 +197,6 @@ at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidde
   return at::zeros({hidden.size(0)}, lp.options()).index_add(0, rows, lp);
 }
 
-at::Tensor Hidden(const runtime::Model& model, const runtime::LoraWeights* lora, const at::Tensor& ids) {
-  at::NoGradGuard ng;
-  runtime::AttentionContext ctx = runtime::MakeAttentionContext(model, 0, ids.size(1));
-  at::Tensor x = runtime::EmbedTokens(model, ids);
-  for (size_t l = 0; l < model.layers().size(); ++l) x = runtime::LayerForward(model, lora, l, x, ctx, nullptr);
-  return x;
-}
 
 namespace {
 
@@ -221,30 +214,29 @@ void ReleaseFreedMemory() {
 
 }  // namespace
 
-double GraphLayerBytes(const runtime::ModelConfig& c, int64_t rows, int64_t seq) {
-  return 4.0 * double(rows) * double(seq) * double(8 * c.hidden + 3 * c.intermediate + 2 * c.n_heads * seq);
+double GraphLayerBytes(const runtime::ModelConfig& c, int64_t rows, int64_t seq, int64_t prefix) {
+  // Hidden-state rows and attention scores: the prefix's once (scores
+  // prefix x prefix), each row's own positions (scores against all seq).
+  const double tokens = double(prefix) + double(rows) * double(seq - prefix);
+  const double scores = double(prefix) * double(prefix) + double(rows) * double(seq - prefix) * double(seq);
+  return 4.0 * (tokens * double(8 * c.hidden + 3 * c.intermediate) + 2.0 * double(c.n_heads) * scores);
 }
 
-size_t GraphLayers(const runtime::ModelConfig& c, int64_t rows, int64_t seq, double mb) {
-  const double per_layer = GraphLayerBytes(c, rows, seq);
+size_t GraphLayers(const runtime::ModelConfig& c, int64_t rows, int64_t seq, double mb, int64_t prefix) {
+  const double per_layer = GraphLayerBytes(c, rows, seq, prefix);
   if (!(mb > 0) || !(per_layer > 0)) return 0;
   return size_t(std::min(double(c.n_layers), std::floor(mb * 1024 * 1024 / per_layer)));
 }
 
 int64_t SharedPrefixLength(const at::Tensor& ids, const runtime::LoraWeights& lora) {
-  const int64_t B = ids.size(0), T = ids.size(1);
-  if (B < 2 || T < 2 || (lora.training && lora.dropout > 0)) return 0;
-  // Columns where every row has row 0's token, up to the first that does not.
-  const at::Tensor same = ids.eq(ids.narrow(0, 0, 1)).all(0).to(at::kLong);  // [T]
-  const int64_t p = same.cumprod(0).sum().item<int64_t>();
-  const int64_t shared = std::min(p, T - 1);  // at least one position of each row's own
-  return shared >= kMinSharedPrefix ? shared : 0;
+  if (lora.training && lora.dropout > 0) return 0;
+  return runtime::CommonPrefixLength(ids);
 }
 
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
                        bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
-                       size_t graph_layers, bool share_prefix) {
-  const int64_t P = share_prefix ? SharedPrefixLength(ids, lora) : 0;
+                       size_t graph_layers, int64_t shared_prefix) {
+  const int64_t P = shared_prefix == kFindSharedPrefix ? SharedPrefixLength(ids, lora) : shared_prefix;
   // With a shared prefix the layers' hidden states are rows [N, hidden]
   // (runtime::SharedPrefix), else [B, T, hidden].
   const runtime::SharedPrefix sp = P > 0 ? runtime::MakeSharedPrefix(model, ids.size(0), P, ids.size(1))

@@ -204,7 +204,7 @@ double Trainer::MeanLoss(const std::vector<EncodedExample>& examples, const runt
     std::vector<const Sequence*> chunk(seqs.begin() + int64_t(i), seqs.begin() + int64_t(std::min(seqs.size(), i + 8)));
     Batch b = MakeBatch(chunk);
     at::NoGradGuard ng;
-    nll -= SequenceLogProbs(*model_, Hidden(*model_, lora, b.ids), b).sum().item<double>();
+    nll -= SequenceLogProbs(*model_, runtime::HiddenStates(*model_, lora, b.ids), b).sum().item<double>();
     tokens += b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>();
   }
   return nll / tokens;
@@ -219,7 +219,7 @@ double Trainer::EvalUnlikelihood(const std::vector<EncodedExample>& examples, co
     Batch b = MakeBatch({&e.chosen});
     const double tokens = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>();
     if (tokens <= 0) continue;
-    const double mean_lp = SequenceLogProbs(*model_, Hidden(*model_, lora, b.ids), b).item<double>() / tokens;
+    const double mean_lp = SequenceLogProbs(*model_, runtime::HiddenStates(*model_, lora, b.ids), b).item<double>() / tokens;
     sum += -std::log1p(-std::min(std::exp(mean_lp), 1.0 - 1e-12));
     ++n;
   }
@@ -234,8 +234,8 @@ double Trainer::EvalDpoLoss(const std::vector<EncodedExample>& examples, const r
   for (const auto& e : examples) {
     if (e.objective != Objective::kDpo) continue;
     Batch b = MakeBatch({&e.chosen, &e.rejected});
-    at::Tensor ref = SequenceLogProbs(*model_, Hidden(*model_, nullptr, b.ids), b);
-    at::Tensor pol = SequenceLogProbs(*model_, Hidden(*model_, lora, b.ids), b);
+    at::Tensor ref = SequenceLogProbs(*model_, runtime::HiddenStates(*model_, nullptr, b.ids), b);
+    at::Tensor pol = SequenceLogProbs(*model_, runtime::HiddenStates(*model_, lora, b.ids), b);
     const double margin = ((pol[0] - ref[0]) - (pol[1] - ref[1])).item<double>();
     right += margin > 0;
     const double z = o_.dpo_beta * margin;
@@ -602,11 +602,13 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
   Batch b = MakeBatch(seqs);
   *padding += b.ids.numel();
   for (const Sequence* s : seqs) *padding -= int64_t(s->ids.size());
-  *shared += (b.ids.size(0) - 1) * SharedPrefixLength(b.ids, w);
+  const int64_t prefix = SharedPrefixLength(b.ids, w);
+  *shared += (b.ids.size(0) - 1) * prefix;
   at::Tensor wt = at::tensor(weights);
   const bool ckpt = o_.gradient_checkpointing;
   // (Without checkpointing every layer keeps its graph: no budget to fit.)
-  const size_t graph_layers = ckpt ? GraphLayers(m_.config(), b.ids.size(0), b.ids.size(1), o_.graph_memory_mb) : 0;
+  const size_t graph_layers =
+      ckpt ? GraphLayers(m_.config(), b.ids.size(0), b.ids.size(1), o_.graph_memory_mb, prefix) : 0;
   if (ckpt && o_.graph_memory_mb > 0) {
     graph_layers_seen_.first = std::min(graph_layers_seen_.first, graph_layers);
     graph_layers_seen_.second = std::max(graph_layers_seen_.second, graph_layers);
@@ -614,7 +616,7 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
   if (obj == Objective::kSft) {
     const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
     return ForwardBackward(
-        m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return SftLoss(m_, h, b, wt, norm); }, graph_layers);
+        m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return SftLoss(m_, h, b, wt, norm); }, graph_layers, prefix);
   }
   // The frozen base's side of the loss, per example (rows in
   // SequenceLogProbs order: the batch's rows in turn).
@@ -631,18 +633,18 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
     const at::Tensor base = HeadLogProbs(m_, at::cat(parts));
     return ForwardBackward(
         m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return DistillLoss(m_, h, b, base, wt, norm); },
-        graph_layers);
+        graph_layers, prefix);
   }
   const at::Tensor ref = at::cat(parts);  // adapter off = reference model
   const double norm = double(mbx.size()) * accum;
   if (obj == Objective::kDpo) {
     return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
       return DpoLoss(m_, h, b, ref, wt, o_.dpo_beta, norm / o_.dpo_weight);
-    }, graph_layers);
+    }, graph_layers, prefix);
   }
   return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
     return KtoLoss(m_, h, b, ref, at::tensor(desirable), wt, o_.kto_beta, /*z0=*/0.0, norm / o_.kto_weight);
-  }, graph_layers);
+  }, graph_layers, prefix);
 }
 
 // What the frozen base gives an example, which no step changes: for
@@ -660,7 +662,7 @@ const at::Tensor& WindowRun::BaseOf(const EncodedExample& e) {
   std::vector<const Sequence*> seqs = {&e.chosen};
   if (e.objective == Objective::kDpo) seqs.push_back(&e.rejected);
   const Batch b = MakeBatch(seqs);
-  const at::Tensor hidden = Hidden(m_, nullptr, b.ids);
+  const at::Tensor hidden = runtime::HiddenStates(m_, nullptr, b.ids);
   t = e.objective == Objective::kDistill ? BaseTargetRows(m_, hidden, b) : SequenceLogProbs(m_, hidden, b);
   return t;
 }

@@ -200,6 +200,18 @@ at::Tensor EmbedShared(const Model& model, const at::Tensor& tokens, const Share
 // Rows back to [batch, T, hidden], the prefix's repeated in every row (their
 // gradients sum into the prefix's rows).
 at::Tensor UnshareRows(const at::Tensor& rows, const SharedPrefix& s);
+// The shortest prefix worth running once for a batch.
+inline constexpr int64_t kMinSharedPrefix = 8;
+// How many leading positions of tokens [B, T] every row has in common from
+// the start (row 0's tokens), at most T - 1; 0 when under kMinSharedPrefix
+// or for a single row. Sharing may reach into a row's right padding: a
+// causal layer gives its padded positions the values of the same tokens.
+int64_t CommonPrefixLength(const at::Tensor& tokens);
+// The hidden states [B, T, hidden] after the last layer (before the head's
+// norm) of tokens [B, T], without a graph; a common prefix
+// (CommonPrefixLength) runs once. lora may be null; with LoRA dropout in
+// training nothing is shared.
+at::Tensor HiddenStates(const Model& model, const LoraWeights* lora, const at::Tensor& tokens);
 // LayerForward and LayerBackward over such rows: the same values as over
 // the batch [batch, T] (up to the order in which products sum). With LoRA
 // dropout the prefix's rows share their masks, unlike the batch's.

@@ -76,38 +76,38 @@ at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidde
 // `checkpointing` only each layer's input is kept and layers are recomputed
 // one at a time during backward (dropout masks are replayed exactly), except
 // the top `graph_layers`, which keep their graph and are not recomputed (all
-// of them: as without checkpointing). With share_prefix, the first
-// SharedPrefixLength(ids, lora) positions, the same in every row, run once
-// (runtime::LayerForwardShared) instead of once per row: the same loss and
-// gradients up to the order in which products sum. Returns the loss value.
+// of them: as without checkpointing). The first `shared_prefix` positions,
+// the same in every row, run once (runtime::LayerForwardShared) instead of
+// once per row: the same loss and gradients up to the order in which
+// products sum. kFindSharedPrefix: SharedPrefixLength(ids, lora); 0: none;
+// otherwise at most that. Returns the loss value.
+inline constexpr int64_t kFindSharedPrefix = -1;
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
                        bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
-                       size_t graph_layers = 0, bool share_prefix = true);
+                       size_t graph_layers = 0, int64_t shared_prefix = kFindSharedPrefix);
 
-// The shortest prefix worth running once for a whole micro-batch.
-inline constexpr int64_t kMinSharedPrefix = 8;
 // How many leading positions of ids [B, T] ForwardBackward runs once: the
 // tokens every row has in common from the start (the chat template's system
-// turn, a DPO pair's prompt), at most T - 1; 0 when under kMinSharedPrefix,
-// for a single row, or with LoRA dropout in training (the prefix's rows
-// would share their dropout masks).
+// turn, a DPO pair's prompt; runtime::CommonPrefixLength), at most T - 1; 0
+// when under kMinSharedPrefix, for a single row, or with LoRA dropout in
+// training (the prefix's rows would share their dropout masks).
+using runtime::kMinSharedPrefix;
 int64_t SharedPrefixLength(const at::Tensor& ids, const runtime::LoraWeights& lora);
 
 // Estimated bytes of one layer's autograd activations for a micro-batch of
-// `rows` sequences of `seq` tokens (LoRA on every target), in fp32:
-// 4 * rows * seq * (8 hidden + 3 intermediate + 2 heads * seq), for the
-// normed inputs, queries, keys and values before and after RoPE, the
-// attention's output, the residuals, gate, up and their SwiGLU, and the
-// attention's scores while they live. On SmolLM2 it gives the measured
-// difference in peak RSS between the demo's window with and without
-// checkpointing (docs/trainer.md).
-double GraphLayerBytes(const runtime::ModelConfig& c, int64_t rows, int64_t seq);
+// `rows` sequences of `seq` tokens (LoRA on every target) whose first
+// `prefix` positions run once (ForwardBackward's shared_prefix), in fp32:
+// 4 * (tokens * (8 hidden + 3 intermediate) + 2 heads * scores), tokens =
+// prefix + rows * (seq - prefix) hidden-state rows, scores = prefix^2 +
+// rows * (seq - prefix) * seq attention scores; for the normed inputs,
+// queries, keys and values before and after RoPE, the attention's output,
+// the residuals, gate, up and their SwiGLU, and the attention's scores
+// while they live. On SmolLM2 it gives the measured difference in peak RSS
+// between the demo's window with and without checkpointing (docs/trainer.md).
+double GraphLayerBytes(const runtime::ModelConfig& c, int64_t rows, int64_t seq, int64_t prefix = 0);
 // How many top layers of such a micro-batch keep their graph in `mb` MB
 // (ForwardBackward's graph_layers): at most all of them.
-size_t GraphLayers(const runtime::ModelConfig& c, int64_t rows, int64_t seq, double mb);
-
-// Final hidden states without grad (lora may be null: the base model).
-at::Tensor Hidden(const runtime::Model& model, const runtime::LoraWeights* lora, const at::Tensor& ids);
+size_t GraphLayers(const runtime::ModelConfig& c, int64_t rows, int64_t seq, double mb, int64_t prefix = 0);
 
 // Losses on hidden states. Each returns a scalar already divided by `norm`
 // (so micro-batches of one step can be summed).
