@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "attune/trainer/lora_params.h"
@@ -51,6 +52,18 @@ std::vector<std::array<at::Tensor, kNumLoraTargets>> Moments(const runtime::Mode
   return mom;
 }
 
+// The directions of `u` are those of the moments `c`: the largest
+// eigenvectors holding `energy` of its trace (the same span).
+void ExpectDirectionsOf(const at::Tensor& c, const at::Tensor& u, double energy, const std::string& where) {
+  auto [values, vectors] = at::linalg_eigh(c);
+  const at::Tensor desc = values.flip({0});
+  const int64_t k = (desc.cumsum(0) < energy * c.trace().item<double>()).sum().item<int64_t>() + 1;
+  ASSERT_EQ(u.size(1), k) << where;
+  const at::Tensor v = vectors.flip({1}).narrow(1, 0, k);
+  const at::Tensor ud = u.to(at::kDouble);
+  EXPECT_LT((ud.mm(ud.t()) - v.mm(v.t())).abs().max().item<double>(), 1e-3) << where;
+}
+
 LoraConfig AllTargets(int64_t rank) {
   LoraConfig c;
   c.rank = rank;
@@ -90,15 +103,8 @@ TEST(NullSpaceTest, ConstrainedAReadsAtMostTheEnergyLeftOnTheMeasuredInputs) {
       const double norm2 = at::linalg_matrix_norm(a, 2).item<double>();
       EXPECT_LE(read, norm2 * norm2 * (1 - energy) * total * 1.01) << "layer " << l << " target " << t;
       EXPECT_LT(read, 0.5 * read_free) << "layer " << l << " target " << t;
-      // The directions are those of the unpadded moments: the largest
-      // eigenvectors holding 90 % of their trace (the same span).
-      auto [values, vectors] = at::linalg_eigh(c);
-      const at::Tensor desc = values.flip({0});
-      const int64_t k = (desc.cumsum(0) < energy * total).sum().item<int64_t>() + 1;
-      ASSERT_EQ(u.size(1), k) << "layer " << l << " target " << t;
-      const at::Tensor v = vectors.flip({1}).narrow(1, 0, k);
-      const at::Tensor ud = u.to(at::kDouble);
-      EXPECT_LT((ud.mm(ud.t()) - v.mm(v.t())).abs().max().item<double>(), 1e-3) << "layer " << l << " target " << t;
+      // The directions are those of the unpadded moments.
+      ExpectDirectionsOf(c, u, energy, "layer " + std::to_string(l) + " target " + std::to_string(t));
       ++checked;
     }
   }
@@ -107,6 +113,37 @@ TEST(NullSpaceTest, ConstrainedAReadsAtMostTheEnergyLeftOnTheMeasuredInputs) {
   const auto before = held.Snapshot();
   ns.Apply(held);
   for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(at::allclose(before[i], held.parameters()[i], 1e-5, 1e-6));
+}
+
+// Sequences that begin alike (a chat template's system turn) share their
+// first positions in a batch: those run once and count once per sequence
+// they belong to, so the directions are still those of every sequence run
+// alone. One sequence is the prefix alone and every other one goes on
+// with the token the padding is made of, so the shared positions reach
+// into the first one's padding (that position counts for the others only).
+TEST(NullSpaceTest, ASharedPrefixCountsOncePerSequence) {
+  auto m = Tiny();
+  std::vector<int64_t> prefix;
+  for (int t = 0; t < 12; ++t) prefix.push_back(int64_t((7 * t + 11) % 200 + 1));
+  std::vector<std::vector<int64_t>> seqs = {prefix, prefix, prefix};
+  seqs[1].push_back(0);
+  seqs[2].insert(seqs[2].end(), {0, 9});
+  for (const auto& s : Sequences()) {
+    std::vector<int64_t> with = prefix;
+    with.push_back(0);
+    with.insert(with.end(), s.begin(), s.end());
+    seqs.push_back(with);
+  }
+  ASSERT_GE(int64_t(prefix.size()), runtime::kMinSharedPrefix);
+  const double energy = 0.9;
+  const auto ns = NullSpace::Measure(*m, AllTargets(2).targets, seqs, energy);
+  const auto mom = Moments(*m, seqs);
+  for (size_t l = 0; l < m->layers().size(); ++l) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      ExpectDirectionsOf(mom[l][size_t(t)], ns.directions(l, t), energy,
+                         "layer " + std::to_string(l) + " target " + std::to_string(t));
+    }
+  }
 }
 
 // Only the adapted projections get directions; q, k and v (and gate and up)

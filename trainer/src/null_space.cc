@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 
 namespace attune::trainer::internal {
@@ -30,21 +31,49 @@ NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool,
     if (targets[size_t(t)]) wanted[size_t(InputOf(t))] = true;
   }
 
-  // Batches of similar lengths, padded on the right (runtime::PadInBatches);
-  // `valid` (the rows that are not padding) keeps the padding out of the
-  // moments.
+  // Batches of similar lengths, padded on the right (runtime::PadInBatches).
+  // The positions every sequence of a batch begins with (the chat
+  // template's system turn) run once (runtime::SharedPrefix), their rows
+  // counted once per sequence in the moments. `valid` (the rows that are not
+  // padding) keeps the padding out of the moments; `scale` (undefined when
+  // nothing is shared) is each valid row's square-rooted count.
   struct Batch {
-    at::Tensor x, valid;
+    at::Tensor x, valid, scale;
     runtime::AttentionContext ctx;
+    runtime::SharedPrefix shared;
   };
   std::vector<Batch> batches;
   for (const runtime::PaddedBatch& pb : runtime::PadInBatches(sequences, 16)) {
+    Batch batch;
+    const int64_t P = runtime::CommonPrefixLength(pb.tokens), T = pb.length;
     std::vector<int64_t> rows;
-    for (size_t b = 0; b < pb.members.size(); ++b) {
-      for (size_t t = 0; t < sequences[pb.members[b]].size(); ++t) rows.push_back(int64_t(b) * pb.length + int64_t(t));
+    std::vector<float> scale;
+    if (P > 0) {
+      batch.shared = runtime::MakeSharedPrefix(model, int64_t(pb.members.size()), P, T);
+      batch.x = runtime::EmbedShared(model, pb.tokens, batch.shared);
+      for (int64_t t = 0; t < P; ++t) {
+        int64_t count = 0;  // the sequences this position is not padding of
+        for (size_t m : pb.members) count += int64_t(sequences[m].size()) > t ? 1 : 0;
+        if (count == 0) continue;
+        rows.push_back(t);
+        scale.push_back(std::sqrt(float(count)));
+      }
+      for (size_t b = 0; b < pb.members.size(); ++b) {
+        for (int64_t t = P; t < int64_t(sequences[pb.members[b]].size()); ++t) {
+          rows.push_back(P + int64_t(b) * (T - P) + (t - P));
+          scale.push_back(1.f);
+        }
+      }
+      batch.scale = at::tensor(scale).unsqueeze(1);
+    } else {
+      batch.x = runtime::EmbedTokens(model, pb.tokens);
+      batch.ctx = runtime::MakeAttentionContext(model, 0, T);
+      for (size_t b = 0; b < pb.members.size(); ++b) {
+        for (size_t t = 0; t < sequences[pb.members[b]].size(); ++t) rows.push_back(int64_t(b) * T + int64_t(t));
+      }
     }
-    batches.push_back({runtime::EmbedTokens(model, pb.tokens), at::tensor(rows, at::kLong),
-                       runtime::MakeAttentionContext(model, 0, pb.length)});
+    batch.valid = at::tensor(rows, at::kLong);
+    batches.push_back(std::move(batch));
   }
 
   // A layer at a time over every batch, so that only one layer's moments
@@ -52,10 +81,11 @@ NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool,
   NullSpace ns;
   ns.keep_.resize(n_layers);
   std::array<at::Tensor, kNumLoraTargets> moments;
-  const at::Tensor* valid = nullptr;
+  const Batch* current = nullptr;
   const std::function<void(size_t, int, const at::Tensor&)> observe = [&](size_t, int target, const at::Tensor& x) {
     if (!wanted[size_t(target)] || InputOf(target) != target) return;
-    at::Tensor rows = x.reshape({-1, x.size(-1)}).index_select(0, *valid).to(at::kFloat);
+    at::Tensor rows = x.reshape({-1, x.size(-1)}).index_select(0, current->valid).to(at::kFloat);
+    if (current->scale.defined()) rows.mul_(current->scale);
     at::Tensor& m = moments[size_t(target)];
     if (m.defined()) m.addmm_(rows.t(), rows);
     else m = rows.t().mm(rows);
@@ -68,8 +98,9 @@ NullSpace NullSpace::Measure(const runtime::Model& model, const std::array<bool,
   for (size_t l = 0; l < n_layers; ++l) {
     for (auto& m : moments) m = at::Tensor();
     for (Batch& b : batches) {
-      valid = &b.valid;
-      b.x = runtime::LayerForward(model, &probe, l, b.x, b.ctx, nullptr);
+      current = &b;
+      b.x = b.scale.defined() ? runtime::LayerForwardShared(model, &probe, l, b.x, b.shared)
+                              : runtime::LayerForward(model, &probe, l, b.x, b.ctx, nullptr);
     }
     std::array<at::Tensor, kNumLoraTargets> by_input;
     for (int t = 0; t < kNumLoraTargets; ++t) {
