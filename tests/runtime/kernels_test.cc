@@ -218,12 +218,12 @@ TEST(KernelsTest, ScalarAndSimdAgree) {
   }
 }
 
-// The fp32 dequantization (the fp32 training products' weight tiles, the
-// runtime's fp32 weights) gives the scalar path's floats to the bit on every
-// instruction set: odd row and block counts, legacy blocks whose scale is NaN
-// or infinite, nothing written past the rows.
-TEST(KernelsTest, FloatDequantizationIsTheScalarOneOnEveryIsa) {
-  std::mt19937 rng(37);
+// Calls f(type, name, rows, cols, row_bytes, blocks) for every type over odd
+// row and block counts (float types with a tail); legacy blocks' scales are
+// not finite in part: the first block's d NaN, the last one's infinite.
+template <typename F>
+void ForEachDequantizationCase(uint32_t seed, F&& f) {
+  std::mt19937 rng(seed);
   for (GgmlType type : kAllTypes) {
     const char* name = GetGgmlTypeTraits(uint32_t(type))->name.data();
     const int64_t blk = BlockElems(type) == 1 ? 8 : BlockElems(type);
@@ -237,61 +237,54 @@ TEST(KernelsTest, FloatDequantizationIsTheScalarOneOnEveryIsa) {
           std::memcpy(blocks.data(), &nan, 2);
           std::memcpy(blocks.data() + row_bytes - GetGgmlTypeTraits(uint32_t(type))->block_bytes, &inf, 2);
         }
-        std::vector<float> want(size_t(rows * cols));
-        {
-          IsaGuard g(Isa::kScalar);
-          DequantizeRows(type, blocks.data(), row_bytes, rows, cols, want.data());
-        }
-        for (Isa isa : Isas()) {
-          IsaGuard g(isa);
-          std::vector<float> got(want.size() + 1, 12345.f);  // one past the end stays untouched
-          DequantizeRows(type, blocks.data(), row_bytes, rows, cols, got.data());
-          EXPECT_EQ(got.back(), 12345.f) << name << " wrote past its rows on " << IsaName(isa);
-          got.pop_back();
-          EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
-              << name << " " << rows << "x" << cols << " on " << IsaName(isa);
-        }
+        f(type, name, rows, cols, row_bytes, blocks);
       }
     }
   }
 }
 
-// The bf16 dequantization (the bf16 training products' weight tiles) is the
-// float one rounded, to the bit, for every type on every instruction set:
-// odd row and block counts, float types with a tail, legacy blocks whose
-// scale is NaN or infinite. How it rounds is
-// checked against LibTorch's conversion in bf16_gemm_test.
-TEST(KernelsTest, Bf16DequantizationIsTheFloatOneRounded) {
-  std::mt19937 rng(31);
-  for (GgmlType type : kAllTypes) {
-    const char* name = GetGgmlTypeTraits(uint32_t(type))->name.data();
-    const int64_t blk = BlockElems(type) == 1 ? 8 : BlockElems(type);
-    for (int64_t rows : {1, 3, 17}) {
-      for (int64_t nblocks : {1, 3, 5}) {
-        const int64_t cols = blk * nblocks + (BlockElems(type) == 1 ? 3 : 0);
-        const size_t row_bytes = GgmlRowBytes(type, size_t(cols));
-        auto blocks = RandomBlocks(type, rows, cols, &rng);
-        if (BlockElems(type) == kQ8Block && nblocks > 1) {
-          // Scales that are not finite: the first block's d NaN, the last one's infinite.
-          const uint16_t nan = 0x7E00, inf = 0xFC00;
-          std::memcpy(blocks.data(), &nan, 2);
-          std::memcpy(blocks.data() + row_bytes - GetGgmlTypeTraits(uint32_t(type))->block_bytes, &inf, 2);
-        }
-        std::vector<float> f32(size_t(rows * cols));
-        DequantizeRows(type, blocks.data(), row_bytes, rows, cols, f32.data());
-        std::vector<uint16_t> want(f32.size());
-        for (size_t i = 0; i < f32.size(); ++i) want[i] = F32ToBf16(f32[i]);
-        for (Isa isa : Isas()) {
-          IsaGuard g(isa);
-          std::vector<uint16_t> got(f32.size() + 1, 0xABCD);  // one past the end stays untouched
-          DequantizeRowsBf16(type, blocks.data(), row_bytes, rows, cols, got.data());
-          EXPECT_EQ(got.back(), 0xABCD) << name << " wrote past its rows on " << IsaName(isa);
-          got.pop_back();
-          EXPECT_EQ(got, want) << name << " " << rows << "x" << cols << " on " << IsaName(isa);
-        }
-      }
+// The fp32 dequantization (the fp32 training products' weight tiles, the
+// runtime's fp32 weights) gives the scalar path's floats to the bit on every
+// instruction set, nothing written past the rows.
+TEST(KernelsTest, FloatDequantizationIsTheScalarOneOnEveryIsa) {
+  ForEachDequantizationCase(37, [](GgmlType type, const char* name, int64_t rows, int64_t cols, size_t row_bytes,
+                                   const std::vector<uint8_t>& blocks) {
+    std::vector<float> want(size_t(rows * cols));
+    {
+      IsaGuard g(Isa::kScalar);
+      DequantizeRows(type, blocks.data(), row_bytes, rows, cols, want.data());
     }
-  }
+    for (Isa isa : Isas()) {
+      IsaGuard g(isa);
+      std::vector<float> got(want.size() + 1, 12345.f);  // one past the end stays untouched
+      DequantizeRows(type, blocks.data(), row_bytes, rows, cols, got.data());
+      EXPECT_EQ(got.back(), 12345.f) << name << " wrote past its rows on " << IsaName(isa);
+      got.pop_back();
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+          << name << " " << rows << "x" << cols << " on " << IsaName(isa);
+    }
+  });
+}
+
+// The bf16 dequantization (the bf16 training products' weight tiles) is the
+// float one rounded, to the bit, for every type on every instruction set. How
+// it rounds is checked against LibTorch's conversion in bf16_gemm_test.
+TEST(KernelsTest, Bf16DequantizationIsTheFloatOneRounded) {
+  ForEachDequantizationCase(31, [](GgmlType type, const char* name, int64_t rows, int64_t cols, size_t row_bytes,
+                                   const std::vector<uint8_t>& blocks) {
+    std::vector<float> f32(size_t(rows * cols));
+    DequantizeRows(type, blocks.data(), row_bytes, rows, cols, f32.data());
+    std::vector<uint16_t> want(f32.size());
+    for (size_t i = 0; i < f32.size(); ++i) want[i] = F32ToBf16(f32[i]);
+    for (Isa isa : Isas()) {
+      IsaGuard g(isa);
+      std::vector<uint16_t> got(f32.size() + 1, 0xABCD);  // one past the end stays untouched
+      DequantizeRowsBf16(type, blocks.data(), row_bytes, rows, cols, got.data());
+      EXPECT_EQ(got.back(), 0xABCD) << name << " wrote past its rows on " << IsaName(isa);
+      got.pop_back();
+      EXPECT_EQ(got, want) << name << " " << rows << "x" << cols << " on " << IsaName(isa);
+    }
+  });
 }
 
 // The many-row kernel (prefill, evaluation) writes, for every activation
