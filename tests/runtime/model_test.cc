@@ -146,6 +146,52 @@ TEST(PadInBatchesTest, EverySequenceOnceShortestFirstPaddedWithZeros) {
   EXPECT_TRUE(PadInBatches({{}, {}}, 4).empty());
 }
 
+// HiddenStates runs the positions every row begins with once: the hidden
+// states at every position are those of the rows run through the layers
+// whole (with and without an adapter). Row 0 is the prefix alone, padded
+// with 0, and the others go on with a 0: the shared positions reach into
+// row 0's padding. CommonPrefixLength is that prefix.
+TEST(TinyModelTest, HiddenStatesRunACommonPrefixOnce) {
+  auto m = TinyFixture("tiny_llama");
+  ASSERT_TRUE(m);
+  const auto& c = m->config();
+  std::vector<int64_t> prefix;
+  for (int t = 0; t < 10; ++t) prefix.push_back((11 * t + 3) % 120 + 1);
+  // Rows: the prefix, a 0 (the padding's id), then 0, 4 and 9 tokens of
+  // their own; padded with 0 on the right.
+  const int64_t T = int64_t(prefix.size()) + 1 + 9;
+  at::Tensor tokens = at::zeros({3, T}, at::kLong);
+  for (int64_t r = 0; r < 3; ++r) {
+    for (size_t t = 0; t < prefix.size(); ++t) tokens[r][int64_t(t)] = prefix[t];
+    for (int64_t t = 0; t < 4 * r + (r == 2 ? 1 : 0); ++t) tokens[r][int64_t(prefix.size()) + 1 + t] = (5 * r + 7 * t) % 120 + 1;
+  }
+  ASSERT_EQ(CommonPrefixLength(tokens), int64_t(prefix.size()) + 1);
+  LoraWeights lora;
+  lora.scale = 2.0;
+  lora.layers.resize(size_t(c.n_layers));
+  at::manual_seed(5);
+  for (auto& layer : lora.layers) {
+    layer[kV].a = at::randn({4, c.hidden});
+    layer[kV].b = at::randn({c.n_kv_heads * c.head_dim, 4}) * 0.1;
+    layer[kDown].a = at::randn({4, c.intermediate});
+    layer[kDown].b = at::randn({c.hidden, 4}) * 0.1;
+  }
+  at::NoGradGuard ng;
+  for (const LoraWeights* l : std::vector<const LoraWeights*>{nullptr, &lora}) {
+    const AttentionContext ctx = MakeAttentionContext(*m, 0, T);
+    at::Tensor want = EmbedTokens(*m, tokens);
+    for (size_t li = 0; li < m->layers().size(); ++li) want = LayerForward(*m, l, li, want, ctx, nullptr);
+    const at::Tensor got = HiddenStates(*m, l, tokens);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_LT((got - want).abs().max().item<double>(), 1e-5 * (want.abs().max().item<double>() + 1))
+        << (l ? "with" : "without") << " the adapter";
+  }
+  // Nothing shared: one row, or rows that differ from the first position.
+  EXPECT_EQ(CommonPrefixLength(tokens.narrow(0, 0, 1)), 0);
+  tokens[1][0] = tokens[0][0].item<int64_t>() + 1;
+  EXPECT_EQ(CommonPrefixLength(tokens), 0);
+}
+
 // MeanAnswerKl runs answers in padded batches with the head at the scored
 // rows only: the mean over every answer position equals the KL of each
 // answer run alone through Forward (two batches here; an answer with no
