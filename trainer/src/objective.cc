@@ -197,7 +197,6 @@ at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidde
   return at::zeros({hidden.size(0)}, lp.options()).index_add(0, rows, lp);
 }
 
-
 namespace {
 
 // Hands the pages of the freed activations back to the system. glibc keeps
