@@ -146,6 +146,27 @@ TEST(PadInBatchesTest, EverySequenceOnceShortestFirstPaddedWithZeros) {
   EXPECT_TRUE(PadInBatches({{}, {}}, 4).empty());
 }
 
+// A rank-4 adapter (scale 2) on `targets` of every layer, each {target,
+// input size, output size}: A ~ N(0, 1), B ~ N(0, 0.1²), drawn in that
+// order from `seed`.
+struct RandomTarget {
+  int target;
+  int64_t in, out;
+};
+LoraWeights RandomLora(const ModelConfig& c, uint64_t seed, const std::vector<RandomTarget>& targets) {
+  LoraWeights lora;
+  lora.scale = 2.0;
+  lora.layers.resize(size_t(c.n_layers));
+  at::manual_seed(seed);
+  for (auto& layer : lora.layers) {
+    for (const RandomTarget& t : targets) {
+      layer[size_t(t.target)].a = at::randn({4, t.in});
+      layer[size_t(t.target)].b = at::randn({t.out, 4}) * 0.1;
+    }
+  }
+  return lora;
+}
+
 // HiddenStates runs the positions every row begins with once: the hidden
 // states at every position are those of the rows run through the layers
 // whole (with and without an adapter). Row 0 is the prefix alone, padded
@@ -166,16 +187,8 @@ TEST(TinyModelTest, HiddenStatesRunACommonPrefixOnce) {
     for (int64_t t = 0; t < 4 * r + (r == 2 ? 1 : 0); ++t) tokens[r][int64_t(prefix.size()) + 1 + t] = (5 * r + 7 * t) % 120 + 1;
   }
   ASSERT_EQ(CommonPrefixLength(tokens), int64_t(prefix.size()) + 1);
-  LoraWeights lora;
-  lora.scale = 2.0;
-  lora.layers.resize(size_t(c.n_layers));
-  at::manual_seed(5);
-  for (auto& layer : lora.layers) {
-    layer[kV].a = at::randn({4, c.hidden});
-    layer[kV].b = at::randn({c.n_kv_heads * c.head_dim, 4}) * 0.1;
-    layer[kDown].a = at::randn({4, c.intermediate});
-    layer[kDown].b = at::randn({c.hidden, 4}) * 0.1;
-  }
+  const LoraWeights lora =
+      RandomLora(c, 5, {{kV, c.hidden, c.n_kv_heads * c.head_dim}, {kDown, c.intermediate, c.hidden}});
   at::NoGradGuard ng;
   for (const LoraWeights* l : std::vector<const LoraWeights*>{nullptr, &lora}) {
     const AttentionContext ctx = MakeAttentionContext(*m, 0, T);
@@ -208,16 +221,7 @@ TEST(TinyModelTest, MeanAnswerKlOfBatchesEqualsEachAnswerAlone) {
     answers.push_back(a);
   }
   answers[4].first = int64_t(answers[4].ids.size());  // no answer position
-  LoraWeights lora;
-  lora.scale = 2.0;
-  lora.layers.resize(size_t(c.n_layers));
-  at::manual_seed(3);
-  for (auto& layer : lora.layers) {
-    layer[kQ].a = at::randn({4, c.hidden});
-    layer[kQ].b = at::randn({c.n_heads * c.head_dim, 4}) * 0.1;
-    layer[kGate].a = at::randn({4, c.hidden});
-    layer[kGate].b = at::randn({c.intermediate, 4}) * 0.1;
-  }
+  LoraWeights lora = RandomLora(c, 3, {{kQ, c.hidden, c.n_heads * c.head_dim}, {kGate, c.hidden, c.intermediate}});
   at::NoGradGuard ng;
   double want = 0;
   int64_t positions = 0;
