@@ -58,5 +58,30 @@ TEST(AnchorsTest, ThePoolHoldsNoQuestionThePersonasEvaluate) {
   }
 }
 
+// Contrast anchors ask the window's questions of no one; a prompt with no
+// first-person word has no contrast.
+TEST(AnchorsTest, DepersonalizeAsksTheQuestionOfNoOne) {
+  EXPECT_EQ(Depersonalize("What is my dog's name?"), "What is a dog's name?");
+  EXPECT_EQ(Depersonalize("My degree?"), "A degree?");
+  EXPECT_EQ(Depersonalize("Who am I married to?"), "Who are people married to?");
+  EXPECT_EQ(Depersonalize("what do i study"), "what do people study");
+  EXPECT_EQ(Depersonalize("Which doctor looks after me?"), "Which doctor looks after people?");
+  EXPECT_EQ(Depersonalize("Tell me the name of my dog."), "Tell me the name of a dog.");
+  EXPECT_EQ(Depersonalize("Where I'm from, is it cold?"), "Where people are from, is it cold?");
+  EXPECT_EQ(Depersonalize("Is this mine?"), "Is this theirs?");
+  EXPECT_EQ(Depersonalize("What is the capital of France?"), "");
+  EXPECT_EQ(Depersonalize("Mystery novels: amid, imagine, memes"), "");
+}
+
+TEST(AnchorsTest, ContrastPromptsAreDistinctAndSpreadOverTheWindow) {
+  const std::vector<std::string> window = {"What is my dog's name?", "what is MY dog's name?", "Capital of France?",
+                                           "Where do I live?", "Where do I work?", "When is my birthday?"};
+  EXPECT_EQ(ContrastPrompts(window, 10),
+            (std::vector<std::string>{"What is a dog's name?", "Where do people live?", "Where do people work?",
+                                      "When is a birthday?"}));
+  EXPECT_EQ(ContrastPrompts(window, 2), (std::vector<std::string>{"What is a dog's name?", "Where do people work?"}));
+  EXPECT_TRUE(ContrastPrompts(window, 0).empty());
+}
+
 }  // namespace
 }  // namespace attune::trainer::internal

@@ -253,6 +253,50 @@ TEST(TrainerTest, NullSpaceConstraintKeepsEveryAOffTheGeneralPromptsDirections) 
   }
 }
 
+// TrainerOptions::contrast_anchors: the window's prompts asked about no one
+// ("my dog?" -> "a dog?") join the window as distillation examples, and stay
+// out of the null-space measurement: A still reads none of the anchor pool's
+// directions, not of a space the window's own questions widened.
+TEST(TrainerTest, ContrastAnchorsJoinTheWindowButNotTheNullSpace) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 4;
+  o.anchor_examples = 0;
+  o.base_products = "fp32";
+  o.null_space_energy = 0.9;
+  o.contrast_anchors = 3;
+  auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const std::string json = r->report.ToJson();
+  EXPECT_NE(json.find("mixed in 3 contrast anchors"), std::string::npos) << json;
+  EXPECT_NE(json.find("of " + std::to_string(internal::AnchorPool().size()) + " general sequences"), std::string::npos)
+      << json;
+  std::vector<std::vector<int64_t>> seqs;
+  for (const auto& prompt : internal::AnchorPool()) {
+    auto ids = runtime::PromptIds(*m, {{"user", prompt}});
+    ASSERT_TRUE(ids.ok());
+    seqs.emplace_back(ids->begin(), ids->end());
+  }
+  const auto ns = internal::NullSpace::Measure(*m, o.lora.targets, seqs, 0.9);
+  for (size_t i = 0; i < r->names.size(); ++i) {
+    const std::string& name = r->names[i];  // layers.L.T.a
+    if (!name.ends_with(".a")) continue;
+    const size_t l = std::stoul(name.substr(7));
+    const std::string target = name.substr(name.find('.', 7) + 1, name.size() - name.find('.', 7) - 3);
+    int t = 0;
+    while (t < runtime::kNumLoraTargets && target != runtime::LoraTargetName(t)) ++t;
+    ASSERT_LT(t, runtime::kNumLoraTargets) << name;
+    const double scale = r->adapter[i].abs().max().item<double>();
+    EXPECT_LT(r->adapter[i].mm(ns.directions(l, t)).abs().max().item<double>(), 1e-4 * scale) << name;
+  }
+  o.contrast_anchors = -1;  // (any n <= 0 is off)
+  auto off = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->report.ToJson().find("contrast anchors"), std::string::npos);
+}
+
 // graph_memory_mb: a negative, NaN or infinite budget is refused by name;
 // a budget says in the notes how many layers kept their graph.
 TEST(TrainerTest, GraphMemoryIsCheckedAndReported) {

@@ -35,6 +35,12 @@ std::set<std::string> ContentWords(const std::string& text) {
   return out;
 }
 
+// `s` in lowercase ASCII.
+std::string Lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 }  // namespace
 
 const std::vector<std::string>& AnchorPool() {
@@ -130,6 +136,72 @@ std::vector<size_t> SelectAnchors(const std::vector<std::string>& pool,
   }
   order.resize(count);
   return order;
+}
+
+std::string Depersonalize(const std::string& prompt) {
+  // Split into words (letters and apostrophes) and what lies between them.
+  std::vector<std::string> parts;
+  std::vector<bool> is_word;
+  for (size_t i = 0; i < prompt.size();) {
+    const bool word = std::isalpha(static_cast<unsigned char>(prompt[i])) != 0;
+    size_t j = i;
+    while (j < prompt.size() &&
+           (word ? (std::isalpha(static_cast<unsigned char>(prompt[j])) || prompt[j] == '\'')
+                 : !std::isalpha(static_cast<unsigned char>(prompt[j])))) {
+      ++j;
+    }
+    parts.push_back(prompt.substr(i, j - i));
+    is_word.push_back(word);
+    i = j;
+  }
+  static const std::set<std::string> kAddressee = {"tell", "remind", "give", "show", "help", "let"};
+  bool changed = false;
+  std::string prev;  // the previous word, lowercase
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (!is_word[k]) continue;
+    const std::string w = Lower(parts[k]);
+    std::string to;
+    if (w == "my") to = "a";
+    else if (w == "mine") to = "theirs";
+    else if (w == "myself") to = "oneself";
+    else if (w == "i'm") to = "people are";
+    else if (w == "i've") to = "people have";
+    else if (w == "i'd") to = "people would";
+    else if (w == "i'll") to = "people will";
+    else if (w == "i") to = "people";
+    else if (w == "me" && !kAddressee.count(prev)) to = "people";
+    else if (w == "am") {
+      // "am I" -> "are people" (the "I" is replaced on its own turn).
+      size_t n = k + 1;
+      while (n < parts.size() && !is_word[n]) ++n;
+      if (n < parts.size() && Lower(parts[n]) == "i") to = "are";
+    }
+    prev = w;
+    if (to.empty()) continue;
+    // Capitalised at the start of a sentence only ("I" always is).
+    const bool starts = k == 0 || (k == 1 && !is_word[0]) || parts[k - 1].find_first_of(".?!") != std::string::npos;
+    if (starts && std::isupper(static_cast<unsigned char>(parts[k][0]))) to[0] = char(std::toupper(static_cast<unsigned char>(to[0])));
+    parts[k] = to;
+    changed = true;
+  }
+  if (!changed) return "";
+  std::string out;
+  for (const auto& p : parts) out += p;
+  return out;
+}
+
+std::vector<std::string> ContrastPrompts(const std::vector<std::string>& window_prompts, int64_t n) {
+  std::vector<std::string> all;
+  std::set<std::string> seen;
+  for (const auto& p : window_prompts) {
+    std::string d = Depersonalize(p);
+    if (!d.empty() && seen.insert(Lower(d)).second) all.push_back(std::move(d));
+  }
+  if (n <= 0) return {};
+  if (int64_t(all.size()) <= n) return all;
+  std::vector<std::string> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back(all[size_t(i * int64_t(all.size()) / n)]);
+  return out;
 }
 
 }  // namespace attune::trainer::internal

@@ -28,6 +28,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// Ids of the anchors drawn from the pool (contrast anchors are "contrast-N").
+constexpr const char* kAnchorId = "anchor-";
 
 // General-knowledge prompts for the forgetting KL: none of them is about a
 // user, so an adapter that learned its user should barely move them.
@@ -392,26 +394,34 @@ void WindowRun::EncodeAll(const std::vector<TextExample>& in, std::vector<Encode
 }
 
 void WindowRun::AddAnchors(const TrainInput& input) {
-  if (o_.anchor_examples <= 0 || !m_.tokenizer() || !m_.chat_template()) return;
+  if ((o_.anchor_examples <= 0 && o_.contrast_anchors <= 0) || !m_.tokenizer() || !m_.chat_template()) return;
   std::vector<std::string> window_prompts;
   for (const auto& e : input.new_examples) {
     if (!e.context.empty()) window_prompts.push_back(e.context.back().content);
   }
   const auto& pool = o_.anchor_prompts.empty() ? internal::AnchorPool() : o_.anchor_prompts;
   const auto chosen = internal::SelectAnchors(pool, window_prompts, o_.anchor_examples, o_.anchor_selection);
-  for (size_t i : chosen) {
-    const std::string& prompt = pool[i];
+  auto add = [&](const std::string& id, const std::string& prompt) {
     TextExample a;
-    a.id = "anchor-" + std::to_string(i);
+    a.id = id;
     a.context = {{"user", prompt}};
     a.completion = BaseAnswer(m_, prompt, o_.anchor_max_tokens, &a.open_ended);
     a.weight = float(o_.anchor_weight);
     a.objective = Objective::kDistill;
     auto enc = Encode(m_, a, o_.encode);
     if (enc.ok()) train_.push_back(std::move(*enc));
+  };
+  for (size_t i : chosen) add(std::string(kAnchorId) + std::to_string(i), pool[i]);
+  if (!chosen.empty()) {
+    r_.notes.push_back("mixed in " + std::to_string(chosen.size()) +
+                       " anchor examples (distillation toward the base model on its own answers to general prompts)");
   }
-  r_.notes.push_back("mixed in " + std::to_string(chosen.size()) +
-                     " anchor examples (distillation toward the base model on its own answers to general prompts)");
+  const auto contrast = internal::ContrastPrompts(window_prompts, o_.contrast_anchors);
+  for (size_t i = 0; i < contrast.size(); ++i) add("contrast-" + std::to_string(i), contrast[i]);
+  if (!contrast.empty()) {
+    r_.notes.push_back("mixed in " + std::to_string(contrast.size()) + " contrast anchors (the window's prompts about no one, e.g. '" +
+                       contrast.front() + "')");
+  }
 }
 
 // The general prompts' inputs to every targeted projection: the anchor pool
@@ -427,7 +437,7 @@ void WindowRun::MeasureNullSpace() {
     }
   }
   for (const auto& e : train_) {
-    if (e.objective == Objective::kDistill) sequences.push_back(e.chosen.ids);
+    if (e.objective == Objective::kDistill && e.id.rfind(kAnchorId, 0) == 0) sequences.push_back(e.chosen.ids);
   }
   if (sequences.empty()) {
     r_.notes.push_back("null-space constraint off: no general prompts to measure (the model has no chat template)");

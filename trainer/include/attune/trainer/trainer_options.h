@@ -156,6 +156,13 @@ struct TrainerOptions {
   std::vector<std::string> anchor_prompts;
   double anchor_weight = 1.0;         // Default: 1
   int64_t anchor_max_tokens = 48;     // Default: 48
+  // Contrast anchors: up to this many of the window's own prompts asked
+  // about no one ("What is my dog's name?" -> "What is a dog's name?"),
+  // distilled toward the base model's answers like the anchors, so the
+  // adapter answers with the user's facts only where the question is about
+  // the user. English prompts; they are not part of the null-space
+  // constraint's general prompts. 0 = off. Default: 0
+  int64_t contrast_anchors = 0;
 };
 
 // Whether `s` is one of TrainerOptions::base_products' values.
