@@ -111,6 +111,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"anchor_examples", Int(&tr.anchor_examples)},
         {"anchor_max_tokens", Int(&tr.anchor_max_tokens)},
         {"anchor_selection", Str(&tr.anchor_selection)},
+        {"contrast_anchors", Int(&tr.contrast_anchors)},
         {"null_space_energy", Num(&tr.null_space_energy)},
         {"base_products", Str(&tr.base_products)},
         {"threads", Int(&tr.threads)},
@@ -207,6 +208,7 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
                         "a finite number >= 0"));
   RETURN_IF_ERROR(Range(tr.anchor_examples >= 0, "trainer.anchor_examples", ">= 0"));
   RETURN_IF_ERROR(Range(tr.anchor_max_tokens >= 1, "trainer.anchor_max_tokens", ">= 1"));
+  RETURN_IF_ERROR(Range(tr.contrast_anchors >= 0, "trainer.contrast_anchors", ">= 0"));
   RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",
                         "trainer.anchor_selection", "\"first\" or \"nearest\""));
   RETURN_IF_ERROR(Range(trainer::ValidNullSpaceEnergy(tr.null_space_energy), "trainer.null_space_energy", "in [0, 1)"));

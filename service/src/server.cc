@@ -150,6 +150,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   to.anchor_examples = tr.anchor_examples;
   to.anchor_max_tokens = tr.anchor_max_tokens;
   to.anchor_selection = tr.anchor_selection;
+  to.contrast_anchors = tr.contrast_anchors;
   to.null_space_energy = tr.null_space_energy;
   to.base_products = tr.base_products;
   to.threads = int(tr.threads);

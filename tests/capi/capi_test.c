@@ -229,6 +229,8 @@ static void TestBadChatInputs(void) {
   CHECK_ERROR(attune_train_now(a, "{\"threads\": -1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "training.threads");
   CHECK_ERROR(attune_train_now(a, "{\"null_space_energy\": 1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
               "training.null_space_energy");
+  CHECK_ERROR(attune_train_now(a, "{\"contrast_anchors\": -1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
+              "training.contrast_anchors");
   CHECK_ERROR(attune_promote(a, "v99", 0, NULL), ATTUNE_ERR_NOT_FOUND, "v99");
   CHECK_ERROR(attune_rollback(a, NULL), ATTUNE_ERR_FAILED_PRECONDITION, "");
   CHECK_ERROR(attune_forget_event(a, "e-none", NULL), ATTUNE_ERR_NOT_FOUND, "e-none");

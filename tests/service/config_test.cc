@@ -32,6 +32,7 @@ anchor_prompts = ["river?", "apple"]
 base_products = "fp32"
 threads = 1
 null_space_energy = 0.97
+contrast_anchors = 16
 [gate]
 max_forgetting_kl = 0.5
 )",
@@ -48,6 +49,7 @@ max_forgetting_kl = 0.5
   EXPECT_EQ(c->trainer.base_products, "fp32");
   EXPECT_EQ(c->trainer.threads, 1);
   EXPECT_DOUBLE_EQ(c->trainer.null_space_energy, 0.97);
+  EXPECT_EQ(c->trainer.contrast_anchors, 16);
   EXPECT_DOUBLE_EQ(c->gate.max_forgetting_kl, 0.5);
 }
 
@@ -86,6 +88,10 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   ASSERT_FALSE(ns.ok());
   EXPECT_NE(ns.status().message().find("trainer.null_space_energy must be in [0, 1)"), std::string::npos)
       << ns.status().message();
+  auto ca = ParseServiceConfig("[trainer]\ncontrast_anchors = -1\n", "f.toml");
+  ASSERT_FALSE(ca.ok());
+  EXPECT_NE(ca.status().message().find("trainer.contrast_anchors must be >= 0"), std::string::npos)
+      << ca.status().message();
   auto gm = ParseServiceConfig("[trainer]\ngraph_memory_mb = -1\n", "f.toml");
   ASSERT_FALSE(gm.ok());
   EXPECT_NE(gm.status().message().find("trainer.graph_memory_mb must be a finite number >= 0"), std::string::npos)

@@ -81,6 +81,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Strings("anchor_prompts", t.anchor_prompts);
   r.Number("anchor_weight", t.anchor_weight);
   r.Int("anchor_max_tokens", t.anchor_max_tokens, 1, kMaxInt);
+  r.Int("contrast_anchors", t.contrast_anchors, 0, kMaxInt);
 }
 
 }  // namespace
