@@ -253,24 +253,28 @@ TEST(TrainerTest, NullSpaceConstraintKeepsEveryAOffTheGeneralPromptsDirections) 
   }
 }
 
-// TrainerOptions::contrast_anchors: the window's prompts asked about no one
-// ("my dog?" -> "a dog?") join the window as distillation examples, and stay
-// out of the null-space measurement: A still reads none of the anchor pool's
+// TrainerOptions::contrast_anchors: the prompts the window teaches answers to
+// asked about no one ("my dog?" -> "a dog?"; not a preference's or a
+// thumbs-down's) join the window as distillation examples, and stay out of
+// the null-space measurement: A still reads none of the anchor pool's
 // directions, not of a space the window's own questions widened.
 TEST(TrainerTest, ContrastAnchorsJoinTheWindowButNotTheNullSpace) {
   auto m = TinyModel();
   TrainInput in;
-  in.new_examples = Examples();
+  in.new_examples = Examples();  // six SFT "my X?", a preference, a thumbs-down
+  for (auto& e : in.new_examples) {
+    if (e.objective != Objective::kSft) e.context = {{"user", "my " + e.context.back().content}};
+  }
   TrainerOptions o = SmallOptions();
   o.max_steps = 4;
   o.anchor_examples = 0;
   o.base_products = "fp32";
   o.null_space_energy = 0.9;
-  o.contrast_anchors = 3;
+  o.contrast_anchors = 10;
   auto r = Trainer(m, o).Run(in, "", nullptr, nullptr);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const std::string json = r->report.ToJson();
-  EXPECT_NE(json.find("mixed in 3 contrast anchors"), std::string::npos) << json;
+  EXPECT_NE(json.find("mixed in 6 contrast anchors"), std::string::npos) << json;
   EXPECT_NE(json.find("of " + std::to_string(internal::AnchorPool().size()) + " general sequences"), std::string::npos)
       << json;
   std::vector<std::vector<int64_t>> seqs;

@@ -395,9 +395,14 @@ void WindowRun::EncodeAll(const std::vector<TextExample>& in, std::vector<Encode
 
 void WindowRun::AddAnchors(const TrainInput& input) {
   if ((o_.anchor_examples <= 0 && o_.contrast_anchors <= 0) || !m_.tokenizer() || !m_.chat_template()) return;
-  std::vector<std::string> window_prompts;
+  // (Contrast anchors come from the prompts the window teaches answers to;
+  // a preference or a thumbs-down says how to answer, which the user may
+  // want for questions about anyone.)
+  std::vector<std::string> window_prompts, taught_prompts;
   for (const auto& e : input.new_examples) {
-    if (!e.context.empty()) window_prompts.push_back(e.context.back().content);
+    if (e.context.empty()) continue;
+    window_prompts.push_back(e.context.back().content);
+    if (e.objective == Objective::kSft) taught_prompts.push_back(e.context.back().content);
   }
   const auto& pool = o_.anchor_prompts.empty() ? internal::AnchorPool() : o_.anchor_prompts;
   const auto chosen = internal::SelectAnchors(pool, window_prompts, o_.anchor_examples, o_.anchor_selection);
@@ -416,7 +421,7 @@ void WindowRun::AddAnchors(const TrainInput& input) {
     r_.notes.push_back("mixed in " + std::to_string(chosen.size()) +
                        " anchor examples (distillation toward the base model on its own answers to general prompts)");
   }
-  const auto contrast = internal::ContrastPrompts(window_prompts, o_.contrast_anchors);
+  const auto contrast = internal::ContrastPrompts(taught_prompts, o_.contrast_anchors);
   for (size_t i = 0; i < contrast.size(); ++i) add("contrast-" + std::to_string(i), contrast[i]);
   if (!contrast.empty()) {
     r_.notes.push_back("mixed in " + std::to_string(contrast.size()) + " contrast anchors (the window's prompts about no one, e.g. '" +

@@ -72,7 +72,7 @@ struct TrainerConfig {
   int64_t anchor_max_tokens = 48;   // Default: 48
   // "first" | "nearest" (trainer_options.h). Default: "nearest"
   std::string anchor_selection = "nearest";
-  // The window's own prompts asked about no one, distilled like the
+  // The questions a window teaches asked about no one, distilled like the
   // anchors (trainer_options.h); 0 = off. Default: 0
   int64_t contrast_anchors = 0;
   // The null-space constraint on LoRA A (trainer_options.h), in [0, 1);

@@ -156,8 +156,10 @@ struct TrainerOptions {
   std::vector<std::string> anchor_prompts;
   double anchor_weight = 1.0;         // Default: 1
   int64_t anchor_max_tokens = 48;     // Default: 48
-  // Contrast anchors: up to this many of the window's own prompts asked
-  // about no one ("What is my dog's name?" -> "What is a dog's name?"),
+  // Contrast anchors: up to this many of the prompts the window teaches
+  // answers to (SFT: demonstrations, corrections, thumbs-up; not
+  // preferences or thumbs-down, which say how to answer) asked about no
+  // one ("What is my dog's name?" -> "What is a dog's name?"),
   // distilled toward the base model's answers like the anchors, so the
   // adapter answers with the user's facts only where the question is about
   // the user. English prompts; they are not part of the null-space
