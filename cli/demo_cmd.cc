@@ -123,6 +123,9 @@ class Demo {
     o.training.trainer.encode.max_seq_len = 128;
     o.training.trainer.anchor_examples = 32;
     o.training.trainer.anchor_selection = "nearest";
+    // Sam's questions asked about no one, kept to the base's answers
+    // (docs/trainer.md, "Contrast anchors"); not measured on the quick window.
+    o.training.trainer.contrast_anchors = f_.quick ? 0 : 16;
     if (f_.quick) {
       o.training.trainer.anchor_max_tokens = 32;
       o.training.trainer.forgetting_prompts = {"Why is the sky blue?", "Name three primary colors.",
