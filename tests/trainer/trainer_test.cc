@@ -198,6 +198,31 @@ TEST(TrainerTest, CandidateScaleInterpolatesEachBTowardTheParent) {
   }
 }
 
+// The anchor pool's input directions, measured as a window measures them
+// (the pool's prompts, no anchors mixed in).
+internal::NullSpace PoolNullSpace(const runtime::Model& m, const TrainerOptions& o, double energy) {
+  std::vector<std::vector<int64_t>> seqs;
+  for (const auto& prompt : internal::AnchorPool()) {
+    auto ids = runtime::PromptIds(m, {{"user", prompt}});
+    EXPECT_TRUE(ids.ok()) << prompt;
+    if (ids.ok()) seqs.emplace_back(ids->begin(), ids->end());
+  }
+  return internal::NullSpace::Measure(m, o.lora.targets, seqs, energy);
+}
+
+// The layer and target of an A tensor's name ("layers.L.T.a"); target -1
+// for any other name.
+std::pair<size_t, int> LayerAndTargetOfA(const std::string& name) {
+  if (!name.ends_with(".a")) return {0, -1};
+  const size_t dot = name.find('.', 7);
+  const std::string target = name.substr(dot + 1, name.size() - dot - 3);
+  for (int t = 0; t < runtime::kNumLoraTargets; ++t) {
+    if (target == runtime::LoraTargetName(t)) return {std::stoul(name.substr(7)), t};
+  }
+  ADD_FAILURE() << "no target in " << name;
+  return {0, -1};
+}
+
 // TrainerOptions::null_space_energy: after the window every A reads none of
 // the directions the general prompts' inputs hold (measured here as the
 // window measures them: the anchor pool, no anchors mixed in), the window
@@ -216,22 +241,12 @@ TEST(TrainerTest, NullSpaceConstraintKeepsEveryAOffTheGeneralPromptsDirections) 
   ASSERT_TRUE(free.ok() && held.ok()) << held.status().ToString();
   EXPECT_NE(held->report.ToJson().find("null-space constraint"), std::string::npos);
   EXPECT_LT(held->report.new_loss_candidate, held->report.new_loss_parent) << "it still learns";
-  std::vector<std::vector<int64_t>> seqs;
-  for (const auto& prompt : internal::AnchorPool()) {
-    auto ids = runtime::PromptIds(*m, {{"user", prompt}});
-    ASSERT_TRUE(ids.ok());
-    seqs.emplace_back(ids->begin(), ids->end());
-  }
-  const auto ns = internal::NullSpace::Measure(*m, o.lora.targets, seqs, 0.9);
+  const auto ns = PoolNullSpace(*m, o, 0.9);
   int checked = 0;
   for (size_t i = 0; i < held->names.size(); ++i) {
-    const std::string& name = held->names[i];  // layers.L.T.a
-    if (!name.ends_with(".a")) continue;
-    const size_t l = std::stoul(name.substr(7));
-    const std::string target = name.substr(name.find('.', 7) + 1, name.size() - name.find('.', 7) - 3);
-    int t = 0;
-    while (t < runtime::kNumLoraTargets && target != runtime::LoraTargetName(t)) ++t;
-    ASSERT_LT(t, runtime::kNumLoraTargets) << name;
+    const std::string& name = held->names[i];
+    const auto [l, t] = LayerAndTargetOfA(name);
+    if (t < 0) continue;
     const at::Tensor u = ns.directions(l, t);
     const double scale = held->adapter[i].abs().max().item<double>();
     EXPECT_LT(held->adapter[i].mm(u).abs().max().item<double>(), 1e-4 * scale) << name;
@@ -277,21 +292,11 @@ TEST(TrainerTest, ContrastAnchorsJoinTheWindowButNotTheNullSpace) {
   EXPECT_NE(json.find("mixed in 6 contrast anchors"), std::string::npos) << json;
   EXPECT_NE(json.find("of " + std::to_string(internal::AnchorPool().size()) + " general sequences"), std::string::npos)
       << json;
-  std::vector<std::vector<int64_t>> seqs;
-  for (const auto& prompt : internal::AnchorPool()) {
-    auto ids = runtime::PromptIds(*m, {{"user", prompt}});
-    ASSERT_TRUE(ids.ok());
-    seqs.emplace_back(ids->begin(), ids->end());
-  }
-  const auto ns = internal::NullSpace::Measure(*m, o.lora.targets, seqs, 0.9);
+  const auto ns = PoolNullSpace(*m, o, 0.9);
   for (size_t i = 0; i < r->names.size(); ++i) {
-    const std::string& name = r->names[i];  // layers.L.T.a
-    if (!name.ends_with(".a")) continue;
-    const size_t l = std::stoul(name.substr(7));
-    const std::string target = name.substr(name.find('.', 7) + 1, name.size() - name.find('.', 7) - 3);
-    int t = 0;
-    while (t < runtime::kNumLoraTargets && target != runtime::LoraTargetName(t)) ++t;
-    ASSERT_LT(t, runtime::kNumLoraTargets) << name;
+    const std::string& name = r->names[i];
+    const auto [l, t] = LayerAndTargetOfA(name);
+    if (t < 0) continue;
     const double scale = r->adapter[i].abs().max().item<double>();
     EXPECT_LT(r->adapter[i].mm(ns.directions(l, t)).abs().max().item<double>(), 1e-4 * scale) << name;
   }
