@@ -65,6 +65,7 @@ TEST(AnchorsTest, DepersonalizeAsksTheQuestionOfNoOne) {
   EXPECT_EQ(Depersonalize("My degree?"), "A degree?");
   EXPECT_EQ(Depersonalize("Who am I married to?"), "Who are people married to?");
   EXPECT_EQ(Depersonalize("what do i study"), "what do people study");
+  EXPECT_EQ(Depersonalize("What do I do when I am tired?"), "What do people do when people are tired?");
   EXPECT_EQ(Depersonalize("Which doctor looks after me?"), "Which doctor looks after people?");
   EXPECT_EQ(Depersonalize("Tell me the name of my dog."), "Tell me the name of a dog.");
   EXPECT_EQ(Depersonalize("Where I'm from, is it cold?"), "Where people are from, is it cold?");

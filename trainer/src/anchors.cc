@@ -171,10 +171,11 @@ std::string Depersonalize(const std::string& prompt) {
     else if (w == "i") to = "people";
     else if (w == "me" && !kAddressee.count(prev)) to = "people";
     else if (w == "am") {
-      // "am I" -> "are people" (the "I" is replaced on its own turn).
+      // "am I" and "I am" -> "are people", "people are" (the "I" is
+      // replaced on its own turn).
       size_t n = k + 1;
       while (n < parts.size() && !is_word[n]) ++n;
-      if (n < parts.size() && Lower(parts[n]) == "i") to = "are";
+      if (prev == "i" || (n < parts.size() && Lower(parts[n]) == "i")) to = "are";
     }
     prev = w;
     if (to.empty()) continue;

@@ -25,10 +25,10 @@ std::vector<size_t> SelectAnchors(const std::vector<std::string>& pool,
                                   const std::string& selection);
 
 // `prompt` about no one: first-person words replaced ("my" -> "a", "I" /
-// "me" -> "people", "am I" -> "are people"), or "" when it has none. The
-// window's own questions asked of the world: a contrast anchor pins the base
-// model's answer to "What is a dog's name?" while the window teaches "What is
-// my dog's name?". English only.
+// "me" -> "people", "am I" -> "are people", "I am" -> "people are"), or ""
+// when it has none. The window's own questions asked of the world: a
+// contrast anchor pins the base model's answer to "What is a dog's name?"
+// while the window teaches "What is my dog's name?". English only.
 std::string Depersonalize(const std::string& prompt);
 
 // Up to `n` distinct depersonalized `window_prompts`, spread evenly over
