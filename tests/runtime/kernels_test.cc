@@ -243,6 +243,22 @@ void ForEachDequantizationCase(uint32_t seed, F&& f) {
   }
 }
 
+// `dequantize(out)` writes `want` to the bit on every instruction set, and
+// nothing past it (a `sentinel` one past the end stays untouched).
+template <class T, class Fn>
+void ExpectOnEveryIsa(const std::vector<T>& want, T sentinel, const char* name, int64_t rows, int64_t cols,
+                      const Fn& dequantize) {
+  for (Isa isa : Isas()) {
+    IsaGuard g(isa);
+    std::vector<T> got(want.size() + 1, sentinel);
+    dequantize(got.data());
+    EXPECT_EQ(std::memcmp(&got.back(), &sentinel, sizeof(T)), 0) << name << " wrote past its rows on " << IsaName(isa);
+    got.pop_back();
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(T)), 0)
+        << name << " " << rows << "x" << cols << " on " << IsaName(isa);
+  }
+}
+
 // The fp32 dequantization (the fp32 training products' weight tiles, the
 // runtime's fp32 weights) gives the scalar path's floats to the bit on every
 // instruction set, nothing written past the rows.
@@ -254,15 +270,9 @@ TEST(KernelsTest, FloatDequantizationIsTheScalarOneOnEveryIsa) {
       IsaGuard g(Isa::kScalar);
       DequantizeRows(type, blocks.data(), row_bytes, rows, cols, want.data());
     }
-    for (Isa isa : Isas()) {
-      IsaGuard g(isa);
-      std::vector<float> got(want.size() + 1, 12345.f);  // one past the end stays untouched
-      DequantizeRows(type, blocks.data(), row_bytes, rows, cols, got.data());
-      EXPECT_EQ(got.back(), 12345.f) << name << " wrote past its rows on " << IsaName(isa);
-      got.pop_back();
-      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
-          << name << " " << rows << "x" << cols << " on " << IsaName(isa);
-    }
+    ExpectOnEveryIsa(want, 12345.f, name, rows, cols, [&](float* out) {
+      DequantizeRows(type, blocks.data(), row_bytes, rows, cols, out);
+    });
   });
 }
 
@@ -276,14 +286,9 @@ TEST(KernelsTest, Bf16DequantizationIsTheFloatOneRounded) {
     DequantizeRows(type, blocks.data(), row_bytes, rows, cols, f32.data());
     std::vector<uint16_t> want(f32.size());
     for (size_t i = 0; i < f32.size(); ++i) want[i] = F32ToBf16(f32[i]);
-    for (Isa isa : Isas()) {
-      IsaGuard g(isa);
-      std::vector<uint16_t> got(f32.size() + 1, 0xABCD);  // one past the end stays untouched
-      DequantizeRowsBf16(type, blocks.data(), row_bytes, rows, cols, got.data());
-      EXPECT_EQ(got.back(), 0xABCD) << name << " wrote past its rows on " << IsaName(isa);
-      got.pop_back();
-      EXPECT_EQ(got, want) << name << " " << rows << "x" << cols << " on " << IsaName(isa);
-    }
+    ExpectOnEveryIsa(want, uint16_t(0xABCD), name, rows, cols, [&](uint16_t* out) {
+      DequantizeRowsBf16(type, blocks.data(), row_bytes, rows, cols, out);
+    });
   });
 }
 
