@@ -28,8 +28,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-// Ids of the anchors drawn from the pool (contrast anchors are "contrast-N").
-constexpr const char* kAnchorId = "anchor-";
 
 // General-knowledge prompts for the forgetting KL: none of them is about a
 // user, so an adapter that learned its user should barely move them.
@@ -350,6 +348,10 @@ class WindowRun {
   at::Generator gen_ = at::detail::getDefaultCPUGenerator();
   std::vector<std::vector<size_t>> plan_;
   std::vector<at::Tensor> base_of_;  // BaseOf, by index in train_
+  // The anchors drawn from the pool, prompt and base answer (AddAnchors):
+  // with the pool's prompts, what the null-space measurement runs; not the
+  // contrast anchors.
+  std::vector<std::vector<int64_t>> pool_anchors_;
   // The fewest and most layers a micro-batch kept the graph of (graph_memory_mb).
   std::pair<size_t, size_t> graph_layers_seen_{SIZE_MAX, 0};
   double prior_seconds_ = 0;
@@ -406,7 +408,7 @@ void WindowRun::AddAnchors(const TrainInput& input) {
   }
   const auto& pool = o_.anchor_prompts.empty() ? internal::AnchorPool() : o_.anchor_prompts;
   const auto chosen = internal::SelectAnchors(pool, window_prompts, o_.anchor_examples, o_.anchor_selection);
-  auto add = [&](const std::string& id, const std::string& prompt) {
+  auto add = [&](const std::string& id, const std::string& prompt, bool from_pool) {
     TextExample a;
     a.id = id;
     a.context = {{"user", prompt}};
@@ -414,15 +416,17 @@ void WindowRun::AddAnchors(const TrainInput& input) {
     a.weight = float(o_.anchor_weight);
     a.objective = Objective::kDistill;
     auto enc = Encode(m_, a, o_.encode);
-    if (enc.ok()) train_.push_back(std::move(*enc));
+    if (!enc.ok()) return;
+    if (from_pool) pool_anchors_.push_back(enc->chosen.ids);
+    train_.push_back(std::move(*enc));
   };
-  for (size_t i : chosen) add(std::string(kAnchorId) + std::to_string(i), pool[i]);
+  for (size_t i : chosen) add("anchor-" + std::to_string(i), pool[i], true);
   if (!chosen.empty()) {
     r_.notes.push_back("mixed in " + std::to_string(chosen.size()) +
                        " anchor examples (distillation toward the base model on its own answers to general prompts)");
   }
   const auto contrast = internal::ContrastPrompts(taught_prompts, o_.contrast_anchors);
-  for (size_t i = 0; i < contrast.size(); ++i) add("contrast-" + std::to_string(i), contrast[i]);
+  for (size_t i = 0; i < contrast.size(); ++i) add("contrast-" + std::to_string(i), contrast[i], false);
   if (!contrast.empty()) {
     r_.notes.push_back("mixed in " + std::to_string(contrast.size()) + " contrast anchors (the window's prompts about no one, e.g. '" +
                        contrast.front() + "')");
@@ -441,9 +445,7 @@ void WindowRun::MeasureNullSpace() {
       if (ids.ok()) sequences.emplace_back(ids->begin(), ids->end());
     }
   }
-  for (const auto& e : train_) {
-    if (e.objective == Objective::kDistill && e.id.rfind(kAnchorId, 0) == 0) sequences.push_back(e.chosen.ids);
-  }
+  sequences.insert(sequences.end(), pool_anchors_.begin(), pool_anchors_.end());
   if (sequences.empty()) {
     r_.notes.push_back("null-space constraint off: no general prompts to measure (the model has no chat template)");
     return;
