@@ -203,8 +203,9 @@ class Demo {
           std::lock_guard<std::mutex> l(seen_mu);
           if (versions_seen.empty() || versions_seen.back() != r->adapter_label) versions_seen.push_back(r->adapter_label);
         }
-        // A message every few seconds, as a person types; training keeps the cores.
-        for (int i = 0; i < 30 && chatting.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        // The next message ten seconds later, as a person reads the reply
+        // and types; training keeps the cores in between.
+        for (int i = 0; i < 100 && chatting.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     });
     trainer::DeviceState idle = busy;
