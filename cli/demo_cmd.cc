@@ -108,25 +108,15 @@ class Demo {
     o.window.min_new_events = 8;
     // Judge a new version after 8 rated replies (the default 50 suits real use).
     o.health.window = 8;
-    // The full demo's window: the setting docs/trainer.md measured on the
-    // personas (40 steps, the null-space constraint at 0.97). --quick keeps
-    // its short window as it was, without the constraint (not measured with it).
-    o.training.trainer.max_steps = f_.quick ? 10 : 40;
-    o.training.trainer.null_space_energy = f_.quick ? 0.0 : 0.97;
-    o.training.trainer.micro_batch_size = 8;
-    o.training.trainer.grad_accum_steps = 2;
-    // The top layers of each micro-batch keep their graph instead of being
-    // recomputed: 15-22 % faster for about 1 GB (docs/trainer.md, Memory).
-    o.training.trainer.graph_memory_mb = 768;
-    o.training.trainer.adamw.lr = 2e-3;
-    o.training.trainer.lora.dropout = 0.0;
-    o.training.trainer.encode.max_seq_len = 128;
-    o.training.trainer.anchor_examples = 32;
-    o.training.trainer.anchor_selection = "nearest";
-    // Sam's questions asked about no one, kept to the base's answers
-    // (docs/trainer.md, "Contrast anchors"); not measured on the quick window.
-    o.training.trainer.contrast_anchors = f_.quick ? 0 : 16;
+    // The full demo's window is the setting docs/trainer.md measured on the
+    // personas (eval::MeasuredWindow). --quick keeps its short window as it
+    // was: 10 steps, without the null-space constraint or contrast anchors
+    // (not measured with them), shorter anchors and four forgetting prompts.
+    o.training.trainer = eval::MeasuredWindow();
     if (f_.quick) {
+      o.training.trainer.max_steps = 10;
+      o.training.trainer.null_space_energy = 0.0;
+      o.training.trainer.contrast_anchors = 0;
       o.training.trainer.anchor_max_tokens = 32;
       o.training.trainer.forgetting_prompts = {"Why is the sky blue?", "Name three primary colors.",
                                                "Who wrote Romeo and Juliet?", "How do I make a cup of tea?"};

@@ -67,18 +67,7 @@ double Number(const std::string& flag, const std::string& v) {
 
 Flags Parse(int argc, char** argv) {
   Flags f;
-  // The demo's window (cli/demo_cmd.cc).
-  f.t.max_steps = 40;
-  f.t.null_space_energy = 0.97;
-  f.t.micro_batch_size = 8;
-  f.t.grad_accum_steps = 2;
-  f.t.graph_memory_mb = 768;
-  f.t.adamw.lr = 2e-3;
-  f.t.lora.dropout = 0.0;
-  f.t.encode.max_seq_len = 128;
-  f.t.anchor_examples = 32;
-  f.t.anchor_selection = "nearest";
-  f.t.contrast_anchors = 16;
+  f.t = eval::MeasuredWindow();  // the full demo's window
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {

@@ -119,6 +119,13 @@ struct EvalReport {
   std::vector<QuestionResult> results;
 };
 
+// The training window docs/trainer.md measures on the personas and the
+// full `attune demo` runs: 40 steps of 8 x 2 sequences (up to 128 tokens)
+// at a learning rate of 2e-3 without dropout, 32 nearest anchors and 16
+// contrast anchors, the null-space constraint at 0.97, the top layers'
+// graphs kept in 768 MB. The rest are TrainerOptions' defaults.
+trainer::TrainerOptions MeasuredWindow();
+
 // Greedy replies of version `adapter` ("" = active, "base", "vN", an id).
 Result<Replies> AnswerAll(Assistant& assistant, const QuestionSet& set, const std::string& adapter,
                           const EvalOptions& options);
