@@ -2,6 +2,7 @@
 // same Assistant API an app embeds.
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -121,6 +123,12 @@ class Demo {
       o.training.trainer.forgetting_prompts = {"Why is the sky blue?", "Name three primary colors.",
                                                "Who wrote Romeo and Juliet?", "How do I make a cup of tea?"};
     }
+    // Serving comes first, as in `attune serve`: between micro-steps the
+    // window waits while a reply is being generated.
+    o.between_steps = [this] {
+      while (replying_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      return false;
+    };
     o.on_progress = [this](const trainer::TrainProgress& p) {
       progress_.Update(p.step, p.max_steps, p.loss, p.tokens_per_second, p.eta_seconds);
       loss_curve_.push_back(p.loss);
@@ -184,13 +192,17 @@ class Demo {
     Say("3/7", "The phone is plugged in and idle: the background trainer opens a window");
     std::atomic<bool> chatting{true};
     std::vector<std::string> versions_seen;
+    int replies = 0;
     std::mutex seen_mu;
     std::thread chatter([&] {
       // A user keeps chatting while the adapter is trained and swapped in.
       while (chatting.load()) {
+        ++replying_;
         auto r = as.Chat({{"user", set.facts[0].heldout[0]}});
+        --replying_;
         if (r.ok()) {
           std::lock_guard<std::mutex> l(seen_mu);
+          ++replies;
           if (versions_seen.empty() || versions_seen.back() != r->adapter_label) versions_seen.push_back(r->adapter_label);
         }
         // The next message ten seconds later, as a person reads the reply
@@ -223,7 +235,8 @@ class Demo {
     {
       std::string seen;
       for (const auto& v : versions_seen) seen += (seen.empty() ? "" : " -> ") + v;
-      std::cout << "  a chat running throughout was served by: " << seen << " (each reply by exactly one version)\n";
+      std::cout << "  a chat running throughout (" << replies << " replies, the window pausing for each) was served by: " << seen
+                << " (each reply by exactly one version)\n";
     }
     const trainer::TrainReport rep = run->report;
     std::cout << "  " << rep.steps << " steps, " << rep.tokens << " tokens in " << Fixed(train_seconds, 0) << " s ("
@@ -304,7 +317,8 @@ class Demo {
       PrintJson({{"report", report}, {"seconds", total}, {"fact_recall_before", ev.recall_before}, {"fact_recall_after", ev.recall},
                  {"retention", ev.retention}, {"untrained_retention", ev.untrained_retention}, {"forgetting_kl", ev.forgetting_kl}, {"gate_forgetting_kl", rep.forgetting_kl},
                  {"promoted", run->promoted},
-                 {"versions_seen_while_chatting", versions_seen}, {"poisoned_promoted_by_gate", poisoned->promoted},
+                 {"versions_seen_while_chatting", versions_seen}, {"replies_while_chatting", replies},
+                 {"poisoned_promoted_by_gate", poisoned->promoted},
                  {"rolled_back_to", as.GetStatus().active_label}, {"good_version", good_label}});
     }
     return kExitOk;
@@ -358,6 +372,7 @@ class Demo {
 
   const GlobalOptions& g_;
   const DemoFlags& f_;
+  std::atomic<int> replying_{0};  // chat replies being generated now
   std::string dir_;
   Clock::time_point t0_;
   std::vector<double> loss_curve_;

@@ -17,6 +17,7 @@ check() { grep -q "$1" <<<"$OUT" || { echo "FAILED: expected $1" >&2; fail=1; };
 check '"promoted":true'
 check '"poisoned_promoted_by_gate":false'
 check '"versions_seen_while_chatting":\["base"'
+check '"replies_while_chatting":[1-9]'
 [ -f "$DIR/demo/report.html" ] || { echo "FAILED: no report" >&2; fail=1; }
 # The rollback returns to the good version.
 good=$(sed -E 's/.*"good_version":"([^"]*)".*/\1/' <<<"$OUT")
