@@ -123,12 +123,6 @@ class Demo {
       o.training.trainer.forgetting_prompts = {"Why is the sky blue?", "Name three primary colors.",
                                                "Who wrote Romeo and Juliet?", "How do I make a cup of tea?"};
     }
-    // Serving comes first, as in `attune serve`: between micro-steps the
-    // window waits while a reply is being generated.
-    o.between_steps = [this] {
-      while (replying_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      return false;
-    };
     o.on_progress = [this](const trainer::TrainProgress& p) {
       progress_.Update(p.step, p.max_steps, p.loss, p.tokens_per_second, p.eta_seconds);
       loss_curve_.push_back(p.loss);
@@ -197,9 +191,9 @@ class Demo {
     std::thread chatter([&] {
       // A user keeps chatting while the adapter is trained and swapped in.
       while (chatting.load()) {
-        ++replying_;
+        // Serving comes first (AssistantOptions::serving_first): the window
+        // waits between micro-steps while this reply is generated.
         auto r = as.Chat({{"user", set.facts[0].heldout[0]}});
-        --replying_;
         if (r.ok()) {
           std::lock_guard<std::mutex> l(seen_mu);
           ++replies;
@@ -372,7 +366,6 @@ class Demo {
 
   const GlobalOptions& g_;
   const DemoFlags& f_;
-  std::atomic<int> replying_{0};  // chat replies being generated now
   std::string dir_;
   Clock::time_point t0_;
   std::vector<double> loss_curve_;

@@ -74,6 +74,10 @@ struct Assistant::Impl {
   // threads changed it last.
   std::mutex publish_mu;
   std::atomic<bool> stopping{false};
+  // Chat replies being generated now (serving_first: training waits for 0).
+  std::mutex chat_mu;
+  std::condition_variable chat_cv;
+  int chats = 0;  // guarded by chat_mu
   std::condition_variable cv;
   std::mutex cv_mu;
   bool wake = false;  // guarded by cv_mu: the device state changed
@@ -161,6 +165,41 @@ struct Assistant::Impl {
     if (!st.ok()) ATTUNE_LOG(kWarning, "could not save the health watch: " << st.ToString());
   }
 
+  // Counts a Chat reply in flight for WaitWhileChatting.
+  class ChatScope {
+   public:
+    explicit ChatScope(Impl* p) : p_(p) {
+      ++chats_on_this_thread;
+      std::lock_guard<std::mutex> l(p_->chat_mu);
+      ++p_->chats;
+    }
+    ~ChatScope() {
+      --chats_on_this_thread;
+      {
+        std::lock_guard<std::mutex> l(p_->chat_mu);
+        --p_->chats;
+      }
+      p_->chat_cv.notify_all();
+    }
+    ChatScope(const ChatScope&) = delete;
+    ChatScope& operator=(const ChatScope&) = delete;
+
+   private:
+    Impl* p_;
+  };
+
+  // Chat replies the calling thread is inside of (a window run from a reply's
+  // text callback must not wait for that reply).
+  static inline thread_local int chats_on_this_thread = 0;
+
+  // On the training thread: returns once no Chat reply is being generated (or
+  // the assistant is shutting down).
+  void WaitWhileChatting() {
+    if (!o.serving_first || chats_on_this_thread > 0) return;
+    std::unique_lock<std::mutex> l(chat_mu);
+    chat_cv.wait(l, [&] { return chats == 0 || stopping.load(); });
+  }
+
   Result<trainer::TrainingRunResult> TrainOnce(bool check_window, const trainer::TrainingRunOptions& run_options) {
     std::lock_guard<std::mutex> one(train_mu);
     {
@@ -169,6 +208,7 @@ struct Assistant::Impl {
     }
     auto stats = store->GetStats();
     auto should_stop = [&]() {
+      WaitWhileChatting();
       if (o.between_steps && !stopping.load() && o.between_steps()) return true;
       if (stopping.load() || forgets_waiting.load() > 0) return true;
       if (!check_window) return false;
@@ -184,7 +224,8 @@ struct Assistant::Impl {
       if (o.on_progress) o.on_progress(p);
     };
     // The window's set-up (reference answers, evaluation) has no micro-step
-    // boundaries: let the host hold it back until serving is quiet.
+    // boundaries: hold it back until serving is quiet.
+    WaitWhileChatting();
     if (o.between_steps) (void)o.between_steps();
     auto res = trainer::RunTrainingWindow(engine->model(), *store, *registry, CheckpointPath(), run_options,
                                           should_stop, on_progress);
@@ -274,6 +315,10 @@ Assistant::~Assistant() {
     impl_->stopping.store(true);
   }
   impl_->cv.notify_all();
+  // A window waiting for replies to finish stops waiting (its predicate reads
+  // `stopping`; taking the mutex orders the store before the notification).
+  { std::lock_guard<std::mutex> lk(impl_->chat_mu); }
+  impl_->chat_cv.notify_all();
   if (impl_->worker.joinable()) impl_->worker.join();
 }
 
@@ -283,7 +328,11 @@ Result<ChatReply> Assistant::Chat(const std::vector<runtime::ChatMessage>& messa
 
 Result<ChatReply> Assistant::Chat(const std::vector<runtime::ChatMessage>& messages,
                                   const runtime::GenerateOptions& options, const runtime::TextCallback& on_text) {
-  ASSIGN_OR_RETURN(runtime::GenerateResult r, impl_->engine->Chat(messages, options, on_text));
+  Result<runtime::GenerateResult> generated = [&] {
+    Impl::ChatScope serving(impl_.get());
+    return impl_->engine->Chat(messages, options, on_text);
+  }();
+  ASSIGN_OR_RETURN(runtime::GenerateResult r, std::move(generated));
   if (r.finish_reason == "non_finite") impl_->ApplyHealth(impl_->health.RecordNonFinite(r.adapter_version));
   ChatReply reply;
   reply.text = r.text;

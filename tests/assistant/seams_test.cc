@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <mutex>
 #include <filesystem>
+#include <mutex>
+#include <string_view>
 #include <thread>
 
 #include "attune/assistant.h"
@@ -182,6 +184,113 @@ TEST(AssistantSeamsTest, SlowPublishCannotLandAfterANewerRollback) {
   rollback.join();
   EXPECT_EQ(a.GetStatus().active_version, v2->version);
   EXPECT_EQ(a.engine().adapter_version(), v2->version) << "the engine serves a version the registry rolled back from";
+}
+
+// A chat reply held open mid-generation (its text callback blocks until the
+// test releases it), so the test knows a reply is being generated.
+class HeldReply {
+ public:
+  explicit HeldReply(Assistant& a) {
+    thread_ = std::thread([this, &a] {
+      auto r = a.Chat({{"user", "hi"}}, [this](std::string_view) {
+        std::unique_lock<std::mutex> l(mu_);
+        generating_ = true;
+        cv_.notify_all();
+        cv_.wait(l, [&] { return released_; });
+        return true;
+      });
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+      cv_.notify_all();
+    });
+  }
+  ~HeldReply() {
+    Release();
+    thread_.join();
+  }
+  // True once the reply's first piece of text is out (false if the reply
+  // ended without text, or after 30 s).
+  bool WaitUntilGenerating() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::seconds(30), [&] { return generating_ || done_; });
+    return generating_;
+  }
+  void Release() {
+    std::lock_guard<std::mutex> l(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool generating_ = false, released_ = false, done_ = false;
+  std::thread thread_;
+};
+
+// Serving comes first (AssistantOptions::serving_first). The bug: only the
+// demo's own hook paused the window for its chat; an app's Chat during a
+// window shared the cores with the training steps.
+TEST(AssistantSeamsTest, AWindowDoesNotStartWhileAChatReplyIsBeingGenerated) {
+  TempDir dir("serving_first_start");
+  AssistantOptions o = Options(dir.path);
+  o.generation.stop_at_eos = false;  // the reply always has text
+  std::atomic<int64_t> last_step{0};
+  o.on_progress = [&](const trainer::TrainProgress& p) { last_step.store(p.step); };
+  auto opened = Assistant::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  AddDemos(a, "d", 5);
+  HeldReply reply(a);
+  ASSERT_TRUE(reply.WaitUntilGenerating()) << "the reply gave no text";
+  Result<trainer::TrainingRunResult> run = InternalError("not run");
+  std::thread train([&] { run = a.TrainNow(); });
+  const auto t0 = Clock::now();
+  while (!a.GetStatus().training && Clock::now() - t0 < std::chrono::seconds(30)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(a.GetStatus().training);
+  // The whole 4-step window of the tiny model takes well under this.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(last_step.load(), 0) << "the window trained while a reply was being generated";
+  reply.Release();
+  train.join();
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->report.steps, 4);
+}
+
+TEST(AssistantSeamsTest, AWindowPausesBetweenMicroStepsWhileAChatReplyIsBeingGenerated) {
+  TempDir dir("serving_first_pause");
+  AssistantOptions o = Options(dir.path);
+  o.generation.stop_at_eos = false;
+  o.training.trainer.max_steps = 400;
+  std::atomic<int64_t> last_step{0};
+  o.on_progress = [&](const trainer::TrainProgress& p) { last_step.store(p.step); };
+  auto opened = Assistant::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  AddDemos(a, "d", 5);
+  Result<trainer::TrainingRunResult> run = InternalError("not run");
+  std::thread train([&] { run = a.TrainNow(); });
+  const auto t0 = Clock::now();
+  while (last_step.load() == 0 && Clock::now() - t0 < std::chrono::seconds(30)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GT(last_step.load(), 0) << "the window did not start";
+  int64_t at_reply = 0, a_second_later = 0;
+  {
+    HeldReply reply(a);
+    ASSERT_TRUE(reply.WaitUntilGenerating()) << "the reply gave no text";
+    at_reply = last_step.load();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    a_second_later = last_step.load();
+  }
+  // At most the step under way when the reply started finishes.
+  EXPECT_LE(a_second_later - at_reply, 1) << "the window kept training while a reply was being generated";
+  train.join();
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->report.steps, 400) << "the window did not go on after the reply";
 }
 
 // The bug: the thumbs-down counts lived in memory only; a restart in the

@@ -64,7 +64,7 @@ static void RemoveTempDir(TempDir* d) { nftw(d->path, RemoveEntry, 16, FTW_DEPTH
 static void TinyOptions(const char* dir, char* out, size_t n) {
   snprintf(out, n,
            "{\"data_dir\": \"%s\", \"model_path\": \"%s/models/tiny_llama.gguf\", "
-           "\"chat_template\": \"chatml\", \"background_training\": false, "
+           "\"chat_template\": \"chatml\", \"background_training\": false, \"serving_first\": true, "
            "\"generation\": {\"max_tokens\": 8, \"stop_at_eos\": false}, "
            "\"training\": {\"rank\": 4, \"alpha\": 8, \"dropout\": 0, \"max_steps\": 3, "
            "\"micro_batch_size\": 4, \"grad_accum_steps\": 1, \"learning_rate\": 0.01, "

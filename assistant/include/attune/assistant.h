@@ -19,7 +19,7 @@
 // called from any thread at any time. Training runs on one background thread
 // (or the caller of TrainNow; never two at once); it checks for shutdown and
 // for the window closing between micro-steps, writing a checkpoint when it
-// stops early. The destructor stops the trainer (checkpoint), joins it and
+// stops early, and waits there while a Chat reply is being generated. The destructor stops the trainer (checkpoint), joins it and
 // flushes the store.
 //
 // This header and everything it includes are free of LibTorch, RocksDB and
@@ -77,6 +77,10 @@ struct AssistantOptions {
   // closed (for example "outside the schedule 01:00-06:00"), or "" to allow.
   // Default: none (the policy alone decides)
   std::function<std::string()> host_window;
+  // Serving comes first: while a Chat reply is being generated, a training
+  // window waits before its set-up and between its micro-steps (the micro-step
+  // under way finishes first), so replies get the cores. Default: true
+  bool serving_first = true;
   // Called on the training thread before a window starts and between its
   // micro-steps. It may block to pause training (a server waits here while
   // requests are in flight) and returns true to stop the window now

@@ -115,7 +115,8 @@ ATTUNE_API void attune_string_free(char* s);
 /* Opens the data directory (created when missing) and loads the model.
  * `options_json`: a JSON object, "{}" for all defaults. Keys (all optional):
  *   data_dir, model_path, chat_template ("chatml" | "llama3"),
- *   background_training (bool), poll_interval_ms, remembered_responses,
+ *   background_training (bool), serving_first (bool), poll_interval_ms,
+ *   remembered_responses,
  *   generation {max_tokens, temperature, top_k, top_p, repetition_penalty,
  *   seed, stop [strings]}, training {...}, window {...}, gate {...},
  *   health {...} (docs/embedding.md lists their keys). An unknown key or a

@@ -122,6 +122,7 @@ Result<AssistantOptions> ParseAssistantOptions(const std::string& text) {
   r.String("model_path", o.model_path);
   r.String("chat_template", o.chat_template);
   r.Bool("background_training", o.background_training);
+  r.Bool("serving_first", o.serving_first);
   int64_t poll_ms = o.poll_interval.count();
   r.Int("poll_interval_ms", poll_ms, 1, std::numeric_limits<int32_t>::max());
   o.poll_interval = std::chrono::milliseconds(poll_ms);
