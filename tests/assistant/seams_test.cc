@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string_view>
 #include <thread>
@@ -229,68 +230,86 @@ class HeldReply {
   std::thread thread_;
 };
 
+// A window trained by TrainNow on a thread of its own, its last step counted.
+class WindowBeside {
+ public:
+  void Open(const std::string& dir, int max_steps) {
+    AssistantOptions o = Options(dir);
+    o.generation.stop_at_eos = false;  // a reply always has text
+    o.training.trainer.max_steps = max_steps;
+    o.on_progress = [this](const trainer::TrainProgress& p) { last_step_.store(p.step); };
+    auto opened = Assistant::Open(o);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    a_ = std::move(*opened);
+    AddDemos(*a_, "d", 5);
+  }
+  Assistant& assistant() { return *a_; }
+  int64_t last_step() const { return last_step_.load(); }
+  void Start() {
+    train_ = std::thread([this] { run_ = a_->TrainNow(); });
+  }
+  const Result<trainer::TrainingRunResult>& Join() {
+    train_.join();
+    return run_;
+  }
+  ~WindowBeside() {
+    if (train_.joinable()) train_.join();
+  }
+
+ private:
+  std::unique_ptr<Assistant> a_;
+  std::atomic<int64_t> last_step_{0};
+  Result<trainer::TrainingRunResult> run_ = InternalError("not run");
+  std::thread train_;
+};
+
 // Serving comes first (AssistantOptions::serving_first). The bug: only the
 // demo's own hook paused the window for its chat; an app's Chat during a
 // window shared the cores with the training steps.
 TEST(AssistantSeamsTest, AWindowDoesNotStartWhileAChatReplyIsBeingGenerated) {
   TempDir dir("serving_first_start");
-  AssistantOptions o = Options(dir.path);
-  o.generation.stop_at_eos = false;  // the reply always has text
-  std::atomic<int64_t> last_step{0};
-  o.on_progress = [&](const trainer::TrainProgress& p) { last_step.store(p.step); };
-  auto opened = Assistant::Open(o);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  Assistant& a = **opened;
-  AddDemos(a, "d", 5);
-  HeldReply reply(a);
+  WindowBeside w;
+  ASSERT_NO_FATAL_FAILURE(w.Open(dir.path, 4));
+  HeldReply reply(w.assistant());
   ASSERT_TRUE(reply.WaitUntilGenerating()) << "the reply gave no text";
-  Result<trainer::TrainingRunResult> run = InternalError("not run");
-  std::thread train([&] { run = a.TrainNow(); });
+  w.Start();
   const auto t0 = Clock::now();
-  while (!a.GetStatus().training && Clock::now() - t0 < std::chrono::seconds(30)) {
+  while (!w.assistant().GetStatus().training && Clock::now() - t0 < std::chrono::seconds(30)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ASSERT_TRUE(a.GetStatus().training);
+  ASSERT_TRUE(w.assistant().GetStatus().training);
   // The whole 4-step window of the tiny model takes well under this.
   std::this_thread::sleep_for(std::chrono::seconds(2));
-  EXPECT_EQ(last_step.load(), 0) << "the window trained while a reply was being generated";
+  EXPECT_EQ(w.last_step(), 0) << "the window trained while a reply was being generated";
   reply.Release();
-  train.join();
+  const auto& run = w.Join();
   ASSERT_TRUE(run.ok()) << run.status().ToString();
   EXPECT_EQ(run->report.steps, 4);
 }
 
 TEST(AssistantSeamsTest, AWindowPausesBetweenMicroStepsWhileAChatReplyIsBeingGenerated) {
   TempDir dir("serving_first_pause");
-  AssistantOptions o = Options(dir.path);
-  o.generation.stop_at_eos = false;
-  o.training.trainer.max_steps = 400;
-  std::atomic<int64_t> last_step{0};
-  o.on_progress = [&](const trainer::TrainProgress& p) { last_step.store(p.step); };
-  auto opened = Assistant::Open(o);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  Assistant& a = **opened;
-  AddDemos(a, "d", 5);
-  Result<trainer::TrainingRunResult> run = InternalError("not run");
-  std::thread train([&] { run = a.TrainNow(); });
+  WindowBeside w;
+  ASSERT_NO_FATAL_FAILURE(w.Open(dir.path, 100));
+  w.Start();
   const auto t0 = Clock::now();
-  while (last_step.load() == 0 && Clock::now() - t0 < std::chrono::seconds(30)) {
+  while (w.last_step() == 0 && Clock::now() - t0 < std::chrono::seconds(30)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ASSERT_GT(last_step.load(), 0) << "the window did not start";
+  ASSERT_GT(w.last_step(), 0) << "the window did not start";
   int64_t at_reply = 0, a_second_later = 0;
   {
-    HeldReply reply(a);
+    HeldReply reply(w.assistant());
     ASSERT_TRUE(reply.WaitUntilGenerating()) << "the reply gave no text";
-    at_reply = last_step.load();
+    at_reply = w.last_step();
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    a_second_later = last_step.load();
+    a_second_later = w.last_step();
   }
   // At most the step under way when the reply started finishes.
   EXPECT_LE(a_second_later - at_reply, 1) << "the window kept training while a reply was being generated";
-  train.join();
+  const auto& run = w.Join();
   ASSERT_TRUE(run.ok()) << run.status().ToString();
-  EXPECT_EQ(run->report.steps, 400) << "the window did not go on after the reply";
+  EXPECT_EQ(run->report.steps, 100) << "the window did not go on after the reply";
 }
 
 // The bug: the thumbs-down counts lived in memory only; a restart in the
