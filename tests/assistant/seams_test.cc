@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <thread>
 
@@ -310,6 +311,27 @@ TEST(AssistantSeamsTest, AWindowPausesBetweenMicroStepsWhileAChatReplyIsBeingGen
   const auto& run = w.Join();
   ASSERT_TRUE(run.ok()) << run.status().ToString();
   EXPECT_EQ(run->report.steps, 100) << "the window did not go on after the reply";
+}
+
+// A window run from inside a reply's own text callback does not wait for
+// that reply (it would wait forever). It returns an error: the reply's
+// generation runs without autograd on that thread (docs/assistant.md).
+TEST(AssistantSeamsTest, AWindowRunFromAReplysTextCallbackDoesNotWaitForIt) {
+  TempDir dir("serving_first_inside");
+  AssistantOptions o = Options(dir.path);
+  o.generation.stop_at_eos = false;
+  auto opened = Assistant::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  AddDemos(a, "d", 5);
+  std::optional<Result<trainer::TrainingRunResult>> run;
+  auto reply = a.Chat({{"user", "hi"}}, [&](std::string_view) {
+    if (!run) run = a.TrainNow();
+    return true;
+  });
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  ASSERT_TRUE(run.has_value()) << "the reply gave no text";
+  EXPECT_FALSE(run->ok());
 }
 
 // The bug: the thumbs-down counts lived in memory only; a restart in the

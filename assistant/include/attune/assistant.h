@@ -19,8 +19,8 @@
 // called from any thread at any time. Training runs on one background thread
 // (or the caller of TrainNow; never two at once); it checks for shutdown and
 // for the window closing between micro-steps, writing a checkpoint when it
-// stops early, and waits there while a Chat reply is being generated. The destructor stops the trainer (checkpoint), joins it and
-// flushes the store.
+// stops early, and waits there while a Chat reply is being generated. The
+// destructor stops the trainer (checkpoint), joins it and flushes the store.
 //
 // This header and everything it includes are free of LibTorch, RocksDB and
 // protobuf types (tests/capi checks it), so an app compiles against it with
