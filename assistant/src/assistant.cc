@@ -328,11 +328,11 @@ Result<ChatReply> Assistant::Chat(const std::vector<runtime::ChatMessage>& messa
 
 Result<ChatReply> Assistant::Chat(const std::vector<runtime::ChatMessage>& messages,
                                   const runtime::GenerateOptions& options, const runtime::TextCallback& on_text) {
-  Result<runtime::GenerateResult> generated = [&] {
+  runtime::GenerateResult r;
+  {
     Impl::ChatScope serving(impl_.get());
-    return impl_->engine->Chat(messages, options, on_text);
-  }();
-  ASSIGN_OR_RETURN(runtime::GenerateResult r, std::move(generated));
+    ASSIGN_OR_RETURN(r, impl_->engine->Chat(messages, options, on_text));
+  }
   if (r.finish_reason == "non_finite") impl_->ApplyHealth(impl_->health.RecordNonFinite(r.adapter_version));
   ChatReply reply;
   reply.text = r.text;

@@ -318,12 +318,9 @@ TEST(AssistantSeamsTest, AWindowPausesBetweenMicroStepsWhileAChatReplyIsBeingGen
 // generation runs without autograd on that thread (docs/assistant.md).
 TEST(AssistantSeamsTest, AWindowRunFromAReplysTextCallbackDoesNotWaitForIt) {
   TempDir dir("serving_first_inside");
-  AssistantOptions o = Options(dir.path);
-  o.generation.stop_at_eos = false;
-  auto opened = Assistant::Open(o);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  Assistant& a = **opened;
-  AddDemos(a, "d", 5);
+  WindowBeside w;
+  ASSERT_NO_FATAL_FAILURE(w.Open(dir.path, 4));
+  Assistant& a = w.assistant();
   std::optional<Result<trainer::TrainingRunResult>> run;
   auto reply = a.Chat({{"user", "hi"}}, [&](std::string_view) {
     if (!run) run = a.TrainNow();
