@@ -93,6 +93,20 @@ class LoraStepTest : public ::testing::Test {
     return s;
   }
 
+  // Three rows that share their first kPrefix.size() tokens.
+  static inline const std::vector<int64_t> kPrefix = {1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41};
+  static std::vector<Sequence> PrefixedSequences() {
+    std::vector<Sequence> seqs(3);
+    const std::vector<std::vector<int64_t>> own = {{3, 17, 42, 99, 5, 27}, {7, 8}, {64}};
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      seqs[i].ids = kPrefix;
+      seqs[i].ids.insert(seqs[i].ids.end(), own[i].begin(), own[i].end());
+      seqs[i].scored.assign(seqs[i].ids.size(), 1);
+      seqs[i].scored[0] = 0;
+    }
+    return seqs;
+  }
+
   std::shared_ptr<const runtime::Model> model_;
   nlohmann::json fx_;
   LoraParams params_;
@@ -331,18 +345,10 @@ TEST_F(LoraStepTest, SharedPrefixRunOnceGivesTheSameLossAndGradients) {
     at::NoGradGuard ng;
     for (auto& t : p.parameters()) t.detach().normal_(0, 0.05);  // B too: every path carries gradient
   }
-  const std::vector<int64_t> prefix = {1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41};
-  std::vector<Sequence> seqs(3);
-  const std::vector<std::vector<int64_t>> own = {{3, 17, 42, 99, 5, 27}, {7, 8}, {64}};
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    seqs[i].ids = prefix;
-    seqs[i].ids.insert(seqs[i].ids.end(), own[i].begin(), own[i].end());
-    seqs[i].scored.assign(seqs[i].ids.size(), 1);
-    seqs[i].scored[0] = 0;
-  }
+  const std::vector<Sequence> seqs = PrefixedSequences();
   const Batch b = MakeBatch({&seqs[0], &seqs[1], &seqs[2]});
   const runtime::LoraWeights w = p.Weights(true);
-  ASSERT_EQ(SharedPrefixLength(b.ids, w), int64_t(prefix.size()));
+  ASSERT_EQ(SharedPrefixLength(b.ids, w), int64_t(kPrefix.size()));
   const size_t L = model_->layers().size();
   for (bool bf16 : {false, true}) {
     std::optional<runtime::Bf16Products> scope;
@@ -369,6 +375,69 @@ TEST_F(LoraStepTest, SharedPrefixRunOnceGivesTheSameLossAndGradients) {
       for (size_t i = 0; i < got.size(); ++i) {
         const double scale = want[i].abs().max().item<double>() + 1e-6;
         EXPECT_LT((got[i] - want[i]).abs().max().item<double>() / scale, tol) << p.names()[i] << ", " << where;
+      }
+    }
+  }
+}
+
+// NEFTune's noise (TrainerOptions::neftune_alpha) is uniform in [-a, a] with
+// a = alpha / sqrt(positions * hidden), as transformers' hook draws it.
+TEST(NeftuneNoiseTest, IsUniformWithinAlphaOverTheRootOfPositionsTimesHidden) {
+  at::manual_seed(3);
+  const at::Tensor zeros = at::zeros({4, 50, 64});
+  for (int64_t positions : {50, 200}) {
+    const double a = 5.0 / std::sqrt(double(positions) * 64.0);
+    const at::Tensor noise = AddNeftuneNoise(zeros, positions, 5.0);
+    ASSERT_EQ(noise.sizes(), zeros.sizes());
+    const at::Tensor mag = noise.abs();
+    EXPECT_LE(mag.max().item<double>(), a * (1 + 1e-6)) << positions;
+    EXPECT_GT(mag.max().item<double>(), 0.99 * a) << positions;       // 12800 draws reach the edge
+    EXPECT_NEAR(mag.mean().item<double>(), a / 2, 0.02 * a) << positions;  // |U(-a, a)| averages a / 2
+    EXPECT_NEAR(noise.mean().item<double>(), 0.0, 0.02 * a) << positions;
+  }
+  const at::Tensor x = at::randn({2, 3, 8});
+  EXPECT_TRUE(at::equal(AddNeftuneNoise(x, 3, 0.0), x)) << "alpha 0 adds nothing";
+}
+
+// The noise is drawn once per micro-batch, before the layers: checkpointing
+// replays the noisy embeddings it kept (with or without a shared prefix, any
+// number of layers kept out of it), so the loss and gradients are those of
+// the straight pass with the same draw; and the noise does change the loss.
+TEST_F(LoraStepTest, NeftuneNoiseIsDrawnOnceAndReplayedByCheckpointing) {
+  LoraConfig c;
+  c.dropout = 0;
+  LoraParams p = LoraParams::Init(*model_, c, 5);
+  {
+    at::NoGradGuard ng;
+    for (auto& t : p.parameters()) t.detach().normal_(0, 0.05);
+  }
+  const std::vector<Sequence> seqs = PrefixedSequences();
+  const Batch b = MakeBatch({&seqs[0], &seqs[1], &seqs[2]});
+  const size_t L = model_->layers().size();
+  auto run = [&](double alpha, bool share, bool checkpointing, size_t graph_layers, double* loss) {
+    for (auto& t : p.parameters()) t.mutable_grad() = at::Tensor();
+    at::manual_seed(11);
+    *loss = ForwardBackward(
+        *model_, p.Weights(true), b.ids, checkpointing,
+        [&](const at::Tensor& h) { return SftLoss(*model_, h, b, at::ones({3}), 20.0); }, graph_layers,
+        share ? kFindSharedPrefix : 0, alpha);
+    std::vector<at::Tensor> g;
+    for (const auto& t : p.parameters()) g.push_back(t.grad().clone());
+    return g;
+  };
+  for (bool share : {false, true}) {
+    double clean = 0, want_loss = 0;
+    run(0.0, share, false, 0, &clean);
+    const auto want = run(15.0, share, false, 0, &want_loss);
+    EXPECT_GT(std::abs(want_loss - clean), 1e-6 * std::abs(clean)) << "share " << share;
+    for (auto [checkpointing, kept] : {std::pair{true, size_t(0)}, std::pair{true, size_t(1)}, std::pair{true, L}}) {
+      double loss = 0;
+      const auto got = run(15.0, share, checkpointing, kept, &loss);
+      const std::string where = "share " + std::to_string(share) + ", " + std::to_string(kept) + " kept";
+      EXPECT_NEAR(loss, want_loss, 1e-6 * std::max(1.0, std::abs(want_loss))) << where;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double scale = want[i].abs().max().item<double>() + 1e-6;
+        EXPECT_LT((got[i] - want[i]).abs().max().item<double>() / scale, 1e-4) << p.names()[i] << ", " << where;
       }
     }
   }

@@ -306,6 +306,35 @@ TEST(TrainerTest, ContrastAnchorsJoinTheWindowButNotTheNullSpace) {
   EXPECT_EQ(off->report.ToJson().find("contrast anchors"), std::string::npos);
 }
 
+// TrainerOptions::neftune_alpha: the noise reaches the window's training (the
+// same seed gives another adapter, and the notes say so); a negative, NaN or
+// infinite alpha is refused by name.
+TEST(TrainerTest, NeftuneNoiseChangesTheTrainingAndIsChecked) {
+  auto m = TinyModel();
+  TrainInput in;
+  in.new_examples = Examples();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 3;
+  auto clean = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  auto again = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  o.neftune_alpha = 15;
+  auto noisy = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(clean.ok() && again.ok() && noisy.ok()) << noisy.status().ToString();
+  double same = 0, moved = 0;
+  for (size_t i = 0; i < clean->adapter.size(); ++i) {
+    same = std::max(same, (again->adapter[i] - clean->adapter[i]).abs().max().item<double>());
+    moved = std::max(moved, (noisy->adapter[i] - clean->adapter[i]).abs().max().item<double>());
+  }
+  EXPECT_EQ(same, 0.0) << "the same seed without noise trains the same adapter";
+  EXPECT_GT(moved, 0.0);
+  EXPECT_NE(noisy->report.ToJson().find("NEFTune, alpha 15"), std::string::npos) << noisy->report.ToJson();
+  EXPECT_EQ(clean->report.ToJson().find("NEFTune"), std::string::npos);
+  for (double bad : {-1.0, std::nan(""), HUGE_VAL}) {
+    o.neftune_alpha = bad;
+    ExpectRefused(m, in, o, {"neftune_alpha"});
+  }
+}
+
 // graph_memory_mb: a negative, NaN or infinite budget is refused by name;
 // a budget says in the notes how many layers kept their graph.
 TEST(TrainerTest, GraphMemoryIsCheckedAndReported) {

@@ -232,9 +232,14 @@ int64_t SharedPrefixLength(const at::Tensor& ids, const runtime::LoraWeights& lo
   return runtime::CommonPrefixLength(ids);
 }
 
+at::Tensor AddNeftuneNoise(const at::Tensor& embeddings, int64_t positions, double alpha) {
+  const double mag = alpha / std::sqrt(double(positions) * double(embeddings.size(-1)));
+  return embeddings + at::empty_like(embeddings).uniform_(-mag, mag);
+}
+
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
                        bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
-                       size_t graph_layers, int64_t shared_prefix) {
+                       size_t graph_layers, int64_t shared_prefix, double neftune_alpha) {
   const int64_t P = shared_prefix == kFindSharedPrefix ? SharedPrefixLength(ids, lora) : shared_prefix;
   // With a shared prefix the layers' hidden states are rows [N, hidden]
   // (runtime::SharedPrefix), else [B, T, hidden].
@@ -242,7 +247,10 @@ double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& 
                                          : runtime::SharedPrefix();
   const runtime::AttentionContext ctx = P > 0 ? runtime::AttentionContext()
                                               : runtime::MakeAttentionContext(model, 0, ids.size(1));
-  auto embed = [&] { return P > 0 ? runtime::EmbedShared(model, ids, sp) : runtime::EmbedTokens(model, ids); };
+  auto embed = [&] {
+    at::Tensor x = P > 0 ? runtime::EmbedShared(model, ids, sp) : runtime::EmbedTokens(model, ids);
+    return neftune_alpha > 0 ? AddNeftuneNoise(x, ids.size(1), neftune_alpha) : x;
+  };
   auto layer = [&](size_t l, const at::Tensor& x, runtime::LayerKeep* keep) {
     return P > 0 ? runtime::LayerForwardShared(model, &lora, l, x, sp, keep)
                  : runtime::LayerForward(model, &lora, l, x, ctx, nullptr, keep);

@@ -372,6 +372,9 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
   if (o.anchor_selection != "first" && o.anchor_selection != "nearest") {
     return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o.anchor_selection + "'");
   }
+  if (!(o.neftune_alpha >= 0) || !std::isfinite(o.neftune_alpha)) {
+    return InvalidArgumentError("neftune_alpha must be a finite number >= 0, not " + std::to_string(o.neftune_alpha));
+  }
   if (!ValidNullSpaceEnergy(o.null_space_energy)) {
     return InvalidArgumentError("null_space_energy must be in [0, 1), not " + std::to_string(o.null_space_energy));
   }
@@ -633,7 +636,8 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
   if (obj == Objective::kSft) {
     const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum / o_.sft_weight;
     return ForwardBackward(
-        m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return SftLoss(m_, h, b, wt, norm); }, graph_layers, prefix);
+        m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return SftLoss(m_, h, b, wt, norm); }, graph_layers, prefix,
+        o_.neftune_alpha);
   }
   // The frozen base's side of the loss, per example (rows in
   // SequenceLogProbs order: the batch's rows in turn).
@@ -657,11 +661,11 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
   if (obj == Objective::kDpo) {
     return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
       return DpoLoss(m_, h, b, ref, wt, o_.dpo_beta, norm / o_.dpo_weight);
-    }, graph_layers, prefix);
+    }, graph_layers, prefix, o_.neftune_alpha);
   }
   return ForwardBackward(m_, w, b.ids, ckpt, [&](const at::Tensor& h) {
     return KtoLoss(m_, h, b, ref, at::tensor(desirable), wt, o_.kto_beta, /*z0=*/0.0, norm / o_.kto_weight);
-  }, graph_layers, prefix);
+  }, graph_layers, prefix, o_.neftune_alpha);
 }
 
 // What the frozen base gives an example, which no step changes: for
@@ -832,6 +836,12 @@ Result<TrainOutcome> WindowRun::Finish() {
   r_.skipped_steps = st_.skipped_steps;
   r_.clipped_steps = st_.clipped_steps;
   if (st_.skipped_steps > 0) r_.notes.push_back("skipped " + std::to_string(st_.skipped_steps) + " steps whose loss or gradient was not finite");
+  if (o_.neftune_alpha > 0) {
+    char buf[120];
+    std::snprintf(buf, sizeof buf, "noisy embeddings (NEFTune, alpha %g) on the user's examples, not the anchors",
+                  o_.neftune_alpha);
+    r_.notes.push_back(buf);
+  }
   if (graph_layers_seen_.first != SIZE_MAX) {
     const auto [fewest, most] = graph_layers_seen_;
     r_.notes.push_back("graph_memory_mb " + std::to_string(o_.graph_memory_mb) + ": the micro-batches kept the graph of their top " +

@@ -82,6 +82,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Number("anchor_weight", t.anchor_weight);
   r.Int("anchor_max_tokens", t.anchor_max_tokens, 1, kMaxInt);
   r.Int("contrast_anchors", t.contrast_anchors, 0, kMaxInt);
+  r.Number("neftune_alpha", t.neftune_alpha);
 }
 
 }  // namespace
@@ -103,6 +104,10 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
   const std::string& bp = o.trainer.base_products;
   if (!trainer::KnownBaseProducts(bp)) {
     return InvalidArgumentError(r.PathOf("base_products") + ": '" + bp + "' is not \"auto\", \"fp32\" or \"bf16\"");
+  }
+  if (!(o.trainer.neftune_alpha >= 0)) {
+    return InvalidArgumentError(r.PathOf("neftune_alpha") + ": " + std::to_string(o.trainer.neftune_alpha) +
+                                " is not >= 0");
   }
   if (!trainer::ValidNullSpaceEnergy(o.trainer.null_space_energy)) {
     return InvalidArgumentError(r.PathOf("null_space_energy") + ": " + std::to_string(o.trainer.null_space_energy) +

@@ -80,11 +80,21 @@ at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidde
 // the same in every row, run once (runtime::LayerForwardShared) instead of
 // once per row: the same loss and gradients up to the order in which
 // products sum. kFindSharedPrefix: SharedPrefixLength(ids, lora); 0: none;
-// otherwise at most that. Returns the loss value.
+// otherwise at most that. `neftune_alpha` > 0 adds NEFTune's noise to the
+// token embeddings (TrainerOptions::neftune_alpha; the shared prefix's
+// rows draw it once, as they run once). Returns the loss value.
 inline constexpr int64_t kFindSharedPrefix = -1;
+
+// `embeddings` plus NEFTune's noise: uniform in [-a, a] for each element,
+// a = alpha / sqrt(positions * hidden) (transformers'
+// neftune_post_forward_hook, positions being the batch's sequence length),
+// drawn from the default CPU generator.
+at::Tensor AddNeftuneNoise(const at::Tensor& embeddings, int64_t positions, double alpha);
+
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
                        bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
-                       size_t graph_layers = 0, int64_t shared_prefix = kFindSharedPrefix);
+                       size_t graph_layers = 0, int64_t shared_prefix = kFindSharedPrefix,
+                       double neftune_alpha = 0);
 
 // How many leading positions of ids [B, T] ForwardBackward runs once: the
 // tokens every row has in common from the start (the chat template's system

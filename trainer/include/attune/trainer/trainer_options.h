@@ -165,6 +165,13 @@ struct TrainerOptions {
   // the user. English prompts; they are not part of the null-space
   // constraint's general prompts. 0 = off. Default: 0
   int64_t contrast_anchors = 0;
+  // Noisy embeddings (NEFTune, Jain et al. 2023, as transformers' and TRL's
+  // neftune_noise_alpha): while the window trains on the user's examples
+  // (SFT, DPO, KTO; not the anchors' distillation), uniform noise in
+  // [-a, a], a = alpha / sqrt(T * hidden) for a micro-batch of T positions,
+  // is added to the token embeddings. 0 = off. docs/trainer.md's lever table
+  // says what it does. Default: 0
+  double neftune_alpha = 0.0;
 };
 
 // Whether `s` is one of TrainerOptions::base_products' values.
