@@ -71,6 +71,12 @@ Batch MakeBatch(const std::vector<const Sequence*>& seqs);
 // Returns [B].
 at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch);
 
+// `embeddings` plus NEFTune's noise: uniform in [-a, a] for each element,
+// a = alpha / sqrt(positions * hidden) (transformers'
+// neftune_post_forward_hook, positions being the batch's sequence length),
+// drawn from the default CPU generator.
+at::Tensor AddNeftuneNoise(const at::Tensor& embeddings, int64_t positions, double alpha);
+
 // Runs the model with `lora`, applies loss_fn to the final hidden states and
 // backpropagates into the LoRA tensors (their .grad() accumulate). With
 // `checkpointing` only each layer's input is kept and layers are recomputed
@@ -84,13 +90,6 @@ at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidde
 // token embeddings (TrainerOptions::neftune_alpha; the shared prefix's
 // rows draw it once, as they run once). Returns the loss value.
 inline constexpr int64_t kFindSharedPrefix = -1;
-
-// `embeddings` plus NEFTune's noise: uniform in [-a, a] for each element,
-// a = alpha / sqrt(positions * hidden) (transformers'
-// neftune_post_forward_hook, positions being the batch's sequence length),
-// drawn from the default CPU generator.
-at::Tensor AddNeftuneNoise(const at::Tensor& embeddings, int64_t positions, double alpha);
-
 double ForwardBackward(const runtime::Model& model, const runtime::LoraWeights& lora, const at::Tensor& ids,
                        bool checkpointing, const std::function<at::Tensor(const at::Tensor&)>& loss_fn,
                        size_t graph_layers = 0, int64_t shared_prefix = kFindSharedPrefix,
