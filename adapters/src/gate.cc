@@ -1,5 +1,6 @@
 #include "attune/adapters/gate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -76,9 +77,10 @@ GateDecision EvaluateGate(const GateOptions& o, const GateInput& in) {
                          Num(o.min_new_loss_improvement * 100) + " % drop)");
   }
   const double replay_bound = in.replay_loss_active * (1.0 + o.max_replay_regression);
-  if (!Finite(in.replay_loss) || !Finite(in.replay_loss_active) || !(in.replay_loss <= replay_bound)) {
+  const bool replay_known = in.replay_loss <= o.replay_loss_floor;  // (false for NaN)
+  if (!Finite(in.replay_loss) || !Finite(in.replay_loss_active) || !(in.replay_loss <= replay_bound || replay_known)) {
     d.failures.push_back("regressed on replayed events: loss " + Num(in.replay_loss) + " vs active " +
-                         Num(in.replay_loss_active) + " (allowed <= " + Num(replay_bound) + ")");
+                         Num(in.replay_loss_active) + " (allowed <= " + Num(std::max(replay_bound, o.replay_loss_floor)) + ")");
   }
   if (in.heldout_loss.has_value() != in.heldout_loss_active.has_value()) {
     d.failures.push_back("held-out loss given for only one of candidate and active version");

@@ -120,6 +120,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
       {"gate",
        {{"min_new_loss_improvement", Num(&g.min_new_loss_improvement)},
         {"max_replay_regression", Num(&g.max_replay_regression)},
+        {"replay_loss_floor", Num(&g.replay_loss_floor)},
         {"max_heldout_regression", Num(&g.max_heldout_regression)},
         {"max_forgetting_kl", Num(&g.max_forgetting_kl)}}},
   };
@@ -217,6 +218,7 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
       Range(trainer::KnownBaseProducts(tr.base_products), "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));
   RETURN_IF_ERROR(Range(c.gate.max_forgetting_kl >= 0, "gate.max_forgetting_kl", ">= 0"));
   RETURN_IF_ERROR(Range(c.gate.max_replay_regression >= 0, "gate.max_replay_regression", ">= 0"));
+  RETURN_IF_ERROR(Range(c.gate.replay_loss_floor >= 0, "gate.replay_loss_floor", ">= 0"));
   RETURN_IF_ERROR(Range(c.gate.max_heldout_regression >= 0, "gate.max_heldout_regression", ">= 0"));
   auto sched = Schedule::Parse(t.schedule);
   if (!sched.ok()) return sched.status().WithContext("training.schedule");

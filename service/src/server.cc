@@ -158,6 +158,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   to.anchor_prompts = tr.anchor_prompts;
   o.gate.min_new_loss_improvement = c.gate.min_new_loss_improvement;
   o.gate.max_replay_regression = c.gate.max_replay_regression;
+  o.gate.replay_loss_floor = c.gate.replay_loss_floor;
   o.gate.max_heldout_regression = c.gate.max_heldout_regression;
   o.gate.max_forgetting_kl = c.gate.max_forgetting_kl;
   auto& w = o.window;

@@ -35,6 +35,7 @@ null_space_energy = 0.97
 contrast_anchors = 16
 [gate]
 max_forgetting_kl = 0.5
+replay_loss_floor = 0.001
 )",
                               "serve.toml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -51,6 +52,7 @@ max_forgetting_kl = 0.5
   EXPECT_DOUBLE_EQ(c->trainer.null_space_energy, 0.97);
   EXPECT_EQ(c->trainer.contrast_anchors, 16);
   EXPECT_DOUBLE_EQ(c->gate.max_forgetting_kl, 0.5);
+  EXPECT_DOUBLE_EQ(c->gate.replay_loss_floor, 0.001);
 }
 
 TEST(ServiceConfigTest, NamesAnUnknownKeyAndSection) {
@@ -92,6 +94,10 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   ASSERT_FALSE(ca.ok());
   EXPECT_NE(ca.status().message().find("trainer.contrast_anchors must be >= 0"), std::string::npos)
       << ca.status().message();
+  auto rf = ParseServiceConfig("[gate]\nreplay_loss_floor = -0.1\n", "f.toml");
+  ASSERT_FALSE(rf.ok());
+  EXPECT_NE(rf.status().message().find("gate.replay_loss_floor must be >= 0"), std::string::npos)
+      << rf.status().message();
   auto gm = ParseServiceConfig("[trainer]\ngraph_memory_mb = -1\n", "f.toml");
   ASSERT_FALSE(gm.ok());
   EXPECT_NE(gm.status().message().find("trainer.graph_memory_mb must be a finite number >= 0"), std::string::npos)

@@ -28,6 +28,7 @@ Status ReadGate(const nlohmann::json& obj, const std::string& path, adapters::Ga
   JsonReader r(obj, path);
   r.Number("min_new_loss_improvement", g.min_new_loss_improvement);
   r.Number("max_replay_regression", g.max_replay_regression);
+  r.Number("replay_loss_floor", g.replay_loss_floor);
   r.Number("max_heldout_regression", g.max_heldout_regression);
   r.Number("max_forgetting_kl", g.max_forgetting_kl);
   return r.Finish();

@@ -5,7 +5,9 @@
 // cross-entropy in nats; KL in nats per token):
 //   1. it learned the new events: new_loss <= new_loss_parent * (1 - min_new_loss_improvement)
 //   2. it does not regress on replayed older events against the active
-//      version: replay_loss <= replay_loss_active * (1 + max_replay_regression)
+//      version: replay_loss <= replay_loss_active * (1 + max_replay_regression),
+//      or replay_loss <= replay_loss_floor (answers the active version knows
+//      by heart, on which a relative rise of a near-zero loss means nothing)
 //   3. when a held-back slice exists, it is at least as good there:
 //      heldout_loss <= heldout_loss_active * (1 + max_heldout_regression)
 //   4. its forgetting KL (against the base model's next-token distribution on
@@ -33,6 +35,13 @@ struct GateOptions {
   // base model when none is active) that is still accepted.
   // Default: 0.02 (2 %)
   double max_replay_regression = 0.02;
+  // A candidate whose replay loss is at most this (nats per token: every
+  // replayed token at about p >= 0.995 on average) passes the replay rule
+  // whatever the active version's. Without it, a third window was rejected
+  // for 0.00135 against 0.00055 (allowed 0.00056): a rise that changes no
+  // answer, which quarantined the user's correction with the window.
+  // 0 = the relative bound alone. Default: 0.005
+  double replay_loss_floor = 0.005;
   // Relative increase of the held-out loss over the active version that is
   // still accepted. Default: 0.0 (no worse)
   double max_heldout_regression = 0.0;

@@ -91,6 +91,7 @@ struct TrainerConfig {
 struct GateConfig {
   double min_new_loss_improvement = 0.02;  // Default: 0.02
   double max_replay_regression = 0.02;     // Default: 0.02
+  double replay_loss_floor = 0.005;        // Default: 0.005
   double max_heldout_regression = 0.0;     // Default: 0
   double max_forgetting_kl = 0.25;         // Default: 0.25
 };
