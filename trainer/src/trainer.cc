@@ -372,7 +372,7 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
   if (o.anchor_selection != "first" && o.anchor_selection != "nearest") {
     return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o.anchor_selection + "'");
   }
-  if (!(o.neftune_alpha >= 0) || !std::isfinite(o.neftune_alpha)) {
+  if (!ValidNeftuneAlpha(o.neftune_alpha)) {
     return InvalidArgumentError("neftune_alpha must be a finite number >= 0, not " + std::to_string(o.neftune_alpha));
   }
   if (!ValidNullSpaceEnergy(o.null_space_energy)) {

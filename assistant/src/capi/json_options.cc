@@ -106,7 +106,7 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
   if (!trainer::KnownBaseProducts(bp)) {
     return InvalidArgumentError(r.PathOf("base_products") + ": '" + bp + "' is not \"auto\", \"fp32\" or \"bf16\"");
   }
-  if (!(o.trainer.neftune_alpha >= 0)) {
+  if (!trainer::ValidNeftuneAlpha(o.trainer.neftune_alpha)) {
     return InvalidArgumentError(r.PathOf("neftune_alpha") + ": " + std::to_string(o.trainer.neftune_alpha) +
                                 " is not >= 0");
   }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -178,6 +179,8 @@ struct TrainerOptions {
 inline bool KnownBaseProducts(const std::string& s) { return s == "auto" || s == "fp32" || s == "bf16"; }
 // Whether `e` is a TrainerOptions::null_space_energy: in [0, 1) (NaN is not).
 inline bool ValidNullSpaceEnergy(double e) { return e >= 0 && e < 1; }
+// Whether `a` is a valid TrainerOptions::neftune_alpha: finite and >= 0.
+inline bool ValidNeftuneAlpha(double a) { return std::isfinite(a) && a >= 0; }
 
 struct TrainReport {
   bool completed = false;
