@@ -7,38 +7,57 @@
 namespace attune::trainer::internal {
 namespace {
 
+// `s` in lowercase ASCII.
+std::string Lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// `text` cut into words (ASCII letters and the apostrophes inside them:
+// "dog's", "I'm") and what lies between them, in order; joined they give
+// `text` back.
+struct Part {
+  std::string text;
+  bool word = false;
+};
+std::vector<Part> SplitWords(const std::string& text) {
+  auto letter = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) != 0; };
+  std::vector<Part> parts;
+  for (size_t i = 0; i < text.size();) {
+    const bool word = letter(text[i]);
+    size_t j = i;
+    while (j < text.size() && (word ? letter(text[j]) || text[j] == '\'' : !letter(text[j]))) ++j;
+    parts.push_back({text.substr(i, j - i), word});
+    i = j;
+  }
+  return parts;
+}
+
 // Lowercase ASCII words of `text` that carry content (not "what", "my", ...),
-// with a plural "s" dropped.
+// with a plural "s" dropped; a word's pieces around an apostrophe count as
+// words of their own ("dog's": "dog" and the stop word "s").
 std::set<std::string> ContentWords(const std::string& text) {
   static const std::set<std::string> kStop = {
       "a",     "an",   "the",   "is",   "are",   "was",  "were", "do",    "does",  "did",   "i",     "me",
       "my",    "mine", "you",   "your", "we",    "our",  "what", "which", "who",   "whom",  "whose", "when",
       "where", "why",  "how",   "of",   "in",    "on",   "at",   "to",    "for",   "and",   "or",    "it",
       "its",   "this", "that",  "with", "from",  "by",   "be",   "can",   "could", "would", "should", "will",
-      "tell",  "please", "remind", "know", "remember", "s", "whats", "what's", "am", "have", "has", "called",
+      "tell",  "please", "remind", "know", "remember", "s", "whats", "am", "have", "has", "called",
       "name",  "one",  "some",  "about", "give", "there", "into", "as", "many", "much"};
   std::set<std::string> out;
-  std::string w;
-  auto flush = [&] {
-    if (w.size() > 3 && w.back() == 's') w.pop_back();
-    if (!w.empty() && !kStop.count(w)) out.insert(w);
-    w.clear();
-  };
-  for (char c : text) {
-    if (std::isalpha(static_cast<unsigned char>(c))) {
-      w += char(std::tolower(static_cast<unsigned char>(c)));
-    } else {
-      flush();
+  for (const Part& p : SplitWords(text)) {
+    if (!p.word) continue;
+    size_t i = 0;
+    while (i <= p.text.size()) {
+      size_t j = p.text.find('\'', i);
+      if (j == std::string::npos) j = p.text.size();
+      std::string w = Lower(p.text.substr(i, j - i));
+      if (w.size() > 3 && w.back() == 's') w.pop_back();
+      if (!w.empty() && !kStop.count(w)) out.insert(w);
+      i = j + 1;
     }
   }
-  flush();
   return out;
-}
-
-// `s` in lowercase ASCII.
-std::string Lower(std::string s) {
-  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return s;
 }
 
 }  // namespace
@@ -139,27 +158,13 @@ std::vector<size_t> SelectAnchors(const std::vector<std::string>& pool,
 }
 
 std::string Depersonalize(const std::string& prompt) {
-  // Split into words (letters and apostrophes) and what lies between them.
-  std::vector<std::string> parts;
-  std::vector<bool> is_word;
-  for (size_t i = 0; i < prompt.size();) {
-    const bool word = std::isalpha(static_cast<unsigned char>(prompt[i])) != 0;
-    size_t j = i;
-    while (j < prompt.size() &&
-           (word ? (std::isalpha(static_cast<unsigned char>(prompt[j])) || prompt[j] == '\'')
-                 : !std::isalpha(static_cast<unsigned char>(prompt[j])))) {
-      ++j;
-    }
-    parts.push_back(prompt.substr(i, j - i));
-    is_word.push_back(word);
-    i = j;
-  }
+  std::vector<Part> parts = SplitWords(prompt);
   static const std::set<std::string> kAddressee = {"tell", "remind", "give", "show", "help", "let"};
   bool changed = false;
   std::string prev;  // the previous word, lowercase
   for (size_t k = 0; k < parts.size(); ++k) {
-    if (!is_word[k]) continue;
-    const std::string w = Lower(parts[k]);
+    if (!parts[k].word) continue;
+    const std::string w = Lower(parts[k].text);
     std::string to;
     if (w == "my") to = "a";
     else if (w == "mine") to = "theirs";
@@ -174,20 +179,20 @@ std::string Depersonalize(const std::string& prompt) {
       // "am I" and "I am" -> "are people", "people are" (the "I" is
       // replaced on its own turn).
       size_t n = k + 1;
-      while (n < parts.size() && !is_word[n]) ++n;
-      if (prev == "i" || (n < parts.size() && Lower(parts[n]) == "i")) to = "are";
+      while (n < parts.size() && !parts[n].word) ++n;
+      if (prev == "i" || (n < parts.size() && Lower(parts[n].text) == "i")) to = "are";
     }
     prev = w;
     if (to.empty()) continue;
     // Capitalised at the start of a sentence only ("I" always is).
-    const bool starts = k == 0 || (k == 1 && !is_word[0]) || parts[k - 1].find_first_of(".?!") != std::string::npos;
-    if (starts && std::isupper(static_cast<unsigned char>(parts[k][0]))) to[0] = char(std::toupper(static_cast<unsigned char>(to[0])));
-    parts[k] = to;
+    const bool starts = k == 0 || (k == 1 && !parts[0].word) || parts[k - 1].text.find_first_of(".?!") != std::string::npos;
+    if (starts && std::isupper(static_cast<unsigned char>(parts[k].text[0]))) to[0] = char(std::toupper(static_cast<unsigned char>(to[0])));
+    parts[k].text = to;
     changed = true;
   }
   if (!changed) return "";
   std::string out;
-  for (const auto& p : parts) out += p;
+  for (const auto& p : parts) out += p.text;
   return out;
 }
 
