@@ -108,9 +108,8 @@ AssistantOptions ContinualOptions(const std::string& dir) {
                       "cloud?", "table", "milk?", "snow", "fish?", "road", "king?", "moon", "shoe?", "rain"};
   t.anchor_examples = static_cast<int64_t>(t.anchor_prompts.size());
   t.anchor_selection = "first";
-  // Every earlier event is replayed (at most two old per new one; a window
-  // here has 8 new events and at most 16 old ones).
-  o.training.sample.replay_ratio = 2;
+  // (The default replay ratio, 2, replays every earlier event: a window here
+  // has 8 new events and at most 16 old ones.)
   return o;
 }
 

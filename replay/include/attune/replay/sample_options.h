@@ -15,9 +15,12 @@ struct SampleOptions {
   // Replayed old events per new event: the batch holds
   // round(replay_ratio * new_events.size()) old events (fewer if fewer are
   // stored), drawn uniformly without replacement from the events at or
-  // before the cursor. 0.5 mixes one old event into every two new ones.
-  // Default: 0.5.
-  double replay_ratio = 0.5;
+  // before the cursor. 2 mixes two old events into every new one, which
+  // replays every earlier event while the store holds at most twice a
+  // window's new events: with 0.5, a fact none of whose events was drawn
+  // was forgotten (docs/trainer.md, "Three windows in a row").
+  // Default: 2.
+  double replay_ratio = 2.0;
   // At least this many old events (fewer if fewer are stored), whatever the
   // ratio gives: a retraining window after an erasure draws its batch from
   // the old events alone. Default: 0.

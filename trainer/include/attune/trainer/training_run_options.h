@@ -13,7 +13,7 @@ namespace attune::trainer {
 struct TrainingRunOptions {
   TrainerOptions trainer;
   // New events per window and the replay mix. Default: max_new 256,
-  // replay_ratio 0.5 (one old event per two new ones).
+  // replay_ratio 2 (two old events per new one).
   replay::SampleOptions sample;
   feedback::ExampleOptions examples;
   // Train on no event that newer feedback of the same user superseded (a
