@@ -13,8 +13,8 @@ std::string Lower(std::string s) {
   return s;
 }
 
-// `text` cut into words (ASCII letters and the apostrophes inside them:
-// "dog's", "I'm") and what lies between them, in order; joined they give
+// `text` cut into words (ASCII letters and the apostrophes within or after
+// them: "dog's", "I'm", "dogs'") and what lies between them, in order; joined they give
 // `text` back.
 struct Part {
   std::string text;

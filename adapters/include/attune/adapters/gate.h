@@ -36,9 +36,9 @@ struct GateOptions {
   // Default: 0.02 (2 %)
   double max_replay_regression = 0.02;
   // A candidate whose replay loss is at most this (nats per token: the
-  // replayed tokens' geometric-mean probability at least exp(-0.005), about
-  // 0.995) passes the replay rule
-  // whatever the active version's. Without it, a third window was rejected
+  // replayed tokens' geometric-mean probability at least exp(-floor), about
+  // 0.995 at the default) passes the replay rule whatever the active
+  // version's. Without it, a third window was rejected
   // for 0.00135 against 0.00055 (allowed 0.00056): a rise that changes no
   // answer, which quarantined the user's correction with the window.
   // 0 = the relative bound alone. Default: 0.005

@@ -16,9 +16,9 @@ struct SampleOptions {
   // round(replay_ratio * new_events.size()) old events (fewer if fewer are
   // stored), drawn uniformly without replacement from the events at or
   // before the cursor. 2 mixes two old events into every new one, which
-  // replays every earlier event while the store holds at most twice a
-  // window's new events: with 0.5, a fact none of whose events was drawn
-  // was forgotten (docs/trainer.md, "Three windows in a row").
+  // replays every earlier event while they number at most twice a window's
+  // new ones: with 0.5, a fact none of whose events was drawn was forgotten
+  // (docs/trainer.md, "Replaying every earlier event").
   // Default: 2.
   double replay_ratio = 2.0;
   // At least this many old events (fewer if fewer are stored), whatever the
