@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 namespace attune::adapters {
 namespace {
@@ -96,6 +97,17 @@ GateDecision EvaluateGate(const GateOptions& o, const GateInput& in) {
   }
   d.passed = d.failures.empty();
   return d;
+}
+
+Status ValidateGateOptions(const GateOptions& o, const std::string& prefix) {
+  const std::pair<const char*, double> limits[] = {{"max_forgetting_kl", o.max_forgetting_kl},
+                                                   {"max_replay_regression", o.max_replay_regression},
+                                                   {"replay_loss_floor", o.replay_loss_floor},
+                                                   {"max_heldout_regression", o.max_heldout_regression}};
+  for (const auto& [name, value] : limits) {
+    if (!(value >= 0)) return InvalidArgumentError(prefix + name + " must be >= 0");
+  }
+  return Status::Ok();
 }
 
 }  // namespace attune::adapters

@@ -216,10 +216,7 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(tr.threads >= 0 && tr.threads <= 1024, "trainer.threads", "in 0..1024"));
   RETURN_IF_ERROR(
       Range(trainer::KnownBaseProducts(tr.base_products), "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));
-  RETURN_IF_ERROR(Range(c.gate.max_forgetting_kl >= 0, "gate.max_forgetting_kl", ">= 0"));
-  RETURN_IF_ERROR(Range(c.gate.max_replay_regression >= 0, "gate.max_replay_regression", ">= 0"));
-  RETURN_IF_ERROR(Range(c.gate.replay_loss_floor >= 0, "gate.replay_loss_floor", ">= 0"));
-  RETURN_IF_ERROR(Range(c.gate.max_heldout_regression >= 0, "gate.max_heldout_regression", ">= 0"));
+  RETURN_IF_ERROR(adapters::ValidateGateOptions(c.gate, "gate."));
   auto sched = Schedule::Parse(t.schedule);
   if (!sched.ok()) return sched.status().WithContext("training.schedule");
   // sockaddr_un::sun_path holds 108 bytes with the terminating NUL.

@@ -156,11 +156,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   to.threads = int(tr.threads);
   to.forgetting_prompts = tr.forgetting_prompts;
   to.anchor_prompts = tr.anchor_prompts;
-  o.gate.min_new_loss_improvement = c.gate.min_new_loss_improvement;
-  o.gate.max_replay_regression = c.gate.max_replay_regression;
-  o.gate.replay_loss_floor = c.gate.replay_loss_floor;
-  o.gate.max_heldout_regression = c.gate.max_heldout_regression;
-  o.gate.max_forgetting_kl = c.gate.max_forgetting_kl;
+  o.gate = c.gate;
   auto& w = o.window;
   w.require_external_power = c.training.require_external_power;
   w.min_battery_percent = c.training.min_battery_percent;

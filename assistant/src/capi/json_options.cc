@@ -31,7 +31,8 @@ Status ReadGate(const nlohmann::json& obj, const std::string& path, adapters::Ga
   r.Number("replay_loss_floor", g.replay_loss_floor);
   r.Number("max_heldout_regression", g.max_heldout_regression);
   r.Number("max_forgetting_kl", g.max_forgetting_kl);
-  return r.Finish();
+  RETURN_IF_ERROR(r.Finish());
+  return adapters::ValidateGateOptions(g, path + ".");
 }
 
 Status ReadHealth(const nlohmann::json& obj, const std::string& path, adapters::HealthOptions& h) {
@@ -108,7 +109,7 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
   }
   if (!trainer::ValidNeftuneAlpha(o.trainer.neftune_alpha)) {
     return InvalidArgumentError(r.PathOf("neftune_alpha") + ": " + std::to_string(o.trainer.neftune_alpha) +
-                                " is not >= 0");
+                                " is not a finite number >= 0");
   }
   if (!trainer::ValidNullSpaceEnergy(o.trainer.null_space_energy)) {
     return InvalidArgumentError(r.PathOf("null_space_energy") + ": " + std::to_string(o.trainer.null_space_energy) +

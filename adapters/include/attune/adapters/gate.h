@@ -38,9 +38,9 @@ struct GateOptions {
   // A candidate whose replay loss is at most this (nats per token: the
   // replayed tokens' geometric-mean probability at least exp(-floor), about
   // 0.995 at the default) passes the replay rule whatever the active
-  // version's. Without it, a third window was rejected
-  // for 0.00135 against 0.00055 (allowed 0.00056): a rise that changes no
-  // answer, which quarantined the user's correction with the window.
+  // version's. Without it, a third window was rejected for 0.00135 against
+  // 0.00055 (allowed 0.00056): a rise that changes no answer, which
+  // quarantined the user's correction with the window.
   // 0 = the relative bound alone. Default: 0.005
   double replay_loss_floor = 0.005;
   // Relative increase of the held-out loss over the active version that is
@@ -98,5 +98,10 @@ struct GateDecision {
 
 // Applies the rules above. Non-finite numbers fail their rule.
 GateDecision EvaluateGate(const GateOptions& options, const GateInput& input);
+
+// InvalidArgument "<prefix><name> must be >= 0" for the first of the
+// regression bounds, the replay floor and the KL bound that is negative or
+// NaN; OK otherwise. What the service's config and the C ABI check.
+Status ValidateGateOptions(const GateOptions& options, const std::string& prefix);
 
 }  // namespace attune::adapters

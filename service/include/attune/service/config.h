@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "attune/adapters/gate.h"
 #include "attune/core/result.h"
 #include "attune/service/schedule.h"
 
@@ -87,21 +88,12 @@ struct TrainerConfig {
   std::vector<std::string> anchor_prompts;      // Default: none (the built-in pool)
 };
 
-// Promotion gate thresholds (adapters::GateOptions); defaults are the gate's.
-struct GateConfig {
-  double min_new_loss_improvement = 0.02;  // Default: 0.02
-  double max_replay_regression = 0.02;     // Default: 0.02
-  double replay_loss_floor = 0.005;        // Default: 0.005
-  double max_heldout_regression = 0.0;     // Default: 0
-  double max_forgetting_kl = 0.25;         // Default: 0.25
-};
-
 struct ServiceConfig {
   ServerConfig server;
   ModelConfig model;
   TrainingConfig training;
   TrainerConfig trainer;
-  GateConfig gate;
+  adapters::GateOptions gate;  // [gate]: the promotion gate's thresholds
 };
 
 // Parses TOML text; `where` names the file in errors.
