@@ -107,6 +107,10 @@ Status ValidateGateOptions(const GateOptions& o, const std::string& prefix) {
   for (const auto& [name, value] : limits) {
     if (!(value >= 0)) return InvalidArgumentError(prefix + name + " must be >= 0");
   }
+  // A drop of 100 % or more asks for a loss of 0 or below: nothing passes.
+  if (!(o.min_new_loss_improvement >= 0 && o.min_new_loss_improvement < 1)) {
+    return InvalidArgumentError(prefix + "min_new_loss_improvement must be in [0, 1)");
+  }
   return Status::Ok();
 }
 

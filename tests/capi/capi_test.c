@@ -128,6 +128,8 @@ static void TestBadOptionsNameWhatIsWrong(void) {
   CHECK_ERROR(attune_open("{\"data_dir\": ", &a), ATTUNE_ERR_INVALID_ARGUMENT, "malformed JSON");
   CHECK_ERROR(attune_open("{\"gate\": {\"replay_loss_floor\": -1}}", &a), ATTUNE_ERR_INVALID_ARGUMENT,
               "gate.replay_loss_floor must be >= 0");
+  CHECK_ERROR(attune_open("{\"gate\": {\"min_new_loss_improvement\": 1}}", &a), ATTUNE_ERR_INVALID_ARGUMENT,
+              "gate.min_new_loss_improvement must be in [0, 1)");
   CHECK_ERROR(attune_open("[1, 2]", &a), ATTUNE_ERR_INVALID_ARGUMENT, "expected a JSON object");
   CHECK_ERROR(attune_open("{\"data_dirr\": \"/tmp/x\"}", &a), ATTUNE_ERR_INVALID_ARGUMENT,
               "options.data_dirr: unknown key");

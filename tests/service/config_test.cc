@@ -98,6 +98,12 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   ASSERT_FALSE(rf.ok());
   EXPECT_NE(rf.status().message().find("gate.replay_loss_floor must be >= 0"), std::string::npos)
       << rf.status().message();
+  for (const char* m : {"-0.1", "1.0", "nan"}) {
+    auto mi = ParseServiceConfig(std::string("[gate]\nmin_new_loss_improvement = ") + m + "\n", "f.toml");
+    ASSERT_FALSE(mi.ok()) << m;
+    EXPECT_NE(mi.status().message().find("gate.min_new_loss_improvement must be in [0, 1)"), std::string::npos)
+        << mi.status().message();
+  }
   auto gm = ParseServiceConfig("[trainer]\ngraph_memory_mb = -1\n", "f.toml");
   ASSERT_FALSE(gm.ok());
   EXPECT_NE(gm.status().message().find("trainer.graph_memory_mb must be a finite number >= 0"), std::string::npos)

@@ -101,7 +101,8 @@ GateDecision EvaluateGate(const GateOptions& options, const GateInput& input);
 
 // InvalidArgument "<prefix><name> must be >= 0" for the first of the
 // regression bounds, the replay floor and the KL bound that is negative or
-// NaN; OK otherwise. What the service's config and the C ABI check.
+// NaN, and "<prefix>min_new_loss_improvement must be in [0, 1)" outside that
+// range; OK otherwise. What the service's config and the C ABI check.
 Status ValidateGateOptions(const GateOptions& options, const std::string& prefix);
 
 }  // namespace attune::adapters
