@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "store_impl.h"
@@ -21,11 +22,22 @@ Status CheckVersion(const std::string& v) {
   return Status::Ok();
 }
 
-// Draws old events uniformly without replacement. The candidates are the
-// reservoir slots [0, k) and the recent seqs [grad_ptr, cursor]; both are
-// dense, so rejection sampling over their union needs few retries. Holes
-// (emptied slots, erased seqs, members newer than the cursor) are
-// rejected, which keeps the draw uniform over the events that exist.
+// Draws old events without replacement. The candidates are the reservoir
+// slots [0, k) and the recent seqs [grad_ptr, cursor].
+//
+// While they number at most kCoverageLimit and the window replays fewer
+// than exist, the draw lists them and takes the least recently trained
+// first (the last window whose lineage holds the event, by that version's
+// cursor; never trained comes first; ties in a seeded random order), so
+// that every old event is replayed once before any is replayed twice. A
+// uniform draw of r from n old events leaves each one out of a window with
+// probability 1 - r/n, so some fall out of many windows in a row while
+// others repeat.
+//
+// Otherwise the draw is uniform: both ranges are dense, so rejection
+// sampling over their union needs few retries. Holes (emptied slots, erased
+// seqs, members newer than the cursor) are rejected, which keeps the draw
+// uniform over the events that exist.
 class ReplayDraw {
  public:
   ReplayDraw(rocksdb::DB* db, const Handles& h, const rocksdb::ReadOptions& ro, const State& st, uint64_t cursor,
@@ -40,11 +52,23 @@ class ReplayDraw {
     recent_ = cursor >= lo_ ? cursor - lo_ + 1 : 0;
   }
 
+  // Old events up to which the draw lists them all to replay the least
+  // recently trained first (a few point lookups each: 0.4 s for 90,000 on a
+  // 2-core VM, docs/replay.md); above it the draw is uniform, in time
+  // independent of the store's size.
+  static constexpr uint64_t kCoverageLimit = 100000;
+
   Result<std::vector<uint64_t>> Draw(size_t target) {
     std::vector<uint64_t> picked;
     std::unordered_set<uint64_t> seen;
     uint64_t space = k_ + recent_;
     if (space == 0 || target == 0) return picked;
+    if (space <= kCoverageLimit) {
+      ASSIGN_OR_RETURN(std::vector<uint64_t> all, List());
+      // Fewer than exist: which ones matters. (All of them: the uniform
+      // draw below takes every one, in the order it always has.)
+      if (all.size() > target) return LeastRecentlyTrained(std::move(all), target);
+    }
     for (size_t attempt = 0; picked.size() < target && attempt < 16 * target + 64; ++attempt) {
       ASSIGN_OR_RETURN(uint64_t seq, Candidate(UniformBelow(rng_, space)));
       if (seq != 0 && seen.insert(seq).second) picked.push_back(seq);
@@ -72,9 +96,8 @@ class ReplayDraw {
     return seq;
   }
 
-  // Few candidates exist (a sparse or small store): list them all and take
-  // a seeded shuffle's prefix.
-  Status Enumerate(size_t target, std::vector<uint64_t>* picked, std::unordered_set<uint64_t>* seen) {
+  // Every old event's seq, sorted.
+  Result<std::vector<uint64_t>> List() {
     std::vector<uint64_t> all;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro_, h_.sampler));
     for (it->Seek(SlotKey(0)); it->Valid(); it->Next()) {
@@ -91,14 +114,65 @@ class ReplayDraw {
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan seq index"));
     std::sort(all.begin(), all.end());
-    for (size_t i = all.size(); i > 1; --i) {  // Fisher-Yates
-      std::swap(all[i - 1], all[UniformBelow(rng_, i)]);
+    return all;
+  }
+
+  void Shuffle(std::vector<uint64_t>* v) {
+    for (size_t i = v->size(); i > 1; --i) {  // Fisher-Yates
+      std::swap((*v)[i - 1], (*v)[UniformBelow(rng_, i)]);
     }
+  }
+
+  // Few candidates exist (a sparse or small store): list them all and take
+  // a seeded shuffle's prefix.
+  Status Enumerate(size_t target, std::vector<uint64_t>* picked, std::unordered_set<uint64_t>* seen) {
+    ASSIGN_OR_RETURN(std::vector<uint64_t> all, List());
+    Shuffle(&all);
     for (uint64_t seq : all) {
       if (picked->size() >= target) break;
       if (seen->insert(seq).second) picked->push_back(seq);
     }
     return Status::Ok();
+  }
+
+  // The `target` events of `all` trained on least recently. Quarantined
+  // events are left out here: never trained, they would come first in
+  // every window and take replay slots that Sample then empties.
+  Result<std::vector<uint64_t>> LeastRecentlyTrained(std::vector<uint64_t> all, size_t target) {
+    Shuffle(&all);
+    std::vector<std::pair<uint64_t, uint64_t>> keyed;  // (last trained, seq)
+    keyed.reserve(all.size());
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro_, h_.lineage));
+    std::unordered_map<std::string, uint64_t> version_cursor;
+    std::string id, v;
+    for (uint64_t seq : all) {
+      RETURN_IF_ERROR(FromRocks(db_->Get(ro_, h_.by_seq, SeqKey(seq), &id), "read seq " + std::to_string(seq)));
+      auto q = db_->Get(ro_, h_.meta, QuarantineKey(id), &v);
+      if (q.ok()) continue;
+      if (!q.IsNotFound()) RETURN_IF_ERROR(FromRocks(q, "read quarantine"));
+      uint64_t last = 0;
+      const std::string prefix = LineageEventPrefix(id);
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        const std::string version = it->key().ToString().substr(prefix.size());
+        auto [at, fresh] = version_cursor.try_emplace(version, 0);
+        if (fresh) {
+          auto r = db_->Get(ro_, h_.lineage, VersionRecordKey(version), &v);
+          if (r.ok()) {
+            ASSIGN_OR_RETURN(VersionRecord vr, DecodeVersionRecord(v));
+            at->second = vr.last_cursor;
+          } else if (!r.IsNotFound()) {
+            RETURN_IF_ERROR(FromRocks(r, "read version record"));
+          }
+        }
+        last = std::max(last, at->second);
+      }
+      RETURN_IF_ERROR(FromRocks(it->status(), "scan lineage"));
+      keyed.emplace_back(last, seq);
+    }
+    std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<uint64_t> picked;
+    for (size_t i = 0; i < keyed.size() && i < target; ++i) picked.push_back(keyed[i].second);
+    return picked;
   }
 
   rocksdb::DB* db_;

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "attune/replay/store.h"
@@ -157,6 +158,42 @@ TEST_F(SampleTest, ReplayCoversOldEventsRoughlyEvenly) {
     EXPECT_GT(hits[s], 15) << s;
     EXPECT_LT(hits[s], 70) << s;
   }
+}
+
+// The bug: the replay draw was uniform, so over windows that replay fewer
+// old events than exist, some were replayed again while others fell out of
+// window after window (three uniform draws of 20 from the 60 to 80 events
+// before each window leave about a third of the first window's never
+// replayed). The least recently trained come first now: three windows of
+// 20 replay each of the first window's events. A quarantined event, never
+// trained, takes no replay slot.
+TEST_F(SampleTest, ReplayTakesTheLeastRecentlyTrainedFirst) {
+  AppendN(0, 60);
+  Commit(*store_->Sample({.max_new = 60}), "v1");
+  ASSERT_TRUE(store_->Quarantine({"e5"}).ok());
+  std::map<std::string, int> replayed;
+  for (int w = 2; w <= 4; ++w) {
+    AppendN(100 * w, 100 * w + 10);
+    auto b = store_->Sample({.max_new = 10, .seed = uint64_t(w)});
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    ASSERT_EQ(b->new_events.size(), 10u);
+    EXPECT_EQ(b->replay_events.size(), 20u) << "window " << w << ": every replay slot is filled";
+    for (const auto& e : b->replay_events) ++replayed[e.event.id];
+    Commit(*b, "v" + std::to_string(w));
+  }
+  EXPECT_EQ(replayed.count("e5"), 0u) << "quarantined";
+  // Each of the 59 first-window events once; the 60th slot goes to one of
+  // those last trained in window 2 (a second-window event, or a first-window
+  // one that window 2 replayed).
+  int again = 0;
+  for (int i = 0; i < 60; ++i) {
+    if (i == 5) continue;
+    const int n = replayed["e" + std::to_string(i)];
+    EXPECT_GE(n, 1) << "e" << i << " never replayed";
+    again += n - 1;
+  }
+  for (int i = 200; i < 210; ++i) again += replayed.count("e" + std::to_string(i)) ? replayed["e" + std::to_string(i)] : 0;
+  EXPECT_EQ(again, 1);
 }
 
 TEST_F(SampleTest, AfterPagesThroughNewEventsBeforeOneCommit) {

@@ -14,8 +14,9 @@ struct SampleOptions {
   size_t max_new = 256;
   // Replayed old events per new event: the batch holds
   // round(replay_ratio * new_events.size()) old events (fewer if fewer are
-  // stored), drawn uniformly without replacement from the events at or
-  // before the cursor. 2 mixes two old events into every new one, which
+  // stored), without replacement from the events at or before the cursor:
+  // the least recently trained first up to 100,000 old events, uniformly
+  // above (docs/replay.md). 2 mixes two old events into every new one, which
   // replays every earlier event while they number at most twice a window's
   // new ones: with 0.5, a fact none of whose events was drawn was forgotten
   // (docs/trainer.md, "Replaying every earlier event").
