@@ -1,6 +1,7 @@
 // Sampling for training and the atomic cursor + lineage commit.
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -96,8 +97,9 @@ class ReplayDraw {
     return seq;
   }
 
-  // Every old event's seq, sorted.
+  // Every old event's seq, sorted (listed once per draw).
   Result<std::vector<uint64_t>> List() {
+    if (listed_) return *listed_;
     std::vector<uint64_t> all;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro_, h_.sampler));
     for (it->Seek(SlotKey(0)); it->Valid(); it->Next()) {
@@ -114,6 +116,7 @@ class ReplayDraw {
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan seq index"));
     std::sort(all.begin(), all.end());
+    listed_ = all;
     return all;
   }
 
@@ -180,6 +183,7 @@ class ReplayDraw {
   const rocksdb::ReadOptions& ro_;
   uint64_t k_, lo_, cursor_, recent_;
   uint64_t rng_;
+  std::optional<std::vector<uint64_t>> listed_;
 };
 
 }  // namespace
