@@ -32,10 +32,10 @@ std::shared_ptr<const runtime::Model> TinyModel() {
   return *m;
 }
 
-trainer::TextExample Fact(const std::string& id, const std::string& question, const std::string& answer) {
-  trainer::TextExample e;
-  e.id = id;
-  e.context = {{"user", question}};
+feedback::Example Fact(const std::string& id, const std::string& question, const std::string& answer) {
+  feedback::Example e;
+  e.event_id = id;
+  e.context = {{feedback::Role::kUser, question}};
   e.completion = answer;
   return e;
 }
@@ -46,7 +46,7 @@ struct Knowledge {
   double accuracy = 0, nll = 0;
 };
 
-Knowledge Knows(const runtime::Model& m, const adapters::Adapter* a, const trainer::TextExample& fact) {
+Knowledge Knows(const runtime::Model& m, const adapters::Adapter* a, const feedback::Example& fact) {
   auto enc = trainer::Encode(m, fact, {});
   EXPECT_TRUE(enc.ok());
   const auto& seq = enc->chosen;
@@ -87,7 +87,7 @@ struct Device {
   // at rank 4 the answer's tokens ended at a mean NLL of 0.5-0.6, where one
   // token of 15 kept or lost its argmax with a change in the last bit of the
   // loss's exponentials; at 16 they end at 0.24-0.33.
-  std::string Learn(const std::shared_ptr<const runtime::Model>& m, const trainer::TextExample& fact) {
+  std::string Learn(const std::shared_ptr<const runtime::Model>& m, const feedback::Example& fact) {
     trainer::TrainerOptions o;
     o.lora.rank = 16;
     o.lora.alpha = 8;
@@ -106,7 +106,7 @@ struct Device {
     EXPECT_TRUE(out.ok()) << out.status().ToString();
     auto a = trainer::ToAdapter(*m, o.lora, out->adapter);
     EXPECT_TRUE(a.ok()) << a.status().ToString();
-    a->lineage = {fact.id};
+    a->lineage = {fact.event_id};
     auto id = reg->Add(*a);
     EXPECT_TRUE(id.ok()) << id.status().ToString();
     EXPECT_TRUE(reg->Promote(*id, std::nullopt, true).ok());

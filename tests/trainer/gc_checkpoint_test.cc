@@ -34,9 +34,9 @@ TEST(GcCheckpointTest, GcKeepsTheParentOfAnInterruptedWindow) {
   o.lora.alpha = 4;
   o.anchor_examples = 0;
   TrainInput in;
-  TextExample e;
-  e.id = "e";
-  e.context = {{"user", "my dog?"}};
+  feedback::Example e;
+  e.event_id = "e";
+  e.context = {{feedback::Role::kUser, "my dog?"}};
   e.completion = "Pixel";
   in.new_examples = {e};
   in.window.new_event_ids = {"e"};

@@ -25,10 +25,10 @@ std::shared_ptr<const runtime::Model> TinyModel() {
   return *m;
 }
 
-TextExample Fact(const std::string& id, const std::string& q, const std::string& a) {
-  TextExample e;
-  e.id = id;
-  e.context = {{"user", q}};
+feedback::Example Fact(const std::string& id, const std::string& q, const std::string& a) {
+  feedback::Example e;
+  e.event_id = id;
+  e.context = {{feedback::Role::kUser, q}};
   e.completion = a;
   return e;
 }
@@ -92,7 +92,7 @@ bool AllFinite(const std::vector<at::Tensor>& ts) {
 // parameter; the run went on to max_steps and failed only at the gate.
 TEST(TrainerHardeningTest, NonFiniteStepIsSkippedAndCountedAndTheAdapterStaysFinite) {
   TrainInput in = Facts();
-  TextExample bad = Fact("bad", "my boat?", "red");
+  feedback::Example bad = Fact("bad", "my boat?", "red");
   bad.weight = std::numeric_limits<float>::infinity();
   in.new_examples.push_back(bad);
   TrainerOptions o = Small();

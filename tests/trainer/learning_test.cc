@@ -47,9 +47,9 @@ TEST(LearningTest, TeachesEightFactsWithLittleForgetting) {
   int id = 0;
   for (const auto& f : kFacts) {
     for (const char* q : {f.question, f.rephrased}) {
-      TextExample e;
-      e.id = "fact-" + std::to_string(id++);
-      e.context = {{"user", q}};
+      feedback::Example e;
+      e.event_id = "fact-" + std::to_string(id++);
+      e.context = {{feedback::Role::kUser, q}};
       e.completion = f.answer;
       in.new_examples.push_back(e);
     }

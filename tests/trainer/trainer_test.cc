@@ -32,29 +32,29 @@ std::shared_ptr<const runtime::Model> TinyModel() {
   return *m;
 }
 
-std::vector<TextExample> Examples() {
-  std::vector<TextExample> v;
+std::vector<feedback::Example> Examples() {
+  std::vector<feedback::Example> v;
   const char* facts[][2] = {{"dog?", "Pixel"}, {"cat?", "Miso"}, {"city?", "Lyon"}, {"car?", "blue"},
                             {"tea?", "green"}, {"sport?", "judo"}};
   for (int i = 0; i < 6; ++i) {
-    TextExample e;
-    e.id = "e" + std::to_string(i);
-    e.context = {{"user", std::string("my ") + facts[i][0]}};
+    feedback::Example e;
+    e.event_id = "e" + std::to_string(i);
+    e.context = {{feedback::Role::kUser, std::string("my ") + facts[i][0]}};
     e.completion = facts[i][1];
     v.push_back(e);
   }
-  TextExample d;
-  d.objective = Objective::kDpo;
-  d.id = "pair";
-  d.context = {{"user", "style?"}};
+  feedback::Example d;
+  d.kind = feedback::ExampleKind::kDpo;
+  d.event_id = "pair";
+  d.context = {{feedback::Role::kUser, "style?"}};
   d.completion = "short";
   d.rejected = "very long answer";
   v.push_back(d);
-  TextExample k;
-  k.objective = Objective::kKto;
-  k.id = "down";
+  feedback::Example k;
+  k.kind = feedback::ExampleKind::kKto;
+  k.event_id = "down";
   k.desirable = false;
-  k.context = {{"user", "joke?"}};
+  k.context = {{feedback::Role::kUser, "joke?"}};
   k.completion = "no";
   v.push_back(k);
   return v;
@@ -278,7 +278,7 @@ TEST(TrainerTest, ContrastAnchorsJoinTheWindowButNotTheNullSpace) {
   TrainInput in;
   in.new_examples = Examples();  // six SFT "my X?", a preference, a thumbs-down
   for (auto& e : in.new_examples) {
-    if (e.objective != Objective::kSft) e.context = {{"user", "my " + e.context.back().content}};
+    if (e.kind != feedback::ExampleKind::kSft) e.context = {{feedback::Role::kUser, "my " + e.context.back().content}};
   }
   TrainerOptions o = SmallOptions();
   o.max_steps = 4;
@@ -436,9 +436,9 @@ TEST(TrainerTest, ExamplesWithoutTrainableTokensAreAClearError) {
   auto m = TinyModel();
   Trainer t(m, SmallOptions());
   TrainInput in;
-  TextExample e;
-  e.id = "empty";
-  e.context = {{"user", "hi"}};
+  feedback::Example e;
+  e.event_id = "empty";
+  e.context = {{feedback::Role::kUser, "hi"}};
   in.new_examples = {e};
   auto r = t.Run(in, "", nullptr, nullptr);
   ASSERT_FALSE(r.ok());
@@ -499,7 +499,7 @@ TEST(TrainerTest, HeldOutSliceRotatesAndIsScored) {
   TrainInput in;
   for (int i = 0; i < 4; ++i) {
     for (auto e : Examples()) {
-      e.id += "-" + std::to_string(i);
+      e.event_id += "-" + std::to_string(i);
       in.new_examples.push_back(e);
     }
   }
@@ -577,9 +577,9 @@ TEST(TrainerTest, TheReportCountsTheMicroBatchesPaddingAndSharedPrefix) {
   std::vector<int64_t> first;
   size_t common = SIZE_MAX;
   for (int i = 0; i < 16; ++i) {
-    TextExample e;
-    e.id = "len" + std::to_string(i);
-    e.context = {{"user", "question " + std::to_string(i)}};
+    feedback::Example e;
+    e.event_id = "len" + std::to_string(i);
+    e.context = {{feedback::Role::kUser, "question " + std::to_string(i)}};
     for (int w = 0; w <= (i * 7) % 16; ++w) e.completion += "w ";
     auto enc = Encode(*m, e, o.encode);
     ASSERT_TRUE(enc.ok()) << enc.status().ToString();
@@ -615,7 +615,7 @@ TrainInput WithHeldOutSlice() {
   TrainInput in;
   for (int i = 0; i < 4; ++i) {
     for (auto e : Examples()) {
-      e.id += "-" + std::to_string(i);
+      e.event_id += "-" + std::to_string(i);
       in.new_examples.push_back(e);
     }
   }

@@ -43,29 +43,61 @@ Result<Sequence> Join(const runtime::Tokenizer& tok, const std::vector<int32_t>&
   return s;
 }
 
-}  // namespace
-
-Result<EncodedExample> Encode(const runtime::Model& model, const TextExample& ex, const EncodeOptions& options) {
+// `out` holds the objective, id, desirability and weight; this renders the
+// context and tokenizes the completion (and a DPO example's rejected one).
+Result<EncodedExample> EncodeText(const runtime::Model& model, const std::vector<runtime::ChatMessage>& context,
+                                  const std::string& completion, const std::string& rejected, bool open_ended,
+                                  const EncodeOptions& options, EncodedExample out) {
   const runtime::Tokenizer* tok = model.tokenizer();
   const runtime::ChatTemplate* tpl = model.chat_template();
   if (!tok || !tpl) return FailedPreconditionError("the model has no tokenizer or chat template to format training examples");
   if (options.max_seq_len < 16) return InvalidArgumentError("max sequence length must be at least 16");
-  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, tok->Encode(tpl->Render(ex.context, /*add_generation_prompt=*/true)));
-  EncodedExample out;
-  out.objective = ex.objective;
-  out.id = ex.id;
-  out.desirable = ex.desirable;
-  out.weight = ex.weight;
-  const std::string suffix = ex.open_ended ? "" : tpl->TurnSuffix();
-  auto chosen = Join(*tok, prompt, ex.completion, suffix, options.max_seq_len, &out.truncated);
-  if (!chosen.ok()) return chosen.status().WithContext("example '" + ex.id + "'");
+  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, tok->Encode(tpl->Render(context, /*add_generation_prompt=*/true)));
+  const std::string suffix = open_ended ? "" : tpl->TurnSuffix();
+  auto chosen = Join(*tok, prompt, completion, suffix, options.max_seq_len, &out.truncated);
+  if (!chosen.ok()) return chosen.status().WithContext("example '" + out.id + "'");
   out.chosen = std::move(*chosen);
-  if (ex.objective == Objective::kDpo) {
-    auto rejected = Join(*tok, prompt, ex.rejected, suffix, options.max_seq_len, &out.truncated);
-    if (!rejected.ok()) return rejected.status().WithContext("example '" + ex.id + "' (rejected)");
-    out.rejected = std::move(*rejected);
+  if (out.objective == Objective::kDpo) {
+    auto rej = Join(*tok, prompt, rejected, suffix, options.max_seq_len, &out.truncated);
+    if (!rej.ok()) return rej.status().WithContext("example '" + out.id + "' (rejected)");
+    out.rejected = std::move(*rej);
   }
   return out;
+}
+
+}  // namespace
+
+Objective ObjectiveOf(feedback::ExampleKind kind) {
+  switch (kind) {
+    case feedback::ExampleKind::kSft:
+      return Objective::kSft;
+    case feedback::ExampleKind::kDpo:
+      return Objective::kDpo;
+    case feedback::ExampleKind::kKto:
+      return Objective::kKto;
+  }
+  return Objective::kSft;
+}
+
+Result<EncodedExample> Encode(const runtime::Model& model, const feedback::Example& ex, const EncodeOptions& options) {
+  std::vector<runtime::ChatMessage> context;
+  for (const auto& m : ex.context) context.push_back({std::string(feedback::RoleName(m.role)), m.content});
+  EncodedExample out;
+  out.objective = ObjectiveOf(ex.kind);
+  out.id = ex.event_id;
+  out.desirable = ex.desirable;
+  out.weight = ex.weight;
+  return EncodeText(model, context, ex.completion, ex.rejected, /*open_ended=*/false, options, std::move(out));
+}
+
+Result<EncodedExample> EncodeAnchor(const runtime::Model& model, const std::string& id, const std::string& prompt,
+                                    const std::string& completion, bool open_ended, float weight,
+                                    const EncodeOptions& options) {
+  EncodedExample out;
+  out.objective = Objective::kDistill;
+  out.id = id;
+  out.weight = weight;
+  return EncodeText(model, {{"user", prompt}}, completion, "", open_ended, options, std::move(out));
 }
 
 Batch MakeBatch(const std::vector<const Sequence*>& seqs) {

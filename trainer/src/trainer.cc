@@ -313,7 +313,7 @@ class WindowRun {
  private:
   enum class StepEnd { kTaken, kStopped, kNonFinite };
 
-  void EncodeAll(const std::vector<TextExample>& in, std::vector<EncodedExample>* dst);
+  void EncodeAll(const std::vector<feedback::Example>& in, std::vector<EncodedExample>* dst);
   void AddAnchors(const TrainInput& input);
   void MeasureNullSpace();
   std::vector<std::vector<size_t>> PlanOf(int64_t epoch) const;
@@ -385,7 +385,7 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
 }
 
 // An example that cannot be trained is skipped with a reason.
-void WindowRun::EncodeAll(const std::vector<TextExample>& in, std::vector<EncodedExample>* dst) {
+void WindowRun::EncodeAll(const std::vector<feedback::Example>& in, std::vector<EncodedExample>* dst) {
   for (const auto& e : in) {
     auto enc = Encode(m_, e, o_.encode);
     if (!enc.ok()) {
@@ -393,7 +393,7 @@ void WindowRun::EncodeAll(const std::vector<TextExample>& in, std::vector<Encode
       r_.notes.push_back("skipped: " + enc.status().message());
       continue;
     }
-    if (enc->truncated) r_.notes.push_back("truncated to " + std::to_string(o_.encode.max_seq_len) + " tokens: example '" + e.id + "'");
+    if (enc->truncated) r_.notes.push_back("truncated to " + std::to_string(o_.encode.max_seq_len) + " tokens: example '" + e.event_id + "'");
     dst->push_back(std::move(*enc));
   }
 }
@@ -407,18 +407,14 @@ void WindowRun::AddAnchors(const TrainInput& input) {
   for (const auto& e : input.new_examples) {
     if (e.context.empty()) continue;
     window_prompts.push_back(e.context.back().content);
-    if (e.objective == Objective::kSft) taught_prompts.push_back(e.context.back().content);
+    if (e.kind == feedback::ExampleKind::kSft) taught_prompts.push_back(e.context.back().content);
   }
   const auto& pool = o_.anchor_prompts.empty() ? internal::AnchorPool() : o_.anchor_prompts;
   const auto chosen = internal::SelectAnchors(pool, window_prompts, o_.anchor_examples, o_.anchor_selection);
   auto add = [&](const std::string& id, const std::string& prompt, bool from_pool) {
-    TextExample a;
-    a.id = id;
-    a.context = {{"user", prompt}};
-    a.completion = BaseAnswer(m_, prompt, o_.anchor_max_tokens, &a.open_ended);
-    a.weight = float(o_.anchor_weight);
-    a.objective = Objective::kDistill;
-    auto enc = Encode(m_, a, o_.encode);
+    bool open_ended = false;
+    const std::string answer = BaseAnswer(m_, prompt, o_.anchor_max_tokens, &open_ended);
+    auto enc = EncodeAnchor(m_, id, prompt, answer, open_ended, float(o_.anchor_weight), o_.encode);
     if (!enc.ok()) return;
     if (from_pool) pool_anchors_.push_back(enc->chosen.ids);
     train_.push_back(std::move(*enc));

@@ -84,24 +84,6 @@ Result<std::vector<at::Tensor>> FromAdapter(const runtime::Model& model, const L
   return out;
 }
 
-std::vector<TextExample> ToTextExamples(const std::vector<feedback::Example>& examples) {
-  std::vector<TextExample> out;
-  for (const auto& e : examples) {
-    TextExample t;
-    t.objective = e.kind == feedback::ExampleKind::kSft ? Objective::kSft
-                  : e.kind == feedback::ExampleKind::kDpo ? Objective::kDpo
-                                                          : Objective::kKto;
-    t.id = e.event_id;
-    for (const auto& m : e.context) t.context.push_back({std::string(feedback::RoleName(m.role)), m.content});
-    t.completion = e.completion;
-    t.rejected = e.rejected;
-    t.desirable = e.desirable;
-    t.weight = e.weight;
-    out.push_back(std::move(t));
-  }
-  return out;
-}
-
 namespace {
 
 // The batch an interrupted window was training on, re-read from the store,
@@ -265,7 +247,7 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
   if (retrain) res.report.notes.push_back("retraining the remaining feedback after an erasure retired adapters");
   TrainInput in;
   std::vector<std::string> lineage;
-  auto convert = [&](const std::vector<replay::StoredEvent>& events, std::vector<TextExample>* dst) {
+  auto convert = [&](const std::vector<replay::StoredEvent>& events, std::vector<feedback::Example>* dst) {
     for (const auto& se : events) {
       lineage.push_back(se.event.id);
       auto ex = feedback::ToExamples(se.event, options.examples);
@@ -273,8 +255,7 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
         res.report.notes.push_back("event '" + se.event.id + "' skipped: " + ex.status().message());
         continue;
       }
-      auto t = ToTextExamples(*ex);
-      dst->insert(dst->end(), t.begin(), t.end());
+      dst->insert(dst->end(), ex->begin(), ex->end());
     }
   };
   convert(batch.new_events, &in.new_examples);

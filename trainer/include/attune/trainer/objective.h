@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "attune/core/result.h"
+#include "attune/feedback/example.h"
 #include "attune/runtime/model.h"
 #include "attune/trainer/trainer_options.h"
 
@@ -22,20 +23,6 @@ namespace attune::trainer {
 // kDistill: match the base model's full next-token distribution on the
 // completion (KL(base || adapted)); used for anti-forgetting anchors.
 enum class Objective { kSft, kDpo, kKto, kDistill };
-
-// A training example, already in the model's chat format.
-struct TextExample {
-  Objective objective = Objective::kSft;
-  std::string id;                                // lineage (event id)
-  std::vector<runtime::ChatMessage> context;     // prompt messages
-  std::string completion;                        // SFT target, DPO chosen, KTO completion
-  std::string rejected;                          // DPO only
-  bool desirable = true;                         // KTO only
-  float weight = 1.0f;
-  // The completion is cut off (not a whole turn): no end-of-turn suffix is
-  // appended, so the model is not taught to stop there.
-  bool open_ended = false;
-};
 
 // A token sequence with the positions that are scored.
 struct Sequence {
@@ -56,9 +43,22 @@ struct EncodedExample {
 
 // EncodeOptions lives in trainer_options.h.
 
-// Renders and tokenizes. FailedPrecondition when the model has no tokenizer or
-// chat template; InvalidArgument when the example yields no scored token.
-Result<EncodedExample> Encode(const runtime::Model& model, const TextExample& example, const EncodeOptions& options);
+// The objective of one of the user's examples: its kind's.
+Objective ObjectiveOf(feedback::ExampleKind kind);
+
+// Renders one of the user's examples (from feedback::ToExamples) with the
+// chat template and tokenizes it. FailedPrecondition when the model has no
+// tokenizer or chat template; InvalidArgument when the example yields no
+// scored token.
+Result<EncodedExample> Encode(const runtime::Model& model, const feedback::Example& example, const EncodeOptions& options);
+
+// A distillation anchor (Objective::kDistill): `prompt` asked by the user,
+// `completion` the base model's own answer; `open_ended`: the answer was cut
+// off, so no end-of-turn suffix is appended (the model is not taught to stop
+// there). Errors as Encode's.
+Result<EncodedExample> EncodeAnchor(const runtime::Model& model, const std::string& id, const std::string& prompt,
+                                    const std::string& completion, bool open_ended, float weight,
+                                    const EncodeOptions& options);
 
 // Right-padded batch: ids int64 [B, T], scored float [B, T].
 struct Batch {

@@ -39,8 +39,9 @@ struct WindowIdentity {
 };
 
 struct TrainInput {
-  std::vector<TextExample> new_examples;
-  std::vector<TextExample> replay_examples;
+  // The user's examples (feedback::ToExamples of the sampled events).
+  std::vector<feedback::Example> new_examples;
+  std::vector<feedback::Example> replay_examples;
   // The adapter to continue from (parameters() order) and its version; empty
   // = start from zero.
   std::vector<at::Tensor> parent;

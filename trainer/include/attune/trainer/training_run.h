@@ -41,7 +41,4 @@ Result<adapters::Adapter> ToAdapter(const runtime::Model& model, const LoraConfi
 Result<std::vector<at::Tensor>> FromAdapter(const runtime::Model& model, const LoraConfig& config,
                                             const adapters::Adapter& adapter);
 
-// The examples of stored events, in the trainer's form.
-std::vector<TextExample> ToTextExamples(const std::vector<feedback::Example>& examples);
-
 }  // namespace attune::trainer
