@@ -159,10 +159,13 @@ class ReplayDraw {
         const std::string version = it->key().ToString().substr(prefix.size());
         auto [at, fresh] = version_cursor.try_emplace(version, 0);
         if (fresh) {
+          // A record that is gone or does not decode counts as never
+          // trained: the order is a preference, and a damaged lineage
+          // record must not stop training.
           auto r = db_->Get(ro_, h_.lineage, VersionRecordKey(version), &v);
           if (r.ok()) {
-            ASSIGN_OR_RETURN(VersionRecord vr, DecodeVersionRecord(v));
-            at->second = vr.last_cursor;
+            auto vr = DecodeVersionRecord(v);
+            if (vr.ok()) at->second = vr->last_cursor;
           } else if (!r.IsNotFound()) {
             RETURN_IF_ERROR(FromRocks(r, "read version record"));
           }

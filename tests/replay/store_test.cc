@@ -240,6 +240,48 @@ TEST(StoreTest, CorruptRecordIsDataLossForReadersAndVerify) {
   EXPECT_EQ(store->Verify().code(), StatusCode::kDataLoss);
 }
 
+// The replay draw reads the lineage's version records to replay the least
+// recently trained first; one that does not decode counts as never trained
+// instead of failing every later Sample (the training loop would stop).
+TEST(StoreTest, ADamagedVersionRecordDoesNotStopTheReplayDraw) {
+  ScratchDir dir("store");
+  {
+    auto store = OpenOrDie(TestOptions(), dir.path());
+    std::vector<feedback::Event> batch;
+    for (int i = 0; i < 30; ++i) batch.push_back(MakeEvent("e" + std::to_string(i)));
+    for (auto& r : store->AppendMany(std::move(batch))) ASSERT_TRUE(r.ok());
+    auto b = store->Sample({.max_new = 20});
+    ASSERT_TRUE(b.ok());
+    std::vector<std::string> ids;
+    for (const auto& e : b->new_events) ids.push_back(e.event.id);
+    ASSERT_TRUE(store->RecordTraining({"v1", b->cursor_before, b->cursor_after, ids}).ok());
+  }
+  {
+    rocksdb::DB* db;
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir.path(), &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    ASSERT_TRUE(rocksdb::DB::Open({}, dir.path(), cfs, &handles, &db).ok());
+    bool written = false;
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "lineage") {
+        ASSERT_TRUE(db->Put({}, handles[i], "av1", "\x7fgarbage").ok());  // VersionRecordKey("v1")
+        written = true;
+      }
+    }
+    ASSERT_TRUE(written);
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    delete db;
+  }
+  auto store = OpenOrDie(TestOptions(), dir.path());
+  auto b = store->Sample({.max_new = 5});  // 5 new, 10 of the 20 old replayed
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(b->new_events.size(), 5u);
+  EXPECT_EQ(b->replay_events.size(), 10u);
+}
+
 TEST(StoreTest, RecentWindowMustBeBelowMaxEvents) {
   ScratchDir dir("store");
   Options o = TestOptions();
