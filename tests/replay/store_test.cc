@@ -183,21 +183,31 @@ TEST(StoreTest, MissingStoreWithoutCreateIsNotFound) {
   EXPECT_EQ(Store::Open(o, dir.path()).status().code(), StatusCode::kNotFound);
 }
 
+// Writes key -> value into column family `family` ("default" for the meta
+// family) of the closed store at `dir`, behind the store's back.
+void PutRaw(const std::string& dir, const std::string& family, const std::string& key, const std::string& value) {
+  rocksdb::DB* db;
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  ASSERT_TRUE(rocksdb::DB::Open({}, dir, cfs, &handles, &db).ok());
+  bool written = false;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] != family) continue;
+    EXPECT_TRUE(db->Put({}, handles[i], key, value).ok());
+    written = true;
+  }
+  EXPECT_TRUE(written) << "no column family " << family;
+  for (auto* h : handles) EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  delete db;
+}
+
 TEST(StoreTest, NewerFormatVersionIsFailedPrecondition) {
   ScratchDir dir("store");
   { OpenOrDie(TestOptions(), dir.path()); }
-  {
-    rocksdb::DB* db;
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    std::vector<std::string> names;
-    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir.path(), &names).ok());
-    for (auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    ASSERT_TRUE(rocksdb::DB::Open({}, dir.path(), cfs, &handles, &db).ok());
-    ASSERT_TRUE(db->Put({}, "format_version", "2").ok());
-    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
-    delete db;
-  }
+  PutRaw(dir.path(), "default", "format_version", "2");
   auto r = Store::Open(TestOptions(), dir.path());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
@@ -219,22 +229,7 @@ TEST(StoreTest, CorruptStoreIsDataLossNotAReset) {
 TEST(StoreTest, CorruptRecordIsDataLossForReadersAndVerify) {
   ScratchDir dir("store");
   { ASSERT_TRUE(OpenOrDie(TestOptions(), dir.path())->Append(MakeEvent("e")).ok()); }
-  {
-    rocksdb::DB* db;
-    std::vector<std::string> names;
-    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir.path(), &names).ok());
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    for (auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    ASSERT_TRUE(rocksdb::DB::Open({}, dir.path(), cfs, &handles, &db).ok());
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (names[i] == "events") {
-        ASSERT_TRUE(db->Put({}, handles[i], "e", "\x01garbage").ok());
-      }
-    }
-    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
-    delete db;
-  }
+  PutRaw(dir.path(), "events", "e", "\x01garbage");
   auto store = OpenOrDie(TestOptions(), dir.path());
   EXPECT_EQ(store->Get("e").status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(store->Verify().code(), StatusCode::kDataLoss);
@@ -256,25 +251,7 @@ TEST(StoreTest, ADamagedVersionRecordDoesNotStopTheReplayDraw) {
     for (const auto& e : b->new_events) ids.push_back(e.event.id);
     ASSERT_TRUE(store->RecordTraining({"v1", b->cursor_before, b->cursor_after, ids}).ok());
   }
-  {
-    rocksdb::DB* db;
-    std::vector<std::string> names;
-    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir.path(), &names).ok());
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    for (auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    ASSERT_TRUE(rocksdb::DB::Open({}, dir.path(), cfs, &handles, &db).ok());
-    bool written = false;
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (names[i] == "lineage") {
-        ASSERT_TRUE(db->Put({}, handles[i], "av1", "\x7fgarbage").ok());  // VersionRecordKey("v1")
-        written = true;
-      }
-    }
-    ASSERT_TRUE(written);
-    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
-    delete db;
-  }
+  PutRaw(dir.path(), "lineage", "av1", "\x7fgarbage");  // VersionRecordKey("v1")
   auto store = OpenOrDie(TestOptions(), dir.path());
   auto b = store->Sample({.max_new = 5});  // 5 new, 10 of the 20 old replayed
   ASSERT_TRUE(b.ok()) << b.status().ToString();
