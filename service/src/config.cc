@@ -113,6 +113,9 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"anchor_selection", Str(&tr.anchor_selection)},
         {"contrast_anchors", Int(&tr.contrast_anchors)},
         {"null_space_energy", Num(&tr.null_space_energy)},
+        {"question_dropout_copies", Int(&tr.question_dropout_copies)},
+        {"question_dropout_p", Num(&tr.question_dropout_p)},
+        {"question_dropout_weight", Num(&tr.question_dropout_weight)},
         {"base_products", Str(&tr.base_products)},
         {"threads", Int(&tr.threads)},
         {"forgetting_prompts", Strings(&tr.forgetting_prompts)},
@@ -213,6 +216,11 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",
                         "trainer.anchor_selection", "\"first\" or \"nearest\""));
   RETURN_IF_ERROR(Range(trainer::ValidNullSpaceEnergy(tr.null_space_energy), "trainer.null_space_energy", "in [0, 1)"));
+  RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutCopies(tr.question_dropout_copies), "trainer.question_dropout_copies",
+                        "in [0, 16]"));
+  RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutP(tr.question_dropout_p), "trainer.question_dropout_p", "in (0, 1)"));
+  RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutWeight(tr.question_dropout_weight), "trainer.question_dropout_weight",
+                        "a finite number > 0"));
   RETURN_IF_ERROR(Range(tr.threads >= 0 && tr.threads <= 1024, "trainer.threads", "in 0..1024"));
   RETURN_IF_ERROR(
       Range(trainer::KnownBaseProducts(tr.base_products), "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));

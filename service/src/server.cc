@@ -152,6 +152,9 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   to.anchor_selection = tr.anchor_selection;
   to.contrast_anchors = tr.contrast_anchors;
   to.null_space_energy = tr.null_space_energy;
+  to.question_dropout_copies = tr.question_dropout_copies;
+  to.question_dropout_p = tr.question_dropout_p;
+  to.question_dropout_weight = tr.question_dropout_weight;
   to.base_products = tr.base_products;
   to.threads = int(tr.threads);
   to.forgetting_prompts = tr.forgetting_prompts;

@@ -237,6 +237,12 @@ static void TestBadChatInputs(void) {
               "training.contrast_anchors");
   CHECK_ERROR(attune_train_now(a, "{\"neftune_alpha\": -5}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
               "training.neftune_alpha");
+  CHECK_ERROR(attune_train_now(a, "{\"question_dropout_copies\": 17}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
+              "training.question_dropout_copies");
+  CHECK_ERROR(attune_train_now(a, "{\"question_dropout_p\": 0}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
+              "training.question_dropout_p");
+  CHECK_ERROR(attune_train_now(a, "{\"question_dropout_weight\": -1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
+              "training.question_dropout_weight");
   CHECK_ERROR(attune_promote(a, "v99", 0, NULL), ATTUNE_ERR_NOT_FOUND, "v99");
   CHECK_ERROR(attune_rollback(a, NULL), ATTUNE_ERR_FAILED_PRECONDITION, "");
   CHECK_ERROR(attune_forget_event(a, "e-none", NULL), ATTUNE_ERR_NOT_FOUND, "e-none");

@@ -33,6 +33,9 @@ base_products = "fp32"
 threads = 1
 null_space_energy = 0.97
 contrast_anchors = 16
+question_dropout_copies = 2
+question_dropout_p = 0.25
+question_dropout_weight = 1.5
 [gate]
 max_forgetting_kl = 0.5
 replay_loss_floor = 0.001
@@ -51,6 +54,9 @@ replay_loss_floor = 0.001
   EXPECT_EQ(c->trainer.threads, 1);
   EXPECT_DOUBLE_EQ(c->trainer.null_space_energy, 0.97);
   EXPECT_EQ(c->trainer.contrast_anchors, 16);
+  EXPECT_EQ(c->trainer.question_dropout_copies, 2);
+  EXPECT_DOUBLE_EQ(c->trainer.question_dropout_p, 0.25);
+  EXPECT_DOUBLE_EQ(c->trainer.question_dropout_weight, 1.5);
   EXPECT_DOUBLE_EQ(c->gate.max_forgetting_kl, 0.5);
   EXPECT_DOUBLE_EQ(c->gate.replay_loss_floor, 0.001);
 }
@@ -94,6 +100,14 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   ASSERT_FALSE(ca.ok());
   EXPECT_NE(ca.status().message().find("trainer.contrast_anchors must be >= 0"), std::string::npos)
       << ca.status().message();
+  for (const auto& [line, rule] : std::vector<std::pair<std::string, std::string>>{
+           {"question_dropout_copies = 17", "trainer.question_dropout_copies must be in [0, 16]"},
+           {"question_dropout_p = 1.0", "trainer.question_dropout_p must be in (0, 1)"},
+           {"question_dropout_weight = 0.0", "trainer.question_dropout_weight must be a finite number > 0"}}) {
+    auto qd = ParseServiceConfig("[trainer]\n" + line + "\n", "f.toml");
+    ASSERT_FALSE(qd.ok()) << line;
+    EXPECT_NE(qd.status().message().find(rule), std::string::npos) << qd.status().message();
+  }
   auto rf = ParseServiceConfig("[gate]\nreplay_loss_floor = -0.1\n", "f.toml");
   ASSERT_FALSE(rf.ok());
   EXPECT_NE(rf.status().message().find("gate.replay_loss_floor must be >= 0"), std::string::npos)

@@ -335,6 +335,57 @@ TEST(TrainerTest, NeftuneNoiseChangesTheTrainingAndIsChecked) {
   }
 }
 
+// TrainerOptions::question_dropout_*: the copies train (another adapter from
+// the same seed, the notes count them), only of the new examples that train:
+// the held-out slice (whose loss the gate reads) and the report's count of
+// new examples are the same as without; bad values are refused by name.
+TEST(TrainerTest, QuestionDropoutTrainsCopiesOfTheTrainedQuestionsOnly) {
+  auto m = TinyModel();
+  TrainInput in;
+  for (int i = 0; i < 20; ++i) {
+    feedback::Example e;
+    e.event_id = "q" + std::to_string(i);
+    e.context = {{feedback::Role::kUser, "what is my pet number " + std::to_string(i) + " called?"}};
+    e.completion = "Pixel" + std::to_string(i);
+    in.new_examples.push_back(e);
+  }
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 3;
+  auto plain = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  o.question_dropout_copies = 2;
+  auto dropped = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(plain.ok() && dropped.ok()) << dropped.status().ToString();
+  EXPECT_EQ(plain->report.heldout_examples, 2);
+  EXPECT_EQ(dropped->report.heldout_examples, 2);
+  EXPECT_EQ(dropped->report.new_examples, 18);
+  EXPECT_DOUBLE_EQ(dropped->report.heldout_loss_parent, plain->report.heldout_loss_parent)
+      << "the held-out slice is the same examples, none of them copied";
+  EXPECT_NE(dropped->report.ToJson().find("word dropout: 36 copies of 18 questions (p 0.3, weight 0.5)"),
+            std::string::npos)
+      << dropped->report.ToJson();
+  EXPECT_EQ(plain->report.ToJson().find("word dropout"), std::string::npos);
+  double moved = 0;
+  for (size_t i = 0; i < plain->adapter.size(); ++i) {
+    moved = std::max(moved, (dropped->adapter[i] - plain->adapter[i]).abs().max().item<double>());
+  }
+  EXPECT_GT(moved, 0.0);
+  TrainerOptions bad = o;
+  for (int64_t n : {int64_t(-1), int64_t(17)}) {
+    bad.question_dropout_copies = n;
+    ExpectRefused(m, in, bad, {"question_dropout_copies"});
+  }
+  bad = o;
+  for (double p : {0.0, 1.0, std::nan("")}) {
+    bad.question_dropout_p = p;
+    ExpectRefused(m, in, bad, {"question_dropout_p"});
+  }
+  bad = o;
+  for (double w : {0.0, -1.0, HUGE_VAL}) {
+    bad.question_dropout_weight = w;
+    ExpectRefused(m, in, bad, {"question_dropout_weight"});
+  }
+}
+
 // graph_memory_mb: a negative, NaN or infinite budget is refused by name;
 // a budget says in the notes how many layers kept their graph.
 TEST(TrainerTest, GraphMemoryIsCheckedAndReported) {

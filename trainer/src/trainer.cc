@@ -13,6 +13,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "attune/core/file.h"
 #include "attune/core/process.h"
@@ -20,6 +21,7 @@
 #include "attune/runtime/generate.h"
 #include "attune/runtime/linear_weight.h"
 #include "anchors.h"
+#include "question_dropout.h"
 #include "null_space.h"
 #include "checkpoint.h"
 
@@ -315,6 +317,7 @@ class WindowRun {
 
   void EncodeAll(const std::vector<feedback::Example>& in, std::vector<EncodedExample>* dst);
   void AddAnchors(const TrainInput& input);
+  void AddQuestionDropout(const TrainInput& input);
   void MeasureNullSpace();
   std::vector<std::vector<size_t>> PlanOf(int64_t epoch) const;
   std::pair<std::vector<const EncodedExample*>, int64_t> NextMicro();
@@ -375,6 +378,16 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
   if (!ValidNeftuneAlpha(o.neftune_alpha)) {
     return InvalidArgumentError("neftune_alpha must be a finite number >= 0, not " + std::to_string(o.neftune_alpha));
   }
+  if (!ValidQuestionDropoutCopies(o.question_dropout_copies)) {
+    return InvalidArgumentError("question_dropout_copies must be in [0, 16], not " + std::to_string(o.question_dropout_copies));
+  }
+  if (!ValidQuestionDropoutP(o.question_dropout_p)) {
+    return InvalidArgumentError("question_dropout_p must be in (0, 1), not " + std::to_string(o.question_dropout_p));
+  }
+  if (!ValidQuestionDropoutWeight(o.question_dropout_weight)) {
+    return InvalidArgumentError("question_dropout_weight must be a finite number > 0, not " +
+                                std::to_string(o.question_dropout_weight));
+  }
   if (!ValidNullSpaceEnergy(o.null_space_energy)) {
     return InvalidArgumentError("null_space_energy must be in [0, 1), not " + std::to_string(o.null_space_energy));
   }
@@ -432,6 +445,29 @@ void WindowRun::AddAnchors(const TrainInput& input) {
   }
 }
 
+// TrainerOptions::question_dropout_*: copies of the new SFT examples that
+// train (not of the held-out slice, whose loss the gate reads), after them.
+void WindowRun::AddQuestionDropout(const TrainInput& input) {
+  if (o_.question_dropout_copies <= 0) return;
+  std::set<std::string> heldout_ids;
+  for (const auto& h : heldout_) heldout_ids.insert(h.id);
+  std::vector<feedback::Example> copies;
+  size_t questions = 0;
+  for (const auto& e : input.new_examples) {
+    if (heldout_ids.count(e.event_id)) continue;
+    auto c = internal::QuestionDropoutCopies(e, o_.question_dropout_copies, o_.question_dropout_p,
+                                             o_.question_dropout_weight, o_.seed);
+    if (!c.empty()) ++questions;
+    for (auto& x : c) copies.push_back(std::move(x));
+  }
+  const size_t before = train_.size();
+  EncodeAll(copies, &train_);
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "word dropout: %zu copies of %zu questions (p %g, weight %g)", train_.size() - before,
+                questions, o_.question_dropout_p, o_.question_dropout_weight);
+  r_.notes.push_back(buf);
+}
+
 // The general prompts' inputs to every targeted projection: the anchor pool
 // (prompts ready for the reply) and the anchors' base answers.
 void WindowRun::MeasureNullSpace() {
@@ -474,6 +510,7 @@ Status WindowRun::Prepare(const TrainInput& input) {
     r_.notes.push_back("fewer than " + std::to_string(o_.heldout_min_examples) + " new examples: all train, no held-out slice");
   }
   train_ = fresh_;
+  AddQuestionDropout(input);
   train_.insert(train_.end(), replay_.begin(), replay_.end());
   if (train_.empty()) {
     std::string why = r_.notes.empty() ? "no examples given" : r_.notes.front();

@@ -85,6 +85,9 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Int("anchor_max_tokens", t.anchor_max_tokens, 1, kMaxInt);
   r.Int("contrast_anchors", t.contrast_anchors, 0, kMaxInt);
   r.Number("neftune_alpha", t.neftune_alpha);
+  r.Int("question_dropout_copies", t.question_dropout_copies, 0, 16);
+  r.Number("question_dropout_p", t.question_dropout_p);
+  r.Number("question_dropout_weight", t.question_dropout_weight);
 }
 
 }  // namespace
@@ -110,6 +113,14 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
   if (!trainer::ValidNeftuneAlpha(o.trainer.neftune_alpha)) {
     return InvalidArgumentError(r.PathOf("neftune_alpha") + ": " + std::to_string(o.trainer.neftune_alpha) +
                                 " is not a finite number >= 0");
+  }
+  if (!trainer::ValidQuestionDropoutP(o.trainer.question_dropout_p)) {
+    return InvalidArgumentError(r.PathOf("question_dropout_p") + ": " + std::to_string(o.trainer.question_dropout_p) +
+                                " is not in (0, 1)");
+  }
+  if (!trainer::ValidQuestionDropoutWeight(o.trainer.question_dropout_weight)) {
+    return InvalidArgumentError(r.PathOf("question_dropout_weight") + ": " +
+                                std::to_string(o.trainer.question_dropout_weight) + " is not a finite number > 0");
   }
   if (!trainer::ValidNullSpaceEnergy(o.trainer.null_space_energy)) {
     return InvalidArgumentError(r.PathOf("null_space_energy") + ": " + std::to_string(o.trainer.null_space_energy) +

@@ -173,6 +173,18 @@ struct TrainerOptions {
   // is added to the token embeddings. 0 = off. docs/trainer.md's lever table
   // says what it does. Default: 0
   double neftune_alpha = 0.0;
+  // Word dropout on the user's questions: each SFT example of the window's
+  // new events (demonstrations, corrections, thumbs-up) whose question has
+  // three words or more trains this many more times, each copy's question
+  // with every word but the last dropped at probability question_dropout_p
+  // (at least two kept), at question_dropout_weight x the example's weight.
+  // A fact then hangs on whichever of its question's words remain, so a
+  // paraphrase reaches it. Held-out examples get no copies; replayed events
+  // neither. 0 = off. docs/trainer.md's lever table says what it does.
+  // Default: 0
+  int64_t question_dropout_copies = 0;
+  double question_dropout_p = 0.3;       // in (0, 1). Default: 0.3
+  double question_dropout_weight = 0.5;  // > 0. Default: 0.5
 };
 
 // Whether `s` is one of TrainerOptions::base_products' values.
@@ -181,6 +193,11 @@ inline bool KnownBaseProducts(const std::string& s) { return s == "auto" || s ==
 inline bool ValidNullSpaceEnergy(double e) { return e >= 0 && e < 1; }
 // Whether `a` is a valid TrainerOptions::neftune_alpha: finite and >= 0.
 inline bool ValidNeftuneAlpha(double a) { return std::isfinite(a) && a >= 0; }
+// The limits of TrainerOptions::question_dropout_*: copies in [0, 16],
+// p in (0, 1), weight finite and > 0.
+inline bool ValidQuestionDropoutCopies(int64_t n) { return n >= 0 && n <= 16; }
+inline bool ValidQuestionDropoutP(double p) { return p > 0 && p < 1; }
+inline bool ValidQuestionDropoutWeight(double w) { return std::isfinite(w) && w > 0; }
 
 struct TrainReport {
   bool completed = false;
