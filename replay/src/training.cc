@@ -29,7 +29,8 @@ Status CheckVersion(const std::string& v) {
 // While they number at most kCoverageLimit and the window replays fewer
 // than exist, the draw lists them and takes the least recently trained
 // first (the last window whose lineage holds the event, by that version's
-// cursor; never trained comes first; ties in a seeded random order), so
+// cursor, windows the gate rejected left out; never trained comes first;
+// ties in a seeded random order), so
 // that every old event is replayed once before any is replayed twice. A
 // uniform draw of r from n old events leaves each one out of a window with
 // probability 1 - r/n, so some fall out of many windows in a row while
@@ -147,6 +148,7 @@ class ReplayDraw {
     keyed.reserve(all.size());
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro_, h_.lineage));
     std::unordered_map<std::string, uint64_t> version_cursor;
+    ASSIGN_OR_RETURN(const auto rejected, RejectedVersions());
     std::string id, v;
     for (uint64_t seq : all) {
       RETURN_IF_ERROR(FromRocks(db_->Get(ro_, h_.by_seq, SeqKey(seq), &id), "read seq " + std::to_string(seq)));
@@ -158,7 +160,7 @@ class ReplayDraw {
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
         const std::string version = it->key().ToString().substr(prefix.size());
         auto [at, fresh] = version_cursor.try_emplace(version, 0);
-        if (fresh) {
+        if (fresh && !rejected.count(version)) {
           // A record that is gone or does not decode counts as never
           // trained: the order is a preference, and a damaged lineage
           // record must not stop training.
@@ -179,6 +181,27 @@ class ReplayDraw {
     std::vector<uint64_t> picked;
     for (size_t i = 0; i < keyed.size() && i < target; ++i) picked.push_back(keyed[i].second);
     return picked;
+  }
+
+  // The versions whose window the gate rejected: their lineage holds a
+  // quarantined event (a rejected window's new events stay quarantined until
+  // a forced promotion releases them). No served adapter learned what they
+  // replayed, so that training does not count. (Few events are quarantined:
+  // a lineage scan each.)
+  Result<std::unordered_set<std::string>> RejectedVersions() {
+    std::unordered_set<std::string> out;
+    const std::string qprefix(kQuarantinePrefix);
+    std::unique_ptr<rocksdb::Iterator> q(db_->NewIterator(ro_, h_.meta));
+    std::unique_ptr<rocksdb::Iterator> l(db_->NewIterator(ro_, h_.lineage));
+    for (q->Seek(qprefix); q->Valid() && q->key().starts_with(qprefix); q->Next()) {
+      const std::string prefix = LineageEventPrefix(q->key().ToStringView().substr(qprefix.size()));
+      for (l->Seek(prefix); l->Valid() && l->key().starts_with(prefix); l->Next()) {
+        out.insert(l->key().ToString().substr(prefix.size()));
+      }
+      RETURN_IF_ERROR(FromRocks(l->status(), "scan lineage"));
+    }
+    RETURN_IF_ERROR(FromRocks(q->status(), "scan quarantine"));
+    return out;
   }
 
   rocksdb::DB* db_;

@@ -196,6 +196,43 @@ TEST_F(SampleTest, ReplayTakesTheLeastRecentlyTrainedFirst) {
   EXPECT_EQ(again, 1);
 }
 
+// The bug: a window the gate rejected still counted as training for the
+// events it replayed (its lineage is recorded before the gate decides), so
+// they went to the back of the next window's replay although no served
+// adapter had learned them since. A version whose lineage holds a
+// quarantined event (a rejected window's) does not count now; once a forced
+// promotion releases the events, it does.
+TEST_F(SampleTest, ARejectedWindowsReplayDoesNotCountAsTrained) {
+  auto ids = [](const std::vector<StoredEvent>& v) {
+    std::set<std::string> s;
+    for (const auto& e : v) s.insert(e.event.id);
+    return s;
+  };
+  std::set<std::string> first, second;
+  for (int i = 0; i < 10; ++i) first.insert("e" + std::to_string(i));
+  for (int i = 10; i < 20; ++i) second.insert("e" + std::to_string(i));
+  AppendN(0, 10);
+  Commit(*store_->Sample({.max_new = 10}), "v1");
+  AppendN(10, 20);
+  Commit(*store_->Sample({.max_new = 10, .replay_ratio = 0}), "v2");
+  AppendN(20, 25);
+  auto rejected = store_->Sample({.max_new = 5, .replay_ratio = 2, .seed = 1});
+  ASSERT_TRUE(rejected.ok()) << rejected.status().ToString();
+  EXPECT_EQ(ids(rejected->replay_events), first) << "v1's events were trained longest ago";
+  Commit(*rejected, "v3");
+  std::vector<std::string> window3;
+  for (const auto& e : rejected->new_events) window3.push_back(e.event.id);
+  ASSERT_TRUE(store_->Quarantine(window3).ok());
+  AppendN(30, 35);
+  auto next = store_->Sample({.max_new = 5, .replay_ratio = 2, .seed = 2});
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(ids(next->replay_events), first) << "v3 was rejected: v1's events are still the least recently trained";
+  ASSERT_TRUE(store_->Release(window3).ok());
+  next = store_->Sample({.max_new = 5, .replay_ratio = 2, .seed = 2});
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(ids(next->replay_events), second) << "released: v3 counts, so v2's events come first";
+}
+
 TEST_F(SampleTest, AfterPagesThroughNewEventsBeforeOneCommit) {
   AppendN(0, 10);
   auto first = store_->Sample({.max_new = 4});
