@@ -65,8 +65,7 @@ Result<EncodedExample> EncodeText(const runtime::Model& model, const std::vector
   return out;
 }
 
-}  // namespace
-
+// The objective of one of the user's examples: its kind's.
 Objective ObjectiveOf(feedback::ExampleKind kind) {
   switch (kind) {
     case feedback::ExampleKind::kSft:
@@ -78,6 +77,8 @@ Objective ObjectiveOf(feedback::ExampleKind kind) {
   }
   return Objective::kSft;
 }
+
+}  // namespace
 
 Result<EncodedExample> Encode(const runtime::Model& model, const feedback::Example& ex, const EncodeOptions& options) {
   std::vector<runtime::ChatMessage> context;

@@ -43,9 +43,6 @@ struct EncodedExample {
 
 // EncodeOptions lives in trainer_options.h.
 
-// The objective of one of the user's examples: its kind's.
-Objective ObjectiveOf(feedback::ExampleKind kind);
-
 // Renders one of the user's examples (from feedback::ToExamples) with the
 // chat template and tokenizes it. FailedPrecondition when the model has no
 // tokenizer or chat template; InvalidArgument when the example yields no
