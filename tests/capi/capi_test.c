@@ -227,22 +227,24 @@ static void TestBadChatInputs(void) {
   CHECK_ERROR(attune_set_device_state(a, "{\"battery_percent\": \"full\"}"), ATTUNE_ERR_INVALID_ARGUMENT,
               "state.battery_percent");
   CHECK_ERROR(attune_set_device_state(a, "{\"local_hour\": 24}"), ATTUNE_ERR_INVALID_ARGUMENT, "state.local_hour");
-  CHECK_ERROR(attune_train_now(a, "{\"max_steps\": -1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "training.max_steps");
-  CHECK_ERROR(attune_train_now(a, "{\"base_products\": \"fp16\"}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
-              "training.base_products");
-  CHECK_ERROR(attune_train_now(a, "{\"threads\": -1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT, "training.threads");
-  CHECK_ERROR(attune_train_now(a, "{\"null_space_energy\": 1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
-              "training.null_space_energy");
-  CHECK_ERROR(attune_train_now(a, "{\"contrast_anchors\": -1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
-              "training.contrast_anchors");
-  CHECK_ERROR(attune_train_now(a, "{\"neftune_alpha\": -5}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
-              "training.neftune_alpha");
-  CHECK_ERROR(attune_train_now(a, "{\"question_dropout_copies\": 17}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
-              "training.question_dropout_copies");
-  CHECK_ERROR(attune_train_now(a, "{\"question_dropout_p\": 0}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
-              "training.question_dropout_p");
-  CHECK_ERROR(attune_train_now(a, "{\"question_dropout_weight\": -1}", NULL), ATTUNE_ERR_INVALID_ARGUMENT,
-              "training.question_dropout_weight");
+  /* Training options out of range: the error names the field. */
+  static const struct {
+    const char* options;
+    const char* field;
+  } kBadTraining[] = {
+      {"{\"max_steps\": -1}", "training.max_steps"},
+      {"{\"base_products\": \"fp16\"}", "training.base_products"},
+      {"{\"threads\": -1}", "training.threads"},
+      {"{\"null_space_energy\": 1}", "training.null_space_energy"},
+      {"{\"contrast_anchors\": -1}", "training.contrast_anchors"},
+      {"{\"neftune_alpha\": -5}", "training.neftune_alpha"},
+      {"{\"question_dropout_copies\": 17}", "training.question_dropout_copies"},
+      {"{\"question_dropout_p\": 0}", "training.question_dropout_p"},
+      {"{\"question_dropout_weight\": -1}", "training.question_dropout_weight"},
+  };
+  for (size_t i = 0; i < sizeof kBadTraining / sizeof kBadTraining[0]; ++i) {
+    CHECK_ERROR(attune_train_now(a, kBadTraining[i].options, NULL), ATTUNE_ERR_INVALID_ARGUMENT, kBadTraining[i].field);
+  }
   CHECK_ERROR(attune_promote(a, "v99", 0, NULL), ATTUNE_ERR_NOT_FOUND, "v99");
   CHECK_ERROR(attune_rollback(a, NULL), ATTUNE_ERR_FAILED_PRECONDITION, "");
   CHECK_ERROR(attune_forget_event(a, "e-none", NULL), ATTUNE_ERR_NOT_FOUND, "e-none");
