@@ -338,7 +338,8 @@ TEST(TrainerTest, NeftuneNoiseChangesTheTrainingAndIsChecked) {
 // TrainerOptions::question_dropout_*: the copies train (another adapter from
 // the same seed, the notes count them), only of the new examples that train:
 // the held-out slice (whose loss the gate reads) and the report's count of
-// new examples are the same as without; bad values are refused by name.
+// new examples are the same as without, and a skipped example gets none;
+// bad values are refused by name.
 TEST(TrainerTest, QuestionDropoutTrainsCopiesOfTheTrainedQuestionsOnly) {
   auto m = TinyModel();
   TrainInput in;
@@ -349,6 +350,10 @@ TEST(TrainerTest, QuestionDropoutTrainsCopiesOfTheTrainedQuestionsOnly) {
     e.completion = "Pixel" + std::to_string(i);
     in.new_examples.push_back(e);
   }
+  feedback::Example empty;  // skipped (nothing to learn): no copies either
+  empty.event_id = "empty";
+  empty.context = {{feedback::Role::kUser, "what is my empty answer called?"}};
+  in.new_examples.push_back(empty);
   TrainerOptions o = SmallOptions();
   o.max_steps = 3;
   auto plain = Trainer(m, o).Run(in, "", nullptr, nullptr);
@@ -358,6 +363,7 @@ TEST(TrainerTest, QuestionDropoutTrainsCopiesOfTheTrainedQuestionsOnly) {
   EXPECT_EQ(plain->report.heldout_examples, 2);
   EXPECT_EQ(dropped->report.heldout_examples, 2);
   EXPECT_EQ(dropped->report.new_examples, 18);
+  EXPECT_EQ(dropped->report.skipped_examples, 1);
   EXPECT_DOUBLE_EQ(dropped->report.heldout_loss_parent, plain->report.heldout_loss_parent)
       << "the held-out slice is the same examples, none of them copied";
   EXPECT_NE(dropped->report.ToJson().find("word dropout: 36 copies of 18 questions (p 0.3, weight 0.5)"),

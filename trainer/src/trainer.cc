@@ -446,15 +446,16 @@ void WindowRun::AddAnchors(const TrainInput& input) {
 }
 
 // TrainerOptions::question_dropout_*: copies of the new SFT examples that
-// train (not of the held-out slice, whose loss the gate reads), after them.
+// train (not of the held-out slice, whose loss the gate reads, nor of those
+// skipped), after them.
 void WindowRun::AddQuestionDropout(const TrainInput& input) {
   if (o_.question_dropout_copies <= 0) return;
-  std::set<std::string> heldout_ids;
-  for (const auto& h : heldout_) heldout_ids.insert(h.id);
+  std::set<std::string> trained;
+  for (const auto& f : fresh_) trained.insert(f.id);
   std::vector<feedback::Example> copies;
   size_t questions = 0;
   for (const auto& e : input.new_examples) {
-    if (heldout_ids.count(e.event_id)) continue;
+    if (!trained.count(e.event_id)) continue;
     auto c = internal::QuestionDropoutCopies(e, o_.question_dropout_copies, o_.question_dropout_p,
                                              o_.question_dropout_weight, o_.seed);
     if (!c.empty()) ++questions;
