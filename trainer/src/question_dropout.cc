@@ -1,5 +1,7 @@
 #include "question_dropout.h"
 
+#include "anchors.h"
+
 #include <random>
 #include <sstream>
 #include <string>
@@ -36,7 +38,7 @@ std::vector<feedback::Example> QuestionDropoutCopies(const feedback::Example& ex
     std::string question;
     size_t kept = 0;
     for (size_t i = 0; i < words.size(); ++i) {
-      const bool drop = u(rng) < p && i + 1 < words.size();
+      const bool drop = u(rng) < p && i + 1 < words.size() && !HasFirstPerson(words[i]);
       if (drop) continue;
       if (!question.empty()) question += ' ';
       question += words[i];
