@@ -157,14 +157,6 @@ std::vector<size_t> SelectAnchors(const std::vector<std::string>& pool,
   return order;
 }
 
-bool HasFirstPerson(const std::string& text) {
-  static const std::set<std::string> kFirstPerson = {"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"};
-  for (const Part& p : SplitWords(text)) {
-    if (p.word && kFirstPerson.count(Lower(p.text))) return true;
-  }
-  return false;
-}
-
 std::string Depersonalize(const std::string& prompt) {
   std::vector<Part> parts = SplitWords(prompt);
   static const std::set<std::string> kAddressee = {"tell", "remind", "give", "show", "help", "let"};

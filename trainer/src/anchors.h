@@ -31,11 +31,6 @@ std::vector<size_t> SelectAnchors(const std::vector<std::string>& pool,
 // while the window teaches "What is my dog's name?". English only.
 std::string Depersonalize(const std::string& prompt);
 
-// Whether `text` holds a first-person word ("I", "me", "my", "mine",
-// "myself", "I'm", "I've", "I'd", "I'll", any case): what makes a question
-// one about the user. English only.
-bool HasFirstPerson(const std::string& text);
-
 // Up to `n` distinct depersonalized `window_prompts`, spread evenly over
 // them (the window's prompts come grouped by fact).
 std::vector<std::string> ContrastPrompts(const std::vector<std::string>& window_prompts, int64_t n);

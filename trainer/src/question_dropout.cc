@@ -1,7 +1,5 @@
 #include "question_dropout.h"
 
-#include "anchors.h"
-
 #include <random>
 #include <sstream>
 #include <string>
@@ -38,7 +36,7 @@ std::vector<feedback::Example> QuestionDropoutCopies(const feedback::Example& ex
     std::string question;
     size_t kept = 0;
     for (size_t i = 0; i < words.size(); ++i) {
-      const bool drop = u(rng) < p && i + 1 < words.size() && !HasFirstPerson(words[i]);
+      const bool drop = u(rng) < p && i + 1 < words.size();
       if (drop) continue;
       if (!question.empty()) question += ' ';
       question += words[i];

@@ -14,12 +14,9 @@ namespace attune::trainer::internal {
 
 // Up to `copies` copies of `example`, each with its question (the last
 // message of its context) rewritten: every whitespace-separated word but the
-// last and the first-person ones ("my", "I", ...: HasFirstPerson) dropped
-// with probability `p`, at least two words kept (a copy that would keep
-// fewer is not made), the words joined by single spaces. A copy may keep
-// every word. Keeping "my" and "I" keeps each copy a question about the user:
-// "what is my major" must not become "what is major", which would teach the
-// user's answer to a general question. Each copy weighs `weight` x the example's weight and
+// last dropped with probability `p`, at least two words kept (a copy that
+// would keep fewer is not made), the words joined by single spaces. A copy
+// may keep every word. Each copy weighs `weight` x the example's weight and
 // is named `<event_id>#q<k>`. The draws depend only on `seed` and the
 // event id, so a resumed window makes the same copies.
 //
