@@ -12,6 +12,7 @@
 //                 [--anchors 32] [--anchor-selection nearest|first]
 //                 [--anchor-weight 1] [--anchor-tokens 48] [--contrast-anchors 16] [--neftune 0]
 //                 [--question-dropout 0] [--question-dropout-p 0.3] [--question-dropout-weight 0.5]
+//                 [--question-dropout-min-words 6]
 //                 [--l2-parent 0] [--lr-schedule constant] [--seed 0] [--candidate-scale 1] [--null-space 0.97] [--early-stopping 0] [--eval-every 5] [--base-products auto] [--bf16-base] [--no-checkpointing] [--graph-memory 768] [--windows 1] [--json]
 //                 PERSONA.json ...
 //
@@ -55,7 +56,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--contrast-anchors N] [--neftune ALPHA] [--question-dropout COPIES] [--question-dropout-p P] [--question-dropout-weight W] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--no-checkpointing] [--graph-memory MB] [--replay-ratio R] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--contrast-anchors N] [--neftune ALPHA] [--question-dropout COPIES] [--question-dropout-p P] [--question-dropout-weight W] [--question-dropout-min-words N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--no-checkpointing] [--graph-memory MB] [--replay-ratio R] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -90,6 +91,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--question-dropout") f.t.question_dropout_copies = int64_t(Number(a, value()));
     else if (a == "--question-dropout-p") f.t.question_dropout_p = Number(a, value());
     else if (a == "--question-dropout-weight") f.t.question_dropout_weight = Number(a, value());
+    else if (a == "--question-dropout-min-words") f.t.question_dropout_min_words = int64_t(Number(a, value()));
     else if (a == "--anchor-tokens") f.t.anchor_max_tokens = int64_t(Number(a, value()));
     else if (a == "--l2-parent") f.t.l2_to_parent = Number(a, value());
     else if (a == "--lr-schedule") f.t.lr_schedule = value();

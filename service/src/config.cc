@@ -116,6 +116,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"question_dropout_copies", Int(&tr.question_dropout_copies)},
         {"question_dropout_p", Num(&tr.question_dropout_p)},
         {"question_dropout_weight", Num(&tr.question_dropout_weight)},
+        {"question_dropout_min_words", Int(&tr.question_dropout_min_words)},
         {"base_products", Str(&tr.base_products)},
         {"threads", Int(&tr.threads)},
         {"forgetting_prompts", Strings(&tr.forgetting_prompts)},
@@ -221,6 +222,8 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
   RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutP(tr.question_dropout_p), "trainer.question_dropout_p", "in (0, 1)"));
   RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutWeight(tr.question_dropout_weight), "trainer.question_dropout_weight",
                         "a finite number > 0"));
+  RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutMinWords(tr.question_dropout_min_words),
+                        "trainer.question_dropout_min_words", "in [3, 1000]"));
   RETURN_IF_ERROR(Range(tr.threads >= 0 && tr.threads <= 1024, "trainer.threads", "in 0..1024"));
   RETURN_IF_ERROR(
       Range(trainer::KnownBaseProducts(tr.base_products), "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));

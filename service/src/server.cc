@@ -155,6 +155,7 @@ AssistantOptions MakeAssistantOptions(Server::Impl* impl) {
   to.question_dropout_copies = tr.question_dropout_copies;
   to.question_dropout_p = tr.question_dropout_p;
   to.question_dropout_weight = tr.question_dropout_weight;
+  to.question_dropout_min_words = tr.question_dropout_min_words;
   to.base_products = tr.base_products;
   to.threads = int(tr.threads);
   to.forgetting_prompts = tr.forgetting_prompts;

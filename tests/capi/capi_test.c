@@ -241,6 +241,7 @@ static void TestBadChatInputs(void) {
       {"{\"question_dropout_copies\": 17}", "training.question_dropout_copies"},
       {"{\"question_dropout_p\": 0}", "training.question_dropout_p"},
       {"{\"question_dropout_weight\": -1}", "training.question_dropout_weight"},
+      {"{\"question_dropout_min_words\": 2}", "training.question_dropout_min_words"},
   };
   for (size_t i = 0; i < sizeof kBadTraining / sizeof kBadTraining[0]; ++i) {
     CHECK_ERROR(attune_train_now(a, kBadTraining[i].options, NULL), ATTUNE_ERR_INVALID_ARGUMENT, kBadTraining[i].field);

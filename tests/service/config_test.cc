@@ -36,6 +36,7 @@ contrast_anchors = 16
 question_dropout_copies = 2
 question_dropout_p = 0.25
 question_dropout_weight = 1.5
+question_dropout_min_words = 4
 [gate]
 max_forgetting_kl = 0.5
 replay_loss_floor = 0.001
@@ -57,6 +58,7 @@ replay_loss_floor = 0.001
   EXPECT_EQ(c->trainer.question_dropout_copies, 2);
   EXPECT_DOUBLE_EQ(c->trainer.question_dropout_p, 0.25);
   EXPECT_DOUBLE_EQ(c->trainer.question_dropout_weight, 1.5);
+  EXPECT_EQ(c->trainer.question_dropout_min_words, 4);
   EXPECT_DOUBLE_EQ(c->gate.max_forgetting_kl, 0.5);
   EXPECT_DOUBLE_EQ(c->gate.replay_loss_floor, 0.001);
 }
@@ -103,7 +105,8 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
   for (const auto& [line, rule] : std::vector<std::pair<std::string, std::string>>{
            {"question_dropout_copies = 17", "trainer.question_dropout_copies must be in [0, 16]"},
            {"question_dropout_p = 1.0", "trainer.question_dropout_p must be in (0, 1)"},
-           {"question_dropout_weight = 0.0", "trainer.question_dropout_weight must be a finite number > 0"}}) {
+           {"question_dropout_weight = 0.0", "trainer.question_dropout_weight must be a finite number > 0"},
+           {"question_dropout_min_words = 2", "trainer.question_dropout_min_words must be in [3, 1000]"}}) {
     auto qd = ParseServiceConfig("[trainer]\n" + line + "\n", "f.toml");
     ASSERT_FALSE(qd.ok()) << line;
     EXPECT_NE(qd.status().message().find(rule), std::string::npos) << qd.status().message();

@@ -366,7 +366,7 @@ TEST(TrainerTest, QuestionDropoutTrainsCopiesOfTheTrainedQuestionsOnly) {
   EXPECT_EQ(dropped->report.skipped_examples, 1);
   EXPECT_DOUBLE_EQ(dropped->report.heldout_loss_parent, plain->report.heldout_loss_parent)
       << "the held-out slice is the same examples, none of them copied";
-  EXPECT_NE(dropped->report.ToJson().find("word dropout: 36 copies of 18 questions (p 0.3, weight 0.5)"),
+  EXPECT_NE(dropped->report.ToJson().find("word dropout: 36 copies of 18 questions (p 0.3, weight 0.5, 6 words or more)"),
             std::string::npos)
       << dropped->report.ToJson();
   EXPECT_EQ(plain->report.ToJson().find("word dropout"), std::string::npos);
@@ -390,6 +390,16 @@ TEST(TrainerTest, QuestionDropoutTrainsCopiesOfTheTrainedQuestionsOnly) {
     bad.question_dropout_weight = w;
     ExpectRefused(m, in, bad, {"question_dropout_weight"});
   }
+  bad = o;
+  for (int64_t n : {int64_t(2), int64_t(1001)}) {
+    bad.question_dropout_min_words = n;
+    ExpectRefused(m, in, bad, {"question_dropout_min_words"});
+  }
+  o.question_dropout_min_words = 8;  // the questions have 7 words
+  auto none = Trainer(m, o).Run(in, "", nullptr, nullptr);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_NE(none->report.ToJson().find("word dropout: 0 copies of 0 questions"), std::string::npos)
+      << none->report.ToJson();
 }
 
 // graph_memory_mb: a negative, NaN or infinite budget is refused by name;

@@ -21,7 +21,7 @@ uint64_t Fnv1a(const std::string& s) {
 }  // namespace
 
 std::vector<feedback::Example> QuestionDropoutCopies(const feedback::Example& example, int64_t copies, double p,
-                                                     double weight, uint64_t seed) {
+                                                     double weight, int64_t min_words, uint64_t seed) {
   std::vector<feedback::Example> out;
   if (copies <= 0 || example.kind != feedback::ExampleKind::kSft || example.context.empty()) return out;
   std::vector<std::string> words;
@@ -29,7 +29,7 @@ std::vector<feedback::Example> QuestionDropoutCopies(const feedback::Example& ex
     std::istringstream in(example.context.back().content);
     for (std::string w; in >> w;) words.push_back(w);
   }
-  if (words.size() < 3) return out;
+  if (words.size() < 3 || int64_t(words.size()) < min_words) return out;
   std::mt19937_64 rng(seed ^ Fnv1a(example.event_id));
   std::uniform_real_distribution<double> u(0.0, 1.0);
   for (int64_t k = 0; k < copies; ++k) {

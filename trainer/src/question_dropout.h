@@ -21,9 +21,9 @@ namespace attune::trainer::internal {
 // event id, so a resumed window makes the same copies.
 //
 // Only SFT examples (demonstrations, corrections, thumbs-up: what to answer)
-// whose question has at least three words get copies; none for preferences
+// whose question has at least `min_words` words (and three) get copies; none for preferences
 // and ratings down, which say how to answer, not what.
 std::vector<feedback::Example> QuestionDropoutCopies(const feedback::Example& example, int64_t copies, double p,
-                                                     double weight, uint64_t seed);
+                                                     double weight, int64_t min_words, uint64_t seed);
 
 }  // namespace attune::trainer::internal

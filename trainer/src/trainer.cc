@@ -388,6 +388,10 @@ Status WindowRun::CheckOptions(const TrainerOptions& o) {
     return InvalidArgumentError("question_dropout_weight must be a finite number > 0, not " +
                                 std::to_string(o.question_dropout_weight));
   }
+  if (!ValidQuestionDropoutMinWords(o.question_dropout_min_words)) {
+    return InvalidArgumentError("question_dropout_min_words must be in [3, 1000], not " +
+                                std::to_string(o.question_dropout_min_words));
+  }
   if (!ValidNullSpaceEnergy(o.null_space_energy)) {
     return InvalidArgumentError("null_space_energy must be in [0, 1), not " + std::to_string(o.null_space_energy));
   }
@@ -457,15 +461,16 @@ void WindowRun::AddQuestionDropout(const TrainInput& input) {
   for (const auto& e : input.new_examples) {
     if (!trained.count(e.event_id)) continue;
     auto c = internal::QuestionDropoutCopies(e, o_.question_dropout_copies, o_.question_dropout_p,
-                                             o_.question_dropout_weight, o_.seed);
+                                             o_.question_dropout_weight, o_.question_dropout_min_words, o_.seed);
     if (!c.empty()) ++questions;
     for (auto& x : c) copies.push_back(std::move(x));
   }
   const size_t before = train_.size();
   EncodeAll(copies, &train_);
   char buf[200];
-  std::snprintf(buf, sizeof buf, "word dropout: %zu copies of %zu questions (p %g, weight %g)", train_.size() - before,
-                questions, o_.question_dropout_p, o_.question_dropout_weight);
+  std::snprintf(buf, sizeof buf, "word dropout: %zu copies of %zu questions (p %g, weight %g, %lld words or more)",
+                train_.size() - before, questions, o_.question_dropout_p, o_.question_dropout_weight,
+                static_cast<long long>(o_.question_dropout_min_words));
   r_.notes.push_back(buf);
 }
 

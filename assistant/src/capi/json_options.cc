@@ -88,6 +88,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Int("question_dropout_copies", t.question_dropout_copies, 0, 16);
   r.Number("question_dropout_p", t.question_dropout_p);
   r.Number("question_dropout_weight", t.question_dropout_weight);
+  r.Int("question_dropout_min_words", t.question_dropout_min_words, 3, 1000);
 }
 
 }  // namespace

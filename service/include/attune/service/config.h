@@ -80,11 +80,13 @@ struct TrainerConfig {
   // 0 = off. Default: 0
   double null_space_energy = 0;
   // Word dropout on the user's questions (trainer_options.h): this many
-  // more copies of each taught question with some words dropped, 0 = off;
-  // p in (0, 1); weight > 0. Defaults: 0, 0.3, 0.5
+  // more copies of each taught question of min_words words or more with
+  // some words dropped, 0 = off; p in (0, 1); weight > 0; min_words in
+  // [3, 1000]. Defaults: 0, 0.3, 0.5, 6
   int64_t question_dropout_copies = 0;
   double question_dropout_p = 0.3;
   double question_dropout_weight = 0.5;
+  int64_t question_dropout_min_words = 6;
   // "auto" | "fp32" | "bf16": the frozen base's products (trainer_options.h).
   // Default: "auto" (bf16 where the CPU has AVX512-BF16 or AMX)
   std::string base_products = "auto";

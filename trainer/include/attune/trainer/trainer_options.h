@@ -175,7 +175,7 @@ struct TrainerOptions {
   double neftune_alpha = 0.0;
   // Word dropout on the user's questions: each SFT example of the window's
   // new events (demonstrations, corrections, thumbs-up) whose question has
-  // three words or more trains this many more times, each copy's question
+  // question_dropout_min_words words or more trains this many more times, each copy's question
   // with every word but the last dropped at probability question_dropout_p
   // (at least two kept), at question_dropout_weight x the example's weight.
   // A fact then hangs on whichever of its question's words remain, so a
@@ -185,6 +185,10 @@ struct TrainerOptions {
   int64_t question_dropout_copies = 0;
   double question_dropout_p = 0.3;       // in (0, 1). Default: 0.3
   double question_dropout_weight = 0.5;  // > 0. Default: 0.5
+  // Shorter questions get no copies: a word dropped from a short question
+  // leaves a stub that matches general questions of the same style
+  // (docs/trainer.md, "Word dropout in the tree"). In [3, 1000]. Default: 6
+  int64_t question_dropout_min_words = 6;
 };
 
 // Whether `s` is one of TrainerOptions::base_products' values.
@@ -194,10 +198,11 @@ inline bool ValidNullSpaceEnergy(double e) { return e >= 0 && e < 1; }
 // Whether `a` is a valid TrainerOptions::neftune_alpha: finite and >= 0.
 inline bool ValidNeftuneAlpha(double a) { return std::isfinite(a) && a >= 0; }
 // The limits of TrainerOptions::question_dropout_*: copies in [0, 16],
-// p in (0, 1), weight finite and > 0.
+// p in (0, 1), weight finite and > 0, min_words in [3, 1000].
 inline bool ValidQuestionDropoutCopies(int64_t n) { return n >= 0 && n <= 16; }
 inline bool ValidQuestionDropoutP(double p) { return p > 0 && p < 1; }
 inline bool ValidQuestionDropoutWeight(double w) { return std::isfinite(w) && w > 0; }
+inline bool ValidQuestionDropoutMinWords(int64_t n) { return n >= 3 && n <= 1000; }
 
 struct TrainReport {
   bool completed = false;
