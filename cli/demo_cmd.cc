@@ -112,13 +112,15 @@ class Demo {
     o.health.window = 8;
     // The full demo's window is the setting docs/trainer.md measured on the
     // personas (eval::MeasuredWindow). --quick keeps its short window as it
-    // was: 10 steps, without the null-space constraint or contrast anchors
-    // (not measured with them), shorter anchors and four forgetting prompts.
+    // was: 10 steps, without the null-space constraint, contrast anchors or
+    // word dropout (not measured with them), shorter anchors and four
+    // forgetting prompts.
     o.training.trainer = eval::MeasuredWindow();
     if (f_.quick) {
       o.training.trainer.max_steps = 10;
       o.training.trainer.null_space_energy = 0.0;
       o.training.trainer.contrast_anchors = 0;
+      o.training.trainer.question_dropout_copies = 0;
       o.training.trainer.anchor_max_tokens = 32;
       o.training.trainer.forgetting_prompts = {"Why is the sky blue?", "Name three primary colors.",
                                                "Who wrote Romeo and Juliet?", "How do I make a cup of tea?"};

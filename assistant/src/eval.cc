@@ -114,6 +114,9 @@ trainer::TrainerOptions MeasuredWindow() {
   // The window's questions asked about no one, kept to the base's answers
   // (docs/trainer.md, "Contrast anchors").
   t.contrast_anchors = 16;
+  // Two copies of each taught question of six words or more with some words
+  // dropped, at half weight (docs/trainer.md, "Word dropout in the tree").
+  t.question_dropout_copies = 2;
   return t;
 }
 

@@ -123,7 +123,8 @@ struct EvalReport {
 // full `attune demo` runs: 40 steps of 8 x 2 sequences (up to 128 tokens)
 // at a learning rate of 2e-3 without dropout, 32 nearest anchors and 16
 // contrast anchors, the null-space constraint at 0.97, the top layers'
-// graphs kept in 768 MB. The rest are TrainerOptions' defaults.
+// graphs kept in 768 MB, two word-dropout copies of each taught question of
+// six words or more. The rest are TrainerOptions' defaults.
 trainer::TrainerOptions MeasuredWindow();
 
 // Greedy replies of version `adapter` ("" = active, "base", "vN", an id).
