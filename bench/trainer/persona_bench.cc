@@ -11,7 +11,7 @@
 //                 [--alpha 32] [--targets q,k,v,o,gate,up,down]
 //                 [--anchors 32] [--anchor-selection nearest|first]
 //                 [--anchor-weight 1] [--anchor-tokens 48] [--contrast-anchors 16] [--neftune 0]
-//                 [--question-dropout 0] [--question-dropout-p 0.3] [--question-dropout-weight 0.5]
+//                 [--question-dropout 2] [--question-dropout-p 0.3] [--question-dropout-weight 0.5]
 //                 [--question-dropout-min-words 6]
 //                 [--l2-parent 0] [--lr-schedule constant] [--seed 0] [--candidate-scale 1] [--null-space 0.97] [--early-stopping 0] [--eval-every 5] [--base-products auto] [--bf16-base] [--no-checkpointing] [--graph-memory 768] [--windows 1] [--json]
 //                 PERSONA.json ...
