@@ -148,13 +148,12 @@ class ReplayDraw {
     keyed.reserve(all.size());
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro_, h_.lineage));
     std::unordered_map<std::string, uint64_t> version_cursor;
-    ASSIGN_OR_RETURN(const auto rejected, RejectedVersions());
+    ASSIGN_OR_RETURN(const std::unordered_set<std::string> quarantined, Quarantined());
+    ASSIGN_OR_RETURN(const auto rejected, RejectedVersions(quarantined));
     std::string id, v;
     for (uint64_t seq : all) {
       RETURN_IF_ERROR(FromRocks(db_->Get(ro_, h_.by_seq, SeqKey(seq), &id), "read seq " + std::to_string(seq)));
-      auto q = db_->Get(ro_, h_.meta, QuarantineKey(id), &v);
-      if (q.ok()) continue;
-      if (!q.IsNotFound()) RETURN_IF_ERROR(FromRocks(q, "read quarantine"));
+      if (quarantined.count(id)) continue;
       uint64_t last = 0;
       const std::string prefix = LineageEventPrefix(id);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
@@ -183,24 +182,33 @@ class ReplayDraw {
     return picked;
   }
 
-  // The versions whose window the gate rejected: their lineage holds a
-  // quarantined event (a rejected window's new events stay quarantined until
-  // a forced promotion releases them). No served adapter learned what they
-  // replayed, so that training does not count. (Few events are quarantined:
-  // a lineage scan each.)
-  Result<std::unordered_set<std::string>> RejectedVersions() {
+  // The quarantined event ids (a rejected window's new events), read in one
+  // scan: few events are quarantined, and the draw asks about every old one.
+  Result<std::unordered_set<std::string>> Quarantined() {
     std::unordered_set<std::string> out;
     const std::string qprefix(kQuarantinePrefix);
     std::unique_ptr<rocksdb::Iterator> q(db_->NewIterator(ro_, h_.meta));
-    std::unique_ptr<rocksdb::Iterator> l(db_->NewIterator(ro_, h_.lineage));
     for (q->Seek(qprefix); q->Valid() && q->key().starts_with(qprefix); q->Next()) {
-      const std::string prefix = LineageEventPrefix(q->key().ToStringView().substr(qprefix.size()));
+      out.insert(std::string(q->key().ToStringView().substr(qprefix.size())));
+    }
+    RETURN_IF_ERROR(FromRocks(q->status(), "scan quarantine"));
+    return out;
+  }
+
+  // The versions whose window the gate rejected: their lineage holds a
+  // quarantined event (a rejected window's new events stay quarantined until
+  // a forced promotion releases them). No served adapter learned what they
+  // replayed, so that training does not count.
+  Result<std::unordered_set<std::string>> RejectedVersions(const std::unordered_set<std::string>& quarantined) {
+    std::unordered_set<std::string> out;
+    std::unique_ptr<rocksdb::Iterator> l(db_->NewIterator(ro_, h_.lineage));
+    for (const std::string& id : quarantined) {
+      const std::string prefix = LineageEventPrefix(id);
       for (l->Seek(prefix); l->Valid() && l->key().starts_with(prefix); l->Next()) {
         out.insert(l->key().ToString().substr(prefix.size()));
       }
       RETURN_IF_ERROR(FromRocks(l->status(), "scan lineage"));
     }
-    RETURN_IF_ERROR(FromRocks(q->status(), "scan quarantine"));
     return out;
   }
 
