@@ -23,6 +23,20 @@ Status CheckVersion(const std::string& v) {
   return Status::Ok();
 }
 
+// The quarantined event ids (a rejected window's new events), read in one
+// scan: few events are quarantined, and a draw asks about every old one.
+Result<std::unordered_set<std::string>> ReadQuarantined(rocksdb::DB* db, const Handles& h,
+                                                        const rocksdb::ReadOptions& ro) {
+  std::unordered_set<std::string> out;
+  const std::string prefix(kQuarantinePrefix);
+  std::unique_ptr<rocksdb::Iterator> q(db->NewIterator(ro, h.meta));
+  for (q->Seek(prefix); q->Valid() && q->key().starts_with(prefix); q->Next()) {
+    out.insert(std::string(q->key().ToStringView().substr(prefix.size())));
+  }
+  RETURN_IF_ERROR(FromRocks(q->status(), "scan quarantine"));
+  return out;
+}
+
 // Draws old events without replacement. The candidates are the reservoir
 // slots [0, k) and the recent seqs [grad_ptr, cursor].
 //
@@ -148,7 +162,7 @@ class ReplayDraw {
     keyed.reserve(all.size());
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro_, h_.lineage));
     std::unordered_map<std::string, uint64_t> version_cursor;
-    ASSIGN_OR_RETURN(const std::unordered_set<std::string> quarantined, Quarantined());
+    ASSIGN_OR_RETURN(const std::unordered_set<std::string> quarantined, ReadQuarantined(db_, h_, ro_));
     ASSIGN_OR_RETURN(const auto rejected, RejectedVersions(quarantined));
     std::string id, v;
     for (uint64_t seq : all) {
@@ -180,19 +194,6 @@ class ReplayDraw {
     std::vector<uint64_t> picked;
     for (size_t i = 0; i < keyed.size() && i < target; ++i) picked.push_back(keyed[i].second);
     return picked;
-  }
-
-  // The quarantined event ids (a rejected window's new events), read in one
-  // scan: few events are quarantined, and the draw asks about every old one.
-  Result<std::unordered_set<std::string>> Quarantined() {
-    std::unordered_set<std::string> out;
-    const std::string qprefix(kQuarantinePrefix);
-    std::unique_ptr<rocksdb::Iterator> q(db_->NewIterator(ro_, h_.meta));
-    for (q->Seek(qprefix); q->Valid() && q->key().starts_with(qprefix); q->Next()) {
-      out.insert(std::string(q->key().ToStringView().substr(qprefix.size())));
-    }
-    RETURN_IF_ERROR(FromRocks(q->status(), "scan quarantine"));
-    return out;
   }
 
   // The versions whose window the gate rejected: their lineage holds a
@@ -252,18 +253,9 @@ Result<SampleBatch> StoreImpl::Sample(const SampleOptions& options) const {
     ASSIGN_OR_RETURN(auto old, draw.Draw(target));
     ASSIGN_OR_RETURN(batch.replay_events, ReadEvents(ro, old));
     // Quarantined events (a rejected window's) are neither new nor replayed.
+    ASSIGN_OR_RETURN(const auto quarantined, ReadQuarantined(db_.get(), h_, ro));
     for (auto* events : {&batch.new_events, &batch.replay_events}) {
-      std::vector<StoredEvent> kept;
-      for (auto& e : *events) {
-        std::string v;
-        auto q = db_->Get(ro, h_.meta, QuarantineKey(e.event.id), &v);
-        if (q.IsNotFound()) {
-          kept.push_back(std::move(e));
-          continue;
-        }
-        RETURN_IF_ERROR(FromRocks(q, "read quarantine"));
-      }
-      *events = std::move(kept);
+      std::erase_if(*events, [&](const StoredEvent& e) { return quarantined.count(e.event.id) > 0; });
     }
     return batch;
   }();
