@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <toml++/toml.h>
@@ -37,7 +38,11 @@ template <typename T>
 Reader Int(T* out) {
   return [out](const toml::node& n, std::string* err) {
     if (!n.is_integer()) return *err = "must be an integer", false;
-    *out = T(*n.value<int64_t>());
+    const int64_t v = *n.value<int64_t>();
+    if (v < int64_t(std::numeric_limits<T>::min()) || v > int64_t(std::numeric_limits<T>::max())) {
+      return *err = "is out of range (" + std::to_string(v) + ")", false;
+    }
+    *out = T(v);
     return true;
   };
 }
@@ -91,8 +96,8 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"schedule", Str(&t.schedule)},
         {"quiet_seconds", Num(&t.quiet_seconds)},
         {"poll_seconds", Num(&t.poll_seconds)},
-        {"max_steps", Int(&t.max_steps)},
-        {"max_minutes", Num(&t.max_minutes)},
+        {"max_steps", Int(&tr.max_steps)},
+        {"max_minutes", Num(&tr.max_minutes)},
         {"require_external_power", Bool(&t.require_external_power)},
         {"min_battery_percent", Num(&t.min_battery_percent)},
         {"min_idle_minutes", Num(&t.min_idle_minutes)},
@@ -100,13 +105,13 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"min_new_events", Int(&t.min_new_events)},
         {"unknown", Str(&t.unknown)}}},
       {"trainer",
-       {{"rank", Int(&tr.rank)},
-        {"alpha", Num(&tr.alpha)},
-        {"dropout", Num(&tr.dropout)},
-        {"learning_rate", Num(&tr.learning_rate)},
+       {{"rank", Int(&tr.lora.rank)},
+        {"alpha", Num(&tr.lora.alpha)},
+        {"dropout", Num(&tr.lora.dropout)},
+        {"learning_rate", Num(&tr.adamw.lr)},
         {"micro_batch_size", Int(&tr.micro_batch_size)},
         {"grad_accum_steps", Int(&tr.grad_accum_steps)},
-        {"max_seq_len", Int(&tr.max_seq_len)},
+        {"max_seq_len", Int(&tr.encode.max_seq_len)},
         {"graph_memory_mb", Num(&tr.graph_memory_mb)},
         {"anchor_examples", Int(&tr.anchor_examples)},
         {"anchor_max_tokens", Int(&tr.anchor_max_tokens)},
@@ -194,39 +199,16 @@ Status ValidateServiceConfig(const ServiceConfig& c) {
                         "model.chat_template", "\"chatml\", \"llama3\" or \"\""));
   RETURN_IF_ERROR(Range(t.quiet_seconds >= 0, "training.quiet_seconds", ">= 0"));
   RETURN_IF_ERROR(Range(t.poll_seconds > 0, "training.poll_seconds", "> 0"));
-  RETURN_IF_ERROR(Range(t.max_steps >= 1, "training.max_steps", ">= 1"));
-  RETURN_IF_ERROR(Range(t.max_minutes >= 0, "training.max_minutes", ">= 0"));
+  // [training]'s keys of the trainer's options, named as the file names them.
+  RETURN_IF_ERROR(Range(c.trainer.max_steps >= 1, "training.max_steps", ">= 1"));
+  RETURN_IF_ERROR(
+      Range(c.trainer.max_minutes >= 0 && std::isfinite(c.trainer.max_minutes), "training.max_minutes", "a finite number >= 0"));
   RETURN_IF_ERROR(Range(t.min_battery_percent >= 0 && t.min_battery_percent <= 100, "training.min_battery_percent",
                         "in 0..100"));
   RETURN_IF_ERROR(Range(t.min_idle_minutes >= 0, "training.min_idle_minutes", ">= 0"));
   RETURN_IF_ERROR(Range(t.min_new_events >= 0, "training.min_new_events", ">= 0"));
   RETURN_IF_ERROR(Range(t.unknown == "allow" || t.unknown == "deny", "training.unknown", "\"allow\" or \"deny\""));
-  const auto& tr = c.trainer;
-  RETURN_IF_ERROR(Range(tr.rank >= 1 && tr.rank <= 256, "trainer.rank", "in 1..256"));
-  RETURN_IF_ERROR(Range(tr.alpha > 0, "trainer.alpha", "> 0"));
-  RETURN_IF_ERROR(Range(tr.dropout >= 0 && tr.dropout < 1, "trainer.dropout", "in [0, 1)"));
-  RETURN_IF_ERROR(Range(tr.learning_rate > 0 && tr.learning_rate < 1, "trainer.learning_rate", "in (0, 1)"));
-  RETURN_IF_ERROR(Range(tr.micro_batch_size >= 0, "trainer.micro_batch_size", ">= 0"));
-  RETURN_IF_ERROR(Range(tr.grad_accum_steps >= 1, "trainer.grad_accum_steps", ">= 1"));
-  RETURN_IF_ERROR(Range(tr.max_seq_len >= 8, "trainer.max_seq_len", ">= 8"));
-  RETURN_IF_ERROR(Range(tr.graph_memory_mb >= 0 && std::isfinite(tr.graph_memory_mb), "trainer.graph_memory_mb",
-                        "a finite number >= 0"));
-  RETURN_IF_ERROR(Range(tr.anchor_examples >= 0, "trainer.anchor_examples", ">= 0"));
-  RETURN_IF_ERROR(Range(tr.anchor_max_tokens >= 1, "trainer.anchor_max_tokens", ">= 1"));
-  RETURN_IF_ERROR(Range(tr.contrast_anchors >= 0, "trainer.contrast_anchors", ">= 0"));
-  RETURN_IF_ERROR(Range(tr.anchor_selection == "first" || tr.anchor_selection == "nearest",
-                        "trainer.anchor_selection", "\"first\" or \"nearest\""));
-  RETURN_IF_ERROR(Range(trainer::ValidNullSpaceEnergy(tr.null_space_energy), "trainer.null_space_energy", "in [0, 1)"));
-  RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutCopies(tr.question_dropout_copies), "trainer.question_dropout_copies",
-                        "in [0, 16]"));
-  RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutP(tr.question_dropout_p), "trainer.question_dropout_p", "in (0, 1)"));
-  RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutWeight(tr.question_dropout_weight), "trainer.question_dropout_weight",
-                        "a finite number > 0"));
-  RETURN_IF_ERROR(Range(trainer::ValidQuestionDropoutMinWords(tr.question_dropout_min_words),
-                        "trainer.question_dropout_min_words", "in [3, 1000]"));
-  RETURN_IF_ERROR(Range(tr.threads >= 0 && tr.threads <= 1024, "trainer.threads", "in 0..1024"));
-  RETURN_IF_ERROR(
-      Range(trainer::KnownBaseProducts(tr.base_products), "trainer.base_products", "\"auto\", \"fp32\" or \"bf16\""));
+  RETURN_IF_ERROR(trainer::ValidateTrainerOptions(c.trainer, "trainer."));
   RETURN_IF_ERROR(adapters::ValidateGateOptions(c.gate, "gate."));
   auto sched = Schedule::Parse(t.schedule);
   if (!sched.ok()) return sched.status().WithContext("training.schedule");

@@ -232,7 +232,10 @@ static void TestBadChatInputs(void) {
     const char* options;
     const char* field;
   } kBadTraining[] = {
-      {"{\"max_steps\": -1}", "training.max_steps"},
+      {"{\"max_steps\": -1}", "training.max_steps must be >= 1, not -1"},
+      {"{\"rank\": 2000}", "training.rank must be in 1..1024, not 2000"},
+      {"{\"learning_rate\": 2}", "training.learning_rate must be in (0, 1), not 2"},
+      {"{\"max_seq_len\": 4}", "training.max_seq_len must be >= 8"},
       {"{\"base_products\": \"fp16\"}", "training.base_products"},
       {"{\"threads\": -1}", "training.threads"},
       {"{\"null_space_energy\": 1}", "training.null_space_energy"},

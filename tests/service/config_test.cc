@@ -25,8 +25,12 @@ default_max_tokens = 64
 schedule = "01:00-06:00"
 quiet_seconds = 5.5
 unknown = "deny"
+max_steps = 12
+max_minutes = 2.5
 [trainer]
 rank = 8
+learning_rate = 0.002
+max_seq_len = 96
 forgetting_prompts = ["a", "b"]
 anchor_prompts = ["river?", "apple"]
 base_products = "fp32"
@@ -48,7 +52,17 @@ replay_loss_floor = 0.001
   EXPECT_EQ(c->model.default_max_tokens, 64);
   EXPECT_EQ(c->training.schedule, "01:00-06:00");
   EXPECT_DOUBLE_EQ(c->training.quiet_seconds, 5.5);
-  EXPECT_EQ(c->trainer.rank, 8);
+  EXPECT_EQ(c->trainer.lora.rank, 8);
+  EXPECT_DOUBLE_EQ(c->trainer.adamw.lr, 0.002);
+  EXPECT_EQ(c->trainer.encode.max_seq_len, 96);
+  // [training]'s step budget is the trainer's, and every key left out keeps
+  // the trainer's own default.
+  EXPECT_EQ(c->trainer.max_steps, 12);
+  EXPECT_DOUBLE_EQ(c->trainer.max_minutes, 2.5);
+  const trainer::TrainerOptions defaults;
+  EXPECT_DOUBLE_EQ(c->trainer.lora.alpha, defaults.lora.alpha);
+  EXPECT_EQ(c->trainer.grad_accum_steps, defaults.grad_accum_steps);
+  EXPECT_EQ(c->trainer.anchor_examples, defaults.anchor_examples);
   EXPECT_EQ(c->trainer.forgetting_prompts, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(c->trainer.anchor_prompts, (std::vector<std::string>{"river?", "apple"}));
   EXPECT_EQ(c->trainer.base_products, "fp32");
@@ -120,6 +134,20 @@ TEST(ServiceConfigTest, NamesAKeyWithTheWrongTypeOrRange) {
     ASSERT_FALSE(mi.ok()) << m;
     EXPECT_NE(mi.status().message().find("gate.min_new_loss_improvement must be in [0, 1)"), std::string::npos)
         << mi.status().message();
+  }
+  // The trainer's own ranges (trainer::ValidateTrainerOptions), named by the
+  // file's keys; [training]'s keys keep their section's name.
+  for (const auto& [text, rule] : std::vector<std::pair<std::string, std::string>>{
+           {"[trainer]\nrank = 2000\n", "trainer.rank must be in 1..1024, not 2000"},
+           {"[trainer]\nlearning_rate = 1.5\n", "trainer.learning_rate must be in (0, 1), not 1.5"},
+           {"[trainer]\nmax_seq_len = 4\n", "trainer.max_seq_len must be >= 8, not 4"},
+           {"[trainer]\ndropout = 1.0\n", "trainer.dropout must be in [0, 1), not 1"},
+           {"[trainer]\nthreads = 4294967296\n", "'trainer.threads' is out of range (4294967296)"},
+           {"[training]\nmax_steps = 0\n", "training.max_steps must be >= 1"},
+           {"[training]\nmax_minutes = -1.0\n", "training.max_minutes must be a finite number >= 0"}}) {
+    auto t = ParseServiceConfig(text, "f.toml");
+    ASSERT_FALSE(t.ok()) << text;
+    EXPECT_NE(t.status().message().find(rule), std::string::npos) << t.status().message();
   }
   auto gm = ParseServiceConfig("[trainer]\ngraph_memory_mb = -1\n", "f.toml");
   ASSERT_FALSE(gm.ok());

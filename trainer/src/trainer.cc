@@ -270,12 +270,9 @@ Result<TrainOutcome> Trainer::Run(const TrainInput& input, const std::string& ch
   // Every pass of the run computes the products the backward pass
   // differentiates (fp32 on dequantized tiles), no-grad ones included.
   runtime::ExactProducts exact;
+  RETURN_IF_ERROR(ValidateTrainerOptions(o_, ""));
   const std::string& bp = o_.base_products;
-  if (!KnownBaseProducts(bp)) {
-    return InvalidArgumentError("base_products must be \"auto\", \"fp32\" or \"bf16\", not '" + bp + "'");
-  }
   const bool bf16_base = bp == "bf16" || (bp == "auto" && runtime::CpuHasBf16());
-  if (o_.threads < 0) return InvalidArgumentError("threads must be >= 0, not " + std::to_string(o_.threads));
   std::optional<runtime::ThreadsScope> threads;
   if (o_.threads > 0) threads.emplace(1, o_.threads);
   std::optional<runtime::Bf16Products> bf16;
@@ -305,7 +302,6 @@ class WindowRun {
             const std::function<void(const TrainProgress&)>& progress)
       : trainer_(trainer), m_(m), o_(o), checkpoint_path_(checkpoint_path), progress_(progress) {}
 
-  static Status CheckOptions(const TrainerOptions& o);
   Status Prepare(const TrainInput& input);
   Status Resume();
   void MeasureParent();
@@ -359,47 +355,6 @@ class WindowRun {
   std::pair<size_t, size_t> graph_layers_seen_{SIZE_MAX, 0};
   double prior_seconds_ = 0;
 };
-
-Status WindowRun::CheckOptions(const TrainerOptions& o) {
-  if (o.max_steps <= 0 || o.grad_accum_steps <= 0) return InvalidArgumentError("max steps and gradient accumulation must be positive");
-  if (o.early_stopping_patience < 0 || o.eval_every_steps <= 0) {
-    return InvalidArgumentError("early_stopping_patience must be >= 0 and eval_every_steps positive, not " +
-                                std::to_string(o.early_stopping_patience) + " and " + std::to_string(o.eval_every_steps));
-  }
-  if (!(o.candidate_scale > 0 && o.candidate_scale <= 1)) {
-    return InvalidArgumentError("candidate_scale must be in (0, 1], not " + std::to_string(o.candidate_scale));
-  }
-  if (o.lr_schedule != "constant" && o.lr_schedule != "linear") {
-    return InvalidArgumentError("lr_schedule must be \"constant\" or \"linear\", not '" + o.lr_schedule + "'");
-  }
-  if (o.anchor_selection != "first" && o.anchor_selection != "nearest") {
-    return InvalidArgumentError("anchor_selection must be \"first\" or \"nearest\", not '" + o.anchor_selection + "'");
-  }
-  if (!ValidNeftuneAlpha(o.neftune_alpha)) {
-    return InvalidArgumentError("neftune_alpha must be a finite number >= 0, not " + std::to_string(o.neftune_alpha));
-  }
-  if (!ValidQuestionDropoutCopies(o.question_dropout_copies)) {
-    return InvalidArgumentError("question_dropout_copies must be in [0, 16], not " + std::to_string(o.question_dropout_copies));
-  }
-  if (!ValidQuestionDropoutP(o.question_dropout_p)) {
-    return InvalidArgumentError("question_dropout_p must be in (0, 1), not " + std::to_string(o.question_dropout_p));
-  }
-  if (!ValidQuestionDropoutWeight(o.question_dropout_weight)) {
-    return InvalidArgumentError("question_dropout_weight must be a finite number > 0, not " +
-                                std::to_string(o.question_dropout_weight));
-  }
-  if (!ValidQuestionDropoutMinWords(o.question_dropout_min_words)) {
-    return InvalidArgumentError("question_dropout_min_words must be in [3, 1000], not " +
-                                std::to_string(o.question_dropout_min_words));
-  }
-  if (!ValidNullSpaceEnergy(o.null_space_energy)) {
-    return InvalidArgumentError("null_space_energy must be in [0, 1), not " + std::to_string(o.null_space_energy));
-  }
-  if (!(o.graph_memory_mb >= 0) || !std::isfinite(o.graph_memory_mb)) {
-    return InvalidArgumentError("graph_memory_mb must be a finite number >= 0, not " + std::to_string(o.graph_memory_mb));
-  }
-  return Status::Ok();
-}
 
 // An example that cannot be trained is skipped with a reason.
 void WindowRun::EncodeAll(const std::vector<feedback::Example>& in, std::vector<EncodedExample>* dst) {
@@ -975,7 +930,6 @@ Result<TrainOutcome> WindowRun::Finish() {
 Result<TrainOutcome> Trainer::RunUnguarded(const TrainInput& input, const std::string& checkpoint_path,
                                            const std::function<bool()>& should_stop,
                                            const std::function<void(const TrainProgress&)>& progress) {
-  RETURN_IF_ERROR(WindowRun::CheckOptions(o_));
   WindowRun window(*this, *model_, o_, checkpoint_path, progress);
   RETURN_IF_ERROR(window.Prepare(input));
   RETURN_IF_ERROR(window.Resume());

@@ -10,6 +10,9 @@ namespace attune::capi {
 namespace {
 
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMinInt = std::numeric_limits<int32_t>::min();
+constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMinInt64 = std::numeric_limits<int64_t>::min();
 
 Status ReadGeneration(const nlohmann::json& obj, const std::string& path, runtime::GenerateOptions& g) {
   JsonReader r(obj, path);
@@ -45,24 +48,26 @@ Status ReadHealth(const nlohmann::json& obj, const std::string& path, adapters::
 }
 
 // The trainer's own fields (LoRA shape, optimiser, budget, anti-forgetting).
+// The reader checks types and what the fields can hold; the ranges are
+// trainer::ValidateTrainerOptions', run after.
 void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets) {
-  r.Int("rank", t.lora.rank, 1, 4096);
+  r.Int("rank", t.lora.rank, kMinInt64, kMaxInt64);
   r.Number("alpha", t.lora.alpha);
   r.Number("dropout", t.lora.dropout);
   r.Bool("rslora", t.lora.rslora);
   r.String("targets", targets);
   r.Number("learning_rate", t.adamw.lr);
   r.Number("weight_decay", t.adamw.weight_decay);
-  r.Int("max_steps", t.max_steps, 1, kMaxInt);
+  r.Int("max_steps", t.max_steps, kMinInt64, kMaxInt64);
   r.Number("max_minutes", t.max_minutes);
-  r.Int("micro_batch_size", t.micro_batch_size, 0, kMaxInt);
-  r.Int("grad_accum_steps", t.grad_accum_steps, 1, kMaxInt);
-  r.Int("max_tokens_per_step", t.max_tokens_per_step, 0, std::numeric_limits<int64_t>::max());
-  r.Int("max_seq_len", t.encode.max_seq_len, 2, kMaxInt);
+  r.Int("micro_batch_size", t.micro_batch_size, kMinInt64, kMaxInt64);
+  r.Int("grad_accum_steps", t.grad_accum_steps, kMinInt64, kMaxInt64);
+  r.Int("max_tokens_per_step", t.max_tokens_per_step, kMinInt64, kMaxInt64);
+  r.Int("max_seq_len", t.encode.max_seq_len, kMinInt64, kMaxInt64);
   r.Bool("gradient_checkpointing", t.gradient_checkpointing);
   r.Number("graph_memory_mb", t.graph_memory_mb);
   r.String("base_products", t.base_products);
-  r.Int("threads", t.threads, 0, 1024);
+  r.Int("threads", t.threads, kMinInt, kMaxInt);
   r.Number("max_memory_mb", t.max_memory_mb);
   r.Number("sft_weight", t.sft_weight);
   r.Number("dpo_weight", t.dpo_weight);
@@ -72,23 +77,23 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Number("l2_to_parent", t.l2_to_parent);
   r.Number("null_space_energy", t.null_space_energy);
   r.Int("seed", t.seed, 0, std::numeric_limits<int64_t>::max());
-  r.Int("heldout_min_examples", t.heldout_min_examples, 0, kMaxInt);
-  r.Int("heldout_every", t.heldout_every, 1, kMaxInt);
-  r.Int("checkpoint_every_steps", t.checkpoint_every_steps, 1, kMaxInt);
-  r.Int("early_stopping_patience", t.early_stopping_patience, 0, kMaxInt);
-  r.Int("eval_every_steps", t.eval_every_steps, 1, kMaxInt);
+  r.Int("heldout_min_examples", t.heldout_min_examples, kMinInt64, kMaxInt64);
+  r.Int("heldout_every", t.heldout_every, kMinInt64, kMaxInt64);
+  r.Int("checkpoint_every_steps", t.checkpoint_every_steps, kMinInt64, kMaxInt64);
+  r.Int("early_stopping_patience", t.early_stopping_patience, kMinInt64, kMaxInt64);
+  r.Int("eval_every_steps", t.eval_every_steps, kMinInt64, kMaxInt64);
   r.Strings("forgetting_prompts", t.forgetting_prompts);
-  r.Int("anchor_examples", t.anchor_examples, 0, kMaxInt);
+  r.Int("anchor_examples", t.anchor_examples, kMinInt64, kMaxInt64);
   r.String("anchor_selection", t.anchor_selection);
   r.Strings("anchor_prompts", t.anchor_prompts);
   r.Number("anchor_weight", t.anchor_weight);
-  r.Int("anchor_max_tokens", t.anchor_max_tokens, 1, kMaxInt);
-  r.Int("contrast_anchors", t.contrast_anchors, 0, kMaxInt);
+  r.Int("anchor_max_tokens", t.anchor_max_tokens, kMinInt64, kMaxInt64);
+  r.Int("contrast_anchors", t.contrast_anchors, kMinInt64, kMaxInt64);
   r.Number("neftune_alpha", t.neftune_alpha);
-  r.Int("question_dropout_copies", t.question_dropout_copies, 0, 16);
+  r.Int("question_dropout_copies", t.question_dropout_copies, kMinInt64, kMaxInt64);
   r.Number("question_dropout_p", t.question_dropout_p);
   r.Number("question_dropout_weight", t.question_dropout_weight);
-  r.Int("question_dropout_min_words", t.question_dropout_min_words, 3, 1000);
+  r.Int("question_dropout_min_words", t.question_dropout_min_words, kMinInt64, kMaxInt64);
 }
 
 }  // namespace
@@ -107,27 +112,7 @@ Status ReadTrainingOptions(const nlohmann::json& obj, const std::string& path, t
     if (!mask.ok()) return mask.status().WithContext(r.PathOf("targets"));
     o.trainer.lora.targets = *mask;
   }
-  const std::string& bp = o.trainer.base_products;
-  if (!trainer::KnownBaseProducts(bp)) {
-    return InvalidArgumentError(r.PathOf("base_products") + ": '" + bp + "' is not \"auto\", \"fp32\" or \"bf16\"");
-  }
-  if (!trainer::ValidNeftuneAlpha(o.trainer.neftune_alpha)) {
-    return InvalidArgumentError(r.PathOf("neftune_alpha") + ": " + std::to_string(o.trainer.neftune_alpha) +
-                                " is not a finite number >= 0");
-  }
-  if (!trainer::ValidQuestionDropoutP(o.trainer.question_dropout_p)) {
-    return InvalidArgumentError(r.PathOf("question_dropout_p") + ": " + std::to_string(o.trainer.question_dropout_p) +
-                                " is not in (0, 1)");
-  }
-  if (!trainer::ValidQuestionDropoutWeight(o.trainer.question_dropout_weight)) {
-    return InvalidArgumentError(r.PathOf("question_dropout_weight") + ": " +
-                                std::to_string(o.trainer.question_dropout_weight) + " is not a finite number > 0");
-  }
-  if (!trainer::ValidNullSpaceEnergy(o.trainer.null_space_energy)) {
-    return InvalidArgumentError(r.PathOf("null_space_energy") + ": " + std::to_string(o.trainer.null_space_energy) +
-                                " is not in [0, 1)");
-  }
-  return Status::Ok();
+  return trainer::ValidateTrainerOptions(o.trainer, path + ".");
 }
 
 Result<AssistantOptions> ParseAssistantOptions(const std::string& text) {

@@ -11,6 +11,7 @@
 #include "attune/adapters/gate.h"
 #include "attune/core/result.h"
 #include "attune/service/schedule.h"
+#include "attune/trainer/trainer_options.h"
 
 namespace attune::service {
 
@@ -46,8 +47,6 @@ struct TrainingConfig {
   std::string schedule;           // "HH:MM-HH:MM" local time; "" = any time. Default: ""
   double quiet_seconds = 2.0;     // serving quiet this long before training resumes. Default: 2
   double poll_seconds = 30;       // how often the window is checked. Default: 30
-  int64_t max_steps = 60;         // optimizer steps per window. Default: 60
-  double max_minutes = 0;         // wall-clock cap per window; 0 = none. Default: 0
   // Device-state policy (trainer::WindowPolicy).
   bool require_external_power = true;  // Default: true
   double min_battery_percent = 50;     // Default: 50
@@ -57,50 +56,14 @@ struct TrainingConfig {
   std::string unknown = "allow";       // "allow" | "deny" an unreadable condition. Default: allow
 };
 
-// LoRA trainer knobs (trainer::TrainerOptions); defaults are the trainer's.
-struct TrainerConfig {
-  int64_t rank = 16;                // Default: 16
-  double alpha = 32;                // Default: 32
-  double dropout = 0.05;            // Default: 0.05
-  double learning_rate = 1e-3;      // Default: 1e-3
-  int64_t micro_batch_size = 0;     // 0 = the largest that fits. Default: 0
-  int64_t grad_accum_steps = 2;     // Default: 2
-  int64_t max_seq_len = 256;        // Default: 256
-  // MB for the graphs of the top layers that checkpointing does not
-  // recompute (trainer_options.h); 0 = every layer recomputed. Default: 0
-  double graph_memory_mb = 0;
-  int64_t anchor_examples = 32;     // anti-forgetting anchors. Default: 32
-  int64_t anchor_max_tokens = 48;   // Default: 48
-  // "first" | "nearest" (trainer_options.h). Default: "nearest"
-  std::string anchor_selection = "nearest";
-  // The questions a window teaches asked about no one, distilled like the
-  // anchors (trainer_options.h); 0 = off. Default: 0
-  int64_t contrast_anchors = 0;
-  // The null-space constraint on LoRA A (trainer_options.h), in [0, 1);
-  // 0 = off. Default: 0
-  double null_space_energy = 0;
-  // Word dropout on the user's questions (trainer_options.h): this many
-  // more copies of each taught question of min_words words or more with
-  // some words dropped, 0 = off; p in (0, 1); weight > 0; min_words in
-  // [3, 1000]. Defaults: 0, 0.3, 0.5, 6
-  int64_t question_dropout_copies = 0;
-  double question_dropout_p = 0.3;
-  double question_dropout_weight = 0.5;
-  int64_t question_dropout_min_words = 6;
-  // "auto" | "fp32" | "bf16": the frozen base's products (trainer_options.h).
-  // Default: "auto" (bf16 where the CPU has AVX512-BF16 or AMX)
-  std::string base_products = "auto";
-  // Cores training computes on; 0 = all (trainer_options.h). Default: 0
-  int64_t threads = 0;
-  std::vector<std::string> forgetting_prompts;  // Default: none (the built-in set)
-  std::vector<std::string> anchor_prompts;      // Default: none (the built-in pool)
-};
-
 struct ServiceConfig {
   ServerConfig server;
   ModelConfig model;
   TrainingConfig training;
-  TrainerConfig trainer;
+  // [trainer]: the LoRA trainer's options, the trainer's defaults
+  // (trainer_options.h); docs/serve.md lists the keys the file sets.
+  // [training]'s max_steps and max_minutes are its max_steps and max_minutes.
+  trainer::TrainerOptions trainer;
   adapters::GateOptions gate;  // [gate]: the promotion gate's thresholds
 };
 

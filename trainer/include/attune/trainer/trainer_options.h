@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "attune/core/status.h"
 #include "attune/runtime/lora_target.h"
 
 namespace attune::trainer {
@@ -193,16 +194,13 @@ struct TrainerOptions {
 
 // Whether `s` is one of TrainerOptions::base_products' values.
 inline bool KnownBaseProducts(const std::string& s) { return s == "auto" || s == "fp32" || s == "bf16"; }
-// Whether `e` is a TrainerOptions::null_space_energy: in [0, 1) (NaN is not).
-inline bool ValidNullSpaceEnergy(double e) { return e >= 0 && e < 1; }
-// Whether `a` is a valid TrainerOptions::neftune_alpha: finite and >= 0.
-inline bool ValidNeftuneAlpha(double a) { return std::isfinite(a) && a >= 0; }
-// The limits of TrainerOptions::question_dropout_*: copies in [0, 16],
-// p in (0, 1), weight finite and > 0, min_words in [3, 1000].
-inline bool ValidQuestionDropoutCopies(int64_t n) { return n >= 0 && n <= 16; }
-inline bool ValidQuestionDropoutP(double p) { return p > 0 && p < 1; }
-inline bool ValidQuestionDropoutWeight(double w) { return std::isfinite(w) && w > 0; }
-inline bool ValidQuestionDropoutMinWords(int64_t n) { return n >= 3 && n <= 1000; }
+
+// Checks every field of `options` against its documented range, as the
+// trainer does before a window. An error names the field by the key the
+// C ABI's JSON and the service's [trainer] section use ("rank",
+// "learning_rate", "max_seq_len", ...), after `prefix` ("trainer.",
+// "options.training."), with the rule and the value given.
+Status ValidateTrainerOptions(const TrainerOptions& options, const std::string& prefix);
 
 struct TrainReport {
   bool completed = false;
