@@ -39,6 +39,7 @@ struct TrainFlags {
   double lr = 1e-3;
   double max_memory_mb = 1024;
   int64_t micro_batch = 0;
+  int64_t replay_eval = 128;
   uint64_t seed = 0;
   int threads = 0;
   bool wait = false;
@@ -70,6 +71,7 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   o.trainer.graph_memory_mb = f.graph_memory_mb;
   o.trainer.base_products = f.bf16_base ? "bf16" : f.base_products;
   o.trainer.seed = f.seed;
+  o.trainer.replay_eval_examples = f.replay_eval;
   o.sample.seed = f.seed;
   o.promote = !f.no_promote;
   o.force = f.force;
@@ -221,6 +223,9 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
   t->add_option("--micro-batch", f.micro_batch,
                  "Sequences per micro-batch, 1..256 (default 0: the most that --max-memory-mb allows)")
       ->check(CLI::Range(int64_t(0), int64_t(256)));
+  t->add_option("--replay-eval", f.replay_eval,
+                "Replayed examples the replay loss is measured on, before and after (default 128; 0: all)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   t->add_option("--seed", f.seed, "Seed for sampling, init, data order, 0..2^64-1 (default 0)")
       ->check(CountValue(UINT64_MAX));
   t->add_option("--threads", f.threads, "BLAS threads (default: all cores; with bf16 base products, LibTorch's)")->check(CLI::Range(0, 1024));

@@ -113,6 +113,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"grad_accum_steps", Int(&tr.grad_accum_steps)},
         {"max_seq_len", Int(&tr.encode.max_seq_len)},
         {"graph_memory_mb", Num(&tr.graph_memory_mb)},
+        {"replay_eval_examples", Int(&tr.replay_eval_examples)},
         {"anchor_examples", Int(&tr.anchor_examples)},
         {"anchor_max_tokens", Int(&tr.anchor_max_tokens)},
         {"anchor_selection", Str(&tr.anchor_selection)},

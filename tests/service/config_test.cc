@@ -31,6 +31,7 @@ max_minutes = 2.5
 rank = 8
 learning_rate = 0.002
 max_seq_len = 96
+replay_eval_examples = 64
 forgetting_prompts = ["a", "b"]
 anchor_prompts = ["river?", "apple"]
 base_products = "fp32"
@@ -55,6 +56,7 @@ replay_loss_floor = 0.001
   EXPECT_EQ(c->trainer.lora.rank, 8);
   EXPECT_DOUBLE_EQ(c->trainer.adamw.lr, 0.002);
   EXPECT_EQ(c->trainer.encode.max_seq_len, 96);
+  EXPECT_EQ(c->trainer.replay_eval_examples, 64);
   // [training]'s step budget is the trainer's, and every key left out keeps
   // the trainer's own default.
   EXPECT_EQ(c->trainer.max_steps, 12);

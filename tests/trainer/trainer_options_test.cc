@@ -42,6 +42,7 @@ TEST(TrainerOptionsTest, EachBadValueIsRefusedByItsKeyAfterThePrefix) {
       {"l2_to_parent", [](TrainerOptions& o) { o.l2_to_parent = -1; }},
       {"heldout_every", [](TrainerOptions& o) { o.heldout_every = 0; }},
       {"checkpoint_every_steps", [](TrainerOptions& o) { o.checkpoint_every_steps = 0; }},
+      {"replay_eval_examples", [](TrainerOptions& o) { o.replay_eval_examples = -1; }},
       {"early_stopping_patience", [](TrainerOptions& o) { o.early_stopping_patience = -1; }},
       {"eval_every_steps", [](TrainerOptions& o) { o.eval_every_steps = 0; }},
       {"candidate_scale", [](TrainerOptions& o) { o.candidate_scale = 1.5; }},

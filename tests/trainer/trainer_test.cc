@@ -306,6 +306,49 @@ TEST(TrainerTest, ContrastAnchorsJoinTheWindowButNotTheNullSpace) {
   EXPECT_EQ(off->report.ToJson().find("contrast anchors"), std::string::npos);
 }
 
+// TrainerOptions::replay_eval_examples: the replay loss (the gate's replay
+// regression check) is measured on at most that many replayed examples,
+// evenly spaced, and the notes say so; 0 (or a cap at or above their number)
+// measures them all.
+TEST(TrainerTest, ReplayLossIsMeasuredOnAtMostReplayEvalExamples) {
+  auto m = TinyModel();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 2;
+  o.anchor_examples = 0;
+  std::vector<feedback::Example> old;
+  const char* answers[] = {"Pixel", "a very long answer with many words in it", "Lyon", "blue", "seven", "judo"};
+  for (int i = 0; i < 6; ++i) {
+    feedback::Example e;
+    e.event_id = "old" + std::to_string(i);
+    e.context = {{feedback::Role::kUser, "old question " + std::to_string(i) + "?"}};
+    e.completion = answers[i];
+    old.push_back(e);
+  }
+  auto run = [&](const std::vector<feedback::Example>& replay, int64_t cap) {
+    TrainerOptions t = o;
+    t.replay_eval_examples = cap;
+    TrainInput in;
+    in.new_examples = Examples();
+    in.replay_examples = replay;
+    auto r = Trainer(m, t).Run(in, "", nullptr, nullptr);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? r->report : TrainReport{};
+  };
+  const TrainReport all = run(old, 0), six = run(old, 6), two = run(old, 2);
+  EXPECT_EQ(all.replay_examples, 6);
+  EXPECT_EQ(two.replay_examples, 6);  // all six still train
+  EXPECT_DOUBLE_EQ(six.replay_loss_parent, all.replay_loss_parent);
+  const std::string notes = two.ToJson();
+  EXPECT_NE(notes.find("replay loss measured on 2 of the 6 replayed examples"), std::string::npos) << notes;
+  EXPECT_EQ(all.ToJson().find("replay loss measured on"), std::string::npos);
+  // The two measured are the first and the fourth: the parent's loss on them
+  // is a window's that replays just those two.
+  const TrainReport subset = run({old[0], old[3]}, 0);
+  EXPECT_NEAR(two.replay_loss_parent, subset.replay_loss_parent, 1e-6);
+  EXPECT_GT(std::abs(two.replay_loss_parent - all.replay_loss_parent), 1e-4);
+  EXPECT_TRUE(std::isfinite(two.replay_loss_candidate));
+}
+
 // TrainerOptions::neftune_alpha: the noise reaches the window's training (the
 // same seed gives another adapter, and the notes say so); a negative, NaN or
 // infinite alpha is refused by name.

@@ -337,6 +337,9 @@ class WindowRun {
   TrainOutcome out_;
   TrainReport& r_ = out_.report;
   std::vector<EncodedExample> fresh_, replay_, heldout_, train_;
+  // The replayed examples the replay loss is measured on, before and after
+  // (at most replay_eval_examples of replay_, evenly spaced).
+  std::vector<EncodedExample> replay_measured_;
   std::optional<LoraParams> params_;
   std::optional<AdamW> opt_;
   std::optional<internal::NullSpace> null_space_;
@@ -480,6 +483,14 @@ Status WindowRun::Prepare(const TrainInput& input) {
   AddAnchors(input);
   r_.new_examples = int64_t(fresh_.size());
   r_.replay_examples = int64_t(replay_.size());
+  const size_t cap = size_t(o_.replay_eval_examples);
+  if (cap == 0 || replay_.size() <= cap) {
+    replay_measured_ = replay_;
+  } else {
+    for (size_t i = 0; i < cap; ++i) replay_measured_.push_back(replay_[i * replay_.size() / cap]);
+    r_.notes.push_back("replay loss measured on " + std::to_string(cap) + " of the " + std::to_string(replay_.size()) +
+                       " replayed examples (replay_eval_examples)");
+  }
   r_.heldout_examples = int64_t(heldout_.size());
   params_.emplace(LoraParams::Init(m_, o_.lora, o_.seed));
   has_parent_ = !input.parent.empty();
@@ -548,7 +559,7 @@ void WindowRun::MeasureParent() {
   r_.new_loss_parent = trainer_.MeanLoss(fresh_, parent);
   r_.unlikelihood_parent = trainer_.EvalUnlikelihood(fresh_, parent);
   r_.dpo_loss_parent = trainer_.EvalDpoLoss(fresh_, parent);
-  r_.replay_loss_parent = trainer_.MeanLoss(replay_, parent);
+  r_.replay_loss_parent = trainer_.MeanLoss(replay_measured_, parent);
   r_.heldout_loss_parent = trainer_.MeanLoss(heldout_, parent);
   early_stopping_ = o_.early_stopping_patience > 0 && std::isfinite(r_.heldout_loss_parent);
   if (o_.early_stopping_patience > 0 && !early_stopping_) {
@@ -908,7 +919,7 @@ Result<TrainOutcome> WindowRun::Finish() {
     r_.objective_score_parent = beyond_sft && objectives ? 1.0 : kNaN;
     r_.objective_score_candidate = beyond_sft && objectives ? ratio_sum / objectives : kNaN;
   }
-  r_.replay_loss_candidate = trainer_.MeanLoss(replay_, &cand);
+  r_.replay_loss_candidate = trainer_.MeanLoss(replay_measured_, &cand);
   // The kept adapter's held-out loss was measured when it was kept (unless
   // it was interpolated since).
   const auto measured = std::find_if(st_.heldout_curve.begin(), st_.heldout_curve.end(),

@@ -57,6 +57,7 @@ Status ValidateTrainerOptions(const TrainerOptions& o, const std::string& prefix
       {"heldout_min_examples", o.heldout_min_examples >= 0, ">= 0", Text(o.heldout_min_examples)},
       {"heldout_every", o.heldout_every >= 1, ">= 1", Text(o.heldout_every)},
       {"rotation", o.rotation >= 0, ">= 0", Text(o.rotation)},
+      {"replay_eval_examples", o.replay_eval_examples >= 0, ">= 0", Text(o.replay_eval_examples)},
       {"checkpoint_every_steps", o.checkpoint_every_steps >= 1, ">= 1", Text(o.checkpoint_every_steps)},
       {"early_stopping_patience", o.early_stopping_patience >= 0, ">= 0", Text(o.early_stopping_patience)},
       {"eval_every_steps", o.eval_every_steps >= 1, ">= 1", Text(o.eval_every_steps)},

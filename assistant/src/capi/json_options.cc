@@ -80,6 +80,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Int("heldout_min_examples", t.heldout_min_examples, kMinInt64, kMaxInt64);
   r.Int("heldout_every", t.heldout_every, kMinInt64, kMaxInt64);
   r.Int("checkpoint_every_steps", t.checkpoint_every_steps, kMinInt64, kMaxInt64);
+  r.Int("replay_eval_examples", t.replay_eval_examples, kMinInt64, kMaxInt64);
   r.Int("early_stopping_patience", t.early_stopping_patience, kMinInt64, kMaxInt64);
   r.Int("eval_every_steps", t.eval_every_steps, kMinInt64, kMaxInt64);
   r.Strings("forgetting_prompts", t.forgetting_prompts);

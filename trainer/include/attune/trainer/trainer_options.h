@@ -94,6 +94,12 @@ struct TrainerOptions {
   int64_t heldout_every = 10;
   int64_t rotation = 0;
   int64_t checkpoint_every_steps = 20;  // Default: 20
+  // The replay loss before and after the window (the gate's replay
+  // regression check) is measured on at most this many of the replayed
+  // examples, evenly spaced through them (the same ones both times); 0 =
+  // all. A window replays up to twice its new events (512), and measuring
+  // all of them twice costs a forward pass each. Default: 128
+  int64_t replay_eval_examples = 128;
   // Early stopping on the held-out slice: every eval_every_steps steps, and
   // at the window's last step, the held-out loss (mean per-token NLL of its
   // preferred completions) is measured. After early_stopping_patience
