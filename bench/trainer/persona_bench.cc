@@ -48,6 +48,7 @@ struct Flags {
   std::vector<std::string> personas;
   trainer::TrainerOptions t;
   std::optional<double> replay_ratio;  // --replay-ratio; unset keeps the default
+  std::optional<double> replay_loss_floor;  // --replay-loss-floor: the gate's; unset keeps the default
   int windows = 1;
   std::string forget_other;  // --forget: the other user's persona
   bool json = false;
@@ -56,7 +57,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--contrast-anchors N] [--neftune ALPHA] [--question-dropout COPIES] [--question-dropout-p P] [--question-dropout-weight W] [--question-dropout-min-words N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--no-checkpointing] [--graph-memory MB] [--replay-ratio R] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-tokens N] [--contrast-anchors N] [--neftune ALPHA] [--question-dropout COPIES] [--question-dropout-p P] [--question-dropout-weight W] [--question-dropout-min-words N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--no-checkpointing] [--graph-memory MB] [--replay-ratio R] [--replay-loss-floor F] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -103,6 +104,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--no-checkpointing") f.t.gradient_checkpointing = false;
     else if (a == "--graph-memory") f.t.graph_memory_mb = Number(a, value());
     else if (a == "--replay-ratio") f.replay_ratio = Number(a, value());
+    else if (a == "--replay-loss-floor") f.replay_loss_floor = Number(a, value());
     else if (a == "--windows") f.windows = int(Number(a, value()));
     else if (a == "--forget") f.forget_other = value();
     else if (a == "--targets") {
@@ -118,6 +120,7 @@ Flags Parse(int argc, char** argv) {
   if (f.personas.empty()) Usage("give at least one persona file");
   if (f.windows < 1 || f.windows > 10) Usage("--windows must be 1..10");
   if (f.replay_ratio && *f.replay_ratio < 0) Usage("--replay-ratio must be >= 0");
+  if (f.replay_loss_floor && *f.replay_loss_floor < 0) Usage("--replay-loss-floor must be >= 0");
   return f;
 }
 
@@ -149,6 +152,7 @@ std::unique_ptr<Persona> OpenPersona(const Flags& f, const std::string& path) {
   o.background_training = false;
   o.training.trainer = f.t;
   if (f.replay_ratio) o.training.sample.replay_ratio = *f.replay_ratio;
+  if (f.replay_loss_floor) o.gate.replay_loss_floor = *f.replay_loss_floor;
   auto a = Assistant::Open(o);
   if (!a.ok()) {
     std::cerr << "persona_bench: " << a.status().ToString() << "\n";
