@@ -53,16 +53,34 @@ TEST(Gate, ARiseOfAReplayLossThatStaysNearZeroIsNoRegression) {
   in.replay_loss = 0.001351;
   GateDecision d = EvaluateGate(GateOptions{}, in);
   EXPECT_TRUE(d.passed) << d.Summary();
-  in.replay_loss = 0.0051;  // over the floor and the relative bound
+  in.replay_loss = 0.0201;  // over the floor and the relative bound
   d = EvaluateGate(GateOptions{}, in);
   EXPECT_FALSE(d.passed);
-  EXPECT_NE(d.Summary().find("allowed <= 0.005"), std::string::npos) << d.Summary();
+  EXPECT_NE(d.Summary().find("allowed <= 0.02"), std::string::npos) << d.Summary();
   in.replay_loss = 0.001351;
   GateOptions relative_only;
   relative_only.replay_loss_floor = 0;
   EXPECT_FALSE(EvaluateGate(relative_only, in).passed);
   in.replay_loss = std::nan("");
   EXPECT_FALSE(EvaluateGate(GateOptions{}, in).passed);
+}
+
+// The regression: at a floor of 0.005, a second window's candidate (kofi,
+// three windows, seed 1) was rejected for a replay loss of 0.005015 against
+// the active version's 0.003173 (allowed 0.005); its six facts were
+// quarantined. The poisoned windows the gate must reject replay at 0.11 and
+// more (the demo's: 0.1113 against 0.07957).
+TEST(Gate, AReplayLossOfFiveThousandthsIsNoRegression) {
+  GateInput in = PassingInput();
+  in.replay_loss_active = 0.003173;
+  in.replay_loss = 0.005015;
+  GateDecision d = EvaluateGate(GateOptions{}, in);
+  EXPECT_TRUE(d.passed) << d.Summary();
+  in.replay_loss_active = 0.07957;
+  in.replay_loss = 0.1113;
+  d = EvaluateGate(GateOptions{}, in);
+  EXPECT_FALSE(d.passed);
+  EXPECT_NE(d.Summary().find("regressed on replayed events"), std::string::npos) << d.Summary();
 }
 
 TEST(Gate, HeldOutLossMustBeNoWorseWhenPresent) {

@@ -37,12 +37,14 @@ struct GateOptions {
   double max_replay_regression = 0.02;
   // A candidate whose replay loss is at most this (nats per token: the
   // replayed tokens' geometric-mean probability at least exp(-floor), about
-  // 0.995 at the default) passes the replay rule whatever the active
+  // 0.98 at the default) passes the replay rule whatever the active
   // version's. Without it, a third window was rejected for 0.00135 against
   // 0.00055 (allowed 0.00056): a rise that changes no answer, which
-  // quarantined the user's correction with the window.
-  // 0 = the relative bound alone. Default: 0.005
-  double replay_loss_floor = 0.005;
+  // quarantined the user's correction with the window; at 0.005, a second
+  // window for 0.005015 against 0.00317, which quarantined six facts. The
+  // poisoned windows the gate must reject replay at 0.11 and more.
+  // 0 = the relative bound alone. Default: 0.02
+  double replay_loss_floor = 0.02;
   // Relative increase of the held-out loss over the active version that is
   // still accepted. Default: 0.0 (no worse)
   double max_heldout_regression = 0.0;
