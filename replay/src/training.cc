@@ -24,7 +24,8 @@ Status CheckVersion(const std::string& v) {
 }
 
 // The quarantined event ids (a rejected window's new events), read in one
-// scan: few events are quarantined, and a draw asks about every old one.
+// scan per Sample: few events are quarantined, and the draw and the
+// filtering of the batch ask about every event.
 Result<std::unordered_set<std::string>> ReadQuarantined(rocksdb::DB* db, const Handles& h,
                                                         const rocksdb::ReadOptions& ro) {
   std::unordered_set<std::string> out;
@@ -56,11 +57,14 @@ Result<std::unordered_set<std::string>> ReadQuarantined(rocksdb::DB* db, const H
 // uniform over the events that exist.
 class ReplayDraw {
  public:
+  // `quarantined`: the ids Sample read in its snapshot; they are not drawn
+  // by the least-recently-trained order.
   ReplayDraw(rocksdb::DB* db, const Handles& h, const rocksdb::ReadOptions& ro, const State& st, uint64_t cursor,
-             uint64_t seed)
+             uint64_t seed, const std::unordered_set<std::string>& quarantined)
       : db_(db),
         h_(h),
         ro_(ro),
+        quarantined_(quarantined),
         k_(st.capacity),
         lo_(st.grad_ptr),
         cursor_(cursor),
@@ -162,12 +166,11 @@ class ReplayDraw {
     keyed.reserve(all.size());
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro_, h_.lineage));
     std::unordered_map<std::string, uint64_t> version_cursor;
-    ASSIGN_OR_RETURN(const std::unordered_set<std::string> quarantined, ReadQuarantined(db_, h_, ro_));
-    ASSIGN_OR_RETURN(const auto rejected, RejectedVersions(quarantined));
+    ASSIGN_OR_RETURN(const auto rejected, RejectedVersions());
     std::string id, v;
     for (uint64_t seq : all) {
       RETURN_IF_ERROR(FromRocks(db_->Get(ro_, h_.by_seq, SeqKey(seq), &id), "read seq " + std::to_string(seq)));
-      if (quarantined.count(id)) continue;
+      if (quarantined_.count(id)) continue;
       uint64_t last = 0;
       const std::string prefix = LineageEventPrefix(id);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
@@ -200,10 +203,10 @@ class ReplayDraw {
   // quarantined event (a rejected window's new events stay quarantined until
   // a forced promotion releases them). No served adapter learned what they
   // replayed, so that training does not count.
-  Result<std::unordered_set<std::string>> RejectedVersions(const std::unordered_set<std::string>& quarantined) {
+  Result<std::unordered_set<std::string>> RejectedVersions() {
     std::unordered_set<std::string> out;
     std::unique_ptr<rocksdb::Iterator> l(db_->NewIterator(ro_, h_.lineage));
-    for (const std::string& id : quarantined) {
+    for (const std::string& id : quarantined_) {
       const std::string prefix = LineageEventPrefix(id);
       for (l->Seek(prefix); l->Valid() && l->key().starts_with(prefix); l->Next()) {
         out.insert(l->key().ToString().substr(prefix.size()));
@@ -216,6 +219,7 @@ class ReplayDraw {
   rocksdb::DB* db_;
   const Handles& h_;
   const rocksdb::ReadOptions& ro_;
+  const std::unordered_set<std::string>& quarantined_;
   uint64_t k_, lo_, cursor_, recent_;
   uint64_t rng_;
   std::optional<std::vector<uint64_t>> listed_;
@@ -249,11 +253,11 @@ Result<SampleBatch> StoreImpl::Sample(const SampleOptions& options) const {
     if (!fresh.empty()) batch.cursor_after = fresh.back();
     ASSIGN_OR_RETURN(batch.new_events, ReadEvents(ro, fresh));
     auto target = std::max(static_cast<size_t>(std::llround(options.replay_ratio * fresh.size())), options.min_replay);
-    ReplayDraw draw(db_.get(), h_, ro, st, cursor, options.seed);
-    ASSIGN_OR_RETURN(auto old, draw.Draw(target));
-    ASSIGN_OR_RETURN(batch.replay_events, ReadEvents(ro, old));
     // Quarantined events (a rejected window's) are neither new nor replayed.
     ASSIGN_OR_RETURN(const auto quarantined, ReadQuarantined(db_.get(), h_, ro));
+    ReplayDraw draw(db_.get(), h_, ro, st, cursor, options.seed, quarantined);
+    ASSIGN_OR_RETURN(auto old, draw.Draw(target));
+    ASSIGN_OR_RETURN(batch.replay_events, ReadEvents(ro, old));
     for (auto* events : {&batch.new_events, &batch.replay_events}) {
       std::erase_if(*events, [&](const StoredEvent& e) { return quarantined.count(e.event.id) > 0; });
     }
