@@ -10,9 +10,6 @@ namespace attune::capi {
 namespace {
 
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
-constexpr int64_t kMinInt = std::numeric_limits<int32_t>::min();
-constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
-constexpr int64_t kMinInt64 = std::numeric_limits<int64_t>::min();
 
 Status ReadGeneration(const nlohmann::json& obj, const std::string& path, runtime::GenerateOptions& g) {
   JsonReader r(obj, path);
@@ -51,23 +48,23 @@ Status ReadHealth(const nlohmann::json& obj, const std::string& path, adapters::
 // The reader checks types and what the fields can hold; the ranges are
 // trainer::ValidateTrainerOptions', run after.
 void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets) {
-  r.Int("rank", t.lora.rank, kMinInt64, kMaxInt64);
+  r.Int("rank", t.lora.rank);
   r.Number("alpha", t.lora.alpha);
   r.Number("dropout", t.lora.dropout);
   r.Bool("rslora", t.lora.rslora);
   r.String("targets", targets);
   r.Number("learning_rate", t.adamw.lr);
   r.Number("weight_decay", t.adamw.weight_decay);
-  r.Int("max_steps", t.max_steps, kMinInt64, kMaxInt64);
+  r.Int("max_steps", t.max_steps);
   r.Number("max_minutes", t.max_minutes);
-  r.Int("micro_batch_size", t.micro_batch_size, kMinInt64, kMaxInt64);
-  r.Int("grad_accum_steps", t.grad_accum_steps, kMinInt64, kMaxInt64);
-  r.Int("max_tokens_per_step", t.max_tokens_per_step, kMinInt64, kMaxInt64);
-  r.Int("max_seq_len", t.encode.max_seq_len, kMinInt64, kMaxInt64);
+  r.Int("micro_batch_size", t.micro_batch_size);
+  r.Int("grad_accum_steps", t.grad_accum_steps);
+  r.Int("max_tokens_per_step", t.max_tokens_per_step);
+  r.Int("max_seq_len", t.encode.max_seq_len);
   r.Bool("gradient_checkpointing", t.gradient_checkpointing);
   r.Number("graph_memory_mb", t.graph_memory_mb);
   r.String("base_products", t.base_products);
-  r.Int("threads", t.threads, kMinInt, kMaxInt);
+  r.Int("threads", t.threads);
   r.Number("max_memory_mb", t.max_memory_mb);
   r.Number("sft_weight", t.sft_weight);
   r.Number("dpo_weight", t.dpo_weight);
@@ -77,24 +74,24 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Number("l2_to_parent", t.l2_to_parent);
   r.Number("null_space_energy", t.null_space_energy);
   r.Int("seed", t.seed, 0, std::numeric_limits<int64_t>::max());
-  r.Int("heldout_min_examples", t.heldout_min_examples, kMinInt64, kMaxInt64);
-  r.Int("heldout_every", t.heldout_every, kMinInt64, kMaxInt64);
-  r.Int("checkpoint_every_steps", t.checkpoint_every_steps, kMinInt64, kMaxInt64);
-  r.Int("replay_eval_examples", t.replay_eval_examples, kMinInt64, kMaxInt64);
-  r.Int("early_stopping_patience", t.early_stopping_patience, kMinInt64, kMaxInt64);
-  r.Int("eval_every_steps", t.eval_every_steps, kMinInt64, kMaxInt64);
+  r.Int("heldout_min_examples", t.heldout_min_examples);
+  r.Int("heldout_every", t.heldout_every);
+  r.Int("checkpoint_every_steps", t.checkpoint_every_steps);
+  r.Int("replay_eval_examples", t.replay_eval_examples);
+  r.Int("early_stopping_patience", t.early_stopping_patience);
+  r.Int("eval_every_steps", t.eval_every_steps);
   r.Strings("forgetting_prompts", t.forgetting_prompts);
-  r.Int("anchor_examples", t.anchor_examples, kMinInt64, kMaxInt64);
+  r.Int("anchor_examples", t.anchor_examples);
   r.String("anchor_selection", t.anchor_selection);
   r.Strings("anchor_prompts", t.anchor_prompts);
   r.Number("anchor_weight", t.anchor_weight);
-  r.Int("anchor_max_tokens", t.anchor_max_tokens, kMinInt64, kMaxInt64);
-  r.Int("contrast_anchors", t.contrast_anchors, kMinInt64, kMaxInt64);
+  r.Int("anchor_max_tokens", t.anchor_max_tokens);
+  r.Int("contrast_anchors", t.contrast_anchors);
   r.Number("neftune_alpha", t.neftune_alpha);
-  r.Int("question_dropout_copies", t.question_dropout_copies, kMinInt64, kMaxInt64);
+  r.Int("question_dropout_copies", t.question_dropout_copies);
   r.Number("question_dropout_p", t.question_dropout_p);
   r.Number("question_dropout_weight", t.question_dropout_weight);
-  r.Int("question_dropout_min_words", t.question_dropout_min_words, kMinInt64, kMaxInt64);
+  r.Int("question_dropout_min_words", t.question_dropout_min_words);
 }
 
 }  // namespace

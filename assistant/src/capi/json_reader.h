@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -30,6 +31,11 @@ class JsonReader {
     int64_t v = static_cast<int64_t>(out);
     Int(key, v, min, max);
     out = static_cast<T>(v);
+  }
+  // An integer field whose range another check owns: only what T holds.
+  template <typename T>
+  void Int(const char* key, T& out) {
+    Int(key, out, int64_t(std::numeric_limits<T>::min()), int64_t(std::numeric_limits<T>::max()));
   }
   void Float(const char* key, float& out) {
     double v = out;
