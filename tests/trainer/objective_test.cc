@@ -7,6 +7,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -197,6 +198,9 @@ TEST_F(LoraStepTest, HeadInChunksEqualsTheWholeHead) {
     at::NoGradGuard ng;
     EXPECT_LT((base - whole(runtime::HiddenStates(*model_, nullptr, b.ids))).abs().max().item<double>(), 1e-5);
   }
+  const at::Tensor margin = MarginWeights(base, 4.0);
+  ASSERT_TRUE(margin.defined());
+  EXPECT_GT(margin.max().item<double>() - margin.min().item<double>(), 0.01) << "the weights compared are all alike";
   using LossFn = std::function<at::Tensor(const at::Tensor&)>;
   auto grads = [&](const LossFn& fn, double* loss) {
     for (auto& p : params_.parameters()) p.mutable_grad() = at::Tensor();
@@ -220,6 +224,12 @@ TEST_F(LoraStepTest, HeadInChunksEqualsTheWholeHead) {
          at::Tensor kl = (base.exp() * (base - whole(h))).sum(-1);
          return (kl * weights.index_select(0, rows)).sum() / norm;
        }},
+      {"distill, positions weighed by the base's margin",
+       [&](const at::Tensor& h) { return DistillLoss(*model_, h, b, base, weights, norm, margin); },
+       [&](const at::Tensor& h) {
+         at::Tensor kl = (base.exp() * (base - whole(h))).sum(-1);
+         return (kl * weights.index_select(0, rows) * margin).sum() / norm;
+       }},
   };
   for (const Case& c : cases) {
     double got_loss = 0, want_loss = 0;
@@ -234,6 +244,20 @@ TEST_F(LoraStepTest, HeadInChunksEqualsTheWholeHead) {
     EXPECT_LT(worst, 1e-4) << c.name;
     EXPECT_GT(want[1].abs().max().item<double>(), 0) << c.name << ": the gradients compared are not all zero";
   }
+}
+
+// TrainerOptions::anchor_margin_boost: a position's weight is 1 + boost *
+// exp(-gap), the gap between the base's two likeliest tokens there; off at 0.
+TEST(MarginWeightsTest, WeighThePositionsTheBaseDecidesByAThinMargin) {
+  EXPECT_FALSE(MarginWeights(at::log_softmax(at::randn({3, 10}), -1), 0.0).defined());
+  // Rows: a tie between the two likeliest, a gap of 1 nat, a gap of 20.
+  const at::Tensor logits = at::tensor({5.f, 5.f, 0.f, 0.f, 4.f, 3.f, 0.f, 0.f, 20.f, 0.f, 0.f, 0.f}).view({3, 4});
+  const at::Tensor w = MarginWeights(at::log_softmax(logits, -1), 8.0);
+  ASSERT_EQ(w.sizes(), at::IntArrayRef({3}));
+  EXPECT_NEAR(w[0].item<double>(), 9.0, 1e-5);
+  EXPECT_NEAR(w[1].item<double>(), 1.0 + 8.0 * std::exp(-1.0), 1e-5);
+  EXPECT_NEAR(w[2].item<double>(), 1.0, 1e-6);
+  EXPECT_FALSE(w.requires_grad());
 }
 
 // What a window keeps of the base for a distillation example: its scored

@@ -54,6 +54,7 @@ TEST(TrainerOptionsTest, EachBadValueIsRefusedByItsKeyAfterThePrefix) {
       {"anchor_examples", [](TrainerOptions& o) { o.anchor_examples = -1; }},
       {"anchor_selection", [](TrainerOptions& o) { o.anchor_selection = "random"; }},
       {"anchor_weight", [](TrainerOptions& o) { o.anchor_weight = -1; }},
+      {"anchor_margin_boost", [&](TrainerOptions& o) { o.anchor_margin_boost = -inf; }},
       {"anchor_max_tokens", [](TrainerOptions& o) { o.anchor_max_tokens = 0; }},
       {"contrast_anchors", [](TrainerOptions& o) { o.contrast_anchors = -1; }},
       {"neftune_alpha", [](TrainerOptions& o) { o.neftune_alpha = -5; }},

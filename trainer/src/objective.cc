@@ -216,10 +216,20 @@ at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& 
 }
 
 at::Tensor DistillLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch,
-                       const at::Tensor& base_logprobs, const at::Tensor& weights, double norm) {
+                       const at::Tensor& base_logprobs, const at::Tensor& weights, double norm,
+                       const at::Tensor& position_weights) {
   auto [rows, pos] = TargetIndex(batch);
   at::Tensor kl = HeadRows(model, hidden, rows, pos, at::Tensor(), base_logprobs);  // [N]
-  return (kl * weights.index_select(0, rows)).sum() / norm;
+  at::Tensor w = weights.index_select(0, rows);
+  if (position_weights.defined()) w = w * position_weights;
+  return (kl * w).sum() / norm;
+}
+
+at::Tensor MarginWeights(const at::Tensor& base_logprobs, double boost) {
+  if (!(boost > 0)) return at::Tensor();
+  at::NoGradGuard ng;
+  const at::Tensor top = std::get<0>(base_logprobs.topk(2, -1));  // [N, 2]
+  return top.select(1, 0).sub(top.select(1, 1)).neg_().exp_().mul_(boost).add_(1.0);
 }
 
 at::Tensor SequenceLogProbs(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch) {

@@ -657,8 +657,9 @@ double WindowRun::RunMicro(const std::vector<const EncodedExample*>& mbx, int64_
   if (obj == Objective::kDistill) {
     const double norm = b.scored.narrow(1, 1, b.scored.size(1) - 1).sum().item<double>() * accum;
     const at::Tensor base = HeadLogProbs(m_, at::cat(parts));
+    const at::Tensor positions = MarginWeights(base, o_.anchor_margin_boost);
     return ForwardBackward(
-        m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return DistillLoss(m_, h, b, base, wt, norm); },
+        m_, w, b.ids, ckpt, [&](const at::Tensor& h) { return DistillLoss(m_, h, b, base, wt, norm, positions); },
         graph_layers, prefix);
   }
   const at::Tensor ref = at::cat(parts);  // adapter off = reference model

@@ -73,6 +73,7 @@ Status ValidateTrainerOptions(const TrainerOptions& o, const std::string& prefix
       {"anchor_selection", o.anchor_selection == "first" || o.anchor_selection == "nearest",
        "\"first\" or \"nearest\"", Text(o.anchor_selection)},
       {"anchor_weight", AtLeast(o.anchor_weight, 0), kFinite0, Text(o.anchor_weight)},
+      {"anchor_margin_boost", AtLeast(o.anchor_margin_boost, 0), kFinite0, Text(o.anchor_margin_boost)},
       {"anchor_max_tokens", o.anchor_max_tokens >= 1, ">= 1", Text(o.anchor_max_tokens)},
       {"contrast_anchors", o.contrast_anchors >= 0, ">= 0", Text(o.contrast_anchors)},
       {"neftune_alpha", AtLeast(o.neftune_alpha, 0), kFinite0, Text(o.neftune_alpha)},

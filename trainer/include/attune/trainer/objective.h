@@ -141,8 +141,15 @@ at::Tensor DpoLoss(const runtime::Model& model, const at::Tensor& hidden, const 
 at::Tensor BaseLogProbsAtTargets(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch);
 at::Tensor BaseTargetRows(const runtime::Model& model, const at::Tensor& base_hidden, const Batch& batch);
 at::Tensor HeadLogProbs(const runtime::Model& model, const at::Tensor& hn);
+// `position_weights` [N] (undefined = all 1) weigh each scored position's KL
+// besides its example's weight.
 at::Tensor DistillLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch,
-                       const at::Tensor& base_logprobs, const at::Tensor& weights, double norm);
+                       const at::Tensor& base_logprobs, const at::Tensor& weights, double norm,
+                       const at::Tensor& position_weights = at::Tensor());
+// The anchors' per-position weights 1 + boost * exp(-m) (TrainerOptions::
+// anchor_margin_boost), m the gap between the two largest of each row of
+// `base_logprobs` [N, vocab]; undefined when boost is 0.
+at::Tensor MarginWeights(const at::Tensor& base_logprobs, double boost);
 at::Tensor KtoLoss(const runtime::Model& model, const at::Tensor& hidden, const Batch& batch, const at::Tensor& ref_logps,
                    const at::Tensor& desirable, const at::Tensor& weights, double beta, double z0, double norm);
 

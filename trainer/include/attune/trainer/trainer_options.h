@@ -163,6 +163,12 @@ struct TrainerOptions {
   // (the built-in pool)
   std::vector<std::string> anchor_prompts;
   double anchor_weight = 1.0;         // Default: 1
+  // Extra weight on the anchors' positions the base model decides by a thin
+  // margin: each position's KL is weighted 1 + boost * exp(-m), m the gap in
+  // nats between the base's two likeliest tokens there. The greedy answers
+  // an adapter flips are those the base gives by a small margin. 0 = off.
+  // Default: 0
+  double anchor_margin_boost = 0.0;
   int64_t anchor_max_tokens = 48;     // Default: 48
   // Contrast anchors: up to this many of the prompts the window teaches
   // answers to (SFT: demonstrations, corrections, thumbs-up; not
