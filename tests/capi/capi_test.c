@@ -143,6 +143,17 @@ static void TestBadOptionsNameWhatIsWrong(void) {
   CHECK(a == NULL);
 }
 
+/* An integer above 2^63 - 1 (JSON has no limit) was refused with the
+   negative number it wrapped to; it is refused as written. */
+static void TestAnIntegerAboveInt64MaxIsReportedAsWrittenNotWrapped(void) {
+  attune_assistant* a = NULL;
+  CHECK_ERROR(attune_open("{\"generation\": {\"max_tokens\": 18446744073709551615}}", &a), ATTUNE_ERR_INVALID_ARGUMENT,
+              "options.generation.max_tokens: 18446744073709551615 is outside");
+  CHECK_ERROR(attune_open("{\"training\": {\"seed\": 9223372036854775808}}", &a), ATTUNE_ERR_INVALID_ARGUMENT,
+              "options.training.seed: 9223372036854775808 is outside");
+  CHECK(a == NULL);
+}
+
 static void TestMissingModelNamesTheModel(void) {
   TempDir dir;
   char options[1024];
@@ -613,6 +624,7 @@ int main(int argc, char** argv) {
   TestVersion();
   TestNullHandleIsAnErrorEverywhere();
   TestBadOptionsNameWhatIsWrong();
+  TestAnIntegerAboveInt64MaxIsReportedAsWrittenNotWrapped();
   TestMissingModelNamesTheModel();
   TestChatStreamsAndRecordsFeedbackByResponseId();
   TestBadChatInputs();
