@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "attune/core/status.h"
@@ -35,6 +36,7 @@ class JsonReader {
   // An integer field whose range another check owns: only what T holds.
   template <typename T>
   void Int(const char* key, T& out) {
+    static_assert(std::is_signed_v<T> || sizeof(T) < sizeof(int64_t), "T's range must fit int64_t");
     Int(key, out, int64_t(std::numeric_limits<T>::min()), int64_t(std::numeric_limits<T>::max()));
   }
   void Float(const char* key, float& out) {
