@@ -89,6 +89,26 @@ Status Adapter::Validate() const {
     return InvalidArgumentError("metrics or training_config have more than " + std::to_string(kMaxMapEntries) +
                                 " entries");
   }
+  if (!scope.empty()) {
+    const size_t h = scope.weight.size();
+    if (scope.layer < 1 || scope.layer > n_layers) {
+      return InvalidArgumentError("scope layer " + std::to_string(scope.layer) + " is outside [1, " +
+                                  std::to_string(n_layers) + "]");
+    }
+    if (h > static_cast<size_t>(kMaxDim) || scope.mean.size() != h || scope.scale.size() != h) {
+      return InvalidArgumentError("scope has " + std::to_string(h) + " weights, " + std::to_string(scope.mean.size()) +
+                                  " means and " + std::to_string(scope.scale.size()) +
+                                  " scales (they must be equal, at most " + std::to_string(kMaxDim) + ")");
+    }
+    auto finite = [](const std::vector<float>& v) {
+      return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+    };
+    if (!finite(scope.mean) || !finite(scope.scale) || !finite(scope.weight) || !std::isfinite(scope.bias)) {
+      return InvalidArgumentError("scope holds a value that is not finite");
+    }
+  } else if (!scope.mean.empty() || !scope.scale.empty()) {
+    return InvalidArgumentError("scope has means or scales but no weights");
+  }
   size_t present = 0;
   for (int64_t l = 0; l < n_layers; ++l) {
     for (int i = 0; i < kNumLoraTargets; ++i) {

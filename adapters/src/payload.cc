@@ -49,6 +49,17 @@ void FillManifest(const Adapter& a, size_t tensor_count, v1::AdapterManifest& m)
   m.set_parent_version(a.parent_version);
   m.set_created_unix_ms(a.created_unix_ms);
   m.set_tensor_count(static_cast<int64_t>(tensor_count));
+  if (!a.scope.empty()) {
+    v1::AdapterScope* sc = m.mutable_scope();
+    sc->set_layer(a.scope.layer);
+    sc->mutable_mean()->Add(a.scope.mean.begin(), a.scope.mean.end());
+    sc->mutable_scale()->Add(a.scope.scale.begin(), a.scope.scale.end());
+    sc->mutable_weight()->Add(a.scope.weight.begin(), a.scope.weight.end());
+    sc->set_bias(a.scope.bias);
+    sc->set_fitted_in(a.scope.fitted_in);
+    sc->set_fitted_out(a.scope.fitted_out);
+    sc->set_misplaced(a.scope.misplaced);
+  }
 }
 
 Status ReadManifest(const v1::AdapterManifest& m, Adapter& a) {
@@ -71,6 +82,17 @@ Status ReadManifest(const v1::AdapterManifest& m, Adapter& a) {
   a.lineage.assign(m.lineage().begin(), m.lineage().end());
   a.parent_version = m.parent_version();
   a.created_unix_ms = m.created_unix_ms();
+  if (m.has_scope()) {
+    const v1::AdapterScope& sc = m.scope();
+    a.scope.layer = sc.layer();
+    a.scope.mean.assign(sc.mean().begin(), sc.mean().end());
+    a.scope.scale.assign(sc.scale().begin(), sc.scale().end());
+    a.scope.weight.assign(sc.weight().begin(), sc.weight().end());
+    a.scope.bias = sc.bias();
+    a.scope.fitted_in = sc.fitted_in();
+    a.scope.fitted_out = sc.fitted_out();
+    a.scope.misplaced = sc.misplaced();
+  }
   if (a.n_layers < 1 || a.n_layers > kMaxLayers) {
     return InvalidArgumentError("n_layers " + std::to_string(a.n_layers) + " is out of range");
   }

@@ -42,6 +42,32 @@ TEST(Adapter, RejectsNonFiniteWeights) {
   EXPECT_EQ(a.Validate().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(Adapter, RejectsAScopeThatCannotBeRead) {
+  auto scoped = [] {
+    Adapter a = MakeAdapter(1);
+    a.scope.layer = 1;
+    a.scope.mean = {0, 0};
+    a.scope.scale = {1, 1};
+    a.scope.weight = {1, -1};
+    return a;
+  };
+  EXPECT_TRUE(scoped().Validate().ok());
+  Adapter a = scoped();
+  a.scope.layer = a.n_layers + 1;
+  Status s = a.Validate();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("scope layer"), std::string::npos) << s.message();
+  a = scoped();
+  a.scope.scale.pop_back();
+  EXPECT_EQ(a.Validate().code(), StatusCode::kInvalidArgument);
+  a = scoped();
+  a.scope.bias = std::nan("");
+  EXPECT_EQ(a.Validate().code(), StatusCode::kInvalidArgument);
+  a = scoped();
+  a.scope.weight.clear();  // means without weights
+  EXPECT_EQ(a.Validate().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(Adapter, RejectsPairForTargetNotListed) {
   Adapter a = MakeAdapter(1);
   a.targets = {LoraTarget::kQ};

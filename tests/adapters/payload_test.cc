@@ -29,6 +29,30 @@ TEST(Payload, RoundTripsEveryField) {
   EXPECT_EQ(*back, a);
 }
 
+TEST(Payload, RoundTripsTheScope) {
+  Adapter a = MakeAdapter(7);
+  a.scope.layer = 1;
+  a.scope.mean = {0.5f, -1.0f, 2.0f};
+  a.scope.scale = {1.0f, 0.25f, 3.0f};
+  a.scope.weight = {0.1f, -0.2f, 0.3f};
+  a.scope.bias = -0.75;
+  a.scope.fitted_in = 12;
+  a.scope.fitted_out = 80;
+  a.scope.misplaced = 1;
+  auto bytes = EncodePayload(a);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  auto back = DecodePayload(*bytes, "mem");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->scope, a.scope);
+  // A scoped adapter is another version than the same tensors unscoped.
+  auto plain = EncodePayload(MakeAdapter(7));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_NE(PayloadVersionId(*bytes), PayloadVersionId(*plain));
+  auto unscoped = DecodePayload(*plain, "mem");
+  ASSERT_TRUE(unscoped.ok());
+  EXPECT_TRUE(unscoped->scope.empty());
+}
+
 TEST(Payload, EncodingIsDeterministicSoTheIdIsContentAddressed) {
   auto x = EncodePayload(MakeAdapter(3));
   auto y = EncodePayload(MakeAdapter(3));

@@ -72,6 +72,24 @@ inline constexpr int64_t kMaxDim = 1 << 20;
 inline constexpr size_t kMaxLineageEntries = 1 << 20;
 inline constexpr size_t kMaxMapEntries = 4096;
 
+// The requests an adapter answers (docs/adapters.md, "Scope"): a linear
+// probe on the base model's hidden states, fitted when the adapter is
+// trained. A request's last user message is embedded as the mean, over its
+// tokens after the first, of the base model's hidden state after `layer`
+// layers, x; the adapter answers when
+// weight . ((x - mean) * scale) + bias > 0, and the base model otherwise.
+// Empty (no weight): the adapter answers every request.
+struct Scope {
+  int64_t layer = 0;                       // in [1, n_layers]
+  std::vector<float> mean, scale, weight;  // [hidden] each
+  double bias = 0.0;
+  // Fitting figures, for reports: the texts it was fitted on, in and out of
+  // scope, and how many of them it puts on the wrong side.
+  int64_t fitted_in = 0, fitted_out = 0, misplaced = 0;
+  bool empty() const { return weight.empty(); }
+  bool operator==(const Scope&) const = default;
+};
+
 struct Adapter {
   // --- the base model it was trained for
   std::string base_fingerprint;
@@ -96,6 +114,9 @@ struct Adapter {
   std::vector<std::string> lineage;       // event ids or ranges "FIRST..LAST"
   std::string parent_version;             // full version id (64 hex), or empty
   int64_t created_unix_ms = 0;
+
+  // --- the requests it answers (empty: all)
+  Scope scope;
 
   bool HasTarget(LoraTarget t) const;
 
