@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "attune/runtime/scope.h"
+
 namespace attune::runtime {
 
 adapters::BaseModelInfo BaseInfo(const Model& model) {
@@ -20,8 +22,10 @@ Result<std::shared_ptr<const ActiveAdapter>> MakeActiveAdapter(const Model& mode
                                                                std::string version) {
   const adapters::BaseModelInfo base = BaseInfo(model);
   RETURN_IF_ERROR(CheckAdapterFits(base, adapter, version));
+  RETURN_IF_ERROR(CheckScopeFits(model, adapter.scope));
   auto out = std::make_shared<ActiveAdapter>();
   out->version = std::move(version);
+  out->scope = adapter.scope;
   out->weights.scale = LoraScale(adapter.alpha, adapter.rank, adapter.rslora);
   out->weights.layers.resize(adapter.layers.size());
   for (size_t l = 0; l < adapter.layers.size(); ++l) {

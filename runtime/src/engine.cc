@@ -1,11 +1,14 @@
 #include "attune/runtime/engine.h"
 
+#include "attune/runtime/scope.h"
+
 #include <ATen/ATen.h>
 
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/generate.h"
 #include "attune/runtime/model.h"
 #include "attune/runtime/prompt_cache.h"
+#include "attune/runtime/scope.h"
 
 namespace attune::runtime {
 
@@ -73,20 +76,35 @@ const std::string& Engine::fingerprint() const { return model_->fingerprint(); }
 Result<GenerateResult> Engine::Chat(const std::vector<ChatMessage>& messages, const GenerateOptions& options,
                                     const TextCallback& on_text) const {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptIds(*model_, messages));
-  return GenerateIds(ids, options, on_text);
+  const std::string* last_user = nullptr;
+  for (const ChatMessage& m : messages) {
+    if (m.role == "user") last_user = &m.content;
+  }
+  return GenerateScoped(ids, options, on_text, last_user);
 }
 
 Result<GenerateResult> Engine::Complete(const std::string& prompt, const GenerateOptions& options,
                                         const TextCallback& on_text) const {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, TextIds(*model_, prompt));
-  return GenerateIds(ids, options, on_text);
+  return GenerateScoped(ids, options, on_text, &prompt);
 }
 
 Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, const GenerateOptions& options,
                                            const TextCallback& on_text) const {
+  return GenerateScoped(prompt, options, on_text, nullptr);
+}
+
+Result<GenerateResult> Engine::GenerateScoped(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                              const TextCallback& on_text, const std::string* scope_text) const {
   // Pin one adapter snapshot for the whole generation.
   std::shared_ptr<const ActiveAdapter> adapter = options.adapter;
   if (!adapter && options.use_active_adapter) adapter = slot_->slot.Pin();
+  // A scoped adapter leaves what it was not trained about to the base.
+  std::string out_of_scope;
+  if (adapter && scope_text && !adapter->scope.empty() && !InScope(*model_, adapter->scope, *scope_text)) {
+    out_of_scope = adapter->version;
+    adapter = nullptr;
+  }
   // Merged mode serves a model with the adapter folded in, with no LoRA term.
   const Model& model = adapter && adapter->merged ? *adapter->merged : *model_;
   const LoraWeights* lora = adapter && !adapter->merged ? &adapter->weights : nullptr;
@@ -96,6 +114,7 @@ Result<GenerateResult> Engine::GenerateIds(const std::vector<int32_t>& prompt, c
   ASSIGN_OR_RETURN(GenerateResult result,
                    Generate(model, lora, prompt, options, on_text, slot_->prompts ? &reuse : nullptr));
   result.adapter_version = adapter ? adapter->version : "";
+  result.out_of_scope_version = out_of_scope;
   return result;
 }
 

@@ -190,6 +190,12 @@ adapters::BaseModelInfo LeanEngine::base_info() const {
 
 Status LeanEngine::SetAdapter(const adapters::Adapter& adapter, const std::string& version) {
   RETURN_IF_ERROR(CheckAdapterFits(base_info(), adapter, version));
+  if (!adapter.scope.empty()) {
+    // Judging a scope runs the base's layers through LibTorch.
+    return FailedPreconditionError("adapter '" + version +
+                                   "' has a scope, which this engine cannot judge (hint: serve it with the LibTorch "
+                                   "engine, or train it without a scope)");
+  }
   auto a = std::make_shared<LeanAdapter>();
   a->version = version;
   a->adapter = std::make_shared<const adapters::Adapter>(adapter);

@@ -97,6 +97,16 @@ TEST(LeanEngineTest, AdapterChangesTheReplyAndAForeignOneIsRefused) {
   Status s = e->SetAdapter(foreign, "foreign");
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
   EXPECT_EQ(e->adapter_version(), "");
+  // A scope needs LibTorch's layers to judge: refused, never served unscoped.
+  adapters::Adapter scoped = testing::RandomAdapter(e->base_info(), 3);
+  scoped.scope.layer = 1;
+  scoped.scope.mean = {0.0f};
+  scoped.scope.scale = {1.0f};
+  scoped.scope.weight = {1.0f};
+  s = e->SetAdapter(scoped, "scoped");
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("scope"), std::string::npos) << s.message();
+  EXPECT_EQ(e->adapter_version(), "");
   ASSERT_TRUE(e->SetAdapter(testing::RandomAdapter(e->base_info(), 3), "r3").ok());
   EXPECT_EQ(e->adapter_version(), "r3");
   auto adapted = e->NextTokenLogits(ids);

@@ -19,6 +19,8 @@ namespace attune::runtime {
 struct ActiveAdapter {
   std::string version;  // registry version id, or a label for files
   LoraWeights weights;
+  // The requests it answers (runtime/scope.h); empty: all of them.
+  adapters::Scope scope;
   // Merged mode: the base with this adapter folded in; generations use it
   // with no LoRA term. Null in the default, unmerged mode.
   std::shared_ptr<const Model> merged;

@@ -74,6 +74,9 @@ struct GenerateResult {
   std::string finish_reason;
   // The adapter version that produced every token; "" for the base model.
   std::string adapter_version;
+  // The version of a scoped adapter that left this request to the base
+  // model (runtime/scope.h); "" otherwise. adapter_version is "" then.
+  std::string out_of_scope_version;
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
@@ -89,14 +92,18 @@ class Engine {
   ~Engine();
 
   // Renders `messages` with the model's chat template and generates the
-  // assistant's reply. FailedPrecondition when the prompt does not fit the
+  // assistant's reply. A scoped adapter (runtime/scope.h) answers only when
+  // the last user message is in its scope; the base model answers the
+  // rest (GenerateResult::out_of_scope_version). FailedPrecondition when the prompt does not fit the
   // context; InvalidArgument for bad options.
   Result<GenerateResult> Chat(const std::vector<ChatMessage>& messages, const GenerateOptions& options,
                               const TextCallback& on_text = nullptr) const;
-  // Generates a continuation of raw prompt text (special tokens parsed).
+  // Generates a continuation of raw prompt text (special tokens parsed); a
+  // scoped adapter judges the whole text.
   Result<GenerateResult> Complete(const std::string& prompt, const GenerateOptions& options,
                                   const TextCallback& on_text = nullptr) const;
-  // Generates from prompt token ids.
+  // Generates from prompt token ids. There is no text to judge: a scoped
+  // adapter answers.
   Result<GenerateResult> GenerateIds(const std::vector<int32_t>& prompt, const GenerateOptions& options,
                                      const TextCallback& on_text = nullptr) const;
 
@@ -126,6 +133,9 @@ class Engine {
  private:
   struct Slot;
   Engine(std::shared_ptr<const Model> model, bool merged, size_t prompt_cache_bytes);
+  // GenerateIds with `scope_text` (null: none) judged by a scoped adapter.
+  Result<GenerateResult> GenerateScoped(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                        const TextCallback& on_text, const std::string* scope_text) const;
   std::shared_ptr<const Model> model_;
   bool merged_ = false;
   std::unique_ptr<Slot> slot_;
