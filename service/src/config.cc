@@ -118,6 +118,7 @@ std::map<std::string, std::map<std::string, Reader>> Readers(ServiceConfig& c) {
         {"anchor_max_tokens", Int(&tr.anchor_max_tokens)},
         {"anchor_selection", Str(&tr.anchor_selection)},
         {"anchor_margin_boost", Num(&tr.anchor_margin_boost)},
+        {"scope", Bool(&tr.scope)},
         {"contrast_anchors", Int(&tr.contrast_anchors)},
         {"null_space_energy", Num(&tr.null_space_energy)},
         {"question_dropout_copies", Int(&tr.question_dropout_copies)},

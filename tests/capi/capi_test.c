@@ -251,6 +251,7 @@ static void TestBadChatInputs(void) {
       {"{\"threads\": -1}", "training.threads"},
       {"{\"null_space_energy\": 1}", "training.null_space_energy"},
       {"{\"contrast_anchors\": -1}", "training.contrast_anchors"},
+      {"{\"scope\": 1}", "training.scope"},
       {"{\"neftune_alpha\": -5}", "training.neftune_alpha"},
       {"{\"question_dropout_copies\": 17}", "training.question_dropout_copies"},
       {"{\"question_dropout_p\": 0}", "training.question_dropout_p"},

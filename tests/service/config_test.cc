@@ -39,6 +39,7 @@ threads = 1
 null_space_energy = 0.97
 contrast_anchors = 16
 anchor_margin_boost = 4
+scope = true
 question_dropout_copies = 2
 question_dropout_p = 0.25
 question_dropout_weight = 1.5
@@ -73,6 +74,7 @@ replay_loss_floor = 0.001
   EXPECT_DOUBLE_EQ(c->trainer.null_space_energy, 0.97);
   EXPECT_EQ(c->trainer.contrast_anchors, 16);
   EXPECT_DOUBLE_EQ(c->trainer.anchor_margin_boost, 4);
+  EXPECT_TRUE(c->trainer.scope);
   EXPECT_EQ(c->trainer.question_dropout_copies, 2);
   EXPECT_DOUBLE_EQ(c->trainer.question_dropout_p, 0.25);
   EXPECT_DOUBLE_EQ(c->trainer.question_dropout_weight, 1.5);

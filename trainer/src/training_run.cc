@@ -13,7 +13,9 @@
 #include "attune/core/log.h"
 #include "attune/feedback/supersede.h"
 #include "attune/runtime/adapter_slot.h"
+#include "attune/runtime/scope.h"
 #include "attune/trainer/forget.h"
+#include "anchors.h"
 
 namespace attune::trainer {
 
@@ -171,6 +173,36 @@ Result<size_t> DropSuperseded(const replay::Store& store, replay::SampleBatch* b
   return dropped;
 }
 
+// The candidate's scope (TrainerOptions::scope): in, the last user message
+// of every example the window trained on, new and replayed; out, the
+// anchors' pool and the window's messages asked about no one.
+Status FitCandidateScope(const runtime::Model& model, const TrainerOptions& o, const TrainInput& in,
+                         adapters::Adapter* cand, std::vector<std::string>* notes) {
+  std::vector<std::string> inside;
+  std::set<std::string> seen;
+  for (const auto* examples : {&in.new_examples, &in.replay_examples}) {
+    for (const feedback::Example& e : *examples) {
+      for (auto m = e.context.rbegin(); m != e.context.rend(); ++m) {
+        if (m->role != feedback::Role::kUser) continue;
+        if (seen.insert(m->content).second) inside.push_back(m->content);
+        break;
+      }
+    }
+  }
+  std::vector<std::string> outside = o.anchor_prompts.empty() ? internal::AnchorPool() : o.anchor_prompts;
+  for (std::string& c : internal::ContrastPrompts(inside, int64_t(inside.size()))) {
+    if (!seen.count(c)) outside.push_back(std::move(c));
+  }
+  auto scope = runtime::FitScope(model, inside, outside);
+  if (!scope.ok()) return Status(scope.status().code(), "fitting the scope: " + scope.status().message());
+  cand->scope = std::move(*scope);
+  cand->training_config["scope"] = "probe";
+  notes->push_back("scope fitted on " + std::to_string(cand->scope.fitted_in) + " message(s) in and " +
+                   std::to_string(cand->scope.fitted_out) + " out, " + std::to_string(cand->scope.misplaced) +
+                   " on the wrong side");
+  return Status::Ok();
+}
+
 WindowIdentity IdentityOf(const replay::SampleBatch& b, const std::string& parent) {
   WindowIdentity w;
   for (const auto& e : b.new_events) w.new_event_ids.push_back(e.event.id);
@@ -293,6 +325,7 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
   ASSIGN_OR_RETURN(adapters::Adapter cand, ToAdapter(*model, to.lora, out.adapter));
   cand.parent_version = in.parent_version;
   cand.lineage = lineage;
+  if (to.scope) RETURN_IF_ERROR(FitCandidateScope(*model, to, in, &cand, &res.report.notes));
   const TrainReport& r = out.report;
   adapters::GateInput gate;
   gate.new_loss = r.new_loss_candidate;

@@ -86,6 +86,7 @@ void ReadTrainer(JsonReader& r, trainer::TrainerOptions& t, std::string& targets
   r.Strings("anchor_prompts", t.anchor_prompts);
   r.Number("anchor_weight", t.anchor_weight);
   r.Number("anchor_margin_boost", t.anchor_margin_boost);
+  r.Bool("scope", t.scope);
   r.Int("anchor_max_tokens", t.anchor_max_tokens);
   r.Int("contrast_anchors", t.contrast_anchors);
   r.Number("neftune_alpha", t.neftune_alpha);

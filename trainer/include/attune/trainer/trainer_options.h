@@ -170,6 +170,14 @@ struct TrainerOptions {
   // Default: 0
   double anchor_margin_boost = 0.0;
   int64_t anchor_max_tokens = 48;     // Default: 48
+  // Scope the candidate (adapters::Scope, runtime/scope.h): a probe on the
+  // base model's hidden states, fitted on the window's user messages (in)
+  // against the anchor pool and the contrast prompts (out), so that the
+  // engine lets the base model answer what the window was not about. Not
+  // for windows that teach a way of answering everything (a style, a
+  // language): those need an adapter that answers every request.
+  // Default: false
+  bool scope = false;
   // Contrast anchors: up to this many of the prompts the window teaches
   // answers to (SFT: demonstrations, corrections, thumbs-up; not
   // preferences or thumbs-down, which say how to answer) asked about no

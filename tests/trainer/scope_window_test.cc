@@ -1,0 +1,53 @@
+// TrainerOptions::scope: a window's candidate carries a probe fitted on the
+// window's user messages against the general prompts, which puts the first
+// in its scope and the second out of it.
+#include <gtest/gtest.h>
+
+#include "attune/runtime/scope.h"
+#include "tests/trainer/window_loop.h"
+#include "trainer/src/anchors.h"
+
+namespace attune::trainer {
+namespace {
+
+using testing::Loop;
+
+TEST(ScopeWindowTest, TheCandidateCarriesAScopeFittedOnTheWindowsMessages) {
+  Loop l("scope");
+  l.Add(0, 6);
+  TrainingRunOptions o = Loop::Options();
+  o.trainer.scope = true;
+  auto r = l.Window(-1, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(r->completed);
+  ASSERT_FALSE(r->version.empty());
+  auto a = l.registry->Load(r->version);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_FALSE(a->scope.empty());
+  EXPECT_EQ(a->training_config.at("scope"), "probe");
+  EXPECT_EQ(a->scope.fitted_in, 6);  // "my fact 0?" ... "my fact 5?"
+  // The pool, and the six asked about no one ("a fact 0?").
+  EXPECT_EQ(a->scope.fitted_out, int64_t(internal::AnchorPool().size()) + 6);
+  bool noted = false;
+  for (const auto& n : r->report.notes) noted |= n.find("scope fitted on 6 message(s) in") != std::string::npos;
+  EXPECT_TRUE(noted);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_TRUE(runtime::InScope(*l.model, a->scope, "my fact " + std::to_string(i) + "?")) << i;
+  }
+  int pool_in = 0;
+  for (const auto& p : internal::AnchorPool()) pool_in += runtime::InScope(*l.model, a->scope, p);
+  EXPECT_LE(pool_in, a->scope.misplaced);
+  EXPECT_LE(a->scope.misplaced, 2);
+
+  // Without the option the next candidate answers everything.
+  l.Add(6, 9);
+  auto plain = l.Window();
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  ASSERT_FALSE(plain->version.empty());
+  auto b = l.registry->Load(plain->version);
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(b->scope.empty());
+}
+
+}  // namespace
+}  // namespace attune::trainer
