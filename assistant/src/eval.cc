@@ -14,6 +14,7 @@
 #include "attune/core/file.h"
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/generate.h"
+#include "attune/runtime/scope.h"
 
 namespace attune::eval {
 namespace {
@@ -368,6 +369,7 @@ Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const 
     }
   }
   std::vector<runtime::AnsweredPrompt> kl_answers;
+  int64_t in_positions = 0, all_positions = 0;
   auto model = assistant.engine().model();
   for (size_t i = 0; i < set.general.size(); ++i) {
     auto x = add("general", set.general[i].question, set.general[i].expect, base.general[i], adapted.general[i]);
@@ -380,8 +382,19 @@ Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const 
       r.untrained_retained += x.base_right && x.adapted_right;
     }
     if (pinned.snapshot) {
+      // A scoped adapter leaves the questions out of its scope to the base:
+      // they count with a KL of 0, as served.
+      const bool in = runtime::InScope(*model, pinned.snapshot->scope, set.general[i].question);
+      r.general_in_scope += in;
       auto a = runtime::AnswerIds(*model, set.general[i].question, base.general[i]);
-      if (a.ok()) kl_answers.push_back(std::move(*a));
+      if (a.ok()) {
+        const int64_t n = std::max<int64_t>(0, int64_t(a->ids.size()) - a->first);
+        all_positions += n;
+        if (in) {
+          in_positions += n;
+          kl_answers.push_back(std::move(*a));
+        }
+      }
     }
   }
   r.recall_before = Percent(r.heldout_base, r.heldout, 0);
@@ -389,7 +402,10 @@ Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const 
   r.trained_recall = Percent(r.trained_adapted, r.trained, 0);
   r.retention = Percent(r.retained, r.known, 100);
   r.untrained_retention = Percent(r.untrained_retained, r.untrained_known, 100);
-  r.forgetting_kl = pinned.snapshot ? runtime::MeanAnswerKl(*model, pinned.snapshot->weights, kl_answers) : 0.0;
+  if (pinned.snapshot && in_positions > 0) {
+    r.forgetting_kl = runtime::MeanAnswerKl(*model, pinned.snapshot->weights, kl_answers) * double(in_positions) /
+                      double(all_positions);
+  }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

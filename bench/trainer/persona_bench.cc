@@ -57,7 +57,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::cerr << "persona_bench: " << why
             << "\nusage: persona_bench --model M [--steps N] [--lr X] [--rank R] [--alpha A] [--targets LIST]"
-               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-margin-boost B] [--anchor-tokens N] [--contrast-anchors N] [--neftune ALPHA] [--question-dropout COPIES] [--question-dropout-p P] [--question-dropout-weight W] [--question-dropout-min-words N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--no-checkpointing] [--graph-memory MB] [--replay-ratio R] [--replay-loss-floor F] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
+               " [--anchors N] [--anchor-selection first|nearest] [--anchor-weight W] [--anchor-margin-boost B] [--scope] [--anchor-tokens N] [--contrast-anchors N] [--neftune ALPHA] [--question-dropout COPIES] [--question-dropout-p P] [--question-dropout-weight W] [--question-dropout-min-words N] [--l2-parent L] [--lr-schedule constant|linear] [--seed S] [--candidate-scale S] [--null-space E] [--early-stopping PATIENCE] [--eval-every STEPS] [--base-products auto|fp32|bf16] [--bf16-base] [--no-checkpointing] [--graph-memory MB] [--replay-ratio R] [--replay-loss-floor F] [--windows N] [--forget OTHER.json] [--json] PERSONA.json ...\n";
   std::exit(2);
 }
 
@@ -86,6 +86,7 @@ Flags Parse(int argc, char** argv) {
     else if (a == "--anchor-selection") f.t.anchor_selection = value();
     else if (a == "--anchor-weight") f.t.anchor_weight = Number(a, value());
     else if (a == "--anchor-margin-boost") f.t.anchor_margin_boost = Number(a, value());
+    else if (a == "--scope") f.t.scope = true;
     else if (a == "--early-stopping") f.t.early_stopping_patience = int64_t(Number(a, value()));
     else if (a == "--eval-every") f.t.eval_every_steps = int64_t(Number(a, value()));
     else if (a == "--contrast-anchors") f.t.contrast_anchors = int64_t(Number(a, value()));
@@ -218,6 +219,7 @@ int RunOne(const Flags& f, const std::string& path) {
                         {"recall_before", r->recall_before}, {"recall", r->recall},
                         {"trained_recall", r->trained_recall}, {"retention", r->retention},
                         {"known", r->known}, {"retained", r->retained}, {"forgetting_kl", r->forgetting_kl},
+                        {"general_in_scope", r->general_in_scope},
                         {"gate_forgetting_kl", run->report.forgetting_kl}, {"promoted", run->promoted},
                         {"train_seconds", train_seconds}, {"trainer_seconds", run->report.wall_seconds},
                         {"phase_seconds",
@@ -255,7 +257,8 @@ int RunWindows(const Flags& f, const std::string& path) {
                         {"facts_so_far", w.facts_so_far}, {"recall", r.recall},
                         {"first_window_recall", first_recall}, {"first_window_facts", w.first_window_facts},
                         {"trained_recall", r.trained_recall}, {"retention", r.retention}, {"known", r.known},
-                        {"retained", r.retained}, {"forgetting_kl", r.forgetting_kl}, {"promoted", w.run.promoted},
+                        {"retained", r.retained}, {"forgetting_kl", r.forgetting_kl}, {"general_in_scope", r.general_in_scope},
+                        {"promoted", w.run.promoted},
                         {"gate", w.run.gate_summary}, {"train_seconds", w.train_seconds},
                         {"trainer_seconds", w.run.report.wall_seconds}};
     if (last) {

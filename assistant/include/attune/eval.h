@@ -112,8 +112,13 @@ struct EvalReport {
   // answers it was not shown.
   int untrained_known = 0, untrained_retained = 0;
   double untrained_retention = 100;
+  // Of `general`, how many the adapter answers itself: all of them, but
+  // for a scoped adapter (runtime/scope.h), which leaves the others to the
+  // base model. 0 for the base itself.
+  int general_in_scope = 0;
   // Mean KL(base || adapted) per position over the base model's replies to
-  // the general questions, teacher-forced; 0 for the base itself.
+  // the general questions, teacher-forced, as served (a question out of a
+  // scoped adapter's scope counts 0); 0 for the base itself.
   double forgetting_kl = 0;
   double seconds = 0;
   std::vector<QuestionResult> results;
