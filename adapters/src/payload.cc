@@ -125,7 +125,7 @@ Status ReadTensor(const v1::AdapterTensor& t, Adapter& a, std::set<std::tuple<in
 Result<std::string> EncodePayload(const Adapter& adapter) {
   RETURN_IF_ERROR(adapter.Validate());
   v1::AdapterPayload payload;
-  payload.set_format_version(kPayloadFormatVersion);
+  payload.set_format_version(adapter.scope.empty() ? kUnscopedPayloadFormatVersion : kPayloadFormatVersion);
   for (int64_t l = 0; l < adapter.n_layers; ++l) {
     for (int i = 0; i < kNumLoraTargets; ++i) {
       const LoraPair& p = adapter.layers[l][i];

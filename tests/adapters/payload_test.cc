@@ -44,10 +44,17 @@ TEST(Payload, RoundTripsTheScope) {
   auto back = DecodePayload(*bytes, "mem");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->scope, a.scope);
+  // A reader that predates scopes refuses the payload instead of serving
+  // the adapter on every request; an unscoped one keeps format 1.
+  v1::AdapterPayload p;
+  ASSERT_TRUE(p.ParseFromString(*bytes));
+  EXPECT_EQ(p.format_version(), 2u);
   // A scoped adapter is another version than the same tensors unscoped.
   auto plain = EncodePayload(MakeAdapter(7));
   ASSERT_TRUE(plain.ok());
   EXPECT_NE(PayloadVersionId(*bytes), PayloadVersionId(*plain));
+  ASSERT_TRUE(p.ParseFromString(*plain));
+  EXPECT_EQ(p.format_version(), 1u);
   auto unscoped = DecodePayload(*plain, "mem");
   ASSERT_TRUE(unscoped.ok());
   EXPECT_TRUE(unscoped->scope.empty());

@@ -18,8 +18,12 @@
 
 namespace attune::adapters {
 
-// The newest payload layout this build writes and reads.
-inline constexpr uint32_t kPayloadFormatVersion = 1;
+// The newest payload layout this build writes and reads. 2: the adapter has
+// a scope (Adapter::scope), which a reader of version 1 would ignore and so
+// serve the adapter on every request; an adapter without one is still
+// written as 1, byte for byte as before.
+inline constexpr uint32_t kPayloadFormatVersion = 2;
+inline constexpr uint32_t kUnscopedPayloadFormatVersion = 1;
 // Readers refuse larger payloads (OutOfRange) before parsing them.
 inline constexpr size_t kMaxPayloadBytes = size_t{1} << 30;
 
