@@ -84,8 +84,22 @@ int Export(const GlobalOptions& g, const ExportFlags& f) {
   }
   auto id = export_::ExportVersion(**reg, f.version, *format, base ? &*base : nullptr, keys.get(), f.output);
   if (!id.ok()) return PrintError(id.status().WithContext("export " + f.version));
+  // PEFT and GGUF-LoRA files hold the weights only, not the scope.
+  bool scope_dropped = false;
+  if (*format != AdapterFormat::kBundle) {
+    auto a = (*reg)->Load(*id);
+    scope_dropped = a.ok() && !a->scope.empty();
+    if (scope_dropped) {
+      std::cerr << "note: " << (*reg)->Label(*id) << " has a scope (docs/adapters.md); a " << f.format
+                << " file holds its weights only, which the tools that load it apply to every request\n";
+    }
+  }
   if (g.json) {
-    PrintJson({{"version", *id}, {"label", (*reg)->Label(*id)}, {"format", f.format}, {"path", f.output}});
+    PrintJson({{"version", *id},
+               {"label", (*reg)->Label(*id)},
+               {"format", f.format},
+               {"path", f.output},
+               {"scope_dropped", scope_dropped}});
   } else {
     std::cout << "exported " << (*reg)->Label(*id) << " (" << adapters::ShortVersion(*id) << ") as " << f.format
               << " to " << f.output << "\n";

@@ -65,6 +65,7 @@ TEST_F(ExportCliTest, ImportExportRoundTripThroughEveryFormat) {
     const std::string out = Dir(std::string("out.") + fmt);
     o = Attune("phone", "export v1 --format " + std::string(fmt) + " -o " + out + " --model " + Model() + " --json");
     ASSERT_EQ(o.code, 0) << fmt << ": " << o.err;
+    EXPECT_EQ(json::parse(o.out)["scope_dropped"], false) << "a PEFT import has no scope";
     o = Attune("phone", "import " + out + " --model " + Model() + " --json");
     ASSERT_EQ(o.code, 0) << fmt << ": " << o.err;
     EXPECT_EQ(json::parse(o.out)["format"], fmt);
