@@ -36,7 +36,8 @@ nlohmann::json ToJson(const eval::EvalReport& r, const std::string& report_path)
           {"retention", r.retention}, {"forgetting_kl", r.forgetting_kl},
           {"heldout", {{"total", r.heldout}, {"base_right", r.heldout_base}, {"adapted_right", r.heldout_adapted}}},
           {"trained", {{"total", r.trained}, {"base_right", r.trained_base}, {"adapted_right", r.trained_adapted}}},
-          {"general", {{"total", r.general}, {"known", r.known}, {"retained", r.retained}}},
+          {"general",
+           {{"total", r.general}, {"known", r.known}, {"retained", r.retained}, {"in_scope", r.general_in_scope}}},
           {"seconds", r.seconds}, {"report", report_path}, {"results", results}};
 }
 
@@ -76,6 +77,10 @@ int RunEval(const GlobalOptions& g, const EvalFlags& f) {
             << "  retention         " << Fixed(r->retention, 0) << "% (" << r->retained << " of the " << r->known
             << " general questions the base answers right, of " << r->general << ")\n"
             << "  forgetting KL     " << Fixed(r->forgetting_kl, 3) << " nats/token\n";
+  if (!r->adapter_version.empty() && r->general_in_scope < r->general) {
+    std::cout << "  scope             the adapter answers " << r->general_in_scope << " of the " << r->general
+              << " general questions, the base the others\n";
+  }
   bool header = false;
   for (const auto& x : r->results) {
     const bool missed = x.kind == "general" ? x.base_right && !x.adapted_right : !x.adapted_right;

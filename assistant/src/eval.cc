@@ -445,6 +445,10 @@ std::string ReportHtmlSections(const EvalReport& r) {
     h << "<tr><td>retention without the upvoted answers<td>" << Fixed(r.untrained_retention, 0) << "% ("
       << r.untrained_retained << " of " << r.untrained_known << ")";
   }
+  if (!r.adapter_version.empty() && r.general_in_scope < r.general) {
+    h << "<tr><td>scope<td>the adapter answers " << r.general_in_scope << " of the " << r.general
+      << " general questions, the base model the others";
+  }
   h << "<tr><td>forgetting KL<td>" << Fixed(r.forgetting_kl, 3) << " nats/token</table>";
   auto table = [&](const char* kind, const char* title, bool only_known) {
     h << "<h3>" << title << "</h3><table><tr><th>question<th>expected<th>base<th>adapted";

@@ -161,6 +161,7 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   EXPECT_EQ(same->untrained_known, 2) << "no question was upvoted";
   EXPECT_EQ(same->untrained_retention, 100);
   EXPECT_EQ(same->forgetting_kl, 0);
+  EXPECT_EQ(same->general_in_scope, 0) << "the base is no adapter";
   EXPECT_EQ(same->trained, 5);
   EXPECT_EQ(same->results.size(), 5u + 1u + 2u);
 
@@ -195,6 +196,7 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   EXPECT_EQ(judged->recall, 100) << judged->results[5].adapted_reply;
   EXPECT_EQ(judged->trained_recall, 100);
   EXPECT_GT(judged->forgetting_kl, 0);
+  EXPECT_EQ(judged->general_in_scope, 2) << "an adapter without a scope answers every question";
   EXPECT_EQ(judged->known, 2);
   EXPECT_EQ(judged->retention, 100.0 * judged->retained / 2);
   const std::string html = HtmlPage("t", ReportHtmlSections(*judged));
@@ -203,6 +205,7 @@ TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   EXPECT_EQ(HtmlPage("t", ReportHtmlSections(*same)).find("without the upvoted"), std::string::npos)
       << "the line shows only when questions were upvoted";
   EXPECT_NE(html.find(run->label), std::string::npos);
+  EXPECT_EQ(html.find("the base model the others"), std::string::npos) << "no scope, no scope line";
 
   o.adapter = "v99";
   auto unknown = Evaluate(a, set, o);
