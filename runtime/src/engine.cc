@@ -1,7 +1,5 @@
 #include "attune/runtime/engine.h"
 
-#include "attune/runtime/scope.h"
-
 #include <ATen/ATen.h>
 
 #include "attune/runtime/adapter_slot.h"
