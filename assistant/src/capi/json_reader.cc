@@ -29,17 +29,18 @@ void JsonReader::Bool(const char* key, bool& out) {
 void JsonReader::Int(const char* key, int64_t& out, int64_t min, int64_t max) {
   auto* v = Find(key, &nlohmann::json::is_number_integer, "an integer");
   if (!v) return;
-  // nlohmann keeps an integer above INT64_MAX as unsigned: over every max.
-  const bool above = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max());
-  const int64_t x = above ? 0 : v->get<int64_t>();
-  if (above || x < min || x > max) {
+  auto refuse = [&](const std::string& written) {
     if (error_.ok()) {
-      const std::string written = above ? std::to_string(v->get<uint64_t>()) : std::to_string(x);
       error_ = InvalidArgumentError(PathOf(key) + ": " + written + " is outside [" + std::to_string(min) + ", " +
                                     std::to_string(max) + "]");
     }
-    return;
+  };
+  // nlohmann keeps an integer above INT64_MAX as unsigned: over every max.
+  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) {
+    return refuse(std::to_string(v->get<uint64_t>()));
   }
+  const int64_t x = v->get<int64_t>();
+  if (x < min || x > max) return refuse(std::to_string(x));
   out = x;
 }
 
