@@ -49,5 +49,30 @@ TEST(ScopeWindowTest, TheCandidateCarriesAScopeFittedOnTheWindowsMessages) {
   EXPECT_TRUE(b->scope.empty());
 }
 
+// The bug: a window whose examples hold no user message (a context of a
+// system turn alone) trained to the end, then failed fitting a scope with
+// nothing in it, and so did every later window replaying the same events.
+TEST(ScopeWindowTest, AWindowWithoutAUserMessageTrainsWithoutAScope) {
+  Loop l("scope_no_user");
+  feedback::Event e;
+  e.id = "sys";
+  e.user_id = "u";
+  e.context = {{feedback::Role::kSystem, "Answer in one word."}};
+  e.signal = feedback::Demonstration{"Fine."};
+  ASSERT_TRUE(l.store->Append(e).ok());
+  TrainingRunOptions o = Loop::Options();
+  o.trainer.scope = true;
+  auto r = l.Window(-1, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(r->completed);
+  ASSERT_FALSE(r->version.empty());
+  auto a = l.registry->Load(r->version);
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->scope.empty());
+  bool noted = false;
+  for (const auto& n : r->report.notes) noted |= n.find("no scope") != std::string::npos;
+  EXPECT_TRUE(noted);
+}
+
 }  // namespace
 }  // namespace attune::trainer

@@ -189,6 +189,10 @@ Status FitCandidateScope(const runtime::Model& model, const TrainerOptions& o, c
       }
     }
   }
+  if (inside.empty()) {
+    notes->push_back("no scope: the window's examples have no user message");
+    return Status::Ok();
+  }
   std::vector<std::string> outside = o.anchor_prompts.empty() ? internal::AnchorPool() : o.anchor_prompts;
   for (std::string& c : internal::ContrastPrompts(inside, int64_t(inside.size()))) {
     if (!seen.count(c)) outside.push_back(std::move(c));
