@@ -118,6 +118,9 @@ trainer::TrainerOptions MeasuredWindow() {
   // Two copies of each taught question of six words or more with some words
   // dropped, at half weight (docs/trainer.md, "Word dropout in the tree").
   t.question_dropout_copies = 2;
+  // The adapter answers what the window was about, the base model the rest
+  // (docs/adapters.md, "Scope"; docs/trainer.md, "Scoped adapters").
+  t.scope = true;
   return t;
 }
 

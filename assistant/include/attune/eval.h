@@ -129,7 +129,8 @@ struct EvalReport {
 // at a learning rate of 2e-3 without dropout, 32 nearest anchors and 16
 // contrast anchors, the null-space constraint at 0.97, the top layers'
 // graphs kept in 768 MB, two word-dropout copies of each taught question of
-// six words or more. The rest are TrainerOptions' defaults.
+// six words or more, and a scope for the candidate. The rest are
+// TrainerOptions' defaults.
 trainer::TrainerOptions MeasuredWindow();
 
 // Greedy replies of version `adapter` ("" = active, "base", "vN", an id).
