@@ -12,9 +12,9 @@ namespace {
 
 using testing::Loop;
 
-TEST(ScopeWindowTest, TheCandidateCarriesAScopeFittedOnTheWindowsMessages) {
-  Loop l("scope");
-  l.Add(0, 6);
+// One window with TrainerOptions::scope over what `l` holds; its result and
+// the candidate it added.
+void TrainScoped(Loop& l, TrainingRunResult* run, adapters::Adapter* adapter) {
   TrainingRunOptions o = Loop::Options();
   o.trainer.scope = true;
   auto r = l.Window(-1, o);
@@ -23,6 +23,18 @@ TEST(ScopeWindowTest, TheCandidateCarriesAScopeFittedOnTheWindowsMessages) {
   ASSERT_FALSE(r->version.empty());
   auto a = l.registry->Load(r->version);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
+  *run = *r;
+  *adapter = *a;
+}
+
+TEST(ScopeWindowTest, TheCandidateCarriesAScopeFittedOnTheWindowsMessages) {
+  Loop l("scope");
+  l.Add(0, 6);
+  TrainingRunResult run;
+  adapters::Adapter adapter;
+  ASSERT_NO_FATAL_FAILURE(TrainScoped(l, &run, &adapter));
+  auto* r = &run;
+  auto* a = &adapter;
   ASSERT_FALSE(a->scope.empty());
   EXPECT_EQ(a->training_config.at("scope"), "probe");
   EXPECT_EQ(a->scope.fitted_in, 6);  // "my fact 0?" ... "my fact 5?"
@@ -60,14 +72,11 @@ TEST(ScopeWindowTest, AWindowWithoutAUserMessageTrainsWithoutAScope) {
   e.context = {{feedback::Role::kSystem, "Answer in one word."}};
   e.signal = feedback::Demonstration{"Fine."};
   ASSERT_TRUE(l.store->Append(e).ok());
-  TrainingRunOptions o = Loop::Options();
-  o.trainer.scope = true;
-  auto r = l.Window(-1, o);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  ASSERT_TRUE(r->completed);
-  ASSERT_FALSE(r->version.empty());
-  auto a = l.registry->Load(r->version);
-  ASSERT_TRUE(a.ok());
+  TrainingRunResult run;
+  adapters::Adapter adapter;
+  ASSERT_NO_FATAL_FAILURE(TrainScoped(l, &run, &adapter));
+  auto* r = &run;
+  auto* a = &adapter;
   EXPECT_TRUE(a->scope.empty());
   bool noted = false;
   for (const auto& n : r->report.notes) noted |= n.find("no scope") != std::string::npos;
