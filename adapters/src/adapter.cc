@@ -52,6 +52,12 @@ std::string TensorName(int64_t layer, LoraTarget target, bool is_b) {
          (is_b ? "b" : "a");
 }
 
+double Scope::Logit(const float* x) const {
+  double z = bias;
+  for (size_t j = 0; j < weight.size(); ++j) z += double(weight[j]) * ((double(x[j]) - mean[j]) * scale[j]);
+  return z;
+}
+
 bool Adapter::HasTarget(LoraTarget t) const { return std::find(targets.begin(), targets.end(), t) != targets.end(); }
 
 Status Adapter::Validate() const {

@@ -22,7 +22,6 @@ Result<std::shared_ptr<const ActiveAdapter>> MakeActiveAdapter(const Model& mode
                                                                std::string version) {
   const adapters::BaseModelInfo base = BaseInfo(model);
   RETURN_IF_ERROR(CheckAdapterFits(base, adapter, version));
-  RETURN_IF_ERROR(CheckScopeFits(model, adapter.scope));
   auto out = std::make_shared<ActiveAdapter>();
   out->version = std::move(version);
   out->scope = adapter.scope;

@@ -98,4 +98,12 @@ std::string ChatTemplate::TurnSuffix() const {
   return format_ == ChatFormat::kChatMl ? "<|im_end|>\n" : "<|eot_id|>";
 }
 
+const std::string* LastUserMessage(const std::vector<ChatMessage>& messages) {
+  const std::string* last = nullptr;
+  for (const ChatMessage& m : messages) {
+    if (m.role == "user") last = &m.content;
+  }
+  return last;
+}
+
 }  // namespace attune::runtime

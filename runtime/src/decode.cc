@@ -104,10 +104,10 @@ void AttendHead(const float* q, const float* kc, const float* vc, int64_t len, i
 
 namespace {
 
-// Rows [0, n) of one chunk through every layer; the hidden states stay in
-// s->x for the caller.
+// Rows [0, n) of one chunk through the first `n_layers` layers; the hidden
+// states stay in s->x for the caller.
 void LayersForward(const PlainWeights& m, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
-                   DecodeScratch* s) {
+                   DecodeScratch* s, size_t n_layers) {
   const ModelConfig& c = m.config;
   const int64_t hidden = c.hidden, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = H / Hkv, I = c.intermediate;
   const int64_t pos0 = cache->length, cap = cache->capacity;
@@ -122,7 +122,7 @@ void LayersForward(const PlainWeights& m, const PlainLora* lora, const int32_t* 
   size(s->up, I);
   for (int64_t i = 0; i < n; ++i) RowOf(*m.embed, tokens[i], s->x.data() + i * hidden);
   kernels::ThreadPool& pool = kernels::ThreadPool::Default();
-  for (size_t li = 0; li < m.layers.size(); ++li) {
+  for (size_t li = 0; li < n_layers; ++li) {
     const PlainLayer& L = m.layers[li];
     for (int64_t i = 0; i < n; ++i) RmsNorm(s->x.data() + i * hidden, L.attn_norm, hidden, c.rms_eps, s->h.data() + i * hidden);
     Project(m, lora, li, {kQ, kK, kV}, s->h.data(), n, {s->q.data(), s->k.data(), s->v.data()}, s);
@@ -182,7 +182,7 @@ void ForwardRows(const PlainWeights& m, const PlainLora* lora, const int32_t* to
   int64_t done = 0;
   while (done < n) {
     const int64_t rows = std::min(kChunk, n - done);
-    LayersForward(m, lora, tokens + done, rows, cache, s);
+    LayersForward(m, lora, tokens + done, rows, cache, s, m.layers.size());
     done += rows;
     if (done == n) {
       const int64_t hidden = m.config.hidden;
@@ -190,6 +190,27 @@ void ForwardRows(const PlainWeights& m, const PlainLora* lora, const int32_t* to
       MulVec(*m.output, s->h.data(), logits);
     }
   }
+}
+
+std::vector<float> MeanHiddenState(const PlainWeights& m, const int32_t* tokens, int64_t n, int64_t layers,
+                                   PlainCache* cache, DecodeScratch* s) {
+  constexpr int64_t kChunk = 256;
+  const int64_t hidden = m.config.hidden;
+  // One token: its own state; more: the mean over those after the first.
+  const int64_t skip = n > 1 ? 1 : 0;
+  std::vector<double> sum(size_t(hidden), 0.0);
+  for (int64_t done = 0; done < n;) {
+    const int64_t rows = std::min(kChunk, n - done);
+    LayersForward(m, nullptr, tokens + done, rows, cache, s, size_t(layers));
+    for (int64_t i = std::max<int64_t>(0, skip - done); i < rows; ++i) {
+      const float* x = s->x.data() + i * hidden;
+      for (int64_t j = 0; j < hidden; ++j) sum[size_t(j)] += x[j];
+    }
+    done += rows;
+  }
+  std::vector<float> mean(static_cast<size_t>(hidden));
+  for (int64_t j = 0; j < hidden; ++j) mean[size_t(j)] = float(sum[size_t(j)] / double(n - skip));
+  return mean;
 }
 
 }  // namespace attune::runtime

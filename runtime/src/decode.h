@@ -25,4 +25,12 @@ struct DecodeScratch {
 void ForwardRows(const PlainWeights& model, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
                  float* logits, DecodeScratch* scratch);
 
+// The base model's hidden state after its first `layers` layers (no
+// adapter), averaged over tokens[1, n), or tokens[0] alone when n == 1:
+// what an adapter's scope reads (runtime/scope.h), [hidden]. Fills the
+// cache's first `layers` layers from position cache->length on.
+// REQUIRES: n >= 1; 1 <= layers <= n_layers; cache->length + n <= capacity.
+std::vector<float> MeanHiddenState(const PlainWeights& model, const int32_t* tokens, int64_t n, int64_t layers,
+                                   PlainCache* cache, DecodeScratch* scratch);
+
 }  // namespace attune::runtime

@@ -74,11 +74,7 @@ const std::string& Engine::fingerprint() const { return model_->fingerprint(); }
 Result<GenerateResult> Engine::Chat(const std::vector<ChatMessage>& messages, const GenerateOptions& options,
                                     const TextCallback& on_text) const {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptIds(*model_, messages));
-  const std::string* last_user = nullptr;
-  for (const ChatMessage& m : messages) {
-    if (m.role == "user") last_user = &m.content;
-  }
-  return GenerateScoped(ids, options, on_text, last_user);
+  return GenerateScoped(ids, options, on_text, LastUserMessage(messages));
 }
 
 Result<GenerateResult> Engine::Complete(const std::string& prompt, const GenerateOptions& options,

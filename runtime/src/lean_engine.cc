@@ -63,6 +63,12 @@ struct LeanEngine::Impl {
   adapters::SnapshotSlot<LeanAdapter> slot;  // the installed adapter
 
   Status Load(const LeanEngineOptions& o);
+  // Whether a scoped adapter answers `text` (runtime/scope.h's rule over
+  // the lean forward pass); a text that cannot be judged is out of scope.
+  bool InScope(const adapters::Scope& scope, const std::string& text) const;
+  // scope_text: what a scoped adapter judges (nullptr: nothing; it answers).
+  Result<GenerateResult> Generate(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                  const TextCallback& on_text, const std::string* scope_text) const;
 };
 
 Status LeanEngine::Impl::Load(const LeanEngineOptions& o) {
@@ -190,12 +196,6 @@ adapters::BaseModelInfo LeanEngine::base_info() const {
 
 Status LeanEngine::SetAdapter(const adapters::Adapter& adapter, const std::string& version) {
   RETURN_IF_ERROR(CheckAdapterFits(base_info(), adapter, version));
-  if (!adapter.scope.empty()) {
-    // Judging a scope runs the base's layers through LibTorch.
-    return FailedPreconditionError("adapter '" + version +
-                                   "' has a scope, which this engine cannot judge (hint: serve it with the LibTorch "
-                                   "engine, or train it without a scope)");
-  }
   auto a = std::make_shared<LeanAdapter>();
   a->version = version;
   a->adapter = std::make_shared<const adapters::Adapter>(adapter);
@@ -213,40 +213,64 @@ std::string LeanEngine::adapter_version() const {
 Result<GenerateResult> LeanEngine::Chat(const std::vector<ChatMessage>& messages, const GenerateOptions& options,
                                         const TextCallback& on_text) const {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptIds(impl_->tokenizer.get(), impl_->chat.get(), messages));
-  return GenerateIds(ids, options, on_text);
+  return impl_->Generate(ids, options, on_text, LastUserMessage(messages));
 }
 
 Result<GenerateResult> LeanEngine::Complete(const std::string& prompt, const GenerateOptions& options,
                                             const TextCallback& on_text) const {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, TextIds(impl_->tokenizer.get(), prompt));
-  return GenerateIds(ids, options, on_text);
+  return impl_->Generate(ids, options, on_text, &prompt);
 }
 
 Result<GenerateResult> LeanEngine::GenerateIds(const std::vector<int32_t>& prompt, const GenerateOptions& options,
                                                const TextCallback& on_text) const {
+  return impl_->Generate(prompt, options, on_text, nullptr);
+}
+
+bool LeanEngine::Impl::InScope(const adapters::Scope& scope, const std::string& text) const {
+  auto ids = TextIds(tokenizer.get(), text);
+  if (!ids.ok() || ids->empty()) return false;  // cannot be judged: the base answers
+  const int64_t limit = config.context_length > 0 ? config.context_length : 2048;
+  if (int64_t(ids->size()) > limit) ids->resize(size_t(limit));
+  LeanCache kv(config, int64_t(ids->size()));
+  DecodeScratch scratch;
+  const std::vector<float> x = MeanHiddenState(plain, ids->data(), int64_t(ids->size()), scope.layer, &kv.view, &scratch);
+  return scope.Logit(x.data()) > 0;
+}
+
+Result<GenerateResult> LeanEngine::Impl::Generate(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                                  const TextCallback& on_text, const std::string* scope_text) const {
   if (options.adapter) return InvalidArgumentError("the LibTorch-free engine serves its installed adapter only (GenerateOptions::adapter)");
-  const ModelConfig& c = impl_->config;
+  const ModelConfig& c = config;
   RETURN_IF_ERROR(CheckGeneration(c, prompt, options));
-  std::shared_ptr<const LeanAdapter> adapter = options.use_active_adapter ? impl_->slot.Pin() : nullptr;
+  std::shared_ptr<const LeanAdapter> adapter = options.use_active_adapter ? slot.Pin() : nullptr;
+  // A scoped adapter leaves what it was not trained about to the base, as
+  // the Engine's does.
+  std::string out_of_scope;
+  if (adapter && scope_text && !adapter->adapter->scope.empty() && !InScope(adapter->adapter->scope, *scope_text)) {
+    out_of_scope = adapter->version;
+    adapter = nullptr;
+  }
   const PlainLora* lora = adapter ? &adapter->lora : nullptr;
   GenerateResult result;
   result.prompt_tokens = int(prompt.size());
   result.adapter_version = adapter ? adapter->version : "";
+  result.out_of_scope_version = out_of_scope;
   LeanCache kv(c, GenerationCapacity(c, prompt, options));
   PlainCache& cache = kv.view;
   DecodeScratch scratch;
   std::vector<float> logits(size_t(c.vocab_size));
   auto t0 = Clock::now();
-  ForwardRows(impl_->plain, lora, prompt.data(), int64_t(prompt.size()), &cache, logits.data(), &scratch);
+  ForwardRows(plain, lora, prompt.data(), int64_t(prompt.size()), &cache, logits.data(), &scratch);
   auto t1 = Clock::now();
   result.prefill_seconds = Seconds(t0, t1);
   std::vector<int32_t> history = prompt;
   auto step = [&](int32_t next, float* out) {
     if (cache.length >= cache.capacity) return false;
-    ForwardRows(impl_->plain, lora, &next, 1, &cache, out, &scratch);
+    ForwardRows(plain, lora, &next, 1, &cache, out, &scratch);
     return true;
   };
-  SampleLoop(c, impl_->tokenizer.get(), impl_->chat.get(), options, on_text, logits.data(), step, &history, &result);
+  SampleLoop(c, tokenizer.get(), chat.get(), options, on_text, logits.data(), step, &history, &result);
   result.decode_seconds = Seconds(t1, Clock::now());
   return result;
 }

@@ -8,6 +8,20 @@ double LoraScale(double alpha, int64_t rank, bool rslora) {
   return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
 }
 
+Status CheckScopeFits(const adapters::Scope& scope, int64_t hidden, int64_t n_layers) {
+  if (scope.empty()) return Status::Ok();
+  if (int64_t(scope.weight.size()) != hidden || scope.mean.size() != scope.weight.size() ||
+      scope.scale.size() != scope.weight.size()) {
+    return FailedPreconditionError("the scope is " + std::to_string(scope.weight.size()) +
+                                   " wide, the model's hidden states " + std::to_string(hidden));
+  }
+  if (scope.layer < 1 || scope.layer > n_layers) {
+    return FailedPreconditionError("the scope reads layer " + std::to_string(scope.layer) + ", the model has " +
+                                   std::to_string(n_layers));
+  }
+  return Status::Ok();
+}
+
 Status CheckAdapterFits(const adapters::BaseModelInfo& base, const adapters::Adapter& adapter, const std::string& version) {
   RETURN_IF_ERROR(adapter.CheckCompatible(base));
   if (int64_t(adapter.layers.size()) != base.n_layers) {
@@ -28,7 +42,8 @@ Status CheckAdapterFits(const adapters::BaseModelInfo& base, const adapters::Ada
       }
     }
   }
-  return Status::Ok();
+  // The scope reads the states the query projection takes in.
+  return CheckScopeFits(adapter.scope, base.dims[kQ].in, base.n_layers).WithContext("adapter '" + version + "'");
 }
 
 PlainLora PlainLoraOf(const adapters::Adapter& adapter) {

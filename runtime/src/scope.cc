@@ -6,13 +6,10 @@
 #include <cmath>
 
 #include "attune/runtime/generate.h"
+#include "attune/runtime/plain_weights.h"
 
 namespace attune::runtime {
 namespace {
-
-at::Tensor Vec(const std::vector<float>& v) {
-  return at::from_blob(const_cast<float*>(v.data()), {int64_t(v.size())}, at::kFloat).clone();
-}
 
 std::vector<float> Floats(const at::Tensor& t) {
   at::Tensor c = t.to(at::kFloat).contiguous();
@@ -103,26 +100,15 @@ Result<adapters::Scope> FitScope(const Model& model, const std::vector<std::stri
 }
 
 Status CheckScopeFits(const Model& model, const adapters::Scope& scope) {
-  if (scope.empty()) return Status::Ok();
-  const int64_t hidden = model.config().hidden;
-  if (int64_t(scope.weight.size()) != hidden) {
-    return FailedPreconditionError("the adapter's scope is " + std::to_string(scope.weight.size()) +
-                                   " wide, the model's hidden states " + std::to_string(hidden));
-  }
-  if (scope.layer < 1 || scope.layer > int64_t(model.layers().size())) {
-    return FailedPreconditionError("the adapter's scope reads layer " + std::to_string(scope.layer) +
-                                   ", the model has " + std::to_string(model.layers().size()));
-  }
-  return Status::Ok();
+  return CheckScopeFits(scope, model.config().hidden, int64_t(model.layers().size()));
 }
 
 Result<double> ScopeScore(const Model& model, const adapters::Scope& scope, const std::string& text) {
   RETURN_IF_ERROR(CheckScopeFits(model, scope));
   if (scope.empty()) return InvalidArgumentError("the scope is empty");
   ASSIGN_OR_RETURN(at::Tensor x, ScopeFeatures(model, text, scope.layer));
-  at::NoGradGuard no_grad;
-  const at::Tensor z = (x - Vec(scope.mean)) * Vec(scope.scale);
-  return at::dot(z, Vec(scope.weight)).item<double>() + scope.bias;
+  const std::vector<float> f = Floats(x);
+  return scope.Logit(f.data());
 }
 
 bool InScope(const Model& model, const adapters::Scope& scope, const std::string& text) {

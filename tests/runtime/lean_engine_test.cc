@@ -86,6 +86,58 @@ TEST(LeanEngineTest, TinyChatModelAnswersItsOwnFacts) {
   EXPECT_TRUE(none->tokens.empty());
 }
 
+// A scoped adapter answers the requests its probe takes in and leaves the
+// others to the base model; raw ids carry no message and get the adapter.
+// (ScopeTest checks the judgement against the Engine's on a fitted probe.)
+TEST(LeanEngineTest, AScopedAdapterLeavesWhatIsOutOfScopeToTheBase) {
+  auto e = Open("models/tiny_chat.gguf");
+  ASSERT_TRUE(e);
+  const int64_t hidden = e->config().hidden;
+  auto chat = [&](const std::string& q) {
+    auto r = e->Chat({{"system", "be brief"}, {"user", q}, {"assistant", "?"}, {"user", "dog?"}}, Greedy(8));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : GenerateResult{};
+  };
+  const GenerateResult base = chat("sieil?");
+  adapters::Adapter adapter = testing::RandomAdapter(e->base_info(), 3);
+  ASSERT_TRUE(e->SetAdapter(adapter, "plain").ok());
+  const GenerateResult adapted = chat("sieil?");
+  ASSERT_NE(adapted.tokens, base.tokens);
+  // The probe's weights are zero: its bias alone puts every request in
+  // (+1) or out (-1), whatever the hidden state after layer 1 holds.
+  adapters::Scope& scope = adapter.scope;
+  scope.layer = 1;
+  scope.mean.assign(size_t(hidden), 0.0f);
+  scope.scale.assign(size_t(hidden), 1.0f);
+  scope.weight.assign(size_t(hidden), 0.0f);
+  for (double bias : {1.0, -1.0}) {
+    scope.bias = bias;
+    ASSERT_TRUE(e->SetAdapter(adapter, "scoped").ok());
+    const GenerateResult r = chat("sieil?");
+    if (bias > 0) {
+      EXPECT_EQ(r.tokens, adapted.tokens);
+      EXPECT_EQ(r.adapter_version, "scoped");
+      EXPECT_EQ(r.out_of_scope_version, "");
+    } else {
+      EXPECT_EQ(r.tokens, base.tokens);
+      EXPECT_EQ(r.adapter_version, "");
+      EXPECT_EQ(r.out_of_scope_version, "scoped");
+    }
+    auto complete = e->Complete("dog?", Greedy(4));
+    ASSERT_TRUE(complete.ok());
+    EXPECT_EQ(complete->adapter_version, bias > 0 ? "scoped" : "");
+    auto ids = e->GenerateIds({5, 17, 42}, Greedy(4));
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(ids->adapter_version, "scoped");
+  }
+  // A probe that reads a layer the model does not have is refused, and the
+  // adapter installed before stays.
+  scope.layer = e->config().n_layers + 1;
+  Status s = e->SetAdapter(adapter, "deep");
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_EQ(e->adapter_version(), "scoped");
+}
+
 TEST(LeanEngineTest, AdapterChangesTheReplyAndAForeignOneIsRefused) {
   auto e = Open("models/tiny_chat.gguf");
   ASSERT_TRUE(e);
@@ -97,7 +149,7 @@ TEST(LeanEngineTest, AdapterChangesTheReplyAndAForeignOneIsRefused) {
   Status s = e->SetAdapter(foreign, "foreign");
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
   EXPECT_EQ(e->adapter_version(), "");
-  // A scope needs LibTorch's layers to judge: refused, never served unscoped.
+  // A scope that does not fit the model's hidden states is refused.
   adapters::Adapter scoped = testing::RandomAdapter(e->base_info(), 3);
   scoped.scope.layer = 1;
   scoped.scope.mean = {0.0f};

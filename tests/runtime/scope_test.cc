@@ -7,6 +7,7 @@
 
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/engine.h"
+#include "attune/runtime/lean_engine.h"
 #include "tests/runtime/random_adapter.h"
 #include "tests/runtime/test_util.h"
 
@@ -107,6 +108,50 @@ TEST(ScopeTest, AScopedAdapterAnswersItsScopeAndTheBaseTheRest) {
   auto ids = engine->GenerateIds({1, 2, 3}, Greedy());
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(ids->adapter_version, "v2");
+}
+
+// The LibTorch-free engine reads the same hidden states through its own
+// forward pass: a probe fitted on the Engine's judges every request the same
+// way there, and the two engines give the same replies.
+TEST(ScopeTest, TheLeanEngineJudgesAScopeAsTheEngineDoes) {
+  auto engine = OpenTiny();
+  ASSERT_TRUE(engine);
+  LeanEngineOptions lo;
+  lo.model_path = testing::Fixture("models/tiny_llama.gguf");
+  lo.chat_template = "chatml";
+  auto lean = LeanEngine::Open(lo);
+  ASSERT_TRUE(lean.ok()) << lean.status().ToString();
+  const Model& model = *engine->model();
+  adapters::Adapter adapter = testing::RandomAdapter(BaseInfo(model), 5);
+  auto scope = FitScope(model, kInside, kOutside);
+  ASSERT_TRUE(scope.ok()) << scope.status().ToString();
+  adapter.scope = *scope;
+  ASSERT_TRUE(engine->SetAdapter(adapter, "v1").ok());
+  ASSERT_TRUE((*lean)->SetAdapter(adapter, "v1").ok());
+  std::vector<std::string> texts = kInside;
+  texts.insert(texts.end(), kOutside.begin(), kOutside.end());
+  // Texts it was not fitted on, either side.
+  for (const char* t : {"What is my cat's name?", "Where does my brother work?", "What is the capital of Spain?",
+                        "How many wheels does a bicycle have?"}) {
+    texts.push_back(t);
+  }
+  int in = 0;
+  for (const auto& t : texts) {
+    const bool judged_in = InScope(model, *scope, t);
+    in += judged_in;
+    auto a = engine->Chat({{"user", t}}, Greedy());
+    auto b = (*lean)->Chat({{"user", t}}, Greedy());
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(b->adapter_version, judged_in ? "v1" : "") << t;
+    EXPECT_EQ(b->out_of_scope_version, judged_in ? "" : "v1") << t;
+    EXPECT_EQ(b->adapter_version, a->adapter_version) << t;
+    EXPECT_EQ(b->tokens, a->tokens) << t;
+    auto c = (*lean)->Complete(t, Greedy());
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(c->adapter_version, judged_in ? "v1" : "") << t;
+  }
+  EXPECT_GE(in, int(kInside.size()));
+  EXPECT_LT(in, int(texts.size()));
 }
 
 TEST(ScopeTest, AScopeOfAnotherWidthIsRefusedWhenInstalled) {

@@ -87,6 +87,8 @@ struct Scope {
   // scope, and how many of them it puts on the wrong side.
   int64_t fitted_in = 0, fitted_out = 0, misplaced = 0;
   bool empty() const { return weight.empty(); }
+  // weight . ((x - mean) * scale) + bias for features x [weight.size()].
+  double Logit(const float* x) const;
   bool operator==(const Scope&) const = default;
 };
 

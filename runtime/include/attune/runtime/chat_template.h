@@ -16,6 +16,10 @@ struct ChatMessage {
   std::string content;
 };
 
+// The content of the last message with role "user"; nullptr when there is
+// none. What a scoped adapter judges (runtime/scope.h).
+const std::string* LastUserMessage(const std::vector<ChatMessage>& messages);
+
 enum class ChatFormat { kChatMl, kLlama3 };
 
 class ChatTemplate {

@@ -2,7 +2,8 @@
 // stay small (`attune-run`, apps that only answer). It loads GGUF files with
 // their weights quantized in memory (the file's blocks, memory-mapped), runs
 // prefill and decode through the lean forward pass over plain buffers, and
-// serves an unmerged LoRA adapter. Tokens, stops and streaming are the
+// serves an unmerged LoRA adapter, scoped or not (a scope is judged over the
+// same forward pass, runtime/scope.h's rule). Tokens, stops and streaming are the
 // Engine's (engine.h): the same sampling loop and, for the quantized types
 // with many-row kernels, the same forward pass, so both give the same
 // replies. What it does not do: Hugging Face directories, fp32 weights,

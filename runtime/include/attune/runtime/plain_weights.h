@@ -54,10 +54,16 @@ struct PlainCache {
 // with rsLoRA (Kalajdzievski 2023).
 double LoraScale(double alpha, int64_t rank, bool rslora);
 
+// FailedPrecondition naming what differs when `scope` cannot be read from a
+// model of `hidden`-wide hidden states and `n_layers` layers; Ok for an
+// empty scope.
+Status CheckScopeFits(const adapters::Scope& scope, int64_t hidden, int64_t n_layers);
+
 // Checks that `adapter` fits the model `base` describes (fingerprint,
-// architecture, layers, and every present pair's shapes and buffer sizes),
-// so that no view of it can read past a buffer. FailedPrecondition naming
-// the tensor. Values are not checked: a NaN must reach the health watch.
+// architecture, layers, every present pair's shapes and buffer sizes, and
+// its scope's width and layer), so that no view of it can read past a
+// buffer. FailedPrecondition naming the tensor. Values are not checked: a
+// NaN must reach the health watch.
 Status CheckAdapterFits(const adapters::BaseModelInfo& base, const adapters::Adapter& adapter, const std::string& version);
 
 // A view of `adapter`'s buffers. REQUIRES: CheckAdapterFits passed.
