@@ -78,13 +78,6 @@ T OrDie(Result<T> r, const char* what) {
   return std::move(r).value();
 }
 
-void OrDie(const Status& s, const char* what) {
-  if (!s.ok()) {
-    std::cerr << what << ": " << s.ToString() << "\n";
-    std::exit(1);
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
