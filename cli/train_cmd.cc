@@ -34,6 +34,7 @@ struct TrainFlags {
   int64_t early_stopping = 0;
   int64_t eval_every = 5;
   double null_space = 0;
+  bool scope = false;
   int64_t rank = 16;
   double alpha = 32;
   double lr = 1e-3;
@@ -65,6 +66,7 @@ int Train(const GlobalOptions& g, const TrainFlags& f) {
   o.trainer.early_stopping_patience = f.early_stopping;
   o.trainer.eval_every_steps = f.eval_every;
   o.trainer.null_space_energy = f.null_space;
+  o.trainer.scope = f.scope;
   o.trainer.max_memory_mb = f.max_memory_mb;
   o.trainer.micro_batch_size = f.micro_batch;
   o.trainer.gradient_checkpointing = !f.no_checkpointing;
@@ -213,6 +215,9 @@ void AddTrainCommands(CLI::App& app, GlobalOptions& g, CommandResult& r) {
                  "prompts, in [0, 1) (default 0: off; docs/trainer.md)")
       ->check(FiniteNumber())
       ->check(CLI::Range(0.0, 0.999999));
+  t->add_flag("--scope", f.scope,
+              "Fit a scope: the adapter answers messages like the window's and the base model the rest "
+              "(default: off, the adapter answers every request; docs/adapters.md, \"Scope\")");
   t->add_option("--rank", f.rank, "LoRA rank (default 16)")->check(CLI::Range(int64_t(1), int64_t(1024)));
   t->add_option("--alpha", f.alpha, "LoRA alpha (default 32)")->check(FiniteNumber())->check(CLI::PositiveNumber);
   t->add_option("--targets", f.targets, "Adapted maps, from q,k,v,o,gate,up,down (default: all)");

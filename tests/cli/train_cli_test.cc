@@ -16,15 +16,16 @@ using ::attune::testing::Slurp;
 
 class TrainCliTest : public ::testing::Test {
  protected:
-  Output Run(const std::string& args) {
+  // Runs `attune ARGS` on the data directory `data` under the scratch dir.
+  Output Run(const std::string& args, const std::string& data = "data") {
     const std::string out = dir_.path() + "/out", err = dir_.path() + "/err";
-    const std::string cmd = std::string(ATTUNE_CLI) + " " + args + " --data-dir " + dir_.path() + "/data </dev/null >" +
+    const std::string cmd = std::string(ATTUNE_CLI) + " " + args + " --data-dir " + dir_.path() + "/" + data + " </dev/null >" +
                             out + " 2>" + err;
     const int status = std::system(cmd.c_str());
     return Output{ExitCode(status), Slurp(out), Slurp(err)};
   }
   // 24 corrections: enough for a held-out slice (every 10th of >= 20).
-  void ImportFeedback() {
+  void ImportFeedback(const std::string& data = "data") {
     const std::string events = dir_.path() + "/events.jsonl";
     std::ofstream f(events);
     for (int i = 0; i < 24; ++i) {
@@ -37,7 +38,7 @@ class TrainCliTest : public ::testing::Test {
         << "\n";
     }
     f.close();
-    Output o = Run("feedback import " + events);
+    Output o = Run("feedback import " + events, data);
     ASSERT_EQ(o.code, 0) << o.err;
   }
   const std::string tiny_ = std::string(ATTUNE_FIXTURES_DIR) + "/models/tiny_chat.gguf";
@@ -111,6 +112,34 @@ TEST_F(TrainCliTest, NullSpaceFlagReachesTheTrainerAndItsReport) {
     EXPECT_EQ(bad.code, 2) << v << ": " << bad.err;
     EXPECT_NE(bad.err.find("--null-space"), std::string::npos) << bad.err;
   }
+}
+
+// --scope fits a scope on the window's messages (the report says so, and
+// the candidate keeps it); a PEFT export of that candidate holds the weights
+// only, and says so on stderr and in its JSON.
+TEST_F(TrainCliTest, ScopeFlagFitsAScopeThatAPeftExportSaysItDrops) {
+  ImportFeedback();
+  Output o = Run("train --model " + tiny_ + " --max-steps 2 --scope --no-promote --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  const nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_NE(j["report"].dump().find("scope fitted on"), std::string::npos) << o.out;
+  const std::string version = j["version"];
+  ASSERT_FALSE(version.empty()) << o.out;
+  Output e = Run("export " + version + " --format peft -o " + dir_.path() + "/peft --model " + tiny_ + " --json");
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_EQ(nlohmann::json::parse(e.out)["scope_dropped"], true) << e.out;
+  EXPECT_NE(e.err.find("has a scope"), std::string::npos) << e.err;
+  // Without the flag (the same feedback in a second data directory): no
+  // scope, nothing dropped.
+  ImportFeedback("data2");
+  Output off = Run("train --model " + tiny_ + " --max-steps 2 --no-promote --json", "data2");
+  ASSERT_EQ(off.code, 0) << off.err;
+  const nlohmann::json k = nlohmann::json::parse(off.out);
+  EXPECT_EQ(k["report"].dump().find("scope fitted"), std::string::npos) << off.out;
+  e = Run("export " + k["version"].get<std::string>() + " --format peft -o " + dir_.path() + "/peft2 --model " + tiny_ +
+          " --json", "data2");
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_EQ(nlohmann::json::parse(e.out)["scope_dropped"], false) << e.out;
 }
 
 }  // namespace
