@@ -14,7 +14,6 @@
 #include "attune/core/file.h"
 #include "attune/runtime/adapter_slot.h"
 #include "attune/runtime/generate.h"
-#include "attune/runtime/scope.h"
 
 namespace attune::eval {
 namespace {
@@ -287,9 +286,11 @@ Result<Replies> AnswerPinned(Assistant& assistant, const QuestionSet& set, const
   int total = 0, done = 0;
   for (const auto& f : set.facts) total += int((options.ask_taught ? f.taught.size() : 0) + f.heldout.size());
   total += int(set.general.size());
+  bool adapted = false;  // the last reply's
   auto ask = [&](const std::string& q) -> Result<std::string> {
     ASSIGN_OR_RETURN(ChatReply r, assistant.Chat({{"user", q}}, g, nullptr));
     if (options.on_progress) options.on_progress(++done, total);
+    adapted = !r.adapter_version.empty();
     return r.text;
   };
   Replies out;
@@ -309,6 +310,7 @@ Result<Replies> AnswerPinned(Assistant& assistant, const QuestionSet& set, const
   for (const auto& q : set.general) {
     ASSIGN_OR_RETURN(std::string r, ask(q.question));
     out.general.push_back(std::move(r));
+    out.general_adapted.push_back(adapted);
   }
   return out;
 }
@@ -387,7 +389,7 @@ Result<EvalReport> Evaluate(Assistant& assistant, const QuestionSet& set, const 
     if (pinned.snapshot) {
       // A scoped adapter leaves the questions out of its scope to the base:
       // they count with a KL of 0, as served.
-      const bool in = runtime::InScope(*model, pinned.snapshot->scope, set.general[i].question);
+      const bool in = adapted.general_adapted[i];
       r.general_in_scope += in;
       auto a = runtime::AnswerIds(*model, set.general[i].question, base.general[i]);
       if (a.ok()) {

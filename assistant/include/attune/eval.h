@@ -71,6 +71,9 @@ QuestionSet Updated(const QuestionSet& set);
 // general questions.
 struct Replies {
   std::vector<std::string> trained, heldout, general;
+  // Per general question: whether an adapter answered it (false for the
+  // base, and for a question out of a scoped adapter's scope).
+  std::vector<bool> general_adapted;
 };
 
 struct EvalOptions {
