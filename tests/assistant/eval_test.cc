@@ -239,6 +239,40 @@ CliRun RunCli(const std::string& dir, const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
 }
 
+// A scoped adapter answers only what its scope takes in: the evaluation
+// counts what the engine served (the base's reply, no KL, for the others).
+TEST(EvalTest, GeneralQuestionsOutOfAScopeGetTheBasesReplyAndNoKl) {
+  TempDir dir;
+  AssistantOptions options = TinyOptions(dir.path);
+  options.training.trainer.scope = true;
+  auto opened = Assistant::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Assistant& a = **opened;
+  QuestionSet set;
+  set.name = "tiny";
+  set.user = "u";
+  set.facts.push_back({std::vector<std::string>(5, "my pet?"), {"my pet?"}, "cat", "cat", "", ""});
+  set.general = {{"What is the capital of France?", "."}, {"How many legs does a spider have?", "."}};
+  EvalOptions o;
+  o.max_tokens = 8;
+  auto base = AnswerAll(a, set, "base", o);
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  for (size_t i = 0; i < set.general.size(); ++i) set.general[i].expect = Literal(base->general[i]);
+  for (auto& e : TeachingEvents(set)) ASSERT_TRUE(a.Record(e).ok());
+  auto run = a.TrainNow();
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  ASSERT_TRUE(run->promoted) << run->gate_summary;
+  o.base_replies = &*base;
+  auto judged = Evaluate(a, set, o);
+  ASSERT_TRUE(judged.ok()) << judged.status().ToString();
+  EXPECT_EQ(judged->recall, 100) << "the taught question is in the scope it was fitted on";
+  EXPECT_EQ(judged->general_in_scope, 0) << "general questions are out of the scope";
+  EXPECT_EQ(judged->retained, 2) << "the base answers them, as before";
+  EXPECT_EQ(judged->forgetting_kl, 0) << "what the base answers differs from it by nothing";
+  const std::string html = HtmlPage("t", ReportHtmlSections(*judged));
+  EXPECT_NE(html.find("the base model the others"), std::string::npos);
+}
+
 TEST(EvalTest, RunWindowsRefusesAWindowCountItCannotSplitAndAnUnknownKind) {
   TempDir dir;
   auto opened = Assistant::Open(TinyOptions(dir.path));
