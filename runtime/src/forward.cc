@@ -505,18 +505,19 @@ int64_t CommonPrefixLength(const at::Tensor& tokens) {
   return p >= kMinSharedPrefix ? p : 0;
 }
 
-at::Tensor HiddenStates(const Model& model, const LoraWeights* lora, const at::Tensor& tokens) {
+at::Tensor HiddenStates(const Model& model, const LoraWeights* lora, const at::Tensor& tokens, int64_t n_layers) {
   at::NoGradGuard ng;
+  const size_t layers = n_layers > 0 ? std::min(size_t(n_layers), model.layers().size()) : model.layers().size();
   const int64_t P = lora && lora->training && lora->dropout > 0 ? 0 : CommonPrefixLength(tokens);
   if (P == 0) {
     const AttentionContext ctx = MakeAttentionContext(model, 0, tokens.size(1));
     at::Tensor x = EmbedTokens(model, tokens);
-    for (size_t l = 0; l < model.layers().size(); ++l) x = LayerForward(model, lora, l, x, ctx, nullptr);
+    for (size_t l = 0; l < layers; ++l) x = LayerForward(model, lora, l, x, ctx, nullptr);
     return x;
   }
   const SharedPrefix s = MakeSharedPrefix(model, tokens.size(0), P, tokens.size(1));
   at::Tensor x = EmbedShared(model, tokens, s);
-  for (size_t l = 0; l < model.layers().size(); ++l) x = LayerForwardShared(model, lora, l, x, s);
+  for (size_t l = 0; l < layers; ++l) x = LayerForwardShared(model, lora, l, x, s);
   return UnshareRows(x, s);
 }
 

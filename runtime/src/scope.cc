@@ -29,11 +29,7 @@ Result<at::Tensor> ScopeFeatures(const Model& model, const std::string& text, in
   if (int64_t(ids.size()) > limit) ids.resize(size_t(limit));
   std::vector<int64_t> v(ids.begin(), ids.end());
   at::NoGradGuard no_grad;
-  at::Tensor tokens = at::tensor(v, at::kLong).unsqueeze(0);
-  const AttentionContext ctx = MakeAttentionContext(model, 0, tokens.size(1));
-  at::Tensor x = EmbedTokens(model, tokens);
-  for (int64_t l = 0; l < layer; ++l) x = LayerForward(model, nullptr, size_t(l), x, ctx, nullptr);
-  x = x[0].to(at::kFloat);
+  const at::Tensor x = HiddenStates(model, nullptr, at::tensor(v, at::kLong).unsqueeze(0), layer)[0].to(at::kFloat);
   return x.size(0) > 1 ? x.slice(0, 1).mean(0) : x[0];
 }
 

@@ -208,10 +208,10 @@ inline constexpr int64_t kMinSharedPrefix = 8;
 // causal layer gives its padded positions the values of the same tokens.
 int64_t CommonPrefixLength(const at::Tensor& tokens);
 // The hidden states [B, T, hidden] after the last layer (before the head's
-// norm) of tokens [B, T], without a graph; a common prefix
-// (CommonPrefixLength) runs once. lora may be null; with LoRA dropout in
-// training nothing is shared.
-at::Tensor HiddenStates(const Model& model, const LoraWeights* lora, const at::Tensor& tokens);
+// norm) of tokens [B, T], or after the first `n_layers` layers when it is
+// above 0, without a graph; a common prefix (CommonPrefixLength) runs once.
+// lora may be null; with LoRA dropout in training nothing is shared.
+at::Tensor HiddenStates(const Model& model, const LoraWeights* lora, const at::Tensor& tokens, int64_t n_layers = 0);
 // LayerForward and LayerBackward over such rows: the same values as over
 // the batch [batch, T] (up to the order in which products sum). With LoRA
 // dropout the prefix's rows share their masks, unlike the batch's.
