@@ -104,6 +104,10 @@ void AttendHead(const float* q, const float* kc, const float* vc, int64_t len, i
 
 namespace {
 
+// Long prompts go through in chunks of this many rows, so that the buffers
+// stay a few MB (as llama.cpp's batches).
+constexpr int64_t kChunk = 256;
+
 // Rows [0, n) of one chunk through the first `n_layers` layers; the hidden
 // states stay in s->x for the caller.
 void LayersForward(const PlainWeights& m, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
@@ -175,10 +179,8 @@ void LayersForward(const PlainWeights& m, const PlainLora* lora, const int32_t* 
 
 void ForwardRows(const PlainWeights& m, const PlainLora* lora, const int32_t* tokens, int64_t n, PlainCache* cache,
                  float* logits, DecodeScratch* s) {
-  // Long prompts go through in chunks, so that the buffers stay a few MB
-  // (as llama.cpp's batches). Every row's numbers are the same either way:
-  // a many-row product equals the one-row products to the bit.
-  constexpr int64_t kChunk = 256;
+  // Every row's numbers are the same in chunks (kChunk) or not: a many-row
+  // product equals the one-row products to the bit.
   int64_t done = 0;
   while (done < n) {
     const int64_t rows = std::min(kChunk, n - done);
@@ -194,7 +196,6 @@ void ForwardRows(const PlainWeights& m, const PlainLora* lora, const int32_t* to
 
 std::vector<float> MeanHiddenState(const PlainWeights& m, const int32_t* tokens, int64_t n, int64_t layers,
                                    PlainCache* cache, DecodeScratch* s) {
-  constexpr int64_t kChunk = 256;
   const int64_t hidden = m.config.hidden;
   // One token: its own state; more: the mean over those after the first.
   const int64_t skip = n > 1 ? 1 : 0;

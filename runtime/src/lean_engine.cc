@@ -230,8 +230,7 @@ Result<GenerateResult> LeanEngine::GenerateIds(const std::vector<int32_t>& promp
 bool LeanEngine::Impl::InScope(const adapters::Scope& scope, const std::string& text) const {
   auto ids = TextIds(tokenizer.get(), text);
   if (!ids.ok() || ids->empty()) return false;  // cannot be judged: the base answers
-  const int64_t limit = config.context_length > 0 ? config.context_length : 2048;
-  if (int64_t(ids->size()) > limit) ids->resize(size_t(limit));
+  TruncateScopeIds(config, &*ids);
   LeanCache kv(config, int64_t(ids->size()));
   DecodeScratch scratch;
   const std::vector<float> x = MeanHiddenState(plain, ids->data(), int64_t(ids->size()), scope.layer, &kv.view, &scratch);

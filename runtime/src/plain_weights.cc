@@ -22,6 +22,11 @@ Status CheckScopeFits(const adapters::Scope& scope, int64_t hidden, int64_t n_la
   return Status::Ok();
 }
 
+void TruncateScopeIds(const ModelConfig& config, std::vector<int32_t>* ids) {
+  const int64_t limit = config.context_length > 0 ? config.context_length : 2048;
+  if (int64_t(ids->size()) > limit) ids->resize(size_t(limit));
+}
+
 Status CheckAdapterFits(const adapters::BaseModelInfo& base, const adapters::Adapter& adapter, const std::string& version) {
   RETURN_IF_ERROR(adapter.CheckCompatible(base));
   if (int64_t(adapter.layers.size()) != base.n_layers) {

@@ -25,8 +25,7 @@ Result<at::Tensor> ScopeFeatures(const Model& model, const std::string& text, in
   }
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, TextIds(model, text));
   if (ids.empty()) return InvalidArgumentError("scope text '" + text + "' has no tokens");
-  const int64_t limit = model.config().context_length > 0 ? model.config().context_length : 2048;
-  if (int64_t(ids.size()) > limit) ids.resize(size_t(limit));
+  TruncateScopeIds(model.config(), &ids);
   std::vector<int64_t> v(ids.begin(), ids.end());
   at::NoGradGuard no_grad;
   const at::Tensor x = HiddenStates(model, nullptr, at::tensor(v, at::kLong).unsqueeze(0), layer)[0].to(at::kFloat);

@@ -128,28 +128,38 @@ AssistantOptions TinyOptions(const std::string& dir) {
   return o;
 }
 
+// The tiny random model learns one phrasing, not paraphrases: the same
+// question taught five times, and asked again as the "held-out" one; and
+// general questions, whose expected replies ExpectTheBasesReplies sets.
+QuestionSet PetSet(const std::vector<std::string>& general) {
+  QuestionSet set;
+  set.name = "tiny";
+  set.user = "u";
+  set.facts.push_back({std::vector<std::string>(5, "my pet?"), {"my pet?"}, "cat", "cat", "", ""});
+  for (const auto& q : general) set.general.push_back({q, "."});
+  return set;
+}
+
+// The general questions expect what the base model replies (escaped).
+void ExpectTheBasesReplies(const Replies& base, QuestionSet* set) {
+  for (size_t i = 0; i < set->general.size(); ++i) {
+    ASSERT_FALSE(base.general[i].empty());
+    set->general[i].expect = Literal(base.general[i]);
+  }
+}
+
 TEST(EvalTest, JudgesATrainedAdapterAgainstTheBase) {
   TempDir dir;
   auto opened = Assistant::Open(TinyOptions(dir.path));
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   Assistant& a = **opened;
-  QuestionSet set;
-  set.name = "tiny";
-  set.user = "u";
-  // The tiny random model learns one phrasing, not paraphrases: the same
-  // question taught five times, and asked again as the "held-out" one.
-  set.facts.push_back({std::vector<std::string>(5, "my pet?"), {"my pet?"}, "cat", "cat", "", ""});
-  set.general = {{"hi", "."}, {"ab", "."}};
+  QuestionSet set = PetSet({"hi", "ab"});
   EvalOptions o;
   o.max_tokens = 8;
-  // The general questions expect what the base model replies (escaped).
   auto base = AnswerAll(a, set, "base", o);
   ASSERT_TRUE(base.ok()) << base.status().ToString();
   ASSERT_FALSE(Matches(base->heldout[0], "cat")) << "the base already says cat: " << base->heldout[0];
-  for (size_t i = 0; i < set.general.size(); ++i) {
-    ASSERT_FALSE(base->general[i].empty());
-    set.general[i].expect = Literal(base->general[i]);
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectTheBasesReplies(*base, &set));
 
   // The base judged as the adapter: nothing learned, nothing forgotten.
   auto same = Evaluate(a, set, o);
@@ -248,16 +258,12 @@ TEST(EvalTest, GeneralQuestionsOutOfAScopeGetTheBasesReplyAndNoKl) {
   auto opened = Assistant::Open(options);
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   Assistant& a = **opened;
-  QuestionSet set;
-  set.name = "tiny";
-  set.user = "u";
-  set.facts.push_back({std::vector<std::string>(5, "my pet?"), {"my pet?"}, "cat", "cat", "", ""});
-  set.general = {{"What is the capital of France?", "."}, {"How many legs does a spider have?", "."}};
+  QuestionSet set = PetSet({"What is the capital of France?", "How many legs does a spider have?"});
   EvalOptions o;
   o.max_tokens = 8;
   auto base = AnswerAll(a, set, "base", o);
   ASSERT_TRUE(base.ok()) << base.status().ToString();
-  for (size_t i = 0; i < set.general.size(); ++i) set.general[i].expect = Literal(base->general[i]);
+  ASSERT_NO_FATAL_FAILURE(ExpectTheBasesReplies(*base, &set));
   for (auto& e : TeachingEvents(set)) ASSERT_TRUE(a.Record(e).ok());
   auto run = a.TrainNow();
   ASSERT_TRUE(run.ok()) << run.status().ToString();

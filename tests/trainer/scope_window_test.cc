@@ -27,29 +27,32 @@ void TrainScoped(Loop& l, TrainingRunResult* run, adapters::Adapter* adapter) {
   *adapter = *a;
 }
 
+bool HasNote(const TrainingRunResult& run, const std::string& text) {
+  for (const auto& n : run.report.notes) {
+    if (n.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
 TEST(ScopeWindowTest, TheCandidateCarriesAScopeFittedOnTheWindowsMessages) {
   Loop l("scope");
   l.Add(0, 6);
   TrainingRunResult run;
   adapters::Adapter adapter;
   ASSERT_NO_FATAL_FAILURE(TrainScoped(l, &run, &adapter));
-  auto* r = &run;
-  auto* a = &adapter;
-  ASSERT_FALSE(a->scope.empty());
-  EXPECT_EQ(a->training_config.at("scope"), "probe");
-  EXPECT_EQ(a->scope.fitted_in, 6);  // "my fact 0?" ... "my fact 5?"
+  ASSERT_FALSE(adapter.scope.empty());
+  EXPECT_EQ(adapter.training_config.at("scope"), "probe");
+  EXPECT_EQ(adapter.scope.fitted_in, 6);  // "my fact 0?" ... "my fact 5?"
   // The pool, and the six asked about no one ("a fact 0?").
-  EXPECT_EQ(a->scope.fitted_out, int64_t(internal::AnchorPool().size()) + 6);
-  bool noted = false;
-  for (const auto& n : r->report.notes) noted |= n.find("scope fitted on 6 message(s) in") != std::string::npos;
-  EXPECT_TRUE(noted);
+  EXPECT_EQ(adapter.scope.fitted_out, int64_t(internal::AnchorPool().size()) + 6);
+  EXPECT_TRUE(HasNote(run, "scope fitted on 6 message(s) in"));
   for (int i = 0; i < 6; ++i) {
-    EXPECT_TRUE(runtime::InScope(*l.model, a->scope, "my fact " + std::to_string(i) + "?")) << i;
+    EXPECT_TRUE(runtime::InScope(*l.model, adapter.scope, "my fact " + std::to_string(i) + "?")) << i;
   }
   int pool_in = 0;
-  for (const auto& p : internal::AnchorPool()) pool_in += runtime::InScope(*l.model, a->scope, p);
-  EXPECT_LE(pool_in, a->scope.misplaced);
-  EXPECT_LE(a->scope.misplaced, 2);
+  for (const auto& p : internal::AnchorPool()) pool_in += runtime::InScope(*l.model, adapter.scope, p);
+  EXPECT_LE(pool_in, adapter.scope.misplaced);
+  EXPECT_LE(adapter.scope.misplaced, 2);
 
   // Without the option the next candidate answers everything.
   l.Add(6, 9);
@@ -75,12 +78,8 @@ TEST(ScopeWindowTest, AWindowWithoutAUserMessageTrainsWithoutAScope) {
   TrainingRunResult run;
   adapters::Adapter adapter;
   ASSERT_NO_FATAL_FAILURE(TrainScoped(l, &run, &adapter));
-  auto* r = &run;
-  auto* a = &adapter;
-  EXPECT_TRUE(a->scope.empty());
-  bool noted = false;
-  for (const auto& n : r->report.notes) noted |= n.find("no scope") != std::string::npos;
-  EXPECT_TRUE(noted);
+  EXPECT_TRUE(adapter.scope.empty());
+  EXPECT_TRUE(HasNote(run, "no scope"));
 }
 
 }  // namespace

@@ -59,6 +59,10 @@ double LoraScale(double alpha, int64_t rank, bool rslora);
 // empty scope.
 Status CheckScopeFits(const adapters::Scope& scope, int64_t hidden, int64_t n_layers);
 
+// Cuts a text's ids to what a scope reads: the model's context (2048 when
+// the model does not say).
+void TruncateScopeIds(const ModelConfig& config, std::vector<int32_t>* ids);
+
 // Checks that `adapter` fits the model `base` describes (fingerprint,
 // architecture, layers, every present pair's shapes and buffer sizes, and
 // its scope's width and layer), so that no view of it can read past a
