@@ -243,6 +243,35 @@ TEST(TinyModelTest, MeanAnswerKlOfBatchesEqualsEachAnswerAlone) {
   EXPECT_TRUE(std::isnan(MeanAnswerKl(*m, lora, {})));
 }
 
+// GivesAnswer: the model's own greedy reply, teacher-forced, is what it
+// says; another model's reply or an unrelated text is not, and an empty
+// answer never is.
+TEST(TinyModelTest, GivesAnswerTellsTheModelsOwnGreedyReplyFromAnothers) {
+  LoadOptions lo;
+  lo.chat_template = "chatml";
+  auto loaded = Model::Load(Fixture("models/tiny_llama.gguf"), lo);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  const Model& m = **loaded;
+  const auto& c = m.config();
+  LoraWeights lora = RandomLora(c, 5, {{kQ, c.hidden, c.n_heads * c.head_dim}, {kGate, c.hidden, c.intermediate}});
+  int differing = 0;
+  for (const std::string q : {"my fact 3?", "What is the sky?", "hello"}) {
+    const std::vector<ChatMessage> chat = {{"user", q}};
+    auto base = GreedyReply(m, nullptr, q, 6);
+    auto adapted = GreedyReply(m, &lora, q, 6);
+    ASSERT_TRUE(base.ok() && adapted.ok());
+    ASSERT_FALSE(base->empty()) << q;
+    EXPECT_TRUE(*GivesAnswer(m, nullptr, chat, *base)) << q << ": " << *base;
+    EXPECT_TRUE(*GivesAnswer(m, &lora, chat, *adapted)) << q << ": " << *adapted;
+    if (*adapted != *base) {
+      ++differing;
+      EXPECT_FALSE(*GivesAnswer(m, nullptr, chat, *adapted)) << q << ": " << *adapted;
+    }
+    EXPECT_FALSE(*GivesAnswer(m, nullptr, chat, "")) << q;
+  }
+  EXPECT_GT(differing, 0) << "the adapter changes some reply";
+}
+
 // The trainer's bf16 base moves the cores from OpenBLAS to LibTorch's
 // intra-op pool for the run, and gives them back.
 TEST(ThreadsTest, LibTorchProductsThreadsMovesOpenBlasThreadsAndRestoresThem) {

@@ -6,13 +6,16 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
+#include <variant>
 
 #include "attune/adapters/gate.h"
 #include "attune/core/file.h"
 #include "attune/core/log.h"
 #include "attune/feedback/supersede.h"
 #include "attune/runtime/adapter_slot.h"
+#include "attune/runtime/generate.h"
 #include "attune/runtime/scope.h"
 #include "attune/trainer/forget.h"
 #include "anchors.h"
@@ -173,36 +176,84 @@ Result<size_t> DropSuperseded(const replay::Store& store, replay::SampleBatch* b
   return dropped;
 }
 
+// The events that approve a reply of the base model: a thumbs-up, ACCEPTED
+// or COPIED on a response with no adapter version ("" = the base model).
+std::set<std::string> ApprovedBaseReplies(const replay::SampleBatch& b) {
+  std::set<std::string> ids;
+  for (const auto* events : {&b.new_events, &b.replay_events}) {
+    for (const auto& se : *events) {
+      const feedback::Event& e = se.event;
+      if (!e.adapter_version.empty() || e.response.empty()) continue;
+      const auto* r = std::get_if<feedback::Rating>(&e.signal);
+      const auto* im = std::get_if<feedback::Implicit>(&e.signal);
+      if ((r && r->thumb == feedback::Thumb::kUp) || (im && (im->action == feedback::ImplicitAction::kAccepted ||
+                                                             im->action == feedback::ImplicitAction::kCopied))) {
+        ids.insert(e.id);
+      }
+    }
+  }
+  return ids;
+}
+
+// Whether the base model already says what `e` teaches, so that the
+// adapter has nothing to add to its message: the approval of a reply the
+// base gave (`approved`), or a positive example whose completion is,
+// teacher-forced, the base's greedy answer.
+Result<bool> BaseSaysIt(const runtime::Model& model, const feedback::Example& e,
+                        const std::set<std::string>& approved) {
+  const bool wanted = e.kind == feedback::ExampleKind::kSft || (e.kind == feedback::ExampleKind::kKto && e.desirable);
+  if (!wanted) return false;
+  if (approved.count(e.event_id)) return true;
+  std::vector<runtime::ChatMessage> context;
+  for (const auto& m : e.context) context.push_back({std::string(feedback::RoleName(m.role)), m.content});
+  return runtime::GivesAnswer(model, nullptr, context, e.completion);
+}
+
 // The candidate's scope (TrainerOptions::scope): in, the last user message
-// of every example the window trained on, new and replayed; out, the
-// anchors' pool and the window's messages asked about no one.
+// of every example the window trained on, new and replayed, unless the base
+// model already gives every answer taught for it (BaseSaysIt); out, those,
+// the anchors' pool and the window's messages asked about no one. When the
+// base gives every answer of the window, all its messages are in.
 Status FitCandidateScope(const runtime::Model& model, const TrainerOptions& o, const TrainInput& in,
-                         adapters::Adapter* cand, std::vector<std::string>* notes) {
-  std::vector<std::string> inside;
-  std::set<std::string> seen;
+                         const std::set<std::string>& approved, adapters::Adapter* cand,
+                         std::vector<std::string>* notes) {
+  std::vector<std::string> messages;  // in order of first appearance
+  std::map<std::string, bool> needs_adapter;
   for (const auto* examples : {&in.new_examples, &in.replay_examples}) {
     for (const feedback::Example& e : *examples) {
       for (auto m = e.context.rbegin(); m != e.context.rend(); ++m) {
         if (m->role != feedback::Role::kUser) continue;
-        if (seen.insert(m->content).second) inside.push_back(m->content);
+        auto it = needs_adapter.find(m->content);
+        if (it != needs_adapter.end() && it->second) break;  // already in
+        ASSIGN_OR_RETURN(bool base_says, BaseSaysIt(model, e, approved));
+        if (it == needs_adapter.end()) messages.push_back(m->content);
+        needs_adapter[m->content] = !base_says;
         break;
       }
     }
   }
-  if (inside.empty()) {
+  if (messages.empty()) {
     notes->push_back("no scope: the window's examples have no user message");
     return Status::Ok();
   }
+  std::vector<std::string> inside, base_answers;
+  for (const auto& m : messages) (needs_adapter[m] ? inside : base_answers).push_back(m);
+  if (inside.empty()) {
+    notes->push_back("scope: the base model already gives every answer of the window; all its messages are in");
+    inside.swap(base_answers);
+  }
   std::vector<std::string> outside = o.anchor_prompts.empty() ? internal::AnchorPool() : o.anchor_prompts;
+  outside.insert(outside.end(), base_answers.begin(), base_answers.end());
   for (std::string& c : internal::ContrastPrompts(inside, int64_t(inside.size()))) {
-    if (!seen.count(c)) outside.push_back(std::move(c));
+    if (!needs_adapter.count(c)) outside.push_back(std::move(c));
   }
   auto scope = runtime::FitScope(model, inside, outside);
   if (!scope.ok()) return Status(scope.status().code(), "fitting the scope: " + scope.status().message());
   cand->scope = std::move(*scope);
   cand->training_config["scope"] = "probe";
   notes->push_back("scope fitted on " + std::to_string(cand->scope.fitted_in) + " message(s) in and " +
-                   std::to_string(cand->scope.fitted_out) + " out, " + std::to_string(cand->scope.misplaced) +
+                   std::to_string(cand->scope.fitted_out) + " out (" + std::to_string(base_answers.size()) +
+                   " the base model already answers as taught among them), " + std::to_string(cand->scope.misplaced) +
                    " on the wrong side");
   return Status::Ok();
 }
@@ -329,7 +380,9 @@ Result<TrainingRunResult> RunWindow(std::shared_ptr<const runtime::Model> model,
   ASSIGN_OR_RETURN(adapters::Adapter cand, ToAdapter(*model, to.lora, out.adapter));
   cand.parent_version = in.parent_version;
   cand.lineage = lineage;
-  if (to.scope) RETURN_IF_ERROR(FitCandidateScope(*model, to, in, &cand, &res.report.notes));
+  if (to.scope) {
+    RETURN_IF_ERROR(FitCandidateScope(*model, to, in, ApprovedBaseReplies(batch), &cand, &res.report.notes));
+  }
   const TrainReport& r = out.report;
   adapters::GateInput gate;
   gate.new_loss = r.new_loss_candidate;

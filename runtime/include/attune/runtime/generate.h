@@ -65,4 +65,12 @@ Result<AnsweredPrompt> AnswerIds(const Model& model, const std::string& user_mes
 // trainer's gate and of evaluations). NaN when there are none.
 double MeanAnswerKl(const Model& model, const LoraWeights& lora, const std::vector<AnsweredPrompt>& answers);
 
+// Whether the model (`lora`, or the base when null) already says `answer`
+// to `context`: teacher-forced, every token of the answer is the greedy
+// choice at its position, up to `tolerance` in logits (two computations of
+// a near tie may pick either token). False for an empty answer. Errors:
+// those of PromptIds and the tokenizer.
+Result<bool> GivesAnswer(const Model& model, const LoraWeights* lora, const std::vector<ChatMessage>& context,
+                         const std::string& answer, double tolerance = 0.05);
+
 }  // namespace attune::runtime
