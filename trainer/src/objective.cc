@@ -80,15 +80,19 @@ Objective ObjectiveOf(feedback::ExampleKind kind) {
 
 }  // namespace
 
+std::vector<runtime::ChatMessage> ChatOf(const feedback::Example& example) {
+  std::vector<runtime::ChatMessage> chat;
+  for (const auto& m : example.context) chat.push_back({std::string(feedback::RoleName(m.role)), m.content});
+  return chat;
+}
+
 Result<EncodedExample> Encode(const runtime::Model& model, const feedback::Example& ex, const EncodeOptions& options) {
-  std::vector<runtime::ChatMessage> context;
-  for (const auto& m : ex.context) context.push_back({std::string(feedback::RoleName(m.role)), m.content});
   EncodedExample out;
   out.objective = ObjectiveOf(ex.kind);
   out.id = ex.event_id;
   out.desirable = ex.desirable;
   out.weight = ex.weight;
-  return EncodeText(model, context, ex.completion, ex.rejected, /*open_ended=*/false, options, std::move(out));
+  return EncodeText(model, ChatOf(ex), ex.completion, ex.rejected, /*open_ended=*/false, options, std::move(out));
 }
 
 Result<EncodedExample> EncodeAnchor(const runtime::Model& model, const std::string& id, const std::string& prompt,

@@ -204,9 +204,7 @@ Result<bool> BaseSaysIt(const runtime::Model& model, const feedback::Example& e,
   const bool wanted = e.kind == feedback::ExampleKind::kSft || (e.kind == feedback::ExampleKind::kKto && e.desirable);
   if (!wanted) return false;
   if (approved.count(e.event_id)) return true;
-  std::vector<runtime::ChatMessage> context;
-  for (const auto& m : e.context) context.push_back({std::string(feedback::RoleName(m.role)), m.content});
-  return runtime::GivesAnswer(model, nullptr, context, e.completion);
+  return runtime::GivesAnswer(model, nullptr, ChatOf(e), e.completion);
 }
 
 // The candidate's scope (TrainerOptions::scope): in, the last user message

@@ -15,6 +15,7 @@
 
 #include "attune/core/result.h"
 #include "attune/feedback/example.h"
+#include "attune/runtime/chat_template.h"
 #include "attune/runtime/model.h"
 #include "attune/trainer/trainer_options.h"
 
@@ -42,6 +43,10 @@ struct EncodedExample {
 };
 
 // EncodeOptions lives in trainer_options.h.
+
+// The chat an example's completion answers (its context as the chat
+// template's messages).
+std::vector<runtime::ChatMessage> ChatOf(const feedback::Example& example);
 
 // Renders one of the user's examples (from feedback::ToExamples) with the
 // chat template and tokenizes it. FailedPrecondition when the model has no
