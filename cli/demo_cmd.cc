@@ -285,8 +285,10 @@ class Demo {
     poisoned_answer = Ask(as, kPoison[0][0]).text;
     std::cout << "  now serving " << as.GetStatus().active_label << ": Q: " << kPoison[0][0] << "\n     " << OneLine(poisoned_answer) << "\n";
     std::cout << "  Sam thumbs the bad answers down ...\n";
+    // The questions the poisoned version answers: a scoped version leaves the
+    // other general questions to the base, whose replies count for the base.
     for (int i = 0; i < 12 && as.GetStatus().active_label != good_label; ++i) {
-      auto r = Ask(as, set.general[i % set.general.size()].question);
+      auto r = Ask(as, kPoison[size_t(i) % std::size(kPoison)][0]);
       feedback::Event down;
       down.user_id = "sam";
       down.signal = feedback::Rating{feedback::Thumb::kDown};
