@@ -107,9 +107,13 @@ Result<std::string> GreedyReply(const Model& model, const LoraWeights* lora, con
 }
 
 Result<AnsweredPrompt> AnswerIds(const Model& model, const std::string& user_message, const std::string& answer) {
+  return AnswerIds(model, std::vector<ChatMessage>{{"user", user_message}}, answer);
+}
+
+Result<AnsweredPrompt> AnswerIds(const Model& model, const std::vector<ChatMessage>& chat, const std::string& answer) {
   if (!model.tokenizer()) return FailedPreconditionError("the model has no tokenizer");
   AnsweredPrompt a;
-  ASSIGN_OR_RETURN(a.ids, PromptIds(model, {{"user", user_message}}));
+  ASSIGN_OR_RETURN(a.ids, PromptIds(model, chat));
   ASSIGN_OR_RETURN(std::vector<int32_t> answer_ids, model.tokenizer()->Encode(answer, /*parse_special=*/false));
   a.first = int64_t(a.ids.size()) - 1;
   a.ids.insert(a.ids.end(), answer_ids.begin(), answer_ids.end());
@@ -160,18 +164,14 @@ double MeanAnswerKl(const Model& model, const LoraWeights& lora, const std::vect
 
 Result<bool> GivesAnswer(const Model& model, const LoraWeights* lora, const std::vector<ChatMessage>& context,
                          const std::string& answer, double tolerance) {
-  if (!model.tokenizer()) return FailedPreconditionError("the model has no tokenizer");
-  ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptIds(model, context));
-  ASSIGN_OR_RETURN(std::vector<int32_t> answer_ids, model.tokenizer()->Encode(answer, /*parse_special=*/false));
-  if (answer_ids.empty()) return false;
-  const int64_t first = int64_t(ids.size()) - 1;  // predicts the answer's first token
-  ids.insert(ids.end(), answer_ids.begin(), answer_ids.end());
+  ASSIGN_OR_RETURN(AnsweredPrompt a, AnswerIds(model, context, answer));
+  const int64_t n = int64_t(a.ids.size()) - a.first - 1;  // the answer's tokens
+  if (n <= 0) return false;
   at::NoGradGuard ng;
-  const std::vector<int64_t> v(ids.begin(), ids.end());
+  const std::vector<int64_t> v(a.ids.begin(), a.ids.end());
   const at::Tensor x = HiddenStates(model, lora, at::tensor(v, at::kLong).unsqueeze(0))[0];
-  const int64_t n = int64_t(answer_ids.size());
-  const at::Tensor logits = HeadForward(model, x.narrow(0, first, n).unsqueeze(0))[0].to(at::kFloat);
-  const at::Tensor targets = at::tensor(std::vector<int64_t>(answer_ids.begin(), answer_ids.end()), at::kLong);
+  const at::Tensor logits = HeadForward(model, x.narrow(0, a.first, n).unsqueeze(0))[0].to(at::kFloat);
+  const at::Tensor targets = at::tensor(std::vector<int64_t>(v.begin() + a.first + 1, v.end()), at::kLong);
   const at::Tensor gap = std::get<0>(logits.max(-1)) - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
   return gap.max().item<double>() <= tolerance;
 }

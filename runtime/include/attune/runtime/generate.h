@@ -59,6 +59,8 @@ struct AnsweredPrompt {
   int64_t first = 0;
 };
 Result<AnsweredPrompt> AnswerIds(const Model& model, const std::string& user_message, const std::string& answer);
+// The same after a whole chat.
+Result<AnsweredPrompt> AnswerIds(const Model& model, const std::vector<ChatMessage>& chat, const std::string& answer);
 
 // Mean KL(base || adapted) of the next-token distributions at the answer
 // positions of `answers`, teacher-forced (the forgetting measure of the
